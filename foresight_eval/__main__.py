@@ -1,0 +1,3 @@
+from foresight_eval.cli import main
+
+main()

@@ -1,0 +1,21 @@
+"""The `foresight-eval` command. This package only parses options and prints; the work lives in
+importable functions of the same names (``foresight_eval.score`` for ``foresight-eval score``)."""
+
+from __future__ import annotations
+
+import click
+
+from foresight_eval.cli.metrics_cmd import metrics_command, weights_group
+from foresight_eval.cli.score_cmd import score_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="foresight-eval")
+def main() -> None:
+    """Evaluate video prediction models: score predicted clips against references, check runs against
+    gates, compare runs, and write reports."""
+
+
+main.add_command(score_command)
+main.add_command(metrics_command)
+main.add_command(weights_group)

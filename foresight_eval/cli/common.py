@@ -1,0 +1,81 @@
+"""Helpers shared by the CLI commands: consoles, option parsing, error-to-exit-code mapping."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.markup import escape
+
+from foresight_eval.errors import UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+def handle_errors(command: Callable) -> Callable:
+    """Usage errors print one line and exit 2, as click's own usage errors do."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (UsageError, FileNotFoundError) as exc:
+            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper
+
+
+def parse_assignments(values: tuple[str, ...], option: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings into a dict; values are read as YAML scalars (1.5, true, alex)."""
+    parsed = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{option} expects KEY=VALUE, got {item!r}")
+        parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return parsed
+
+
+def parse_metric_params(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``-p ssim.mode=skimage`` into ``{"ssim": {"mode": "skimage"}}``."""
+    params: dict[str, dict[str, Any]] = {}
+    for key, value in parse_assignments(values, "--param").items():
+        metric, dot, name = key.partition(".")
+        if not dot or not name:
+            raise UsageError(f"--param expects METRIC.KEY=VALUE, got {key!r}")
+        params.setdefault(metric, {})[name] = value
+    return params
+
+
+def split_names(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise UsageError("--metrics needs at least one metric name")
+    return names
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return str(value)
+    return f"{value:.{digits}g}" if abs(value) >= 1e4 or (value != 0 and abs(value) < 1e-3) else f"{value:.{digits}f}"
+
+
+def print_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2))

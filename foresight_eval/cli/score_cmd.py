@@ -1,0 +1,125 @@
+"""`foresight-eval score`: parse options, run :func:`foresight_eval.engine.score`, print and write results."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from foresight_eval.cli.common import (
+    EXIT_FAILED, EXIT_OK, fmt, handle_errors, parse_assignments, parse_metric_params, print_json, split_names,
+    stderr, stdout,
+)
+from foresight_eval.engine import ScoreOptions, score
+from foresight_eval.errors import UsageError
+from foresight_eval.results import RunResult
+from foresight_eval.stats import BootstrapConfig
+
+ARROWS = {"higher": "↑", "lower": "↓"}
+
+
+def render_table(run: RunResult) -> Table:
+    confidence = int(round(run.bootstrap.get("confidence", 0.95) * 100))
+    table = Table(title=f"{len(run.pairs) - len(run.failed)} of {len(run.pairs)} clip pairs scored", title_justify="left")
+    for column, justify in (("metric", "left"), ("better", "center"), ("mean", "right"),
+                            (f"{confidence}% CI", "right"), ("n", "right"), ("unit", "left")):
+        table.add_column(column, justify=justify)
+    for name, summary in run.metrics.items():
+        ci = "–" if summary.ci_low is None else f"[{fmt(summary.ci_low)}, {fmt(summary.ci_high)}]"
+        table.add_row(escape(name), ARROWS[summary.direction], fmt(summary.mean), ci, str(summary.n),
+                      escape(summary.definition.get("unit", "")))
+    return table
+
+
+def print_notes(run: RunResult, console) -> None:
+    for name, reason in run.skipped_metrics.items():
+        console.print(f"[yellow]skipped[/] {escape(name)}: {escape(reason)}", soft_wrap=True)
+    for label, keys in (("predictions", run.unmatched_preds), ("references", run.unmatched_refs)):
+        if keys:
+            console.print(f"[yellow]unmatched {label}[/] ({len(keys)}): {escape(', '.join(keys))}", soft_wrap=True)
+    for pair in run.failed:
+        console.print(f"[red]error[/] {escape(pair.video)}: {escape(pair.error or '')}", soft_wrap=True)
+
+
+def _load_extra(extra: tuple[str, ...], extra_file: Path | None) -> dict:
+    figures = {}
+    if extra_file is not None:
+        try:
+            figures.update(json.loads(extra_file.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--extra-file {extra_file}: {exc}") from exc
+        if not isinstance(figures, dict):
+            raise UsageError(f"--extra-file {extra_file}: expected a JSON object of named figures")
+    figures.update(parse_assignments(extra, "--extra"))
+    return figures
+
+
+@click.command("score")
+@click.argument("preds", type=click.Path(exists=True, path_type=Path))
+@click.argument("refs", type=click.Path(exists=True, path_type=Path))
+@click.option("--metrics", "-m", "metric_names", metavar="NAMES",
+              help="Comma-separated metrics (default: every default metric that can run here; "
+                   "see `foresight-eval metrics`). A metric named here that cannot run is an error.")
+@click.option("--param", "-p", "params", multiple=True, metavar="METRIC.KEY=VALUE",
+              help="A metric parameter, repeatable: -p ssim.mode=skimage -p lpips.net=vgg.")
+@click.option("--context", type=int, default=0, show_default=True,
+              help="Conditioning frames at the start of each clip, not scored; the rest are horizons 1..H.")
+@click.option("--frames", type=click.Choice(["error", "min"]), default="error", show_default=True,
+              help="Prediction and reference frame counts differ: make that pair an error, or score the shorter length.")
+@click.option("--resize", type=click.Choice(["error", "ref"]), default="error", show_default=True,
+              help="Frame sizes differ: make that pair an error, or resize predictions to the reference size (antialiased).")
+@click.option("--strict", is_flag=True, help="Clips without a partner on the other side are an error (exit 2).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Frame pairs per batch.")
+@click.option("--weights-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FORESIGHT_WEIGHTS",
+              help="Extra folder searched first for weight files (also $FORESIGHT_WEIGHTS).")
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write a run folder: summary.json, per_video.csv, per_frame.csv.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout (the table goes to stderr).")
+@click.option("--extra", multiple=True, metavar="NAME=VALUE",
+              help="A run-level figure recorded in summary.json for gates, e.g. --extra latency_overhead=0.319.")
+@click.option("--extra-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A JSON object of run-level figures, recorded like --extra.")
+@click.option("--bootstrap-resamples", type=int, default=2000, show_default=True, help="Resamples for the CIs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling.")
+@handle_errors
+def score_command(preds, refs, metric_names, params, context, frames, resize, strict, device, batch_size,
+                  weights_dir, out_dir, as_json, extra, extra_file, bootstrap_resamples, seed) -> None:
+    """Score predicted clips in PREDS against reference clips in REFS.
+
+    Clips are videos (mp4, webm, mkv, avi, mov, gif), folders of png/jpg frames, or .npy/.npz arrays
+    shaped (T, H, W, C). They pair by relative path without extension: preds/a/clip01.mp4 with
+    refs/a/clip01/ or refs/a/clip01.npy. Prints mean and 95% bootstrap CI over clips per metric.
+
+    Exit status: 0 all pairs scored, 1 some pair failed (see its error row), 2 usage error.
+    """
+    options = ScoreOptions(context=context, frames=frames, resize=resize, batch_size=batch_size)
+    console = stderr if as_json else stdout
+    progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        TextColumn("{task.description}"), console=stderr, transient=True,
+                        disable=not stderr.is_terminal)
+    with progress:
+        task = progress.add_task("", total=None)
+        run = score(
+            preds, refs, split_names(metric_names),
+            params=parse_metric_params(params), options=options, strict=strict, device=device,
+            weights_dir=weights_dir, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
+            extra=_load_extra(extra, extra_file),
+            on_start=lambda total: progress.update(task, total=total),
+            on_pair=lambda pair: progress.update(task, advance=1, description=escape(pair.video)),
+            command=shlex.join(["foresight-eval", *sys.argv[1:]]),
+        )
+    console.print(render_table(run))
+    print_notes(run, console)
+    if out_dir is not None:
+        run.write(out_dir)
+        console.print(f"run folder: {escape(str(out_dir))}")
+    if as_json:
+        print_json(run.summary_dict())
+    sys.exit(EXIT_FAILED if run.failed else EXIT_OK)

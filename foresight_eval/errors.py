@@ -1,0 +1,34 @@
+"""Exception types, each mapped to one behaviour of the engine and the CLI."""
+
+from __future__ import annotations
+
+
+class ForesightError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class UsageError(ForesightError):
+    """The command itself cannot run (bad option, unknown metric, empty input folder): exit code 2."""
+
+
+class InputError(ForesightError):
+    """One clip or pair is unusable: it becomes one error row and the run goes on."""
+
+
+class MetricUnavailable(ForesightError):
+    """A metric cannot run in this environment (missing weights, annotations, GPU)."""
+
+
+class WeightsNotFound(MetricUnavailable):
+    """A weight file is in none of the places searched."""
+
+    def __init__(self, spec_name: str, filename: str, searched: list[str]):
+        self.spec_name = spec_name
+        self.filename = filename
+        self.searched = searched
+        places = "; ".join(searched)
+        super().__init__(
+            f"weight file {filename!r} not found (looked in: {places}); "
+            f"download it with `foresight-eval weights fetch {spec_name}` "
+            f"or copy it into one of those folders"
+        )

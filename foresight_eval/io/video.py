@@ -1,0 +1,75 @@
+"""Video files through PyAV, decoded one frame at a time so a long clip is never held whole."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+
+from foresight_eval.errors import InputError
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".mkv", ".avi", ".mov", ".gif"})
+
+
+class VideoReader:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            with av.open(str(self.path)) as container:
+                if not container.streams.video:
+                    raise InputError(f"{self.path}: no video stream")
+                # Containers may not record a frame count (0); treated as unknown, not as empty.
+                self._declared_frames = int(container.streams.video[0].frames) or None
+        except av.FFmpegError as exc:
+            raise InputError(f"{self.path}: not a readable video ({_ffmpeg_reason(exc)})") from exc
+
+    @property
+    def num_frames(self) -> int | None:
+        return self._declared_frames
+
+    def input_files(self) -> list[Path]:
+        return [self.path]
+
+    def frames(self) -> Iterator[np.ndarray]:
+        count = 0
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for frame in container.decode(stream):
+                    count += 1
+                    yield frame.to_ndarray(format="rgb24")
+        except av.FFmpegError as exc:
+            raise InputError(f"{self.path}: decoding failed after {count} frames ({_ffmpeg_reason(exc)})") from exc
+        if count == 0:
+            raise InputError(f"{self.path}: video has no decodable frames")
+
+
+def _ffmpeg_reason(exc: av.FFmpegError) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 10, crf: int = 12) -> None:
+    """Encode (T, H, W, 3) uint8 frames as H.264 (yuv420p, single-threaded so the output is reproducible).
+
+    Written to a temporary name and renamed, so a crash never leaves a truncated video behind.
+    """
+    from foresight_eval.io.files import write_atomic
+
+    path = Path(path)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    import io
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=path.suffix.lstrip(".") or "mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+        for array in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        container.mux(stream.encode())
+    write_atomic(path, buffer.getvalue())

@@ -1,0 +1,51 @@
+"""The run manifest: what produced a run's numbers (tool and package versions, device, command, inputs)."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+
+RECORDED_PACKAGES = (
+    "foresight-eval", "torch", "torchvision", "numpy", "scipy", "scikit-image",
+    "torchmetrics", "lpips", "av", "pillow",
+)
+
+
+def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str | None]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({platform.processor() or platform.machine()})"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def build_manifest(device: torch.device, command: str | None, started: str, finished: str, inputs: dict) -> dict:
+    return {
+        "tool": "foresight-eval",
+        "version": package_versions(("foresight-eval",))["foresight-eval"],
+        "command": command if command is not None else " ".join(sys.argv),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "device": describe_device(device),
+        "torch_threads": torch.get_num_threads(),
+        "started": started,
+        "finished": finished,
+        "inputs": inputs,
+    }

@@ -1,0 +1,130 @@
+"""The metric plugin interface.
+
+Each metric family keeps a pure functional core (tensors in, tensor out) and a thin stateful
+wrapper, a subclass of :class:`Metric`, that the scoring engine drives clip by clip:
+``setup`` once per run, then per clip ``reset``, ``update`` for each batch of frames, ``compute``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from foresight_eval.errors import UsageError
+
+Direction = Literal["higher", "lower"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What the registry and the tables need to know about a metric, before running it."""
+
+    name: str
+    description: str
+    direction: Direction
+    unit: str = ""
+    # "frames": paired (prediction, reference) frame batches; "latents": latent arrays.
+    inputs: Literal["frames", "latents"] = "frames"
+    # "frame": one value per frame (its video value is the mean); "video": one value per clip.
+    granularity: Literal["frame", "video"] = "frame"
+    # Things the metric cannot run without, shown by `foresight-eval metrics`: "weights", "gpu", "annotations", ...
+    needs: tuple[str, ...] = ()
+    # Whether a plain `score` run without --metrics includes it.
+    default: bool = True
+
+
+@dataclass
+class RunContext:
+    """Run-wide facts a metric may use in ``setup``: the device, where weights are, extra inputs."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    weights_dir: Path | None = None
+    # Extra per-run inputs keyed by name (for example reference annotations), added by other features.
+    resources: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FrameBatch:
+    """Aligned frames of one clip pair: (B, 3, H, W) float32 in [0, 1] on the scoring device."""
+
+    video: str
+    pred: torch.Tensor
+    ref: torch.Tensor
+    horizon: torch.Tensor  # (B,) int64, 1-based, counted after the context frames
+    frame_index: torch.Tensor  # (B,) int64, 0-based index in the clip files
+
+
+class Metric(ABC):
+    """Base class of every metric. Subclasses set ``info`` and ``defaults`` and implement the hooks."""
+
+    info: ClassVar[MetricInfo]
+    defaults: ClassVar[dict[str, Any]] = {}
+    # Allowed values per parameter, for clear errors on bad choices.
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
+
+    def __init__(self, **params: Any):
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise UsageError(f"metric {self.info.name!r} has no parameter {unknown[0]!r} (parameters: {known})")
+        self.params: dict[str, Any] = {**self.defaults, **params}
+        for key, allowed in self.choices.items():
+            if self.params[key] not in allowed:
+                raise UsageError(f"{self.info.name}.{key} must be one of {list(allowed)}, got {self.params[key]!r}")
+        self.device = torch.device("cpu")
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def setup(self, context: RunContext) -> None:
+        """Load weights and move to the device; raise MetricUnavailable with the reason if it cannot run."""
+        self.device = context.device
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget the previous clip."""
+
+    @abstractmethod
+    def update(self, batch: FrameBatch) -> torch.Tensor | None:
+        """Consume one batch; return the per-frame values (B,) for frame-granular metrics."""
+
+    @abstractmethod
+    def compute(self) -> float:
+        """The clip's value."""
+
+    def describe(self) -> dict[str, Any]:
+        """The metric's definition as recorded in results: its metadata and every parameter."""
+        info = self.info
+        return {
+            "direction": info.direction,
+            "unit": info.unit,
+            "granularity": info.granularity,
+            "description": info.description,
+            "params": dict(self.params),
+        }
+
+
+class FrameMetric(Metric):
+    """A metric defined per frame pair; the clip's value is the mean over its frames."""
+
+    def reset(self) -> None:
+        self._sum = 0.0
+        self._count = 0
+
+    def update(self, batch: FrameBatch) -> torch.Tensor:
+        values = self.per_frame(batch.pred, batch.ref)
+        self._sum += float(values.double().sum())
+        self._count += values.numel()
+        return values
+
+    def compute(self) -> float:
+        return self._sum / self._count if self._count else float("nan")
+
+    @abstractmethod
+    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) pairs in, (B,) values out."""

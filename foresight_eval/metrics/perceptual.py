@@ -1,0 +1,82 @@
+"""LPIPS (Zhang et al. 2018, version 0.1) through the ``lpips`` package.
+
+The linear calibration layers are the ones shipped inside the ``lpips`` wheel. The backbone's
+ImageNet weights are torchvision's standard checkpoint, found offline by :mod:`foresight_eval.weights`
+and loaded with ``weights_only=True``: the same file the ``lpips`` package itself would load from
+``$TORCH_HOME/hub/checkpoints``, so scores agree with it exactly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from foresight_eval.errors import MetricUnavailable
+from foresight_eval.io.files import sha256_file
+from foresight_eval.metrics.base import FrameMetric, MetricInfo, RunContext
+from foresight_eval.metrics.registry import register
+from foresight_eval.weights import TorchvisionCheckpoint, register_weights
+
+LPIPS_BACKBONES = {
+    "alex": register_weights(TorchvisionCheckpoint("lpips-alex", "lpips (net=alex)", "AlexNet_Weights.IMAGENET1K_V1")),
+    "vgg": register_weights(TorchvisionCheckpoint("lpips-vgg", "lpips (net=vgg)", "VGG16_Weights.IMAGENET1K_V1")),
+    "squeeze": register_weights(
+        TorchvisionCheckpoint("lpips-squeeze", "lpips (net=squeeze)", "SqueezeNet1_1_Weights.IMAGENET1K_V1")
+    ),
+}
+_TORCHVISION_BUILDERS = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
+
+
+def load_lpips(net: str, backbone_file: Path) -> torch.nn.Module:
+    """An ``lpips.LPIPS`` model whose backbone holds the weights in ``backbone_file``."""
+    import lpips
+    import torchvision
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's deprecation notes about lpips's `pretrained=` call
+        model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+    backbone = getattr(torchvision.models, _TORCHVISION_BUILDERS[net])()
+    state = torch.load(backbone_file, map_location="cpu", weights_only=True)
+    try:
+        backbone.load_state_dict(state)
+    except RuntimeError as exc:
+        raise MetricUnavailable(f"{backbone_file} does not hold {_TORCHVISION_BUILDERS[net]} weights: {exc}") from exc
+    features = backbone.features.state_dict()
+    # lpips splits torchvision's `features` into slices that keep the layers' original indices:
+    # `slice2.3.weight` is `features.3.weight`.
+    model.net.load_state_dict({name: features[name.split(".", 1)[1]] for name in model.net.state_dict()})
+    return model.eval().requires_grad_(False)
+
+
+def lpips_distance(model: torch.nn.Module, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """LPIPS per frame for [0, 1] frames: (B, 3, H, W) pairs in, (B,) out (inputs scaled to [-1, 1])."""
+    return model(pred * 2 - 1, ref * 2 - 1).flatten()
+
+
+@register
+class LPIPS(FrameMetric):
+    info = MetricInfo(
+        name="lpips",
+        description="Learned perceptual image patch similarity (LPIPS v0.1) per frame, mean over frames",
+        direction="lower",
+        needs=("weights",),
+    )
+    defaults = {"net": "alex", "version": "0.1"}
+    choices = {"net": tuple(LPIPS_BACKBONES), "version": ("0.1",)}
+
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        self.backbone_file = LPIPS_BACKBONES[self.params["net"]].locate(context.weights_dir)
+        self.model = load_lpips(self.params["net"], self.backbone_file).to(context.device)
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        if getattr(self, "backbone_file", None) is not None:
+            described["weights"] = {"backbone": self.backbone_file.name, "sha256": sha256_file(self.backbone_file)}
+        return described
+
+    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        return lpips_distance(self.model, pred, ref)

@@ -1,0 +1,185 @@
+"""The results schema: one run's per-frame, per-video and summary results, and the run folder on disk.
+
+A run folder holds ``summary.json`` (aggregates with CIs, each metric's definition, the manifest),
+``per_video.csv`` (one row per clip pair, error rows included) and ``per_frame.csv``
+(video, horizon, frame, metric, value). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from foresight_eval.io.files import write_atomic, write_json_atomic
+from foresight_eval.stats import BootstrapConfig, mean_with_ci
+
+SCHEMA = "foresight-eval/run/v1"
+SUMMARY_FILE, PER_VIDEO_FILE, PER_FRAME_FILE = "summary.json", "per_video.csv", "per_frame.csv"
+
+
+@dataclass
+class PairResult:
+    video: str
+    pred: str
+    ref: str
+    status: str = "ok"  # "ok" or "error"
+    error: str | None = None
+    frames: int = 0  # frames scored (after the context frames)
+    values: dict[str, float] = field(default_factory=dict)
+    # metric -> [(horizon, frame index, value)]
+    per_frame: dict[str, list[tuple[int, int, float]]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class MetricSummary:
+    name: str
+    definition: dict[str, Any]
+    mean: float
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    per_horizon: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def direction(self) -> str:
+        return self.definition["direction"]
+
+
+@dataclass
+class RunResult:
+    pairs: list[PairResult]
+    metrics: dict[str, MetricSummary]
+    skipped_metrics: dict[str, str] = field(default_factory=dict)
+    unmatched_preds: list[str] = field(default_factory=list)
+    unmatched_refs: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    bootstrap: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[PairResult]:
+        return [pair for pair in self.pairs if not pair.ok]
+
+    def summary_dict(self) -> dict[str, Any]:
+        return json_safe(
+            {
+                "schema": SCHEMA,
+                "metrics": {
+                    name: {
+                        **summary.definition,
+                        "mean": summary.mean,
+                        "ci_low": summary.ci_low,
+                        "ci_high": summary.ci_high,
+                        "n": summary.n,
+                        "per_horizon": summary.per_horizon,
+                    }
+                    for name, summary in self.metrics.items()
+                },
+                "skipped_metrics": self.skipped_metrics,
+                "videos": {
+                    "total": len(self.pairs),
+                    "ok": len(self.pairs) - len(self.failed),
+                    "error": len(self.failed),
+                    "errors": {pair.video: pair.error for pair in self.failed},
+                },
+                "unmatched": {"predictions": self.unmatched_preds, "references": self.unmatched_refs},
+                "options": self.options,
+                "bootstrap": self.bootstrap,
+                "extra": self.extra,
+                "manifest": self.manifest,
+            }
+        )
+
+    def write(self, run_dir: Path) -> Path:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        names = list(self.metrics)
+        write_atomic(run_dir / PER_VIDEO_FILE, _csv(
+            ["video", "status", "error", "frames", "pred", "ref", *names],
+            ([p.video, p.status, p.error or "", p.frames, p.pred, p.ref, *(_cell(p.values.get(n)) for n in names)]
+             for p in self.pairs),
+        ))
+        write_atomic(run_dir / PER_FRAME_FILE, _csv(
+            ["video", "horizon", "frame", "metric", "value"],
+            ([p.video, h, f, name, _cell(v)] for p in self.pairs for name, rows in p.per_frame.items() for h, f, v in rows),
+        ))
+        # The summary goes last: its presence marks a complete run folder.
+        write_json_atomic(run_dir / SUMMARY_FILE, self.summary_dict())
+        return run_dir
+
+
+def summarize(
+    pairs: list[PairResult], definitions: dict[str, dict[str, Any]], bootstrap: BootstrapConfig
+) -> dict[str, MetricSummary]:
+    """Mean and bootstrap CI over videos (successful pairs only) per metric, overall and per horizon."""
+    summaries = {}
+    ok_pairs = [pair for pair in pairs if pair.ok]
+    for name, definition in definitions.items():
+        values = np.array([pair.values[name] for pair in ok_pairs if name in pair.values], dtype=np.float64)
+        estimate = mean_with_ci(values, bootstrap)
+        by_horizon: dict[int, list[float]] = defaultdict(list)
+        for pair in ok_pairs:
+            for horizon, _, value in pair.per_frame.get(name, ()):
+                by_horizon[horizon].append(value)
+        per_horizon = []
+        for horizon in sorted(by_horizon):
+            h = mean_with_ci(np.array(by_horizon[horizon]), bootstrap)
+            per_horizon.append({"horizon": horizon, "mean": h.mean, "ci_low": h.ci_low, "ci_high": h.ci_high, "n": h.n})
+        summaries[name] = MetricSummary(name, definition, estimate.mean, estimate.ci_low, estimate.ci_high, estimate.n, per_horizon)
+    return summaries
+
+
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity: NaN becomes null, +-inf the strings "inf" / "-inf"."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _cell(value: float | None) -> str:
+    if value is None:
+        return ""
+    return repr(float(value))
+
+
+def _csv(header: list[str], rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def load_summary(run_dir: Path) -> dict[str, Any]:
+    """The summary of a finished run folder (a folder without summary.json is not a finished run)."""
+    path = Path(run_dir) / SUMMARY_FILE
+    with open(path, encoding="utf-8") as handle:
+        summary = json.load(handle)
+    if summary.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: schema {summary.get('schema')!r} is not {SCHEMA!r}")
+    return summary
