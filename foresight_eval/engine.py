@@ -170,7 +170,7 @@ def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, dev
         if total <= options.context:
             raise InputError(f"clip has {total} frames, none left after --context {options.context}")
         result.frames = total - options.context
-        result.values = {metric.name: metric.compute() for metric in metrics}
+        result.values = {m.name: m.compute() for m in metrics if m.info.granularity != "set"}
     except InputError as exc:
         _fail(result, str(exc))
     except Exception as exc:  # noqa: BLE001 - an unforeseen failure of one clip must not lose the run
@@ -234,13 +234,14 @@ def score(
             if on_pair:
                 on_pair(pair_results[-1])
     definitions = {metric.name: metric.describe() for metric in active}
+    set_values = {metric.name: metric.compute_set() for metric in active}
     inputs = {
         "predictions": {"root": str(preds), "sha256": _input_hashes(preds, [p.pred for p in pairing.pairs])},
         "references": {"root": str(refs), "sha256": _input_hashes(refs, [p.ref for p in pairing.pairs])},
     }
     return RunResult(
         pairs=pair_results,
-        metrics=summarize(pair_results, definitions, bootstrap),
+        metrics=summarize(pair_results, definitions, bootstrap, set_values),
         skipped_metrics=skipped,
         unmatched_preds=pairing.unmatched_preds,
         unmatched_refs=pairing.unmatched_refs,

@@ -51,6 +51,8 @@ class MetricSummary:
     ci_high: float | None
     n: int
     per_horizon: list[dict[str, Any]] = field(default_factory=list)
+    # Run-level figures of the metric (set-granular metrics: the value itself, e.g. COCO mAP per category).
+    set_values: dict[str, Any] | None = None
 
     @property
     def direction(self) -> str:
@@ -85,6 +87,7 @@ class RunResult:
                         "ci_high": summary.ci_high,
                         "n": summary.n,
                         "per_horizon": summary.per_horizon,
+                        **({"set": summary.set_values} if summary.set_values is not None else {}),
                     }
                     for name, summary in self.metrics.items()
                 },
@@ -122,12 +125,23 @@ class RunResult:
 
 
 def summarize(
-    pairs: list[PairResult], definitions: dict[str, dict[str, Any]], bootstrap: BootstrapConfig
+    pairs: list[PairResult],
+    definitions: dict[str, dict[str, Any]],
+    bootstrap: BootstrapConfig,
+    set_values: dict[str, dict[str, Any] | None] | None = None,
 ) -> dict[str, MetricSummary]:
-    """Mean and bootstrap CI over videos (successful pairs only) per metric, overall and per horizon."""
+    """Mean and bootstrap CI over videos (successful pairs only) per metric, overall and per horizon.
+
+    A set-granular metric's headline is its run-level ``value``; it has no CI over videos."""
     summaries = {}
     ok_pairs = [pair for pair in pairs if pair.ok]
+    set_values = set_values or {}
     for name, definition in definitions.items():
+        if definition["granularity"] == "set":
+            figures = set_values.get(name) or {}
+            summaries[name] = MetricSummary(name, definition, figures.get("value", math.nan), None, None,
+                                            len(ok_pairs), set_values=figures)
+            continue
         values = np.array([pair.values[name] for pair in ok_pairs if name in pair.values], dtype=np.float64)
         estimate = mean_with_ci(values, bootstrap)
         by_horizon: dict[int, list[float]] = defaultdict(list)
@@ -138,7 +152,8 @@ def summarize(
         for horizon in sorted(by_horizon):
             h = mean_with_ci(np.array(by_horizon[horizon]), bootstrap)
             per_horizon.append({"horizon": horizon, "mean": h.mean, "ci_low": h.ci_low, "ci_high": h.ci_high, "n": h.n})
-        summaries[name] = MetricSummary(name, definition, estimate.mean, estimate.ci_low, estimate.ci_high, estimate.n, per_horizon)
+        summaries[name] = MetricSummary(name, definition, estimate.mean, estimate.ci_low, estimate.ci_high, estimate.n,
+                                        per_horizon, set_values.get(name))
     return summaries
 
 

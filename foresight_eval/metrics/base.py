@@ -29,8 +29,9 @@ class MetricInfo:
     unit: str = ""
     # "frames": paired (prediction, reference) frame batches; "latents": latent arrays.
     inputs: Literal["frames", "latents"] = "frames"
-    # "frame": one value per frame (its video value is the mean); "video": one value per clip.
-    granularity: Literal["frame", "video"] = "frame"
+    # "frame": one value per frame (its video value is the mean); "video": one value per clip;
+    # "set": one value over the whole run (e.g. COCO mAP), from ``compute_set``.
+    granularity: Literal["frame", "video", "set"] = "frame"
     # Things the metric cannot run without, shown by `foresight-eval metrics`: "weights", "gpu", "annotations", ...
     needs: tuple[str, ...] = ()
     # Whether a plain `score` run without --metrics includes it.
@@ -95,7 +96,13 @@ class Metric(ABC):
 
     @abstractmethod
     def compute(self) -> float:
-        """The clip's value."""
+        """The clip's value (ignored for set-granular metrics)."""
+
+    def compute_set(self) -> dict[str, Any] | None:
+        """Run-level figures over every clip, called once after the last pair; ``"value"`` is the headline.
+
+        Set-granular metrics must override it; others may add run-level detail (e.g. per-category AP)."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """The metric's definition as recorded in results: its metadata and every parameter."""
