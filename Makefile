@@ -25,9 +25,22 @@ test: install
 ## Regenerate fixtures/ from fixtures/generate.py (deterministic).
 fixtures: install
 	$(BIN)/python fixtures/generate.py
+	$(BIN)/python fixtures/generate_latents.py
 
 benchmark: install
 	$(BIN)/python benchmarks/score_throughput.py
+
+## Example report and leaderboard in reports/: three fixture prediction sets scored into runs/report/.
+REPORT_SETS := blur_mild blur_strong noise_mild
+report: install
+	for set in $(REPORT_SETS); do \
+		$(BIN)/foresight-eval score fixtures/preds/$$set fixtures/refs --context 4 --metrics psnr,ssim,mae \
+			--out runs/report/$$set >/dev/null || exit 1; \
+	done
+	$(BIN)/foresight-eval report $(addprefix runs/report/,$(REPORT_SETS)) --gates reports/example-gates.yaml \
+		--title "Example: fixture prediction sets" -o reports/example
+	$(BIN)/foresight-eval leaderboard $(addprefix runs/report/,$(REPORT_SETS)) \
+		--title "Example leaderboard: fixture prediction sets" -o reports/leaderboard
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,28 +1,32 @@
 """The scoring engine: pair clips, stream their frames in batches through every metric, summarise.
 
-Frames are decoded one at a time and grouped into batches of ``batch_size`` frame pairs, so peak
-memory is bounded by the batch, not by the clip's length. A clip pair that fails for any reason
-becomes one error row; the run goes on with the others.
+Frames are decoded in background threads and grouped into batches of ``batch_size`` frame pairs
+(:mod:`foresight_eval.pipeline`), so peak memory is bounded by the batch, not by the clip's length.
+A clip pair that fails for any reason becomes one error row; the run goes on with the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from foresight_eval.distributed import current_world, gather_to_main, rank_device
 from foresight_eval.errors import InputError, MetricUnavailable, UsageError
 from foresight_eval.io.clips import open_clip
 from foresight_eval.io.files import sha256_file
 from foresight_eval.io.pairing import ClipPair, pair_clips
+from foresight_eval.journal import Journal, load_finished_pairs
 from foresight_eval.manifest import build_manifest, utc_now
 from foresight_eval.metrics.base import FrameBatch, Metric, RunContext
 from foresight_eval.metrics.registry import create, get_metric_class, metric_classes
+from foresight_eval.pipeline import PairFrames
 from foresight_eval.results import PairResult, RunResult, summarize
 from foresight_eval.stats import BootstrapConfig
 
@@ -89,13 +93,12 @@ def prepare_metrics(
     return metrics, skipped
 
 
-def _to_tensor(frames: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    try:
-        stacked = np.stack(frames)
-    except ValueError as exc:
-        raise InputError(f"frames of one clip differ in size: {sorted({f.shape for f in frames})}") from exc
-    tensor = torch.from_numpy(stacked).to(device, non_blocking=True).permute(0, 3, 1, 2)
-    # Upload as stored (uint8 is a quarter of float32's bytes), convert on the device.
+def _to_device(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B, H, W, 3) host frames to (B, 3, H, W) float32 in [0, 1] on ``device``.
+
+    Uploaded as stored (uint8 is a quarter of float32's bytes) and converted on the device.
+    """
+    tensor = frames.to(device, non_blocking=True).permute(0, 3, 1, 2)
     return tensor.float().div_(255.0) if tensor.dtype == torch.uint8 else tensor.float()
 
 
@@ -107,24 +110,6 @@ def _match_size(pred: torch.Tensor, ref: torch.Tensor, resize: str) -> torch.Ten
         return resized.clamp_(0.0, 1.0)
     (ph, pw), (rh, rw) = pred.shape[-2:], ref.shape[-2:]
     raise InputError(f"prediction frames are {pw}x{ph}, reference frames are {rw}x{rh} (--resize ref resizes predictions)")
-
-
-def _aligned_frames(pred_frames: Iterator[np.ndarray], ref_frames: Iterator[np.ndarray], mode: str):
-    """Yield (index, pred frame, ref frame) in lock-step; handle a frame-count mismatch per ``mode``."""
-    pred_frames, ref_frames = iter(pred_frames), iter(ref_frames)
-    index = 0
-    while True:
-        pred, ref = next(pred_frames, None), next(ref_frames, None)
-        if pred is None and ref is None:
-            return
-        if pred is None or ref is None:
-            if mode == "min":
-                return
-            n_pred = index + (0 if pred is None else 1 + sum(1 for _ in pred_frames))
-            n_ref = index + (0 if ref is None else 1 + sum(1 for _ in ref_frames))
-            raise InputError(f"prediction has {n_pred} frames, reference has {n_ref} (--frames min scores the shorter length)")
-        yield index, pred, ref
-        index += 1
 
 
 def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, device: torch.device) -> PairResult:
@@ -141,57 +126,57 @@ def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, dev
         for metric in metrics:
             metric.reset()
             result.per_frame[metric.name] = []
-        pending: list[tuple[int, np.ndarray, np.ndarray]] = []
-        total = 0
-
-        def flush() -> None:
-            indices = [index for index, _, _ in pending]
-            frame_index = torch.tensor(indices, dtype=torch.int64)
+        frames = PairFrames(pred_clip.frames(), ref_clip.frames(), context=options.context,
+                            batch_size=options.batch_size, frames_mode=options.frames, pin_memory=device.type == "cuda")
+        for host in frames:
+            frame_index = torch.from_numpy(host.frame_index)
             horizon = frame_index - options.context + 1
-            ref = _to_tensor([r for _, _, r in pending], device)
-            pred = _match_size(_to_tensor([p for _, p, _ in pending], device), ref, options.resize)
+            ref = _to_device(host.ref, device)
+            pred = _match_size(_to_device(host.pred, device), ref, options.resize)
             batch = FrameBatch(pair.key, pred, ref, horizon.to(device), frame_index.to(device))
             for metric in metrics:
                 values = metric.update(batch)
                 if values is not None:
-                    rows = zip(horizon.tolist(), indices, values.detach().double().cpu().tolist())
-                    result.per_frame[metric.name].extend(rows)
-            pending.clear()
-
-        for index, pred_frame, ref_frame in _aligned_frames(pred_clip.frames(), ref_clip.frames(), options.frames):
-            total = index + 1
-            if index < options.context:
-                continue
-            pending.append((index, pred_frame, ref_frame))
-            if len(pending) == options.batch_size:
-                flush()
-        if pending:
-            flush()
-        if total <= options.context:
-            raise InputError(f"clip has {total} frames, none left after --context {options.context}")
-        result.frames = total - options.context
-        result.values = {m.name: m.compute() for m in metrics if m.info.granularity != "set"}
+                    rows = zip(horizon.tolist(), host.frame_index.tolist(), values.detach().double().cpu().tolist())
+                    # NaN marks a frame without a value (e.g. the first frame of a consecutive-pair metric).
+                    result.per_frame[metric.name].extend(row for row in rows if not math.isnan(row[2]))
+        if frames.total <= options.context:
+            raise InputError(f"clip has {frames.total} frames, none left after --context {options.context}")
+        result.frames = frames.total - options.context
+        for metric in metrics:
+            # A set-granular metric's compute() is the clip's part of the run-level value.
+            value = metric.compute()
+            if metric.info.granularity == "set":
+                result.set_parts[metric.name] = value
+            else:
+                result.values[metric.name] = value
     except InputError as exc:
-        _fail(result, str(exc))
+        fail_pair(result, str(exc))
     except Exception as exc:  # noqa: BLE001 - an unforeseen failure of one clip must not lose the run
-        _fail(result, f"{type(exc).__name__}: {exc}")
+        fail_pair(result, f"{type(exc).__name__}: {exc}")
     return result
 
 
-def _fail(result: PairResult, reason: str) -> None:
+def fail_pair(result: PairResult, reason: str) -> None:
+    """Turn ``result`` into an error row: the reason, and no values."""
     result.status, result.error = "error", reason
-    result.values, result.per_frame, result.frames = {}, {}, 0
+    result.values, result.per_frame, result.set_parts, result.frames = {}, {}, {}, 0
 
 
-def _input_hashes(root: Path, paths: list[Path]) -> dict[str, str]:
-    hashes = {}
-    for path in paths:
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            if file.exists():
-                key = file.relative_to(root).as_posix() if root.is_dir() else file.name
-                hashes[key] = sha256_file(file)
-    return hashes
+def file_hashes(root: Path, path: Path) -> dict[str, str]:
+    """SHA-256 of a clip's files (every frame of a frame folder), keyed by path relative to ``root``."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    base = root if root.is_dir() else root.parent
+    return {file.relative_to(base).as_posix(): sha256_file(file) for file in files if file.exists()}
+
+
+def input_hashes(root: Path, paths: list[Path]) -> dict[str, str]:
+    """SHA-256 of every file of several clips under ``root``, for a manifest."""
+    return {name: digest for path in paths for name, digest in file_hashes(root, path).items()}
+
+
+def pair_input_hashes(pair: ClipPair, preds: Path, refs: Path) -> dict[str, dict[str, str]]:
+    return {"pred": file_hashes(preds, pair.pred), "ref": file_hashes(refs, pair.ref)}
 
 
 def score(
@@ -207,46 +192,83 @@ def score(
     bootstrap: BootstrapConfig = BootstrapConfig(),
     extra: Mapping[str, Any] | None = None,
     resources: Mapping[str, Any] | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
     on_start: Callable[[int], None] | None = None,
     on_pair: Callable[[PairResult], None] | None = None,
     command: str | None = None,
-) -> RunResult:
+) -> RunResult | None:
     """Score every prediction clip under ``preds`` against its reference under ``refs``.
 
     ``metrics`` names the metrics to run (default: every default frame metric that can run here);
     ``params`` maps a metric name to its parameters, e.g. ``{"ssim": {"mode": "skimage"}}``.
-    ``on_start`` gets the number of pairs, ``on_pair`` each finished pair (for progress display).
+    With ``run_dir`` the run folder is written there, and each finished pair is journaled as it finishes;
+    ``resume`` reuses the pairs an interrupted run in ``run_dir`` already finished (same inputs, same
+    metric parameters). Under `torchrun` each rank scores its share of the pairs and rank 0 merges them
+    and returns the run (other ranks return None); the result equals a single-process run's.
+    ``on_start`` gets this process's number of pairs, ``on_pair`` each finished pair (for progress).
     """
     started = utc_now()
     preds, refs = Path(preds), Path(refs)
-    torch_device = resolve_device(device)
+    if resume and run_dir is None:
+        raise UsageError("--resume needs the run folder of the interrupted run (--out)")
+    world = current_world()
+    torch_device = rank_device(resolve_device(device), world)
     run_context = RunContext(
         device=torch_device, weights_dir=Path(weights_dir) if weights_dir else None, resources=dict(resources or {})
     )
     pairing = pair_clips(preds, refs, strict=strict)
     active, skipped = prepare_metrics(metrics, params, run_context)
-    if on_start:
-        on_start(len(pairing.pairs))
-    pair_results = []
-    with torch.inference_mode():
-        for pair in pairing.pairs:
-            pair_results.append(score_pair(pair, active, options, torch_device))
-            if on_pair:
-                on_pair(pair_results[-1])
     definitions = {metric.name: metric.describe() for metric in active}
+    journal_header = {"metrics": definitions, "options": {"context": options.context, "frames": options.frames,
+                                                          "resize": options.resize}}
+    finished = load_finished_pairs(Path(run_dir), journal_header) if resume else {}
+    journal = Journal(Path(run_dir), world.rank, journal_header) if run_dir is not None else None
+    my_pairs = world.shard(pairing.pairs)
+    if on_start:
+        on_start(len(my_pairs))
+    results = []
+    # Hashing reads every input file once more; hashlib releases the GIL, so it runs ahead in a thread.
+    with ThreadPoolExecutor(max_workers=1) as hasher, torch.inference_mode():
+        hashes = [hasher.submit(pair_input_hashes, pair, preds, refs) for pair in my_pairs]
+        for pair, pending_hashes in zip(my_pairs, hashes):
+            inputs = pending_hashes.result()
+            result = finished.get(pair.key)
+            if result is None or result.inputs != inputs:
+                result = score_pair(pair, active, options, torch_device)
+                result.inputs = inputs
+                if journal is not None:
+                    journal.append(result)
+            results.append(result)
+            if on_pair:
+                on_pair(result)
+    if journal is not None:
+        journal.close()
+    gathered = gather_to_main(results, world)
+    if not world.is_main:
+        return None
+    order = {pair.key: index for index, pair in enumerate(pairing.pairs)}
+    pair_results = sorted((r for rank_results in gathered for r in rank_results), key=lambda r: order[r.video])
     set_values = {metric.name: metric.compute_set() for metric in active}
-    inputs = {
-        "predictions": {"root": str(preds), "sha256": _input_hashes(preds, [p.pred for p in pairing.pairs])},
-        "references": {"root": str(refs), "sha256": _input_hashes(refs, [p.ref for p in pairing.pairs])},
-    }
-    return RunResult(
+    run = RunResult(
         pairs=pair_results,
         metrics=summarize(pair_results, definitions, bootstrap, set_values),
         skipped_metrics=skipped,
         unmatched_preds=pairing.unmatched_preds,
         unmatched_refs=pairing.unmatched_refs,
-        options={**asdict(options), "strict": strict, "device": str(torch_device)},
+        options={**asdict(options), "strict": strict, "device": str(torch_device), "world_size": world.size},
         bootstrap=bootstrap.as_dict(),
         extra=dict(extra or {}),
-        manifest=build_manifest(torch_device, command, started, utc_now(), inputs),
+        manifest=build_manifest(torch_device, command, started, utc_now(), _manifest_inputs(preds, refs, pair_results)),
     )
+    if run_dir is not None:
+        run.write(Path(run_dir))
+    return run
+
+
+def _manifest_inputs(preds: Path, refs: Path, results: list[PairResult]) -> dict[str, Any]:
+    return {
+        side: {"root": str(root), "sha256": dict(sorted(
+            (name, digest) for result in results for name, digest in result.inputs.get(key, {}).items()))}
+        for side, key, root in (("predictions", "pred", preds), ("references", "ref", refs))
+    }

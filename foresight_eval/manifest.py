@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from datetime import datetime, timezone
@@ -40,6 +41,7 @@ def build_manifest(device: torch.device, command: str | None, started: str, fini
         "tool": "foresight-eval",
         "version": package_versions(("foresight-eval",))["foresight-eval"],
         "command": command if command is not None else " ".join(sys.argv),
+        "cwd": os.getcwd(),  # relative input paths in the run's files are relative to this folder
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": package_versions(),

@@ -36,6 +36,10 @@ class PairResult:
     values: dict[str, float] = field(default_factory=dict)
     # metric -> [(horizon, frame index, value)]
     per_frame: dict[str, list[tuple[int, int, float]]] = field(default_factory=dict)
+    # set-granular metric -> this clip's contribution to the run-level value (see Metric.compute_set)
+    set_parts: dict[str, Any] = field(default_factory=dict)
+    # SHA-256 of the pair's input files: {"pred": {relative path: hash}, "ref": {...}}
+    inputs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

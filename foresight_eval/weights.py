@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from foresight_eval.errors import UsageError, WeightsNotFound
+from foresight_eval.errors import MetricUnavailable, UsageError, WeightsNotFound
 
 WEIGHTS_ENV = "FORESIGHT_WEIGHTS"
 
@@ -81,6 +81,50 @@ class TorchvisionCheckpoint(WeightSpec):
     def fetch(self) -> Path:
         self._weights().get_state_dict(progress=True)
         return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
+
+
+@dataclass(frozen=True)
+class HuggingFaceModel(WeightSpec):
+    """A Hugging Face model folder in the standard ``save_pretrained`` layout (``files``), found as
+    ``<weights dir>/<folder>/`` or in the Hugging Face hub cache
+    (``$HF_HUB_CACHE/models--<org>--<name>/snapshots/<revision>/``, revision ``main``).
+    Only ``model.safetensors`` is accepted: pickled ``pytorch_model.bin`` files are never loaded."""
+
+    name: str
+    used_by: str
+    repo_id: str  # e.g. "facebook/dinov2-small"
+    folder: str  # its folder name under --weights-dir, e.g. "dinov2-small"
+    files: tuple[str, ...] = ("config.json", "model.safetensors", "preprocessor_config.json")
+
+    @property
+    def filename(self) -> str:
+        return "model.safetensors"
+
+    def candidates(self, weights_dir: Path | None) -> list[tuple[str, Path]]:
+        from huggingface_hub import constants, try_to_load_from_cache
+        from huggingface_hub.file_download import repo_folder_name
+
+        places = [(label, folder / self.folder / self.filename) for label, folder in user_weight_dirs(weights_dir)]
+        cached = try_to_load_from_cache(self.repo_id, self.filename)
+        if not isinstance(cached, str):  # not cached: show where the hub would put it
+            repo_cache = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=self.repo_id, repo_type="model")
+            cached = repo_cache / "snapshots" / "<revision>" / self.filename
+        places.append(("Hugging Face cache", Path(cached)))
+        return places
+
+    def locate_folder(self, weights_dir: Path | None = None) -> Path:
+        """The model folder to give ``from_pretrained``, with every file of ``files`` in it."""
+        folder = self.locate(weights_dir).parent
+        missing = [name for name in self.files if not (folder / name).is_file()]
+        if missing:
+            raise MetricUnavailable(f"{folder} holds {self.filename} but not {', '.join(missing)}; "
+                                    f"`foresight-eval weights fetch {self.name}` downloads the whole model folder")
+        return folder
+
+    def fetch(self) -> Path:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(self.repo_id, allow_patterns=list(self.files))) / self.filename
 
 
 _specs: dict[str, WeightSpec] = {}

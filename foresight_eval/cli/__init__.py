@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import click
 
+from foresight_eval.cli.check_cmd import check_command
+from foresight_eval.cli.compare_cmd import compare_command
+from foresight_eval.cli.generate_cmd import generate_command
+from foresight_eval.cli.latents_cmd import latents_command
 from foresight_eval.cli.metrics_cmd import metrics_command, weights_group
+from foresight_eval.cli.report_cmd import leaderboard_command, report_command
 from foresight_eval.cli.score_cmd import score_command
 
 
@@ -17,5 +22,11 @@ def main() -> None:
 
 
 main.add_command(score_command)
+main.add_command(generate_command)
 main.add_command(metrics_command)
 main.add_command(weights_group)
+main.add_command(report_command)
+main.add_command(leaderboard_command)
+main.add_command(check_command)
+main.add_command(compare_command)
+main.add_command(latents_command)

@@ -18,15 +18,16 @@ from foresight_eval.cli.common import (
 )
 from foresight_eval.engine import ScoreOptions, score
 from foresight_eval.errors import UsageError
+from foresight_eval.io.annotations import load_spatial_resources
 from foresight_eval.results import RunResult
 from foresight_eval.stats import BootstrapConfig
 
 ARROWS = {"higher": "↑", "lower": "↓"}
 
 
-def render_table(run: RunResult) -> Table:
+def render_table(run: RunResult, unit: str = "clip pairs") -> Table:
     confidence = int(round(run.bootstrap.get("confidence", 0.95) * 100))
-    table = Table(title=f"{len(run.pairs) - len(run.failed)} of {len(run.pairs)} clip pairs scored", title_justify="left")
+    table = Table(title=f"{len(run.pairs) - len(run.failed)} of {len(run.pairs)} {unit} scored", title_justify="left")
     for column, justify in (("metric", "left"), ("better", "center"), ("mean", "right"),
                             (f"{confidence}% CI", "right"), ("n", "right"), ("unit", "left")):
         table.add_column(column, justify=justify)
@@ -60,6 +61,25 @@ def _load_extra(extra: tuple[str, ...], extra_file: Path | None) -> dict:
     return figures
 
 
+def run_output_options(command):
+    """The run-folder, JSON, run-level figure and bootstrap options shared by the scoring commands."""
+    options = (
+        click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Write a run folder: summary.json, per_video.csv, per_frame.csv."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print the summary as JSON on stdout (the table goes to stderr)."),
+        click.option("--extra", multiple=True, metavar="NAME=VALUE",
+                     help="A run-level figure recorded in summary.json for gates, e.g. --extra latency_overhead=0.319."),
+        click.option("--extra-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="A JSON object of run-level figures, recorded like --extra."),
+        click.option("--bootstrap-resamples", type=int, default=2000, show_default=True, help="Resamples for the CIs."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling."),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command("score")
 @click.argument("preds", type=click.Path(exists=True, path_type=Path))
 @click.argument("refs", type=click.Path(exists=True, path_type=Path))
@@ -79,31 +99,38 @@ def _load_extra(extra: tuple[str, ...], extra_file: Path | None) -> dict:
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Frame pairs per batch.")
 @click.option("--weights-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FORESIGHT_WEIGHTS",
               help="Extra folder searched first for weight files (also $FORESIGHT_WEIGHTS).")
-@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write a run folder: summary.json, per_video.csv, per_frame.csv.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout (the table goes to stderr).")
-@click.option("--extra", multiple=True, metavar="NAME=VALUE",
-              help="A run-level figure recorded in summary.json for gates, e.g. --extra latency_overhead=0.319.")
-@click.option("--extra-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A JSON object of run-level figures, recorded like --extra.")
-@click.option("--bootstrap-resamples", type=int, default=2000, show_default=True, help="Resamples for the CIs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling.")
+@run_output_options
+@click.option("--ref-annotations", type=click.Path(exists=True, path_type=Path),
+              help="Reference boxes/masks for box_iou, mask_iou, map50, map50_95: a COCO JSON whose images carry "
+                   "\"video\" (clip key) and \"frame\" (0-based index), or a folder of <clip>.boxes.json / "
+                   "<clip>.masks.npz sidecars.")
+@click.option("--pred-detections", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Detections on the predicted frames, COCO results JSON (image_id of --ref-annotations, "
+                   "or video + frame), for box_iou and mAP.")
+@click.option("--pred-masks", type=click.Path(exists=True, path_type=Path),
+              help="Predicted masks for mask_iou: a folder of <clip>.masks.npz, or COCO results JSON with "
+                   "segmentations (default: the segmentations in --pred-detections).")
+@click.option("--resume", is_flag=True,
+              help="Finish the interrupted run in --out: pairs it already scored (same input files, same metric "
+                   "parameters) are kept, the rest are scored.")
 @handle_errors
 def score_command(preds, refs, metric_names, params, context, frames, resize, strict, device, batch_size,
-                  weights_dir, out_dir, as_json, extra, extra_file, bootstrap_resamples, seed) -> None:
+                  weights_dir, out_dir, as_json, extra, extra_file, bootstrap_resamples, seed,
+                  ref_annotations, pred_detections, pred_masks, resume) -> None:
     """Score predicted clips in PREDS against reference clips in REFS.
 
     Clips are videos (mp4, webm, mkv, avi, mov, gif), folders of png/jpg frames, or .npy/.npz arrays
     shaped (T, H, W, C). They pair by relative path without extension: preds/a/clip01.mp4 with
     refs/a/clip01/ or refs/a/clip01.npy. Prints mean and 95% bootstrap CI over clips per metric.
 
+    Under `torchrun --nproc-per-node N foresight-eval score ...` the pairs are shared out over the ranks
+    and rank 0 writes the one run folder.
+
     Exit status: 0 all pairs scored, 1 some pair failed (see its error row), 2 usage error.
     """
     options = ScoreOptions(context=context, frames=frames, resize=resize, batch_size=batch_size)
     console = stderr if as_json else stdout
-    progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.description}"), console=stderr, transient=True,
-                        disable=not stderr.is_terminal)
+    progress = scoring_progress()
     with progress:
         task = progress.add_task("", total=None)
         run = score(
@@ -111,14 +138,32 @@ def score_command(preds, refs, metric_names, params, context, frames, resize, st
             params=parse_metric_params(params), options=options, strict=strict, device=device,
             weights_dir=weights_dir, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
             extra=_load_extra(extra, extra_file),
+            resources=load_spatial_resources(ref_annotations, pred_detections, pred_masks),
+            run_dir=out_dir, resume=resume,
             on_start=lambda total: progress.update(task, total=total),
             on_pair=lambda pair: progress.update(task, advance=1, description=escape(pair.video)),
             command=shlex.join(["foresight-eval", *sys.argv[1:]]),
         )
-    console.print(render_table(run))
+    if run is None:  # a rank other than 0 of a distributed run: rank 0 reports
+        return
+    finish_run(run, console, out_dir, as_json, write=False)
+
+
+def scoring_progress() -> Progress:
+    """The progress bar of a scoring command, on stderr, shown only on a terminal."""
+    return Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.description}"), console=stderr, transient=True, disable=not stderr.is_terminal)
+
+
+def finish_run(run: RunResult, console, out_dir: Path | None, as_json: bool, unit: str = "clip pairs",
+               write: bool = True) -> None:
+    """Print the table and notes, write the run folder (unless already written), print the JSON, exit 1
+    if any pair failed."""
+    console.print(render_table(run, unit))
     print_notes(run, console)
     if out_dir is not None:
-        run.write(out_dir)
+        if write:
+            run.write(out_dir)
         console.print(f"run folder: {escape(str(out_dir))}")
     if as_json:
         print_json(run.summary_dict())

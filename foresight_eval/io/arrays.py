@@ -31,7 +31,7 @@ def load_array(path: Path, mmap: bool = True) -> np.ndarray:
                 raise InputError(f"{path}: npz holds {names or 'no arrays'}; expected one array or one named 'frames'")
             return archive[names[0]]
     except ValueError as exc:
-        if "pickle" in str(exc).lower():
+        if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
             raise InputError(f"{path}: array holds Python objects (pickled data), refused") from exc
         raise InputError(f"{path}: not a readable array ({exc})") from exc
     except (OSError, EOFError) as exc:

@@ -73,10 +73,10 @@ def _clip_key(relative: Path) -> str:
 
 
 def discover_clips(root: Path) -> list[ClipSource]:
-    """Every clip under ``root``: video and array files, and leaf folders (no subfolders) as frame folders.
+    """Every clip under ``root``: video and array files, and folders of images (without subfolders).
 
-    A leaf folder counts even when it holds no images, so that an empty prediction folder becomes an
-    error row for its clip instead of silently vanishing. Hidden files and folders are skipped.
+    An empty folder counts as a frame folder too, so that an empty prediction folder becomes an error
+    row for its clip instead of silently vanishing. Hidden files and folders are skipped.
     A single clip path (a file, or a folder of frames) is returned as one clip keyed by its name.
     """
     root = Path(root)
@@ -88,7 +88,7 @@ def discover_clips(root: Path) -> list[ClipSource]:
     for directory, subdirs, files in os.walk(root):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         here = Path(directory)
-        if here != root and not subdirs:
+        if here != root and not subdirs and (_is_frame_folder(here) or not any(here.iterdir())):
             clips.append(ClipSource(key=here.relative_to(root).as_posix(), path=here))
             continue
         for name in sorted(files):

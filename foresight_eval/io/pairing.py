@@ -44,15 +44,21 @@ def pair_clips(preds: Path, refs: Path, strict: bool = False) -> Pairing:
         if not path.exists():
             raise UsageError(f"{label} path {path} does not exist")
     pred_clips, ref_clips = discover_clips(preds), discover_clips(refs)
-    if not pred_clips:
-        raise UsageError(f"no clips found under {preds} (videos, .npy/.npz arrays, or folders of png/jpg frames)")
-    if not ref_clips:
-        raise UsageError(f"no clips found under {refs} (videos, .npy/.npz arrays, or folders of png/jpg frames)")
-    if len(pred_clips) == 1 and len(ref_clips) == 1 and (preds.is_file() or refs.is_file()):
-        # Two single clips given directly: pair them whatever their names.
-        return Pairing(pairs=[ClipPair(key=ref_clips[0].key, pred=pred_clips[0].path, ref=ref_clips[0].path)])
+    for clips, root in ((pred_clips, preds), (ref_clips, refs)):
+        if not clips:
+            raise UsageError(f"no clips found under {root} (videos, .npy/.npz arrays, or folders of png/jpg frames)")
+    return pair_sources(pred_clips, ref_clips, preds, refs, strict)
 
-    pred_by_key, ref_by_key = _group(pred_clips), _group(ref_clips)
+
+def pair_sources(
+    pred_items: list[ClipSource], ref_items: list[ClipSource], preds: Path, refs: Path, strict: bool, noun: str = "clip"
+) -> Pairing:
+    """Pair discovered items (clips, latent files) of two non-empty sides by key; ``noun`` names them in errors."""
+    if len(pred_items) == 1 and len(ref_items) == 1 and (preds.is_file() or refs.is_file()):
+        # Two single items given directly: pair them whatever their names.
+        return Pairing(pairs=[ClipPair(key=ref_items[0].key, pred=pred_items[0].path, ref=ref_items[0].path)])
+
+    pred_by_key, ref_by_key = _group(pred_items), _group(ref_items)
     pairs = []
     for key in sorted(pred_by_key.keys() & ref_by_key.keys()):
         pred_side, ref_side = pred_by_key[key], ref_by_key[key]
@@ -60,7 +66,7 @@ def pair_clips(preds: Path, refs: Path, strict: bool = False) -> Pairing:
         for side, label in ((pred_side, "predictions"), (ref_side, "references")):
             if len(side) > 1:
                 names = ", ".join(str(c.path.name) for c in side)
-                problem = f"ambiguous {label}: {names} all match clip {key!r}"
+                problem = f"ambiguous {label}: {names} all match {noun} {key!r}"
         pairs.append(ClipPair(key=key, pred=pred_side[0].path, ref=ref_side[0].path, problem=problem))
     pairing = Pairing(
         pairs=pairs,
@@ -69,9 +75,9 @@ def pair_clips(preds: Path, refs: Path, strict: bool = False) -> Pairing:
     )
     if strict and (pairing.unmatched_preds or pairing.unmatched_refs):
         raise UsageError(
-            "--strict: unmatched clips "
+            f"--strict: unmatched {noun}s "
             f"(predictions only: {pairing.unmatched_preds or 'none'}; references only: {pairing.unmatched_refs or 'none'})"
         )
     if not pairs:
-        raise UsageError(f"no clip in {preds} has a reference of the same name in {refs}")
+        raise UsageError(f"no {noun} in {preds} has a reference of the same name in {refs}")
     return pairing

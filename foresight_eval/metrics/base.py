@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -57,6 +58,15 @@ class FrameBatch:
     ref: torch.Tensor
     horizon: torch.Tensor  # (B,) int64, 1-based, counted after the context frames
     frame_index: torch.Tensor  # (B,) int64, 0-based index in the clip files
+    _shared: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def shared(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """Work several metrics need from this batch (a backbone pass, flow, motion masks) done once:
+        the first metric to ask computes it, the others get the same object. ``key`` must name
+        everything the result depends on (the computation and its parameters)."""
+        if key not in self._shared:
+            self._shared[key] = compute()
+        return self._shared[key]
 
 
 class Metric(ABC):
@@ -92,7 +102,8 @@ class Metric(ABC):
 
     @abstractmethod
     def update(self, batch: FrameBatch) -> torch.Tensor | None:
-        """Consume one batch; return the per-frame values (B,) for frame-granular metrics."""
+        """Consume one batch; return the per-frame values (B,) for frame-granular metrics (NaN: no value for
+        that frame, not recorded)."""
 
     @abstractmethod
     def compute(self) -> float:

@@ -1,0 +1,57 @@
+"""Shared by the benchmark scripts: synthetic clip pairs on disk, LPIPS weights, best-of timing."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from foresight_eval import synthetic
+from foresight_eval.io.video import write_video
+from foresight_eval.errors import WeightsNotFound
+from foresight_eval.metrics.perceptual import LPIPS_BACKBONES
+
+T = TypeVar("T")
+
+
+def make_pairs(root: Path, clips: int, frames: int, height: int, width: int) -> tuple[Path, Path]:
+    for index in range(clips):
+        scene = synthetic.make_scene(seed=index, height=height, width=width)
+        truth, _ = synthetic.render_clip(scene, frames)
+        write_video(root / "refs" / f"clip{index:03d}.mp4", synthetic.to_uint8(truth))
+        pred = synthetic.add_noise(synthetic.blur(truth, 1.0), 0.02, seed=index)
+        write_video(root / "preds" / f"clip{index:03d}.mp4", synthetic.to_uint8(pred))
+    return root / "preds", root / "refs"
+
+
+def ensure_alexnet_weights(tmp: Path) -> None:
+    """Use the cached AlexNet checkpoint, or else write seeded random weights under its name into a
+    temporary $TORCH_HOME: throughput does not depend on the weights' values."""
+    spec = LPIPS_BACKBONES["alex"]
+    try:
+        spec.locate()
+    except WeightsNotFound:
+        import torchvision
+
+        os.environ["TORCH_HOME"] = str(tmp / "torch_home")
+        path = Path(torch.hub.get_dir()) / "checkpoints" / spec.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(torchvision.models.alexnet().state_dict(), path)
+        print("note: random AlexNet weights (throughput only; values are not LPIPS scores)", file=sys.stderr)
+
+
+def best_time(fn: Callable[[], T], repeats: int) -> tuple[float, T]:
+    """Seconds of the fastest of ``repeats`` timed calls, after one untimed warm-up call, and its result."""
+    fn()
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result

@@ -1,0 +1,149 @@
+"""Latency of `foresight-eval generate`: seconds per clip and per generated frame, the share of each stage
+(VLM, adapter, denoising, VAE decode), peak GPU memory, and the real-time factor.
+
+    python benchmarks/generate_latency.py                                   # tiny preset on the CPU
+    python benchmarks/generate_latency.py --preset full --random-weights --device cuda --clips 2
+
+Context clips are synthetic (foresight_eval.synthetic) at the generated resolution, so nothing is resized.
+Each configuration runs once untimed (2 steps: kernel selection, allocations), then timed on ``--clips``
+clips, at batch size 1 and at ``--batch-size``. ``--long-frames 120`` adds LTX-Video's published setting
+(121 frames = 5 s at 24 fps, 768x512; its paper reports 2 s on an H100), with and without guidance.
+Figures: wall time per clip and per predicted frame (reading, models, H.264 writing overlapped by writer
+threads), the models' own time and each model stage's share, and the real-time factor (video seconds
+made per second).
+Models load once; ``--json PATH`` writes every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from foresight_eval import synthetic as syn
+from foresight_eval.inference import GenerateOptions, generate, load_models
+from foresight_eval.inference.models import PRESETS
+
+STAGES = ("vlm_s", "adapter_s", "denoise_s", "vae_decode_s")  # the model stages (GPU work on a GPU)
+
+
+def write_contexts(folder: Path, clips: int, frames: int, width: int, height: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(clips):
+        scene = syn.make_scene(seed=index, height=height, width=width)
+        truth, _ = syn.render_clip(scene, frames)
+        np.save(folder / f"clip{index:02d}.npy", syn.to_uint8(truth))
+    return folder
+
+
+def timed_run(models, contexts: Path, out: Path, options: GenerateOptions) -> dict:
+    result = generate(contexts, out, models, options)
+    if result.failed:
+        raise SystemExit(f"generation failed: {result.failed[0].video}: {result.failed[0].error}")
+    clips = len(result.rows)
+    total = result.timings["total_s"]
+    model_s = sum(result.timings.get(stage, 0.0) for stage in STAGES)
+    return {
+        "clips": clips, "batch_size": options.batch_size, "frames": options.frames, "steps": result.manifest["options"]["steps"],
+        "resolution": f"{options.resolution[0]}x{options.resolution[1]}", "guidance": options.guidance,
+        # Wall time of the whole command's work: reading, models, writing (overlapped by writer threads).
+        "seconds_total": total, "seconds_per_clip": total / clips, "seconds_per_frame": total / (clips * options.frames),
+        # The models alone (VLM + adapter + denoising + VAE decode), per clip.
+        "model_seconds_per_clip": model_s / clips,
+        # Seconds of video made per second of wall time, at --fps (>1: faster than real time).
+        "realtime_factor": clips * options.frames / options.fps / total,
+        "model_realtime_factor": clips * options.frames / options.fps / model_s,
+        "stages_s": {stage: result.timings.get(stage, 0.0) for stage in (*STAGES, "read_s", "write_s")},
+        "stage_share": {stage: result.timings.get(stage, 0.0) / model_s for stage in STAGES},
+        "peak_gpu_memory_gb": result.timings.get("peak_gpu_memory_gb"),
+    }
+
+
+def print_row(label: str, row: dict) -> None:
+    shares = ", ".join(f"{stage.removesuffix('_s')} {share:.0%}" for stage, share in row["stage_share"].items())
+    peak = f", peak GPU {row['peak_gpu_memory_gb']:.1f} GB" if row["peak_gpu_memory_gb"] is not None else ""
+    print(f"{label:<34} {row['seconds_per_clip']:7.2f} s/clip {row['seconds_per_frame']:7.3f} s/frame "
+          f"x{row['realtime_factor']:.2f} real time | models {row['model_seconds_per_clip']:.2f} s/clip "
+          f"x{row['model_realtime_factor']:.2f} [{shares}] | H.264 {row['stages_s']['write_s']:.1f} s{peak}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--random-weights", action="store_true", help="build the models with random weights")
+    parser.add_argument("--vlm"), parser.add_argument("--decoder"), parser.add_argument("--adapter")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--clips", type=int, default=2)
+    parser.add_argument("--context", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--resolution", default=None, help="WxH (default: 768x512 full, 128x96 tiny)")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--batch-size", type=int, default=None, help="batched run (default: --clips)")
+    parser.add_argument("--long-frames", type=int, default=0,
+                        help="also time one clip of this many frames (120: LTX's 5 s), with and without guidance")
+    parser.add_argument("--long-steps", type=int, default=20)
+    parser.add_argument("--fps", type=int, default=24)
+    parser.add_argument("--offload", action="store_true")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args(argv)
+
+    resolution = args.resolution or ("768x512" if args.preset == "full" else "128x96")
+    width, height = (int(v) for v in resolution.lower().split("x"))
+    report: dict = {"device": args.device, "preset": args.preset, "random_weights": args.random_weights, "runs": {}}
+    if args.device.startswith("cuda"):
+        report["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
+
+    started = time.perf_counter()
+    models = load_models(args.preset, vlm=args.vlm, decoder=args.decoder, adapter=args.adapter,
+                         random_weights=args.random_weights, device=args.device, dtype=args.dtype, offload=args.offload)
+    report["load_s"] = time.perf_counter() - started
+    report["dtype"] = str(models.dtype).removeprefix("torch.")
+    report["models"] = models.provenance
+    report["warnings"] = models.warnings()
+    for note in models.warnings():
+        print(f"WARNING: {note}", file=sys.stderr)
+    if models.device.type == "cuda":
+        report["gpu_memory_after_load_gb"] = torch.cuda.memory_allocated(models.device) / 1e9
+    print(f"{args.preset} preset on {report.get('gpu', args.device)} ({report['dtype']}): models ready in "
+          f"{report['load_s']:.1f} s" + (f", {report['gpu_memory_after_load_gb']:.1f} GB on the GPU"
+                                         if "gpu_memory_after_load_gb" in report else ""), flush=True)
+
+    options = GenerateOptions(context=args.context, frames=args.frames, resolution=(width, height), steps=args.steps,
+                              guidance=args.guidance, batch_size=1, fps=args.fps)
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        contexts = write_contexts(scratch / "contexts", args.clips, args.context, width, height)
+        warmup = write_contexts(scratch / "warmup", 1, args.context, width, height)
+        batched = args.batch_size or args.clips
+        runs = {"batch 1": (contexts, options)}
+        if batched > 1:
+            runs[f"batch {batched}"] = (contexts, replace(options, batch_size=batched))
+        if args.long_frames:
+            long = replace(options, frames=args.long_frames, steps=args.long_steps)
+            runs[f"{args.long_frames} frames, {args.long_steps} steps"] = (warmup, long)
+            runs[f"{args.long_frames} frames, {args.long_steps} steps, no CFG"] = (warmup, replace(long, guidance=1.0))
+        for label, (clips_dir, run_options) in runs.items():
+            # Untimed first: kernel selection and allocations for this configuration's shapes.
+            generate(clips_dir, scratch / "warmup_out", models, replace(run_options, steps=2))
+            report["runs"][label] = timed_run(models, clips_dir, scratch / "out", run_options)
+            print_row(label, report["runs"][label])
+    if len(report["runs"]) > 1:
+        first, batched = list(report["runs"].values())[:2]
+        report["batch_speedup"] = first["seconds_per_clip"] / batched["seconds_per_clip"]
+        print(f"batching {batched['batch_size']} clips: x{report['batch_speedup']:.2f} clips per second vs batch 1")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Paired comparisons of runs over the videos they share, and regression checks against a baseline run.
+
+Pairing: a video counts when both runs scored it (status ``ok``) with a finite value; the difference is
+taken per video, so video difficulty cancels out. The mean difference gets a seeded paired-bootstrap CI;
+its p-value comes from the same bootstrap (default) or from SciPy's Wilcoxon signed-rank test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from foresight_eval.errors import UsageError
+from foresight_eval.gates.spec import parse_number
+from foresight_eval.results import RunResult, json_safe
+from foresight_eval.runs import Run, load_run
+from foresight_eval.stats import BootstrapConfig, PairedDifference, paired_test
+
+# Options that change what a metric's number means; batch size, device and strictness do not.
+SCORING_OPTIONS = ("context", "frames", "resize")
+DEFAULT_ALPHA = 0.05
+
+
+class ParameterMismatch(UsageError):
+    """Runs scored with different metric parameters or scoring options cannot be compared as they are."""
+
+    def __init__(self, differences: list[str]):
+        self.differences = differences
+        super().__init__("runs were scored with different parameters, so their numbers mean different things:\n  "
+                         + "\n  ".join(differences) + "\n(--force compares them anyway)")
+
+
+def parameter_differences(runs: Sequence[Run], metrics: Sequence[str] | None = None) -> list[str]:
+    """Each metric parameter, weight file or scoring option that is not the same in every run,
+    as ``"ssim.params.mode: 'wang' (run_a), 'skimage' (run_b)"``."""
+    if metrics is None:
+        metrics = sorted(set.intersection(*(set(run.summary.get("metrics", {})) for run in runs)))
+    described = [_flatten({
+        **{f"{name}.{part}": run.summary["metrics"][name].get(part)
+           for name in metrics for part in ("params", "weights")},
+        **{f"options.{key}": run.summary.get("options", {}).get(key) for key in SCORING_OPTIONS},
+    }) for run in runs]
+    differences = []
+    for key in sorted(set().union(*described)):
+        values = [flat.get(key) for flat in described]
+        if any(value != values[0] for value in values[1:]):
+            differences.append(f"{key}: " + ", ".join(
+                f"{'not recorded' if value is None else repr(value)} ({run.name})" for value, run in zip(values, runs)))
+    return differences
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        elif value is not None:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@dataclass(frozen=True)
+class PairedMetric:
+    """``diff`` is the mean over shared videos of (b - a); ``mean_a``/``mean_b`` are over those videos."""
+
+    metric: str
+    direction: str
+    a: str
+    b: str
+    mean_a: float | None
+    mean_b: float | None
+    diff: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    n: int
+    note: str = ""
+
+    def better(self, alpha: float) -> str | None:
+        """"a" or "b" when the difference is significant at ``alpha``, else None."""
+        if self.p_value is None or self.p_value >= alpha or not self.diff:
+            return None
+        b_higher = self.diff > 0
+        return "b" if b_higher == (self.direction == "higher") else "a"
+
+
+def paired_metric(a: Run, b: Run, metric: str, test: str = "bootstrap",
+                  bootstrap: BootstrapConfig = BootstrapConfig()) -> PairedMetric:
+    direction = a.summary["metrics"][metric]["direction"]
+    if a.summary["metrics"][metric].get("granularity") == "set":
+        mean_a, mean_b = (_headline(run, metric) for run in (a, b))
+        diff = None if None in (mean_a, mean_b) else mean_b - mean_a
+        return PairedMetric(metric, direction, a.name, b.name, mean_a, mean_b, diff, None, None, None, 0,
+                            "run-level metric: no per-video values to pair, so no CI or test")
+    values = pd.concat([a.video_values(metric), b.video_values(metric)], axis=1, join="inner").to_numpy(np.float64)
+    finite = np.isfinite(values).all(axis=1)
+    note = f"{int((~finite).sum())} shared videos with non-finite values left out" if not finite.all() else ""
+    values = values[finite]
+    if not len(values):
+        return PairedMetric(metric, direction, a.name, b.name, None, None, None, None, None, None, 0,
+                            note or "no videos scored in both runs")
+    result: PairedDifference = paired_test(values[:, 1] - values[:, 0], bootstrap, test)
+    if result.p_value is None:
+        note = "; ".join(filter(None, [note, "fewer than 2 shared videos: no CI or test"]))
+    return PairedMetric(metric, direction, a.name, b.name, float(values[:, 0].mean()), float(values[:, 1].mean()),
+                        result.mean, result.ci_low, result.ci_high, result.p_value, result.n, note)
+
+
+def _headline(run: Run, metric: str) -> float | None:
+    raw = run.summary["metrics"][metric].get("mean")
+    return None if raw is None else parse_number(raw)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    runs: list[str]
+    test: str
+    alpha: float
+    bootstrap: dict[str, Any]
+    pairs: list[PairedMetric]
+    parameter_differences: list[str] = field(default_factory=list)  # non-empty only under force
+    unshared_metrics: dict[str, list[str]] = field(default_factory=dict)  # run -> metrics the others lack
+
+    def winner(self, entry: PairedMetric) -> str | None:
+        side = entry.better(self.alpha)
+        return None if side is None else (entry.a if side == "a" else entry.b)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({
+            "runs": self.runs, "test": self.test, "alpha": self.alpha, "bootstrap": self.bootstrap,
+            "parameter_differences": self.parameter_differences, "unshared_metrics": self.unshared_metrics,
+            "pairs": [{**asdict(entry), "winner": self.winner(entry)} for entry in self.pairs],
+        })
+
+
+def _load_all(runs: Sequence[str | Path | RunResult | Run]) -> list[Run]:
+    loaded = [run if isinstance(run, Run) else load_run(run) for run in runs]
+    names = [run.name for run in loaded]
+    if len(set(names)) < len(names):  # same folder names from different parents: number them
+        for index, run in enumerate(loaded):
+            run.name = f"{index + 1}:{run.name}"
+    return loaded
+
+
+def _shared_metrics(runs: Sequence[Run], metrics: Sequence[str] | None) -> list[str]:
+    present = [set(run.summary.get("metrics", {})) for run in runs]
+    if metrics is None:
+        return [name for name in runs[0].summary.get("metrics", {}) if all(name in p for p in present)]
+    for name in metrics:
+        lacking = [run.name for run, p in zip(runs, present) if name not in p]
+        if lacking:
+            raise UsageError(f"metric {name!r} is not in run {', '.join(lacking)}")
+    return list(metrics)
+
+
+def _check_parameters(runs: Sequence[Run], metrics: Sequence[str], force: bool) -> list[str]:
+    differences = parameter_differences(runs, metrics)
+    if differences and not force:
+        raise ParameterMismatch(differences)
+    return differences
+
+
+def compare(
+    runs: Sequence[str | Path | RunResult | Run],
+    metrics: Sequence[str] | None = None,
+    *,
+    test: str = "bootstrap",
+    alpha: float = DEFAULT_ALPHA,
+    bootstrap: BootstrapConfig = BootstrapConfig(),
+    force: bool = False,
+) -> Comparison:
+    """Compare every pair of runs (A-B, A-C, B-C...) on each metric they share, over shared videos.
+
+    Raises :class:`ParameterMismatch` when the runs' metric parameters or scoring options differ,
+    unless ``force``."""
+    if len(runs) < 2:
+        raise UsageError("compare needs at least two runs")
+    loaded = _load_all(runs)
+    names = _shared_metrics(loaded, metrics)
+    if not names:
+        raise UsageError("the runs share no metric")
+    differences = _check_parameters(loaded, names, force)
+    unshared = {run.name: sorted(set(run.summary.get("metrics", {})) - set(names)) for run in loaded}
+    pairs = [paired_metric(a, b, name, test, bootstrap) for a, b in itertools.combinations(loaded, 2) for name in names]
+    return Comparison([run.name for run in loaded], test, alpha, bootstrap.as_dict(), pairs, differences,
+                      {run: lacking for run, lacking in unshared.items() if lacking})
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How much worse than the baseline a metric may get: an amount in the metric's unit, or a fraction
+    of the baseline's value (``relative``)."""
+
+    amount: float = 0.0
+    relative: bool = False
+
+    def limit(self, baseline: float) -> float:
+        return self.amount * abs(baseline) if self.relative else self.amount
+
+    def __str__(self) -> str:
+        return f"{self.amount:.4g}" if not self.relative else f"{self.amount * 100:.4g}%"
+
+
+def parse_tolerances(specs: Sequence[str]) -> tuple[Tolerance, dict[str, Tolerance]]:
+    """``["1%", "psnr=0.5", "ssim=0.2%"]`` -> (default 1% of the baseline, per-metric overrides)."""
+    default, per_metric = Tolerance(), {}
+    for spec in specs:
+        metric, sep, raw = spec.rpartition("=")
+        raw = raw.strip()
+        try:
+            amount = parse_number(raw)
+        except ValueError:
+            raise UsageError(f"--max-regression expects VALUE, VALUE% or METRIC=VALUE[%], got {spec!r}") from None
+        if not math.isfinite(amount) or amount < 0:
+            raise UsageError(f"--max-regression {spec!r}: the tolerance must be a finite number >= 0")
+        tolerance = Tolerance(amount, raw.endswith("%"))
+        if sep:
+            per_metric[metric.strip()] = tolerance
+        else:
+            default = tolerance
+    return default, per_metric
+
+
+@dataclass(frozen=True)
+class RegressionEntry:
+    """``worse_by``: how much worse the run is than the baseline (in the metric's unit; < 0 is better);
+    ``limit``: the worsening the tolerance allows. ``status``: pass, fail or missing."""
+
+    metric: str
+    comparison: PairedMetric
+    tolerance: str
+    worse_by: float | None
+    limit: float | None
+    status: str
+    note: str = ""
+
+    @property
+    def within_noise(self) -> bool:
+        """Worse beyond the tolerance, but not significantly: passes, worth a notice."""
+        return self.status == "pass" and self.worse_by is not None and self.worse_by > self.limit
+
+    def to_dict(self) -> dict[str, Any]:
+        paired = self.comparison
+        return json_safe({
+            "metric": self.metric, "direction": paired.direction, "baseline": paired.mean_a, "value": paired.mean_b,
+            "diff": paired.diff, "ci_low": paired.ci_low, "ci_high": paired.ci_high, "p_value": paired.p_value,
+            "n": paired.n, "tolerance": self.tolerance, "worse_by": self.worse_by, "limit": self.limit,
+            "status": self.status, "note": self.note,
+        })
+
+
+@dataclass(frozen=True)
+class RegressionReport:
+    run: str
+    baseline: str
+    test: str
+    alpha: float
+    entries: list[RegressionEntry]
+    parameter_differences: list[str] = field(default_factory=list)
+
+    @property
+    def decision(self) -> str:
+        return "fail" if any(entry.status != "pass" for entry in self.entries) else "pass"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run, "baseline": self.baseline, "test": self.test, "alpha": self.alpha,
+                "decision": self.decision, "parameter_differences": self.parameter_differences,
+                "entries": [entry.to_dict() for entry in self.entries]}
+
+
+def check_regression(
+    run: str | Path | RunResult | Run,
+    baseline: str | Path | RunResult | Run,
+    default: Tolerance = Tolerance(),
+    per_metric: Mapping[str, Tolerance] | None = None,
+    metrics: Sequence[str] | None = None,
+    *,
+    test: str = "bootstrap",
+    alpha: float = DEFAULT_ALPHA,
+    bootstrap: BootstrapConfig = BootstrapConfig(),
+    force: bool = False,
+) -> RegressionReport:
+    """Fail a metric only when the run is worse than the baseline by more than its tolerance AND the
+    paired difference over shared videos is significant (p < alpha), so noise does not fail a build.
+
+    Checked: ``metrics`` if given, else every metric both runs have; a metric named in ``per_metric``
+    or ``metrics`` that a run lacks is ``missing``. Run-level (set) metrics have no per-video values:
+    they are judged on the tolerance alone."""
+    per_metric = dict(per_metric or {})
+    base_run, new_run = _load_all([baseline, run])
+    present = [set(r.summary.get("metrics", {})) for r in (base_run, new_run)]
+    names = list(metrics) if metrics is not None else [n for n in base_run.summary.get("metrics", {}) if n in present[1]]
+    names += [n for n in per_metric if n not in names]
+    shared = [n for n in names if all(n in p for p in present)]
+    differences = _check_parameters([base_run, new_run], shared, force)
+    entries = []
+    for name in names:
+        tolerance = per_metric.get(name, default)
+        if name not in shared:
+            lacking = " and ".join(r.name for r, p in zip((base_run, new_run), present) if name not in p)
+            empty = PairedMetric(name, "", base_run.name, new_run.name, None, None, None, None, None, None, 0)
+            entries.append(RegressionEntry(name, empty, str(tolerance), None, None, "missing", f"not in {lacking}"))
+            continue
+        entries.append(_judge_regression(paired_metric(base_run, new_run, name, test, bootstrap), tolerance, alpha))
+    return RegressionReport(new_run.name, base_run.name, test, alpha, entries, differences)
+
+
+def _judge_regression(paired: PairedMetric, tolerance: Tolerance, alpha: float) -> RegressionEntry:
+    if paired.diff is None:
+        return RegressionEntry(paired.metric, paired, str(tolerance), None, None, "missing", paired.note)
+    worse_by = -paired.diff if paired.direction == "higher" else paired.diff
+    limit = tolerance.limit(paired.mean_a)
+    if worse_by <= limit:
+        verdict = "better" if worse_by < 0 else "within the tolerance"
+        return RegressionEntry(paired.metric, paired, str(tolerance), worse_by, limit, "pass", verdict)
+    if paired.n == 0:  # a run-level metric: nothing to test significance on
+        return RegressionEntry(paired.metric, paired, str(tolerance), worse_by, limit, "fail",
+                               f"worse beyond the tolerance; {paired.note}")
+    if paired.p_value is None or paired.p_value >= alpha:
+        p_text = "no test" if paired.p_value is None else f"p={paired.p_value:.3g} >= {alpha:g}"
+        return RegressionEntry(paired.metric, paired, str(tolerance), worse_by, limit, "pass",
+                               f"worse, not significant ({p_text})")
+    return RegressionEntry(paired.metric, paired, str(tolerance), worse_by, limit, "fail",
+                           "significantly worse")

@@ -1,0 +1,63 @@
+"""Scoring under `torchrun`: which rank this process is, its share of the pairs, and gathering results.
+
+Ranks exchange only Python objects (per-pair results), so the gloo backend serves on CPU and GPU
+machines alike; no tensor collective is needed. Pairs are sharded round-robin over their sorted order,
+so a given world size always gives each rank the same pairs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def shard(self, items: list[T]) -> list[T]:
+        return items[self.rank :: self.size]
+
+
+def current_world() -> World:
+    """The world `torchrun` describes in the environment; joins its process group on first use."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    if not dist.is_initialized():
+        # Long timeout: ranks wait for each other at the end, and clips take a while to score.
+        dist.init_process_group(backend="gloo", timeout=timedelta(hours=6))
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def rank_device(device: torch.device, world: World) -> torch.device:
+    """Each rank of a multi-GPU node takes the GPU of its local rank."""
+    if world.distributed and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", world.local_rank % torch.cuda.device_count())
+    return device
+
+
+def gather_to_main(payload: Any, world: World) -> list[Any] | None:
+    """Every rank's ``payload``, in rank order, on rank 0 (None elsewhere)."""
+    if not world.distributed:
+        return [payload]
+    gathered = [None] * world.size if world.is_main else None
+    dist.gather_object(payload, gathered, dst=0)
+    return gathered

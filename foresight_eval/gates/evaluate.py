@@ -1,0 +1,114 @@
+"""Judging a run against a gate set: each metric's status, each gate's decision, the overall decision."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from foresight_eval.gates.spec import Criterion, GateSet, parse_number
+from foresight_eval.results import json_safe
+from foresight_eval.runs import RunLike, read_summary
+
+Status = Literal["pass", "accepted", "fail", "missing"]
+STATUSES: tuple[Status, ...] = ("pass", "accepted", "fail", "missing")
+
+
+@dataclass(frozen=True)
+class GateEntry:
+    """One metric of one gate, judged. Readable as attributes or as a mapping (``entry["status"]``)."""
+
+    gate: str
+    metric: str
+    label: str
+    value: float | None
+    threshold: float
+    direction: str
+    tolerance: float
+    required: bool
+    status: Status
+    note: str = ""
+
+    @property
+    def blocking(self) -> bool:
+        """A required entry that neither passed nor was accepted fails its gate."""
+        return self.required and self.status in ("fail", "missing")
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+
+@dataclass(frozen=True)
+class GateReport:
+    gate_set: str
+    entries: list[GateEntry]
+    source: str = ""
+    path: str = ""
+    gates: dict[str, str] = field(default_factory=dict)  # gate name -> "pass" / "fail"
+
+    @property
+    def decision(self) -> str:
+        return "fail" if any(entry.blocking for entry in self.entries) else "pass"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gate_set": self.gate_set, "source": self.source, "path": self.path, "decision": self.decision,
+                "gates": dict(self.gates), "entries": [entry.to_dict() for entry in self.entries]}
+
+
+def evaluate_gates(run: RunLike, gate_set: GateSet) -> GateReport:
+    """Judge ``run`` (a run folder, a loaded ``summary.json`` dict or a RunResult) against ``gate_set``.
+
+    Values come from ``summary["metrics"][name]["mean"]``, else from the run-level figures in
+    ``summary["extra"]`` (``score --extra latency_overhead=0.319``)."""
+    summary = read_summary(run)
+    entries = []
+    for gate in gate_set.gates:
+        for criterion in gate.criteria:
+            value, note = _figure(summary, criterion)
+            status, judged = _judge(value, criterion) if value is not None else ("missing", note)
+            entries.append(GateEntry(gate.name, criterion.metric, criterion.label or criterion.metric, value,
+                                     criterion.threshold, criterion.direction, criterion.tolerance,
+                                     criterion.required, status, judged))
+    decisions = {gate.name: "fail" if any(e.blocking for e in entries if e.gate == gate.name) else "pass"
+                 for gate in gate_set.gates}
+    return GateReport(gate_set.name, entries, gate_set.source, gate_set.path, decisions)
+
+
+def _figure(summary: dict[str, Any], criterion: Criterion) -> tuple[float | None, str]:
+    """The run's value for the criterion's metric, or None and why there is none."""
+    name = criterion.metric
+    metric = summary.get("metrics", {}).get(name)
+    if metric is not None:
+        recorded = metric.get("params") or {}
+        for key, wanted in (criterion.params or {}).items():
+            if recorded.get(key) != wanted:
+                return None, f"scored with {key}={recorded.get(key)!r}; the gate is defined for {key}={wanted!r}"
+        raw, where = metric.get("mean"), "its mean"
+    elif name in summary.get("extra", {}):
+        raw, where = summary["extra"][name], "the run-level figure"
+    else:
+        reason = summary.get("skipped_metrics", {}).get(name)
+        return None, f"skipped when scoring: {reason}" if reason else "not in the run"
+    if raw is None:
+        return None, f"{where} is empty (no video had a value)"
+    try:
+        value = parse_number(raw)
+    except ValueError as exc:
+        return None, f"{where}: {exc}"
+    return (None, f"{where} is NaN") if math.isnan(value) else (value, "")
+
+
+def _judge(value: float, criterion: Criterion) -> tuple[Status, str]:
+    """pass at or beyond the threshold; accepted when short of it by at most ``tolerance`` x |threshold|."""
+    shortfall = criterion.threshold - value if criterion.direction == "higher" else value - criterion.threshold
+    if shortfall <= 0:
+        return "pass", ""
+    relative = shortfall / abs(criterion.threshold) if criterion.threshold else math.inf
+    side = "below" if criterion.direction == "higher" else "above"
+    note = f"{relative:.1%} {side} the threshold"
+    if relative <= criterion.tolerance:
+        return "accepted", f"{note}, within the {criterion.tolerance:.1%} tolerance"
+    return "fail", note + (f", beyond the {criterion.tolerance:.1%} tolerance" if criterion.tolerance else "")

@@ -1,0 +1,457 @@
+"""`foresight-eval generate`: context clips in, predicted clips out (Qwen2.5-VL -> query adapter -> LTX-Video).
+
+Per clip: the first ``context`` frames are read with the same readers as `score`; Qwen2.5-VL reads them
+(as images, with the prompt text) and its final-layer hidden states go through the query adapter, whose
+output is LTX-Video's prompt embeddings. LTX-Video is conditioned on one image only, the last context
+frame, which becomes its first frame (the research log's first-frame-only finding, Q3); the frames it
+generates after that one are the predictions, horizons 1..``frames``.
+
+The predicted clip is written under the input's relative name as ``.mp4``, so ``score PREDS REFS`` pairs
+it with the reference directly. By default it holds the context frames followed by the predictions, so
+``score --context K`` scores exactly the predicted frames; ``include_context=False`` writes the
+predictions alone. Frames are generated at ``resolution`` (multiples of 32, LTX-Video's constraint) and
+written at the context clip's own size (antialiased resize when they differ).
+
+A clip that cannot be read or is too short, or a batch that fails, becomes an error row; the others go
+on. ``PREDS/generate_manifest.json`` records the options, where every model's weights came from (random
+ones included), one row per clip and the timings: ``read_s`` (decoding contexts), ``vlm_s``,
+``adapter_s``, ``decoder_s`` (the whole LTX-Video call, of which ``denoise_s`` and ``vae_decode_s``),
+``latents_s``, ``write_s`` (H.264 encoding, summed over the writer threads that overlap the GPU work)
+and ``total_s`` (wall time).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save
+
+from foresight_eval.engine import input_hashes
+from foresight_eval.errors import InputError, UsageError
+from foresight_eval.inference.models import DEFAULT_PROMPT, LoadedModels
+from foresight_eval.io.clips import ClipSource, discover_clips, open_clip
+from foresight_eval.io.files import write_atomic, write_json_atomic
+from foresight_eval.io.video import write_video
+from foresight_eval.manifest import build_manifest, package_versions, utc_now
+from foresight_eval.results import json_safe
+
+MANIFEST_FILE = "generate_manifest.json"
+WRITER_THREADS = max(1, min(4, (os.cpu_count() or 2) - 1))
+MANIFEST_SCHEMA = "foresight-eval/generate/v1"
+LATENT_LAYOUT = {
+    "pred": "(1, H, C*h*w): the LTX VAE latent of each predicted frame, horizons 1..H",
+    "ref": "(1, H, C*h*w): the same for the reference's frames after the context (with refs)",
+    "vlm": "(1, S, D): Qwen2.5-VL final-layer hidden states of the S prompt tokens",
+}
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    context: int = 4  # frames read from the start of each input clip
+    frames: int = 16  # predicted frames per clip (horizons 1..frames)
+    resolution: tuple[int, int] | None = None  # (width, height) generated; None: the context's size rounded to 32
+    steps: int | None = None  # denoising steps; None: the preset's default
+    guidance: float = 3.0  # classifier-free guidance scale (<= 1 turns it off)
+    seed: int = 0
+    batch_size: int = 1
+    fps: int = 25  # LTX-Video's frame-rate conditioning and the written video's rate
+    include_context: bool = True
+    prompt: str = DEFAULT_PROMPT
+
+
+@dataclass
+class ClipRow:
+    video: str
+    input: str
+    status: str = "ok"
+    error: str | None = None
+    output: str | None = None
+    frames: int = 0  # frames written (context included when written)
+    size: tuple[int, int] | None = None  # written (width, height)
+    generated_size: tuple[int, int] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class GenerateResult:
+    rows: list[ClipRow]
+    warnings: list[str]
+    timings: dict[str, float]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[ClipRow]:
+        return [row for row in self.rows if not row.ok]
+
+
+@dataclass
+class _Context:
+    source: ClipSource
+    frames: np.ndarray  # (K, H, W, 3) uint8
+    size: tuple[int, int]  # generated (width, height)
+    reference: np.ndarray | None = None  # (H, h, w, 3) uint8 future frames, for reference latents
+
+
+def clip_seed(seed: int, key: str) -> int:
+    """Each clip's noise depends on the seed and its name only, not on its batch or its neighbours."""
+    return (seed * 1_000_003 + zlib.crc32(key.encode("utf-8"))) % (2**63)
+
+
+def generation_size(width: int, height: int, requested: tuple[int, int] | None) -> tuple[int, int]:
+    if requested is not None:
+        return requested
+    return max(32, round(width / 32) * 32), max(32, round(height / 32) * 32)
+
+
+def _as_uint8(frame: np.ndarray) -> np.ndarray:
+    return frame if frame.dtype == np.uint8 else np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)
+
+
+def read_frames(path: Path, start: int, count: int, what: str) -> np.ndarray:
+    """Frames ``start .. start+count-1`` of a clip as (count, H, W, 3) uint8; fewer is an InputError."""
+    frames = []
+    for index, frame in enumerate(open_clip(path).frames()):
+        if index >= start:
+            frames.append(_as_uint8(frame))
+        if len(frames) == count:
+            return np.stack(frames)
+    raise InputError(f"{path}: {what} needs frames {start}..{start + count - 1}, the clip has only "
+                     f"{start + len(frames)} frames")
+
+
+def _resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, 3, H, W) float in [0, 1] to ``size`` = (width, height), antialiased."""
+    if tuple(frames.shape[-2:]) == (size[1], size[0]):
+        return frames
+    return F.interpolate(frames, size=(size[1], size[0]), mode="bilinear", antialias=True,
+                         align_corners=False).clamp_(0, 1)
+
+
+def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class _Stage:
+    """Accumulates a stage's wall time (device-synchronised) and, with offload, keeps its modules on
+    the device only inside the ``with`` block."""
+
+    def __init__(self, timings: dict[str, float], name: str, models: LoadedModels, modules: list[Any]):
+        self.timings, self.name, self.models, self.modules = timings, name, models, modules
+
+    def _sync(self) -> None:
+        if self.models.device.type == "cuda":
+            torch.cuda.synchronize(self.models.device)
+
+    def __enter__(self) -> None:
+        if self.models.offload:
+            for module in self.modules:
+                module.to(self.models.device)
+        self._sync()
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._sync()
+        self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.start
+        if self.models.offload:
+            for module in self.modules:
+                module.to("cpu")
+
+
+def encode_contexts(models: LoadedModels, contexts: list[_Context], prompt: str,
+                    timings: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """VLM hidden states and mask, then the adapter's prompt embeddings and mask, for a batch of contexts."""
+    messages = [{"role": "user", "content": [{"type": "image"}] * len(contexts[0].frames)
+                 + [{"type": "text", "text": prompt}]}]
+    text = models.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    images = [frame for context in contexts for frame in context.frames]
+    inputs = models.processor(text=[text] * len(contexts), images=images, return_tensors="pt", padding=True)
+    inputs = {name: value.to(models.device) if isinstance(value, torch.Tensor) else value
+              for name, value in inputs.items()}
+    with _Stage(timings, "vlm_s", models, [models.vlm]):
+        # The language model's output before the LM head: final-layer hidden states (after the final norm).
+        hidden = models.vlm.model(**inputs).last_hidden_state
+    mask = inputs["attention_mask"]
+    with _Stage(timings, "adapter_s", models, [models.adapter]):
+        embeds, embeds_mask = models.adapter(hidden, mask)
+    return hidden, mask, embeds, embeds_mask
+
+
+def _frame_latents(models: LoadedModels, frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """LTX VAE latents of single frames (N, 3, H, W) in [0, 1]: each encoded alone (the causal encoder
+    gives one latent frame per image), latent mean, normalised as the transformer sees latents; (N, C*h*w)."""
+    pipe = models.pipeline
+    pixels = pipe.video_processor.preprocess(frames, height=size[1], width=size[0])
+    pixels = pixels.to(device=models.device, dtype=models.dtype).unsqueeze(2)
+    latents = pipe.vae.encode(pixels).latent_dist.mode()
+    latents = pipe._normalize_latents(latents, pipe.vae.latents_mean, pipe.vae.latents_std)
+    return latents.flatten(1).float().cpu()
+
+
+def _save_latents(root: Path, key: str, tensors: dict[str, torch.Tensor]) -> None:
+    for folder, tensor in tensors.items():
+        payload = save({"latents": tensor.contiguous()}, metadata={"layout": LATENT_LAYOUT[folder]})
+        write_atomic(root / folder / f"{key}.safetensors", payload)
+
+
+@dataclass
+class _ClipOutput:
+    row: ClipRow
+    frames: np.ndarray  # (T, H, W, 3) uint8, as written
+    latents: dict[str, torch.Tensor] | None
+
+
+def generate_batch(models: LoadedModels, contexts: list[_Context], out: Path, options: GenerateOptions,
+                   steps: int, latents_dir: Path | None, timings: dict[str, float],
+                   on_step: Callable[[int, int], None] | None) -> list[_ClipOutput]:
+    """Generate one batch of clips of the same generated size: frames to write, latents to save."""
+    pipe = models.pipeline
+    width, height = contexts[0].size
+    ratio = pipe.vae_temporal_compression_ratio
+    # LTX-Video makes 1 + ratio*k frames; generate enough and keep the first `frames` after the condition.
+    num_frames = 1 + math.ceil(options.frames / ratio) * ratio
+    hidden, mask, embeds, embeds_mask = encode_contexts(models, contexts, options.prompt, timings)
+    last_frames = _resize(_to_tensor(np.stack([c.frames[-1] for c in contexts])), (width, height))
+    generators = [torch.Generator("cpu").manual_seed(clip_seed(options.seed, c.source.key)) for c in contexts]
+    denoised_at = 0.0
+
+    def step_end(_pipe: Any, index: int, _timestep: Any, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        nonlocal denoised_at
+        if index == _pipe.num_timesteps - 1:  # the rest of the call is the VAE decode
+            if models.device.type == "cuda":
+                torch.cuda.synchronize(models.device)
+            denoised_at = time.perf_counter()
+        if on_step:
+            on_step(index + 1, steps)
+        return tensors
+
+    with _Stage(timings, "decoder_s", models, [pipe.transformer, pipe.vae]):
+        started = time.perf_counter()
+        video = pipe(
+            image=last_frames, prompt_embeds=embeds.to(models.dtype), prompt_attention_mask=embeds_mask,
+            # No negative text exists for a learned adapter: the unconditional branch gets all-zero embeddings.
+            negative_prompt_embeds=torch.zeros_like(embeds, dtype=models.dtype),
+            negative_prompt_attention_mask=embeds_mask,
+            height=height, width=width, num_frames=num_frames, frame_rate=options.fps,
+            num_inference_steps=steps, guidance_scale=options.guidance, generator=generators, output_type="pt",
+            callback_on_step_end=step_end,
+        ).frames  # (B, T, 3, H, W) in [0, 1]
+        if models.device.type == "cuda":
+            torch.cuda.synchronize(models.device)
+        timings["denoise_s"] = timings.get("denoise_s", 0.0) + denoised_at - started
+        timings["vae_decode_s"] = timings.get("vae_decode_s", 0.0) + time.perf_counter() - denoised_at
+    predicted = video[:, 1 : 1 + options.frames].float().cpu()
+    if latents_dir is not None:
+        with _Stage(timings, "latents_s", models, [pipe.vae]):
+            pred_latents = [_frame_latents(models, clip_frames, (width, height)) for clip_frames in predicted]
+            ref_latents = [None if c.reference is None else _frame_latents(models, _to_tensor(c.reference), (width, height))
+                           for c in contexts]
+
+    outputs = []
+    for index, context in enumerate(contexts):
+        h, w = context.frames.shape[1:3]
+        frames = _resize(predicted[index], (w, h)).mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        if options.include_context:
+            frames = np.concatenate([context.frames, frames])
+        tensors = None
+        if latents_dir is not None:
+            tensors = {"pred": pred_latents[index][None], "vlm": hidden[index][mask[index].bool()][None].float().cpu()}
+            if ref_latents[index] is not None:
+                tensors["ref"] = ref_latents[index][None]
+        row = ClipRow(context.source.key, str(context.source.path), output=str(out / f"{context.source.key}.mp4"),
+                      frames=len(frames), size=(w, h), generated_size=(width, height))
+        outputs.append(_ClipOutput(row, frames, tensors))
+    return outputs
+
+
+def _write_clip(output: _ClipOutput, latents_dir: Path | None, fps: int) -> float:
+    """Encode one clip (and its latents); returns the seconds it took. Runs in a writer thread."""
+    start = time.perf_counter()
+    # Long clips at 768x512: the single-threaded "medium" encode took 4x the model time on an H200.
+    write_video(Path(output.row.output), output.frames, fps=fps, preset="veryfast", threads=0)
+    if output.latents is not None:
+        _save_latents(latents_dir, output.row.video, output.latents)
+    return time.perf_counter() - start
+
+
+def _batches(contexts: list[_Context], batch_size: int) -> list[list[_Context]]:
+    """Consecutive clips, at most ``batch_size`` per batch, split where the generated size changes."""
+    batches: list[list[_Context]] = []
+    for context in contexts:
+        if batches and len(batches[-1]) < batch_size and batches[-1][0].size == context.size:
+            batches[-1].append(context)
+        else:
+            batches.append([context])
+    return batches
+
+
+def _reference_index(refs: Path | None) -> dict[str, Path]:
+    if refs is None:
+        return {}
+    if not Path(refs).exists():
+        raise UsageError(f"references path {refs} does not exist")
+    return {source.key: source.path for source in discover_clips(refs)}
+
+
+def _check_options(options: GenerateOptions) -> None:
+    for name in ("context", "frames", "batch_size", "fps"):
+        if getattr(options, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(options, name)}")
+    if options.steps is not None and options.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {options.steps}")
+    if options.resolution is not None and any(v < 32 or v % 32 for v in options.resolution):
+        raise UsageError(f"--resolution {options.resolution[0]}x{options.resolution[1]}: LTX-Video needs width and "
+                         "height that are multiples of 32")
+
+
+def generate(
+    inputs: str | Path,
+    out: str | Path,
+    models: LoadedModels,
+    options: GenerateOptions = GenerateOptions(),
+    *,
+    refs: str | Path | None = None,
+    latents_dir: str | Path | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_clip: Callable[[ClipRow], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    command: str | None = None,
+) -> GenerateResult:
+    """Predict the future of every context clip under ``inputs`` and write the clips under ``out``.
+
+    ``models`` comes from :func:`foresight_eval.inference.models.load_models`. With ``latents_dir``,
+    per clip ``pred/``, ``vlm/`` and (given ``refs``, matched by clip name) ``ref/`` latent files are
+    written there as ``<clip>.safetensors`` (see ``LATENT_LAYOUT``); ``foresight-eval latents
+    LATENTS/pred LATENTS/ref -m latent_cosine`` compares them. ``on_start`` gets the number of clips,
+    ``on_clip`` each finished row, ``on_step`` (step, total) of every denoising step.
+    """
+    started = utc_now()
+    _check_options(options)
+    inputs, out = Path(inputs), Path(out)
+    if not inputs.exists():
+        raise UsageError(f"inputs path {inputs} does not exist")
+    sources = discover_clips(inputs)
+    if not sources:
+        raise UsageError(f"no clips found under {inputs} (videos, .npy/.npz arrays, or folders of png/jpg frames)")
+    references = _reference_index(Path(refs) if refs is not None else None)
+    latents_root = Path(latents_dir) if latents_dir is not None else None
+    steps = options.steps or models.preset.steps
+    if on_start:
+        on_start(len(sources))
+    if models.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(models.device)
+
+    rows: dict[str, ClipRow] = {}
+    timings: dict[str, float] = {}
+
+    def record(row: ClipRow) -> None:
+        rows[row.video] = row
+        if on_clip:
+            on_clip(row)
+
+    def fail(source: ClipSource, reason: str) -> None:
+        record(ClipRow(source.key, str(source.path), status="error", error=reason))
+
+    # H.264 encoding is single-threaded per clip (reproducible output) and, at 768x512, takes about as
+    # long as generating the clip on an H100: writer threads encode while the GPU makes the next batch.
+    writers = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="foresight-write")
+    writing: deque[tuple[_ClipOutput, Future]] = deque()
+
+    def finish_writes(keep: int) -> None:
+        while len(writing) > keep:
+            output, future = writing.popleft()
+            try:
+                timings["write_s"] = timings.get("write_s", 0.0) + future.result()
+                record(output.row)
+            except Exception as exc:  # noqa: BLE001 - a clip that cannot be written is that clip's error row
+                output.row.status, output.row.error = "error", f"writing {output.row.output}: {type(exc).__name__}: {exc}"
+                record(output.row)
+
+    run_start = time.perf_counter()
+    pending: list[_Context] = []
+
+    def flush() -> None:
+        for batch in _batches(pending, options.batch_size):
+            try:
+                with torch.inference_mode():
+                    outputs = generate_batch(models, batch, out, options, steps, latents_root, timings, on_step)
+            except Exception as exc:  # noqa: BLE001 - one failed batch must not lose the run
+                reason = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+                for context in batch:
+                    fail(context.source, reason)
+                continue
+            for output in outputs:
+                writing.append((output, writers.submit(_write_clip, output, latents_root, options.fps)))
+            finish_writes(keep=2 * WRITER_THREADS)  # bounds the frames held in memory
+        pending.clear()
+
+    try:
+        for source in sources:
+            read_start = time.perf_counter()
+            try:
+                frames = read_frames(source.path, 0, options.context, f"--context {options.context}")
+                size = generation_size(frames.shape[2], frames.shape[1], options.resolution)
+                reference = None
+                if latents_root is not None and source.key in references:
+                    reference = read_frames(references[source.key], options.context, options.frames,
+                                            f"reference latents for --frames {options.frames}")
+                pending.append(_Context(source, frames, size, reference))
+            except InputError as exc:
+                fail(source, str(exc))
+            except Exception as exc:  # noqa: BLE001 - an unreadable clip is that clip's error row
+                fail(source, f"{type(exc).__name__}: {exc}")
+            timings["read_s"] = timings.get("read_s", 0.0) + time.perf_counter() - read_start
+            if len(pending) == options.batch_size:
+                flush()
+        flush()
+        finish_writes(keep=0)
+    finally:
+        writers.shutdown(wait=True)
+    timings["total_s"] = time.perf_counter() - run_start
+    if models.device.type == "cuda":
+        timings["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(models.device) / 1e9
+
+    ordered = [rows[source.key] for source in sources]
+    result = GenerateResult(ordered, models.warnings(), timings)
+    result.manifest = _manifest(models, options, steps, inputs, refs, latents_root, result, started, command)
+    write_json_atomic(out / MANIFEST_FILE, result.manifest)
+    return result
+
+
+def _manifest(models: LoadedModels, options: GenerateOptions, steps: int, inputs: Path, refs: str | Path | None,
+              latents_root: Path | None, result: GenerateResult, started: str, command: str | None) -> dict[str, Any]:
+    ok = [row for row in result.rows if row.ok]
+    return json_safe({
+        "schema": MANIFEST_SCHEMA,
+        "preset": models.preset.name,
+        "trained": not models.random_parts,
+        "random_weights": models.random_parts,
+        "warnings": result.warnings,
+        "models": models.provenance,
+        "dtype": str(models.dtype).removeprefix("torch."),
+        "options": {**asdict(options), "steps": steps},
+        "written_frames": {"context": options.context if options.include_context else 0, "predicted": options.frames},
+        "refs": str(refs) if refs is not None else None,
+        "latents": None if latents_root is None else {"root": str(latents_root), "layout": LATENT_LAYOUT},
+        "clips": [json_safe(asdict(row)) for row in result.rows],
+        "videos": {"total": len(result.rows), "ok": len(ok), "error": len(result.rows) - len(ok)},
+        "timings": result.timings,
+        "model_packages": package_versions(("transformers", "diffusers", "tokenizers", "safetensors")),
+        "manifest": build_manifest(models.device, command, started, utc_now(), {
+            "contexts": {"root": str(inputs), "sha256": input_hashes(inputs, [Path(r.input) for r in result.rows])},
+        }),
+    })

@@ -1,0 +1,336 @@
+"""Temporal metrics: how a predicted video changes from one frame to the next, no weights needed.
+
+Every metric here looks at consecutive pairs of *horizon* frames (frames t-1 and t, both after the
+``--context`` frames, which the engine never passes to metrics). The value of the pair (t-1, t) is
+attached to horizon t, so horizon 1 has no value and a clip of H horizon frames has H - 1 pairs; the
+clip's value is the mean over its pairs (NaN for a clip with a single horizon frame).
+
+* ``tc`` (headline temporal consistency): mean SSIM between consecutive predicted frames, with the
+  ``ssim`` metric's definition (``mode=wang`` by default). 1 for a static video.
+* ``flicker``: mean absolute difference of consecutive predicted frames on [0, 1]. 0 for a static video.
+* ``flicker_score``: VBench's "temporal flickering" score, ``1 - flicker`` (VBench computes
+  ``(255 - mean |I_t - I_{t-1}|) / 255`` on uint8 frames, the same number for frames decoded from uint8).
+* ``warp_error``: optical flow warping error (Lai et al. 2018): frame t-1 is warped onto frame t along
+  the backward flow, pixels that fail the forward-backward consistency check (Ruder et al. 2016) or
+  whose flow leaves the frame are masked out, and the error is the mean squared RGB difference over
+  the remaining pixels.
+* ``<name>_delta``: the same quantity of the prediction minus the reference video's own, pair by pair
+  (so its clip value is exactly ``name(pred) - name(ref)``). Differences rather than ratios because
+  the flicker and warping error of a static reference are 0, and because differences average linearly:
+  the per-horizon curve and the clip value agree.
+* ``frozen``: 1 when the prediction stands still while the reference moves, for at least ``min_run``
+  consecutive pairs; else 0. Its mean over clips is the share of frozen predictions. A prediction that
+  scores a higher ``tc`` than reality is suspicious; this flag says when it is because it froze.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import torch
+
+from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo
+from foresight_eval.metrics.registry import register
+from foresight_eval.metrics.structural import SSIM_MODES, ssim
+
+# OpenCV's documented example parameters for Farnebäck (samples/python/opt_flow.py), recorded with results.
+FARNEBACK_PARAMS = {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2}
+FLOW_METHODS = ("farneback", "dis")
+# Forward-backward consistency thresholds of Ruder et al. 2016 (pixels): occluded where
+# |F + G|^2 > alpha1 (|F|^2 + |G|^2) + alpha2.
+OCCLUSION_ALPHA1, OCCLUSION_ALPHA2 = 0.01, 0.5
+
+
+# ---- functional core -------------------------------------------------------------------------------
+
+def consecutive_ssim(
+    earlier: torch.Tensor, later: torch.Tensor, mode: str = "wang", **ssim_params: Any
+) -> torch.Tensor:
+    """SSIM of each frame pair (earlier[i], later[i]): (N, 3, H, W) twice in, (N,) out."""
+    return ssim(earlier, later, **SSIM_MODES[mode], **ssim_params)
+
+
+def frame_difference(earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of each frame pair, float64: (N, 3, H, W) twice in, (N,) out."""
+    return (later - earlier).abs().flatten(1).mean(dim=1).double()
+
+
+def to_gray_uint8(frames: torch.Tensor) -> np.ndarray:
+    """[0, 1] RGB frames (N, 3, H, W) to the 8-bit grayscale images OpenCV's flow functions take: (N, H, W)."""
+    rgb = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return np.stack([cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) for image in rgb])
+
+
+def optical_flow(source: np.ndarray, target: np.ndarray, method: str = "farneback") -> np.ndarray:
+    """Dense flow (H, W, 2) float32 on ``source``'s grid: source(y, x) ~ target(y + flow[..., 1], x + flow[..., 0]).
+
+    ``source`` and ``target`` are 8-bit grayscale (H, W). ``farneback``: ``cv2.calcOpticalFlowFarneback``
+    with :data:`FARNEBACK_PARAMS`; ``dis``: OpenCV's DIS optical flow, preset ``medium``."""
+    if method == "farneback":
+        p = FARNEBACK_PARAMS
+        return cv2.calcOpticalFlowFarneback(source, target, None, p["pyr_scale"], p["levels"], p["winsize"],
+                                            p["iterations"], p["poly_n"], p["poly_sigma"], 0)
+    if method == "dis":
+        return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(source, target, None)
+    raise ValueError(f"unknown flow method {method!r} (one of {FLOW_METHODS})")
+
+
+def _sample_maps(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    height, width = flow.shape[:2]
+    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    return grid_x + flow[..., 0], grid_y + flow[..., 1]
+
+
+def backward_warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Sample ``image`` at ``p + flow(p)`` for every pixel p (bilinear; outside the frame: nearest edge).
+
+    ``image`` is (H, W) or (H, W, C) float32; ``flow`` (H, W, 2) lives on the output's grid."""
+    map_x, map_y = _sample_maps(flow)
+    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def valid_flow_mask(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """Pixels of the later frame (H, W) bool whose backward flow stays inside the frame and passes the
+    forward-backward consistency check against ``forward`` (the earlier frame's flow to the later one)."""
+    height, width = backward.shape[:2]
+    map_x, map_y = _sample_maps(backward)
+    inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
+    forward_there = backward_warp(forward, backward)
+    round_trip = np.square(backward + forward_there).sum(axis=-1)
+    magnitudes = np.square(backward).sum(axis=-1) + np.square(forward_there).sum(axis=-1)
+    return inside & (round_trip <= OCCLUSION_ALPHA1 * magnitudes + OCCLUSION_ALPHA2)
+
+
+def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneback") -> torch.Tensor:
+    """Flow warping error of each frame pair: (N, 3, H, W) twice in, (N,) float64 out.
+
+    Flow runs on the CPU (OpenCV), whatever the frames' device. A pair with no valid pixel gives NaN."""
+    if len(earlier) == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    earlier_gray, later_gray = to_gray_uint8(earlier), to_gray_uint8(later)
+    earlier_rgb = earlier.permute(0, 2, 3, 1).float().cpu().numpy()
+    later_rgb = later.permute(0, 2, 3, 1).float().cpu().numpy()
+    errors = []
+    for i in range(len(earlier_gray)):
+        backward = optical_flow(later_gray[i], earlier_gray[i], method)
+        forward = optical_flow(earlier_gray[i], later_gray[i], method)
+        valid = valid_flow_mask(backward, forward)
+        squared = np.square(later_rgb[i] - backward_warp(earlier_rgb[i], backward)).mean(axis=-1)
+        errors.append(float(squared[valid].mean(dtype=np.float64)) if valid.any() else float("nan"))
+    return torch.tensor(errors, dtype=torch.float64)
+
+
+# ---- stateful wrappers -----------------------------------------------------------------------------
+
+class ConsecutivePairMetric(Metric):
+    """A value per consecutive pair of horizon frames (t-1, t), attached to horizon t; the clip's value is
+    the mean over pairs. The last frame of a batch is kept to pair with the first frame of the next."""
+
+    # When set, the value is the prediction's quantity minus the reference's, pair by pair.
+    versus_reference: ClassVar[bool] = False
+
+    def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
+        """The quantity for each pair: (N, 3, H, W) twice in, (N,) out."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        self._last: dict[str, torch.Tensor] = {}  # "pred" / "ref" -> the last frame seen (or its features)
+        self._sum = 0.0
+        self._count = 0
+
+    def _pairs(self, role: str, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(earlier, later) over this batch's frames of ``role`` (or their features), continuing the last batch."""
+        last = self._last.get(role)
+        self._last[role] = items[-1:]
+        if last is None:
+            return items[:-1], items[1:]
+        return torch.cat([last, items[:-1]]), items
+
+    def _role_values(self, batch: FrameBatch, role: str) -> torch.Tensor:
+        frames = getattr(batch, role)
+        last = self._last.get(role)
+        self._last[role] = frames[-1:]
+        # The pair bridging from the previous batch, then the pairs inside this one (no copy of the batch).
+        chunks = [(last, frames[:1])] if last is not None else []
+        if len(frames) > 1:
+            chunks.append((frames[:-1], frames[1:]))
+
+        def compute() -> torch.Tensor:
+            if not chunks:
+                return torch.zeros(0, device=frames.device)
+            return torch.cat([self.pair_values(earlier, later) for earlier, later in chunks])
+
+        # A metric and its delta compute the same pair values from the same batches: the first computes,
+        # the other reuses them (the key holds everything the values depend on).
+        key = (type(self).pair_values, role, last is None, tuple(sorted(self.params.items())))
+        return batch.shared(key, compute)
+
+    def update(self, batch: FrameBatch) -> torch.Tensor:
+        first_batch = not self._last
+        values = self._role_values(batch, "pred").double()
+        if self.versus_reference:
+            values = values - self._role_values(batch, "ref").double()
+        self._sum += float(values.sum())
+        self._count += values.numel()
+        if first_batch:  # the clip's first horizon frame has no predecessor: NaN marks "no value"
+            values = torch.cat([values.new_full((1,), float("nan")), values])
+        return values
+
+    def compute(self) -> float:
+        return self._sum / self._count if self._count else float("nan")
+
+
+class _TemporalSSIM(ConsecutivePairMetric):
+    defaults = {"mode": "wang", "k1": 0.01, "k2": 0.03, "data_range": 1.0}
+    choices = {"mode": tuple(SSIM_MODES)}
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        described["params"].update(SSIM_MODES[self.params["mode"]])
+        return described
+
+    def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        return consecutive_ssim(earlier, later, p["mode"], k1=p["k1"], k2=p["k2"], data_range=p["data_range"])
+
+
+@register
+class TemporalConsistency(_TemporalSSIM):
+    info = MetricInfo(
+        name="tc",
+        description="Temporal consistency: SSIM between consecutive predicted horizon frames (t-1, t), "
+        "mean over pairs; 1 for a static video (see `frozen`)",
+        direction="higher",
+    )
+
+
+@register
+class TemporalConsistencyDelta(_TemporalSSIM):
+    info = MetricInfo(
+        name="tc_delta",
+        description="tc of the prediction minus tc of the reference, pair by pair; > 0: steadier than reality",
+        direction="higher",
+    )
+    versus_reference = True
+
+
+class _FrameDifference(ConsecutivePairMetric):
+    def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
+        return frame_difference(earlier, later)
+
+
+@register
+class Flicker(_FrameDifference):
+    info = MetricInfo(
+        name="flicker",
+        description="Mean absolute difference of consecutive predicted horizon frames on [0, 1]; 0 for a static video",
+        direction="lower",
+    )
+
+
+@register
+class FlickerDelta(_FrameDifference):
+    info = MetricInfo(
+        name="flicker_delta",
+        description="flicker of the prediction minus flicker of the reference, pair by pair",
+        direction="lower",
+    )
+    versus_reference = True
+
+
+@register
+class FlickerScore(_FrameDifference):
+    info = MetricInfo(
+        name="flicker_score",
+        description="VBench temporal flickering score: 1 - mean absolute difference of consecutive frames "
+        "((255 - MAE) / 255 on uint8 frames)",
+        direction="higher",
+        default=False,  # 1 - flicker: asked for by name when comparing with VBench
+    )
+
+    def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
+        return 1.0 - super().pair_values(earlier, later)
+
+
+class _WarpError(ConsecutivePairMetric):
+    defaults = {"flow": "farneback"}
+    choices = {"flow": FLOW_METHODS}
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        if self.params["flow"] == "farneback":
+            described["params"]["farneback"] = dict(FARNEBACK_PARAMS)
+        else:
+            described["params"]["dis_preset"] = "medium"
+        described["params"].update(occlusion_alpha1=OCCLUSION_ALPHA1, occlusion_alpha2=OCCLUSION_ALPHA2,
+                                   error="mean squared RGB difference over valid pixels")
+        return described
+
+    def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
+        return warp_error(earlier, later, self.params["flow"])
+
+
+@register
+class WarpError(_WarpError):
+    info = MetricInfo(
+        name="warp_error",
+        description="Optical-flow warping error of consecutive predicted frames: frame t-1 warped onto t along "
+        "the backward flow (OpenCV), occlusions masked by forward-backward consistency, masked mean squared error",
+        direction="lower",
+    )
+
+
+@register
+class WarpErrorDelta(_WarpError):
+    info = MetricInfo(
+        name="warp_error_delta",
+        description="warp_error of the prediction minus warp_error of the reference, pair by pair",
+        direction="lower",
+        default=False,  # four optical flows per pair on the CPU: asked for by name
+    )
+    versus_reference = True
+
+
+def still_pairs(earlier: torch.Tensor, later: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Whether each consecutive pair is near-identical: mean absolute difference <= ``threshold``. (N,) bool."""
+    return frame_difference(earlier, later) <= threshold
+
+
+def longest_run(flags: list[bool]) -> int:
+    longest = current = 0
+    for flag in flags:
+        current = current + 1 if flag else 0
+        longest = max(longest, current)
+    return longest
+
+
+@register
+class Frozen(ConsecutivePairMetric):
+    info = MetricInfo(
+        name="frozen",
+        description="1 if the prediction stands still (consecutive frames' mean absolute difference <= threshold) "
+        "while the reference moves, for at least min_run consecutive pairs; else 0",
+        direction="lower",
+        granularity="video",
+    )
+    # threshold: decoding noise of a repeated frame stays far below it, a moving reference far above.
+    defaults = {"threshold": 0.002, "min_run": 3}
+
+    def reset(self) -> None:
+        super().reset()
+        self._frozen: list[bool] = []
+
+    def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
+        return still_pairs(earlier, later, self.params["threshold"])
+
+    def update(self, batch: FrameBatch) -> None:
+        pred_still, ref_still = self._role_values(batch, "pred"), self._role_values(batch, "ref")
+        self._frozen.extend((pred_still & ~ref_still).tolist())
+        return None
+
+    def compute(self) -> float:
+        if not self._frozen:
+            return float("nan")
+        return float(longest_run(self._frozen) >= self.params["min_run"])

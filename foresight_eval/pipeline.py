@@ -1,0 +1,138 @@
+"""Background decoding: clip frames are decoded and stacked into batches in worker threads while the
+metrics score the previous batch. PyAV and NumPy release the GIL while they work, so threads overlap.
+
+Peak host memory per clip pair is bounded by the queues, not by the clip's length: at most
+``2 * batch_size`` decoded frames per clip in the per-clip queues, plus ``PREFETCH_BATCHES + 2`` stacked
+batches (queued, being filled, being scored), each ``batch_size`` frames of prediction and reference:
+about ``(4 * batch_size + 2 * batch_size * (PREFETCH_BATCHES + 2)) * H * W * 3`` bytes for uint8 frames.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from foresight_eval.errors import InputError
+
+T = TypeVar("T")
+PREFETCH_BATCHES = 2
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+    """Iterate ``items`` in a daemon thread, at most ``depth`` ahead of the consumer.
+
+    Exceptions raised while producing are re-raised in the consumer at the point they occurred.
+    If the consumer stops early, the producer is told to stop at its next item.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            slots.put(_Failure(exc))
+
+    worker = threading.Thread(target=produce, daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+
+
+@dataclass
+class HostBatch:
+    """Aligned frames of a clip pair on the host, stacked: (B, H, W, 3) arrays and their frame indices."""
+
+    frame_index: np.ndarray  # (B,) int64
+    pred: torch.Tensor
+    ref: torch.Tensor
+
+
+class PairFrames:
+    """Host batches of a clip pair, decoded ahead in background threads; ``total`` is the number of
+    frames read once the iteration ends (context frames included)."""
+
+    def __init__(self, pred_frames: Iterable[np.ndarray], ref_frames: Iterable[np.ndarray], *, context: int,
+                 batch_size: int, frames_mode: str, pin_memory: bool):
+        self.total = 0
+        self._pred = prefetch(pred_frames, batch_size)
+        self._ref = prefetch(ref_frames, batch_size)
+        self._context, self._batch_size, self._mode, self._pin = context, batch_size, frames_mode, pin_memory
+
+    def __iter__(self) -> Iterator[HostBatch]:
+        return prefetch(self._batches(), PREFETCH_BATCHES)
+
+    def _batches(self) -> Iterator[HostBatch]:
+        pending: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for index, pred, ref in self._aligned():
+            self.total = index + 1
+            if index < self._context:
+                continue
+            pending.append((index, pred, ref))
+            if len(pending) == self._batch_size:
+                yield self._stack(pending)
+                pending = []
+        if pending:
+            yield self._stack(pending)
+
+    def _aligned(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(index, pred frame, ref frame) in lock-step; a frame-count mismatch is handled per ``frames_mode``."""
+        index = 0
+        while True:
+            pred, ref = next(self._pred, None), next(self._ref, None)
+            if pred is None and ref is None:
+                return
+            if pred is None or ref is None:
+                if self._mode == "min":
+                    return
+                n_pred = index + (0 if pred is None else 1 + sum(1 for _ in self._pred))
+                n_ref = index + (0 if ref is None else 1 + sum(1 for _ in self._ref))
+                raise InputError(
+                    f"prediction has {n_pred} frames, reference has {n_ref} (--frames min scores the shorter length)"
+                )
+            yield index, pred, ref
+            index += 1
+
+    def _stack(self, pending: list[tuple[int, np.ndarray, np.ndarray]]) -> HostBatch:
+        def stack(frames: list[np.ndarray]) -> torch.Tensor:
+            try:
+                tensor = torch.from_numpy(np.stack(frames))
+            except ValueError as exc:
+                raise InputError(f"frames of one clip differ in size: {sorted({f.shape for f in frames})}") from exc
+            # Page-locked memory lets the copy to the GPU run asynchronously (non_blocking=True).
+            return tensor.pin_memory() if self._pin else tensor
+
+        return HostBatch(
+            frame_index=np.array([index for index, _, _ in pending], dtype=np.int64),
+            pred=stack([pred for _, pred, _ in pending]),
+            ref=stack([ref for _, _, ref in pending]),
+        )

@@ -1,0 +1,122 @@
+"""`report`: one self-contained HTML page (every figure and frame embedded as a data: URI, styles
+inline, no scripts, nothing fetched) and its Markdown twin, comparing one or more runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from foresight_eval.io.files import write_atomic
+from foresight_eval.report import plots
+from foresight_eval.report.compare import all_metrics, best_run, incompatibilities, significantly_different
+from foresight_eval.report.render import metric_cell, metric_header, render
+from foresight_eval.report.runs import Run, load_runs
+from foresight_eval.report.strips import DIFF_GAIN, build_strips
+
+REPORT_HTML, REPORT_MARKDOWN = "report.html", "report.md"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    html: Path
+    markdown: Path
+
+
+def report(run_specs: Sequence[str], out_dir: Path, title: str | None = None, gates: Sequence[str] = (),
+           worst_k: int = 3, horizons: int = 3, inputs_root: Path | None = None) -> ReportFiles:
+    """Load run folders (``DIR`` or ``LABEL=DIR``), check them against ``gates`` (preset names or gate
+    files), and write report.html and report.md into ``out_dir``."""
+    runs = load_runs(run_specs)
+    out_dir = Path(out_dir)
+    context = build_report_context(runs, title or out_dir.resolve().name, evaluate_run_gates(runs, gates),
+                                   worst_k=worst_k, horizons=horizons, inputs_root=inputs_root)
+    files = ReportFiles(out_dir / REPORT_HTML, out_dir / REPORT_MARKDOWN)
+    write_atomic(files.html, render("report.html", **context))
+    write_atomic(files.markdown, render("report.md", **context))
+    return files
+
+
+def evaluate_run_gates(runs: Sequence[Run], gate_specs: Sequence[str]) -> dict[str, list[tuple[str, Any]]]:
+    """Run label -> [(gate spec, GateReport)] for every gate file or preset given."""
+    if not gate_specs:
+        return {}
+    # Imported here: reports without gates must not depend on the gates package.
+    from foresight_eval.gates import evaluate_gates, load_gates
+
+    loaded = [(spec, load_gates(spec)) for spec in gate_specs]
+    return {run.label: [(spec, evaluate_gates(run.path, gates)) for spec, gates in loaded] for run in runs}
+
+
+def build_report_context(runs: Sequence[Run], title: str, gate_reports: dict[str, list[tuple[str, Any]]] | None = None,
+                         worst_k: int = 3, horizons: int = 3, inputs_root: Path | None = None) -> dict[str, Any]:
+    """Everything the report templates print; ``gate_reports`` is :func:`evaluate_run_gates`' result."""
+    metrics = all_metrics(runs)
+    return {
+        "title": title,
+        "runs": [_run_view(index, run) for index, run in enumerate(runs)],
+        "gates": _gate_tables(runs, gate_reports or {}),
+        "summary": [_summary_row(runs, metric) for metric in metrics],
+        "confidence": round(100 * float(runs[0].summary.get("bootstrap", {}).get("confidence", 0.95))),
+        "warnings": [reason for run in runs[1:] for reason in incompatibilities(runs[0], run)],
+        "figures": [{"metric": metric, "curve": plots.horizon_curve(runs, metric),
+                     "distribution": plots.clip_distribution(runs, metric)} for metric in metrics],
+        "strips": build_strips(runs, metrics, k=worst_k, horizons=horizons, inputs_root=inputs_root)
+        if worst_k > 0 else {},
+        "worst_k": worst_k,
+        "diff_gain": DIFF_GAIN,
+    }
+
+
+def _gate_tables(runs: Sequence[Run], gate_reports: dict[str, list[tuple[str, Any]]]) -> list[dict[str, Any]]:
+    """One table per gate file: a row per (gate, metric), a column per run with its value and status."""
+    tables = []
+    for spec in dict.fromkeys(spec for reports in gate_reports.values() for spec, _ in reports):
+        results = {label: result for label, reports in gate_reports.items() for s, result in reports if s == spec}
+        entries = {(label, entry.gate, entry.metric): entry
+                   for label, result in results.items() for entry in result.entries}
+        rows = []
+        for gate, metric in dict.fromkeys((gate, metric) for _, gate, metric in entries):
+            cells = [entries.get((run.label, gate, metric)) for run in runs]
+            first = next(cell for cell in cells if cell is not None)
+            rows.append({"gate": gate, "metric": metric, "label": getattr(first, "label", metric),
+                         "threshold": first.threshold, "direction": first.direction, "required": first.required,
+                         "cells": cells})
+        decisions = [results[run.label].decision if run.label in results else None for run in runs]
+        tables.append({"spec": spec, "decisions": decisions, "rows": rows})
+    return tables
+
+
+def _summary_row(runs: Sequence[Run], metric: str) -> dict[str, Any]:
+    best = best_run(runs, metric)
+    definition = next(run.metrics[metric] for run in runs if metric in run.metrics)
+    cells = []
+    for run in runs:
+        cell = metric_cell(run.metrics.get(metric))
+        cell["best"] = run is best
+        # Not significantly different from the best (paired test over shared clips): shaded like it.
+        cell["tied"] = (best is not None and run is not best and metric in run.metrics
+                        and not significantly_different(best, run, metric))
+        cells.append(cell)
+    return {**metric_header(metric, definition), "cells": cells}
+
+
+def _run_view(index: int, run: Run) -> dict[str, Any]:
+    summary = run.summary
+    return {
+        "label": run.label,
+        "path": str(run.path),
+        "colour": plots.run_colour(index),
+        "videos": summary.get("videos", {}),
+        "options": summary.get("options", {}),
+        "errors": summary.get("videos", {}).get("errors", {}),
+        "skipped": summary.get("skipped_metrics", {}),
+        "unmatched": {side: names for side, names in summary.get("unmatched", {}).items() if names},
+        "extra": summary.get("extra", {}),
+        "bootstrap": summary.get("bootstrap", {}),
+        "manifest": summary.get("manifest", {}),
+        "params": {name: figures.get("params", {}) for name, figures in run.metrics.items()},
+        "has_problems": bool(summary.get("videos", {}).get("errors") or summary.get("skipped_metrics")
+                             or any(summary.get("unmatched", {}).values())),
+    }

@@ -1,0 +1,156 @@
+"""Leaderboards: runs ranked by one metric or by their mean rank over metrics, with "not significantly
+different" tiers, split into separate tables when runs were not scored the same way.
+
+Tiers: walking down the ranking, a run joins the current tier when it is not significantly different
+(paired bootstrap over shared clips, :mod:`foresight_eval.report.compare`) from the tier's first run,
+and starts a new tier otherwise. Ranked by mean rank, two runs differ when any ranking metric differs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from foresight_eval.errors import UsageError
+from foresight_eval.io.files import write_atomic
+from foresight_eval.report.compare import (
+    all_metrics, best_run, incompatibilities, shared_metrics, significantly_different,
+)
+from foresight_eval.report.render import metric_cell, metric_header, render
+from foresight_eval.report.runs import Run, as_number, load_runs
+
+LEADERBOARD_FILES = ("leaderboard.html", "leaderboard.md", "leaderboard.csv")
+
+
+@dataclass
+class Entry:
+    run: Run
+    rank: int
+    tier: int
+    mean_rank: float | None  # only when ranked by mean rank
+
+
+@dataclass
+class Table:
+    entries: list[Entry]
+    metrics: list[str]  # columns: every metric any run of the table scored
+    ranking_metrics: list[str]
+    separated_because: list[str]  # empty for the first table
+
+    @property
+    def best(self) -> dict[str, Run]:
+        """Metric -> the run with the best mean on it."""
+        runs = [entry.run for entry in self.entries]
+        return {metric: best for metric in self.metrics if (best := best_run(runs, metric)) is not None}
+
+    @property
+    def headers(self) -> list[dict[str, str]]:
+        runs = [entry.run for entry in self.entries]
+        return [metric_header(m, next(run.metrics[m] for run in runs if m in run.metrics)) for m in self.metrics]
+
+
+@dataclass
+class Leaderboard:
+    title: str
+    by: str | None
+    tables: list[Table]
+
+
+def build_leaderboard(runs: Sequence[Run], by: str | None = None, split: bool = False,
+                      title: str = "Leaderboard") -> Leaderboard:
+    """Rank ``runs``; runs scored differently from the first are refused, unless ``split`` puts them in
+    tables of their own."""
+    groups = _compatible_groups(runs)
+    if len(groups) > 1 and not split:
+        reasons = "; ".join(reason for _, because in groups[1:] for reason in because)
+        raise UsageError(f"these runs were not scored the same way and cannot be ranked together: {reasons}. "
+                         f"Rank each group separately, or pass --split for one table per group")
+    return Leaderboard(title, by, [_rank(members, by, because) for members, because in groups])
+
+
+def leaderboard(run_specs: Sequence[str], out_dir: Path, by: str | None = None, split: bool = False,
+                title: str = "Leaderboard") -> Leaderboard:
+    """Load run folders (``DIR`` or ``LABEL=DIR``), rank them, and write leaderboard.{html,md,csv} to ``out_dir``."""
+    board = build_leaderboard(load_runs(run_specs), by=by, split=split, title=title)
+    write_leaderboard(board, Path(out_dir))
+    return board
+
+
+def write_leaderboard(board: Leaderboard, out_dir: Path) -> list[Path]:
+    html, markdown, csv = (Path(out_dir) / name for name in LEADERBOARD_FILES)
+    context = {"board": board, "title": board.title, "cell": metric_cell}
+    write_atomic(html, render("leaderboard.html", **context))
+    write_atomic(markdown, render("leaderboard.md", **context))
+    write_atomic(csv, leaderboard_frame(board).to_csv(index=False, lineterminator="\n"))
+    return [html, markdown, csv]
+
+
+def leaderboard_frame(board: Leaderboard) -> pd.DataFrame:
+    """One row per run: table, rank, tier, label, folder, mean rank, and mean / CI of every metric."""
+    rows = []
+    for number, table in enumerate(board.tables, start=1):
+        for entry in table.entries:
+            row = {"table": number, "rank": entry.rank, "tier": entry.tier, "run": entry.run.label,
+                   "run_dir": str(entry.run.path), "mean_rank": entry.mean_rank}
+            for metric in table.metrics:
+                figures = entry.run.metrics.get(metric, {})
+                for key in ("mean", "ci_low", "ci_high"):
+                    row[metric if key == "mean" else f"{metric}_{key}"] = as_number(figures.get(key))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _compatible_groups(runs: Sequence[Run]) -> list[tuple[list[Run], list[str]]]:
+    """Runs grouped with the first run they can be ranked against; each later group carries why it is apart."""
+    groups: list[tuple[list[Run], list[str]]] = []
+    for run in runs:
+        for members, _ in groups:
+            if not incompatibilities(members[0], run):
+                members.append(run)
+                break
+        else:
+            groups.append(([run], incompatibilities(groups[0][0][0], run) if groups else []))
+    return groups
+
+
+def _rank(runs: list[Run], by: str | None, because: list[str]) -> Table:
+    if by is not None:
+        lacking = [run.label for run in runs if by not in run.metrics]
+        if lacking:
+            raise UsageError(f"--by {by}: not scored in run(s) {', '.join(lacking)}")
+        ranking = [by]
+    else:
+        ranking = [m for m in shared_metrics(runs)
+                   if all(math.isfinite(as_number(run.metrics[m].get("mean"))) for run in runs)]
+        if not ranking:
+            raise UsageError("no metric has a finite mean in every run; choose one with --by")
+    # Badness per run and metric: lower is better after flipping higher-is-better metrics; NaN ranks last.
+    badness = np.array([[_badness(run, metric) for metric in ranking] for run in runs]).reshape(len(runs), -1)
+    if by is not None:
+        keys, mean_ranks = badness[:, 0], None
+    else:
+        mean_ranks = np.mean([rankdata(badness[:, j]) for j in range(len(ranking))], axis=0)
+        keys = mean_ranks
+    order = sorted(range(len(runs)), key=lambda i: keys[i])
+    entries: list[Entry] = []
+    leader, tier = order[0], 1
+    for position, i in enumerate(order):
+        rank = entries[-1].rank if entries and keys[i] == keys[order[position - 1]] else position + 1
+        if any(significantly_different(runs[leader], runs[i], m) for m in ranking):
+            leader, tier = i, tier + 1
+        entries.append(Entry(runs[i], rank, tier, None if mean_ranks is None else float(mean_ranks[i])))
+    return Table(entries, all_metrics(runs), ranking, because)
+
+
+def _badness(run: Run, metric: str) -> float:
+    value = as_number(run.metrics[metric].get("mean"))
+    if math.isnan(value):
+        return math.inf
+    return -value if run.metrics[metric]["direction"] == "higher" else value
+

@@ -1,0 +1,165 @@
+"""Worst clips as frame strips: reference, prediction and their difference at a few horizons.
+
+Frames are read from the input paths the run recorded (per_video.csv ``pred`` / ``ref``; relative
+paths are taken from ``inputs_root``, by default the working directory, as they were when scoring).
+A file that is missing or cannot be decoded becomes a note on the page, never an error of the report.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+from foresight_eval.io.clips import open_clip
+from foresight_eval.report.plots import data_uri
+from foresight_eval.report.runs import Run
+
+THUMB_HEIGHT = 72
+JPEG_QUALITY = 75
+DIFF_GAIN = 4  # |pred - ref| on [0, 1] frames times 4: an error of 0.25 is full scale, the same in every strip
+
+
+@dataclass
+class StripColumn:
+    horizon: int
+    frame: int
+    ref: str | None = None  # data: URIs
+    pred: str | None = None
+    diff: str | None = None
+
+
+@dataclass
+class ClipStrip:
+    run: str
+    video: str
+    value: float
+    pred_path: str
+    ref_path: str
+    columns: list[StripColumn] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def worst_clips(run: Run, metric: str, k: int) -> list[tuple[str, float]]:
+    """The k clips with the worst finite value of ``metric`` (lowest when higher is better)."""
+    values = run.video_values(metric)
+    values = values[np.isfinite(values.to_numpy(dtype=float))]
+    higher = run.metrics[metric]["direction"] == "higher"
+    ordered = values.sort_values(ascending=higher, kind="stable")
+    return [(str(video), float(value)) for video, value in ordered.head(k).items()]
+
+
+def build_strips(runs: Sequence[Run], metrics: Sequence[str], k: int = 3, horizons: int = 3,
+                 inputs_root: Path | None = None) -> dict[str, list[ClipStrip]]:
+    """metric -> the worst-k clip strips of every run, in run order."""
+    root = Path.cwd() if inputs_root is None else Path(inputs_root)
+    strips: dict[str, list[ClipStrip]] = {}
+    for metric in metrics:
+        strips[metric] = []
+        for run in runs:
+            if metric not in run.metrics:
+                continue
+            paths = run.per_video.drop_duplicates("video").set_index("video").reindex(columns=["pred", "ref"])
+            for video, value in worst_clips(run, metric, k):
+                pred, ref = (_recorded_path(paths.at[video, column]) for column in ("pred", "ref"))
+                strip = ClipStrip(run.label, video, value, pred, ref)
+                if not (pred and ref):
+                    strip.problems.append("no input paths recorded for this clip in per_video.csv")
+                else:
+                    strip.columns = [StripColumn(h, f) for h, f in _chosen_frames(run, metric, video, horizons)]
+                    if not strip.columns:
+                        strip.problems.append("no per-frame records for this clip in per_frame.csv")
+                strips[metric].append(strip)
+    _fill_frames([strip for per_metric in strips.values() for strip in per_metric], root)
+    return strips
+
+
+def _recorded_path(value: object) -> str:
+    return value if isinstance(value, str) else ""  # an empty CSV cell reads as NaN
+
+
+def _chosen_frames(run: Run, metric: str, video: str, count: int) -> list[tuple[int, int]]:
+    """(horizon, frame index) of the first, last and evenly spaced horizons in between."""
+    frames = run.per_frame
+    rows = frames[(frames["video"] == video) & (frames["metric"] == metric)]
+    if rows.empty:  # a clip-level metric has no per-frame rows; any metric's rows give the same frames
+        rows = frames[frames["video"] == video]
+    pairs = sorted(set(zip(rows["horizon"].astype(int), rows["frame"].astype(int))))
+    if len(pairs) <= count:
+        return pairs
+    picks = np.unique(np.linspace(0, len(pairs) - 1, count).round().astype(int))
+    return [pairs[i] for i in picks]
+
+
+def _fill_frames(strips: list[ClipStrip], root: Path) -> None:
+    """Decode every clip once, keeping only the frames some strip shows."""
+    wanted: dict[str, set[int]] = defaultdict(set)
+    for strip in strips:
+        for column in strip.columns:
+            wanted[strip.pred_path].add(column.frame)
+            wanted[strip.ref_path].add(column.frame)
+    decoded = {path: _read_frames(root / path, indices) for path, indices in wanted.items()}
+    for strip in strips:
+        ref_frames, ref_problem = decoded.get(strip.ref_path, ({}, None))
+        pred_frames, pred_problem = decoded.get(strip.pred_path, ({}, None))
+        for role, path, problem in (("reference", strip.ref_path, ref_problem),
+                                    ("prediction", strip.pred_path, pred_problem)):
+            if problem:
+                strip.problems.append(f"{role} {path}: {problem}")
+        for column in strip.columns:
+            ref, pred = ref_frames.get(column.frame), pred_frames.get(column.frame)
+            column.ref = _thumbnail(ref) if ref is not None else None
+            column.pred = _thumbnail(pred) if pred is not None else None
+            if ref is not None and pred is not None:
+                column.diff = _thumbnail(_difference(pred, ref))
+
+
+def _read_frames(path: Path, indices: set[int]) -> tuple[dict[int, np.ndarray], str | None]:
+    last = max(indices)
+    kept: dict[int, np.ndarray] = {}
+    count = 0
+    try:
+        for index, frame in enumerate(open_clip(path).frames()):
+            count = index + 1
+            if index in indices:
+                kept[index] = _to_uint8(frame)
+            if index >= last:
+                break
+    # The report shows whatever can be shown: any failure to open or decode a clip (missing file, corrupt
+    # container, unknown format, decoder error) is reported beside its strip instead of aborting the page.
+    except Exception as exc:  # noqa: BLE001
+        return kept, str(exc) or type(exc).__name__
+    absent = sorted(indices - set(kept))
+    if absent:
+        return kept, f"frame(s) {', '.join(map(str, absent))} not in the clip ({count} frames)"
+    return kept, None
+
+
+def _to_uint8(frame: np.ndarray) -> np.ndarray:
+    if frame.dtype == np.uint8:
+        return frame
+    return (np.clip(frame, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def _difference(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    if pred.shape != ref.shape:  # scored with --resize ref: compare at the reference size, as the metrics did
+        pred = np.asarray(Image.fromarray(pred).resize((ref.shape[1], ref.shape[0]), Image.Resampling.BICUBIC))
+    error = np.abs(pred.astype(np.float32) - ref.astype(np.float32)).mean(axis=2) / 255.0
+    return (colormaps["magma"](np.clip(error * DIFF_GAIN, 0.0, 1.0))[..., :3] * 255).astype(np.uint8)
+
+
+def _thumbnail(frame: np.ndarray) -> str:
+    image = Image.fromarray(frame)
+    if image.height > THUMB_HEIGHT:
+        width = max(1, math.floor(image.width * THUMB_HEIGHT / image.height))
+        image = image.resize((width, THUMB_HEIGHT), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return data_uri(buffer.getvalue(), mime="image/jpeg")

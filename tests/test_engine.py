@@ -1,0 +1,158 @@
+"""The scoring engine: horizons, mismatches, error rows, the run folder."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from foresight_eval import ScoreOptions, score
+from foresight_eval.errors import UsageError
+from foresight_eval.io.files import write_atomic
+from tests.clipmaker import gradient_clip
+from tests.test_readers import bad_inputs
+
+
+def write_pair(tmp_path, name, pred, ref):
+    for side, frames in (("preds", pred), ("refs", ref)):
+        (tmp_path / side).mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / side / f"{name}.npy", frames)
+
+
+def test_context_frames_are_skipped_and_horizons_count_from_one(tmp_path):
+    ref = gradient_clip(n_frames=6)
+    pred = ref.copy()
+    pred[3] = 0  # horizon 2 with context 2
+    write_pair(tmp_path, "clip", pred, ref)
+    run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], options=ScoreOptions(context=2, batch_size=3))
+    rows = run.pairs[0].per_frame["mae"]
+    assert [(h, f) for h, f, _ in rows] == [(1, 2), (2, 3), (3, 4), (4, 5)]
+    assert [v > 0 for _, _, v in rows] == [False, True, False, False]
+    assert run.pairs[0].frames == 4
+    assert [h["horizon"] for h in run.metrics["mae"].per_horizon] == [1, 2, 3, 4]
+
+
+def test_frame_count_mismatch_is_an_error_row_unless_min(tmp_path):
+    ref = gradient_clip(n_frames=6)
+    write_pair(tmp_path, "clip", ref[:5], ref)
+    with pytest.raises(UsageError):
+        score(tmp_path / "preds", tmp_path / "refs", ["mse"], options=ScoreOptions(frames="bogus"))
+    run = score(tmp_path / "preds", tmp_path / "refs", ["mse"])
+    assert run.pairs[0].status == "error"
+    assert "prediction has 5 frames, reference has 6" in run.pairs[0].error
+    run = score(tmp_path / "preds", tmp_path / "refs", ["mse"], options=ScoreOptions(frames="min"))
+    assert run.pairs[0].ok and run.pairs[0].frames == 5
+
+
+def test_frame_count_mismatch_found_while_streaming(tmp_path):
+    from tests.clipmaker import write_container
+
+    ref = gradient_clip(n_frames=6)
+    (tmp_path / "refs").mkdir()
+    np.save(tmp_path / "refs" / "clip.npy", ref)
+    write_container(tmp_path / "preds" / "clip.mkv", ref[:4], "ffv1", "bgr0")
+    run = score(tmp_path / "preds", tmp_path / "refs", ["mse"])
+    assert "prediction has 4 frames, reference has 6" in run.pairs[0].error
+
+
+def test_size_mismatch_is_an_error_row_unless_resized(tmp_path):
+    yy, xx = np.mgrid[0:32, 0:48]
+    ref = np.repeat(np.stack([xx * 4, yy * 6, xx + yy], axis=-1)[None], 3, axis=0).astype(np.uint8)
+    half = ref.reshape(3, 16, 2, 24, 2, 3).mean(axis=(2, 4)).astype(np.uint8)
+    write_pair(tmp_path, "clip", half, ref)
+    run = score(tmp_path / "preds", tmp_path / "refs", ["psnr"])
+    assert "prediction frames are 24x16, reference frames are 48x32" in run.pairs[0].error
+    run = score(tmp_path / "preds", tmp_path / "refs", ["psnr"], options=ScoreOptions(resize="ref"))
+    assert run.pairs[0].ok and run.metrics["psnr"].mean > 30
+
+
+def test_bad_clips_become_error_rows_and_the_rest_is_scored(tmp_path):
+    refs, preds = tmp_path / "refs", tmp_path / "preds"
+    preds.mkdir()
+    reasons = bad_inputs(preds)
+    good = gradient_clip(n_frames=4, height=16, width=16)
+    refs.mkdir()
+    for name in reasons:
+        np.save(refs / f"{name.split('.')[0]}.npy", good)
+    np.save(preds / "fine.npy", good)
+    np.save(refs / "fine.npy", good)
+    run = score(preds, refs, ["mse", "ssim"], options=ScoreOptions())
+    by_video = {pair.video: pair for pair in run.pairs}
+    assert by_video["fine"].ok and by_video["fine"].values["mse"] == 0
+    failed = {pair.video for pair in run.failed}
+    assert failed == {name.split(".")[0] for name in reasons}
+    assert all(pair.error and "\n" not in pair.error for pair in run.failed)
+    assert run.metrics["mse"].n == 1
+
+
+def test_context_longer_than_clip_is_an_error_row(tmp_path):
+    write_pair(tmp_path, "clip", gradient_clip(n_frames=3), gradient_clip(n_frames=3))
+    run = score(tmp_path / "preds", tmp_path / "refs", ["mse"], options=ScoreOptions(context=3))
+    assert "none left after --context 3" in run.pairs[0].error
+
+
+def test_unknown_metric_and_parameter_are_usage_errors(tmp_path):
+    write_pair(tmp_path, "clip", gradient_clip(), gradient_clip())
+    with pytest.raises(UsageError, match="unknown metric 'nope'"):
+        score(tmp_path / "preds", tmp_path / "refs", ["nope"])
+    with pytest.raises(UsageError, match="no parameter 'windw'"):
+        score(tmp_path / "preds", tmp_path / "refs", ["ssim"], params={"ssim": {"windw": 3}})
+    with pytest.raises(UsageError, match="must be one of"):
+        score(tmp_path / "preds", tmp_path / "refs", ["ssim"], params={"ssim": {"mode": "fast"}})
+
+
+def test_run_folder_contents(tmp_path):
+    ref = gradient_clip(n_frames=5)
+    write_pair(tmp_path, "a", ref, ref)
+    write_pair(tmp_path, "b", np.clip(ref.astype(int) + 9, 0, 255).astype(np.uint8), ref)
+    run = score(tmp_path / "preds", tmp_path / "refs", ["psnr", "ssim"], params={"ssim": {"mode": "skimage"}},
+                options=ScoreOptions(context=1), extra={"latency_overhead": 0.319})
+    out = run.write(tmp_path / "run")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["schema"] == "foresight-eval/run/v1"
+    assert summary["metrics"]["ssim"]["params"]["mode"] == "skimage"
+    assert summary["metrics"]["ssim"]["params"]["window_size"] == 7
+    assert summary["metrics"]["psnr"]["mean"] == "inf"  # clip a is identical: PSNR is infinite, kept honest
+    assert summary["extra"] == {"latency_overhead": 0.319}
+    assert summary["options"]["context"] == 1
+    expected = hashlib.sha256((tmp_path / "preds" / "b.npy").read_bytes()).hexdigest()
+    assert summary["manifest"]["inputs"]["predictions"]["sha256"]["b.npy"] == expected
+    assert summary["manifest"]["packages"]["torch"]
+    with open(out / "per_video.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["video"] for r in rows] == ["a", "b"] and rows[1]["status"] == "ok"
+    assert float(rows[1]["ssim"]) < 1
+    with open(out / "per_frame.csv") as handle:
+        frames = list(csv.DictReader(handle))
+    assert len(frames) == 2 * 2 * 4 and {f["metric"] for f in frames} == {"psnr", "ssim"}
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
+    target = tmp_path / "summary.json"
+    write_atomic(target, "old")
+    with pytest.raises(TypeError):
+        write_atomic(target, 123)  # not writable data: the write fails midway
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_peak_memory_does_not_grow_with_clip_length(tmp_path):
+    """Frames stream through in batches: a clip 16x longer must not need more memory (beyond the
+    per-frame result rows and the 1 MiB read buffer of input hashing)."""
+    import tracemalloc
+
+    peaks = {}
+    for n_frames in (32, 512):
+        frames = np.zeros((n_frames, 64, 64, 3), dtype=np.uint8)
+        write_pair(tmp_path / str(n_frames), "clip", frames, frames)
+        tracemalloc.start()
+        score(tmp_path / str(n_frames) / "preds", tmp_path / str(n_frames) / "refs", ["mae"],
+              options=ScoreOptions(batch_size=4))
+        peaks[n_frames] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    clip_bytes = 512 * 64 * 64 * 3
+    assert peaks[512] < peaks[32] + clip_bytes / 4

@@ -1,0 +1,80 @@
+"""Third-party metrics through the `foresight_eval.metrics` entry-point group: a tiny plugin package is
+really installed (pip, into a temporary folder) and found by a fresh `foresight-eval` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests.clipmaker import gradient_clip
+
+PLUGIN_MODULE = '''
+import torch
+from foresight_eval import FrameMetric, MetricInfo
+
+
+class MaxError(FrameMetric):
+    info = MetricInfo(name="max_error", description="largest absolute pixel error", direction="lower")
+    defaults = {"scale": 1.0}
+
+    def per_frame(self, pred, ref):
+        return self.params["scale"] * (pred - ref).abs().flatten(1).amax(dim=1)
+'''
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plugin")
+    source = root / "src"
+    (source / "fe_plugin_demo").mkdir(parents=True)
+    (source / "fe_plugin_demo" / "__init__.py").write_text(PLUGIN_MODULE)
+    (source / "fe_plugin_demo" / "broken.py").write_text("raise ImportError('this plugin is broken on purpose')\n")
+    (source / "pyproject.toml").write_text(textwrap.dedent('''
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "fe-plugin-demo"
+        version = "0.0.1"
+        [project.entry-points."foresight_eval.metrics"]
+        max_error = "fe_plugin_demo:MaxError"
+        broken = "fe_plugin_demo.broken:Nothing"
+    '''))
+    site = root / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(site), str(source)], check=True)
+    return site
+
+
+def run_cli(site, *args):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "foresight_eval", *args], capture_output=True, text=True, env=env)
+
+
+def test_installed_plugin_is_listed_and_scores(plugin_site, tmp_path):
+    listing = run_cli(plugin_site, "metrics", "--json")
+    assert listing.returncode == 0, listing.stderr
+    catalog = json.loads(listing.stdout)
+    assert catalog["metrics"]["max_error"]["source"] == "fe_plugin_demo"
+    assert "this plugin is broken on purpose" in catalog["plugin_errors"]["broken"]
+
+    frames = gradient_clip()
+    shifted = frames.copy()
+    shifted[:, 0, 0, 0] = frames[:, 0, 0, 0] ^ 0xFF
+    for side, data in (("preds", shifted), ("refs", frames)):
+        (tmp_path / side).mkdir()
+        np.save(tmp_path / side / "clip.npy", data)
+    result = run_cli(plugin_site, "score", str(tmp_path / "preds"), str(tmp_path / "refs"),
+                     "-m", "max_error,mae", "-p", "max_error.scale=2", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    per_frame_max = np.abs(shifted.astype(int) - frames.astype(int)).reshape(len(frames), -1).max(axis=1)
+    expected = 2 * per_frame_max.mean() / 255
+    assert abs(summary["metrics"]["max_error"]["mean"] - expected) < 1e-6
+    assert summary["metrics"]["max_error"]["params"] == {"scale": 2}

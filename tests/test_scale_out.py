@@ -1,0 +1,109 @@
+"""Scale-out: torchrun ranks give exactly the single-process run; interrupted runs resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from foresight_eval import ScoreOptions, score
+from foresight_eval.errors import UsageError
+
+METRICS = ["psnr", "ssim", "mae"]
+TIMING_FIELDS = ("started", "finished", "command", "torch_threads")
+
+
+def comparable_summary(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for field in TIMING_FIELDS:
+        summary["manifest"].pop(field)
+    summary["options"].pop("world_size")
+    return summary
+
+
+def assert_same_run_folder(a, b):
+    assert comparable_summary(a) == comparable_summary(b)
+    for name in ("per_video.csv", "per_frame.csv"):
+        assert (a / name).read_text() == (b / name).read_text(), name
+
+
+@pytest.fixture
+def fixture_sets(fixtures_dir, tmp_path):
+    """Predictions with one corrupt clip, so error rows take part too."""
+    preds = tmp_path / "preds"
+    shutil.copytree(fixtures_dir / "preds" / "noise_strong", preds)
+    (preds / "clip02.mp4").write_bytes(b"corrupt")
+    return preds, fixtures_dir / "refs"
+
+
+def test_torchrun_two_ranks_give_the_single_process_run(fixture_sets, tmp_path):
+    preds, refs = fixture_sets
+    args = [str(preds), str(refs), "--context", "4", "-m", ",".join(METRICS), "--device", "cpu"]
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, "-m", "foresight_eval", "score", *args, "--out", str(single)],
+                   capture_output=True, text=True)
+    distributed = tmp_path / "distributed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "foresight_eval", "score", *args, "--out", str(distributed)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode != 0  # the corrupt clip fails the job (exit 1 on rank 0), as in one process
+    assert "clip pairs scored" in result.stdout, result.stderr[-2000:]
+    assert sorted(p.name for p in (distributed / "partial").iterdir()) == ["rank-00000.jsonl", "rank-00001.jsonl"]
+    assert_same_run_folder(single, distributed)
+    assert json.loads((distributed / "summary.json").read_text())["options"]["world_size"] == 2
+
+
+def test_interrupted_run_resumes_to_the_same_run_folder(fixture_sets, tmp_path):
+    preds, refs = fixture_sets
+    options = ScoreOptions(context=4)
+    complete = tmp_path / "complete"
+    score(preds, refs, METRICS, options=options, run_dir=complete)
+
+    interrupted = tmp_path / "interrupted"
+    finished = []
+
+    def die_after_three(pair):
+        finished.append(pair.video)
+        if len(finished) == 3:
+            raise KeyboardInterrupt  # as if the process were killed here
+
+    with pytest.raises(KeyboardInterrupt):
+        score(preds, refs, METRICS, options=options, run_dir=interrupted, on_pair=die_after_three)
+    assert not (interrupted / "summary.json").exists()
+    journal = (interrupted / "partial" / "rank-00000.jsonl").read_text().splitlines()
+    assert len(journal) == 1 + 3  # header and the three finished pairs
+
+    rescored = []
+    score(preds, refs, METRICS, options=options, run_dir=interrupted, resume=True,
+          on_pair=lambda pair: rescored.append(pair.video))
+    assert_same_run_folder(complete, interrupted)
+    journal = (interrupted / "partial" / "rank-00000.jsonl").read_text().splitlines()
+    assert len(journal) == 1 + 6, "only the three missing pairs were scored again"
+
+
+def test_resume_refuses_other_metric_parameters_and_changed_inputs_are_rescored(fixture_sets, tmp_path):
+    preds, refs = fixture_sets
+    run_dir = tmp_path / "run"
+    score(preds, refs, METRICS, options=ScoreOptions(context=4), run_dir=run_dir)
+    with pytest.raises(UsageError, match="metrics.ssim.params.mode: was 'wang', now 'skimage'"):
+        score(preds, refs, METRICS, params={"ssim": {"mode": "skimage"}}, options=ScoreOptions(context=4),
+              run_dir=run_dir, resume=True)
+    with pytest.raises(UsageError, match="options.context: was 4, now 3"):
+        score(preds, refs, METRICS, options=ScoreOptions(context=3), run_dir=run_dir, resume=True)
+
+    shutil.copy(preds / "clip00.mp4", preds / "clip02.mp4")  # the corrupt clip is replaced
+    run = score(preds, refs, METRICS, options=ScoreOptions(context=4), run_dir=run_dir, resume=True)
+    assert not run.failed
+
+
+def test_resume_without_a_journal_is_a_usage_error(fixture_sets, tmp_path):
+    preds, refs = fixture_sets
+    with pytest.raises(UsageError, match="holds no run journal"):
+        score(preds, refs, METRICS, run_dir=tmp_path / "new", resume=True)
