@@ -19,8 +19,9 @@ from foresight_eval.metrics.perceptual import LPIPS_BACKBONES
 T = TypeVar("T")
 
 
-def make_pairs(root: Path, clips: int, frames: int, height: int, width: int) -> tuple[Path, Path]:
-    for index in range(clips):
+def make_pairs(root: Path, clips: int, frames: int, height: int, width: int, first_index: int = 0) -> tuple[Path, Path]:
+    """Reference clips of moving shapes and predictions of them (blurred, noisy), as H.264 files."""
+    for index in range(first_index, first_index + clips):
         scene = synthetic.make_scene(seed=index, height=height, width=width)
         truth, _ = synthetic.render_clip(scene, frames)
         write_video(root / "refs" / f"clip{index:03d}.mp4", synthetic.to_uint8(truth))

@@ -249,7 +249,10 @@ def score(
         return None
     order = {pair.key: index for index, pair in enumerate(pairing.pairs)}
     pair_results = sorted((r for rank_results in gathered for r in rank_results), key=lambda r: order[r.video])
-    set_values = {metric.name: metric.compute_set() for metric in active}
+    set_values = {
+        metric.name: metric.compute_set([r.set_parts[metric.name] for r in pair_results if metric.name in r.set_parts])
+        for metric in active
+    }
     run = RunResult(
         pairs=pair_results,
         metrics=summarize(pair_results, definitions, bootstrap, set_values),

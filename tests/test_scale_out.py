@@ -107,3 +107,30 @@ def test_resume_without_a_journal_is_a_usage_error(fixture_sets, tmp_path):
     preds, refs = fixture_sets
     with pytest.raises(UsageError, match="holds no run journal"):
         score(preds, refs, METRICS, run_dir=tmp_path / "new", resume=True)
+
+
+def test_run_level_map_survives_resume(fixtures_dir, tmp_path):
+    """COCO mAP is computed from every clip's journaled part, so a resumed run gets the same value."""
+    from foresight_eval.io.annotations import load_spatial_resources
+
+    preds = fixtures_dir / "preds" / "shift_strong"
+    resources = load_spatial_resources(fixtures_dir / "coco" / "refs.json",
+                                       fixtures_dir / "coco" / "detections" / "shift_strong.json")
+    options = ScoreOptions(context=4)
+    complete = score(preds, fixtures_dir / "refs", ["map50", "mae"], options=options, resources=resources)
+
+    seen = []
+
+    def die_after_two(pair):
+        seen.append(pair)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        score(preds, fixtures_dir / "refs", ["map50", "mae"], options=options, resources=resources,
+              run_dir=run_dir, on_pair=die_after_two)
+    resumed = score(preds, fixtures_dir / "refs", ["map50", "mae"], options=options, resources=resources,
+                    run_dir=run_dir, resume=True)
+    assert 0 < complete.metrics["map50"].mean < 1
+    assert resumed.metrics["map50"].set_values == complete.metrics["map50"].set_values

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from foresight_eval.cli.common import handle_errors, parse_metric_params, split_names, stderr, stdout
-from foresight_eval.cli.score_cmd import _load_extra, finish_run, run_output_options, scoring_progress
+from foresight_eval.cli.score_cmd import _load_extra, finish_run, run_output_options, run_with_progress
 from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES, LatentOptions
 from foresight_eval.latents import latents
 from foresight_eval.stats import BootstrapConfig
@@ -53,15 +50,9 @@ def latents_command(a, b, metric_names, params, reduce, spatial, key, sidecars, 
     """
     options = LatentOptions(reduce=reduce, spatial=spatial, key=key, sidecars_only=sidecars)
     console = stderr if as_json else stdout
-    progress = scoring_progress()
-    with progress:
-        task = progress.add_task("", total=None)
-        run = latents(
-            a, b, split_names(metric_names), params=parse_metric_params(params), options=options, strict=strict,
-            device=device, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
-            extra=_load_extra(extra, extra_file),
-            on_start=lambda total: progress.update(task, total=total),
-            on_pair=lambda pair: progress.update(task, advance=1, description=escape(pair.video)),
-            command=shlex.join(["foresight-eval", *sys.argv[1:]]),
-        )
+    run = run_with_progress(
+        latents, a, b, split_names(metric_names), params=parse_metric_params(params), options=options, strict=strict,
+        device=device, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
+        extra=_load_extra(extra, extra_file),
+    )
     finish_run(run, console, out_dir, as_json, unit="latent file pairs")

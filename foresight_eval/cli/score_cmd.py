@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from rich.markup import escape
@@ -23,6 +25,7 @@ from foresight_eval.results import RunResult
 from foresight_eval.stats import BootstrapConfig
 
 ARROWS = {"higher": "↑", "lower": "↓"}
+T = TypeVar("T")
 
 
 def render_table(run: RunResult, unit: str = "clip pairs") -> Table:
@@ -130,29 +133,32 @@ def score_command(preds, refs, metric_names, params, context, frames, resize, st
     """
     options = ScoreOptions(context=context, frames=frames, resize=resize, batch_size=batch_size)
     console = stderr if as_json else stdout
-    progress = scoring_progress()
-    with progress:
-        task = progress.add_task("", total=None)
-        run = score(
-            preds, refs, split_names(metric_names),
-            params=parse_metric_params(params), options=options, strict=strict, device=device,
-            weights_dir=weights_dir, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
-            extra=_load_extra(extra, extra_file),
-            resources=load_spatial_resources(ref_annotations, pred_detections, pred_masks),
-            run_dir=out_dir, resume=resume,
-            on_start=lambda total: progress.update(task, total=total),
-            on_pair=lambda pair: progress.update(task, advance=1, description=escape(pair.video)),
-            command=shlex.join(["foresight-eval", *sys.argv[1:]]),
-        )
+    run = run_with_progress(
+        score, preds, refs, split_names(metric_names),
+        params=parse_metric_params(params), options=options, strict=strict, device=device,
+        weights_dir=weights_dir, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
+        extra=_load_extra(extra, extra_file),
+        resources=load_spatial_resources(ref_annotations, pred_detections, pred_masks),
+        run_dir=out_dir, resume=resume,
+    )
     if run is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return
     finish_run(run, console, out_dir, as_json, write=False)
 
 
-def scoring_progress() -> Progress:
-    """The progress bar of a scoring command, on stderr, shown only on a terminal."""
-    return Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.description}"), console=stderr, transient=True, disable=not stderr.is_terminal)
+def run_with_progress(run: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a scoring function (``score``, ``latents``) with a progress bar over its pairs on stderr
+    (shown only on a terminal) and the command line recorded in its manifest."""
+    progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        TextColumn("{task.description}"), console=stderr, transient=True, disable=not stderr.is_terminal)
+    with progress:
+        task = progress.add_task("", total=None)
+        return run(
+            *args, **kwargs,
+            on_start=lambda total: progress.update(task, total=total),
+            on_pair=lambda pair: progress.update(task, advance=1, description=escape(pair.video)),
+            command=shlex.join(["foresight-eval", *sys.argv[1:]]),
+        )
 
 
 def finish_run(run: RunResult, console, out_dir: Path | None, as_json: bool, unit: str = "clip pairs",

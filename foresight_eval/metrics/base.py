@@ -106,13 +106,16 @@ class Metric(ABC):
         that frame, not recorded)."""
 
     @abstractmethod
-    def compute(self) -> float:
-        """The clip's value (ignored for set-granular metrics)."""
+    def compute(self) -> Any:
+        """The clip's value. A set-granular metric returns instead the clip's part of the run-level value
+        (JSON-serialisable: it is journaled and gathered across ranks with the clip's result)."""
 
-    def compute_set(self) -> dict[str, Any] | None:
-        """Run-level figures over every clip, called once after the last pair; ``"value"`` is the headline.
+    def compute_set(self, parts: list[Any]) -> dict[str, Any] | None:
+        """Run-level figures from the parts of every successfully scored clip, in pair order, called once
+        after the last pair; ``"value"`` is the headline. Set-granular metrics must override it.
 
-        Set-granular metrics must override it; others may add run-level detail (e.g. per-category AP)."""
+        Computing from the parts, not from state kept in the metric, is what makes a resumed run and a
+        run spread over `torchrun` ranks give the same value as one uninterrupted process."""
         return None
 
     def describe(self) -> dict[str, Any]:

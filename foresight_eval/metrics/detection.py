@@ -86,7 +86,6 @@ class _CocoMAP(Metric):
             raise MetricUnavailable("needs --ref-annotations (ground-truth boxes of the reference frames)")
         if self.detections is None:
             raise MetricUnavailable("needs --pred-detections (detections on the predicted frames, COCO results)")
-        self._images: dict[int, int] = {}  # image id -> horizon, of clips scored to the end
 
     def reset(self) -> None:
         self._clip_images: dict[int, int] = {}
@@ -97,10 +96,10 @@ class _CocoMAP(Metric):
             self._clip_images[self.annotations.image_id(batch.video, frame, size)] = horizon
         return None
 
-    def compute(self) -> float:
-        # Called once a clip is scored to the end: only then do its frames join the evaluated set.
-        self._images.update(self._clip_images)
-        return math.nan
+    def compute(self) -> list[list[int]]:
+        # The clip's part: [image id, horizon] of each scored frame. The engine keeps it only for clips
+        # scored to the end, so the frames of a clip that failed midway never join the evaluated set.
+        return [[image_id, horizon] for image_id, horizon in self._clip_images.items()]
 
     def describe(self) -> dict[str, Any]:
         described = super().describe()
@@ -109,16 +108,17 @@ class _CocoMAP(Metric):
                                     "iou_thresholds": [round(float(t), 2) for t in np.atleast_1d(thresholds)]})
         return described
 
-    def compute_set(self) -> dict[str, Any]:
+    def compute_set(self, parts: list[list[list[int]]]) -> dict[str, Any]:
+        images = {image_id: horizon for part in parts for image_id, horizon in part}
         gt = coco_ground_truth(self.annotations)
         dt = coco_results(gt, self.detections.entries)
-        if not self._images:
+        if not images:
             return {"value": math.nan, "n_images": 0, "per_horizon": [], "per_category": {}}
         max_dets = self.params["max_dets"]
-        precision, evaluator = coco_precision(gt, dt, list(self._images), max_dets)
+        precision, evaluator = coco_precision(gt, dt, list(images), max_dets)
         category_ids = evaluator.params.catIds
         by_horizon: dict[int, list[int]] = defaultdict(list)
-        for image_id, horizon in self._images.items():
+        for image_id, horizon in images.items():
             by_horizon[horizon].append(image_id)
         per_horizon = []
         for horizon in sorted(by_horizon):
@@ -127,8 +127,8 @@ class _CocoMAP(Metric):
                                 "n_images": len(by_horizon[horizon])})
         return {
             "value": average_precision(precision, self.iou_index),
-            "n_images": len(self._images),
-            "n_detections": sum(len(dt.getAnnIds(imgIds=[i])) for i in self._images),
+            "n_images": len(images),
+            "n_detections": sum(len(dt.getAnnIds(imgIds=[i])) for i in images),
             "per_horizon": per_horizon,
             "per_category": {self.annotations.categories[cid]: average_precision(precision, self.iou_index, k)
                              for k, cid in enumerate(category_ids)},
