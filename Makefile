@@ -15,9 +15,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Score the bundled fixtures: a mildly blurred prediction set against the references.
+## Score the bundled fixtures: a mildly blurred prediction set against the references, with the
+## reference annotations and synthetic detections that the spatial metrics read.
 demo: install
-	$(BIN)/foresight-eval score fixtures/preds/blur_mild fixtures/refs --context 4 --out $(RUN_DIR)
+	$(BIN)/foresight-eval score fixtures/preds/blur_mild fixtures/refs --context 4 \
+		--ref-annotations fixtures/coco/refs.json --pred-detections fixtures/coco/detections/blur_mild.json \
+		--out $(RUN_DIR)
 
 test: install
 	$(BIN)/python -m pytest -q

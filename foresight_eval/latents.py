@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from foresight_eval.distributed import current_world, gather_to_main, rank_device
 from foresight_eval.engine import fail_pair, input_hashes, prepare_metrics, resolve_device
 from foresight_eval.errors import InputError
 from foresight_eval.io.latents import LatentOptions, load_latent_pair, pair_latents
@@ -73,29 +74,39 @@ def latents(
     on_start: Callable[[int], None] | None = None,
     on_pair: Callable[[PairResult], None] | None = None,
     command: str | None = None,
-) -> RunResult:
+) -> RunResult | None:
     """Compare the latents in ``a`` with those in ``b`` (two files, or two folders matched by name).
 
     ``metrics`` names latent metrics (default: every default latent metric); ``params`` maps a metric to
     its parameters, e.g. ``{"neighbourhood_recall": {"k": 10}}``; ``options`` says which tensor to read and
     how extra axes are reduced (see :mod:`foresight_eval.io.latents`). A is recorded as the predictions
-    side and B as the references side of the run folder.
+    side and B as the references side of the run folder. Under `torchrun` the file pairs are shared out
+    over the ranks and rank 0 returns the merged run (the others return None).
     """
     started = utc_now()
     a, b = Path(a), Path(b)
-    torch_device = resolve_device(device)
+    world = current_world()
+    torch_device = rank_device(resolve_device(device), world)
     pairing = pair_latents(a, b, strict=strict, sidecars_only=options.sidecars_only)
     active, skipped = prepare_metrics(metrics, params, RunContext(device=torch_device), inputs="latents")
+    my_pairs = world.shard(pairing.pairs)
     if on_start:
-        on_start(len(pairing.pairs))
-    pair_results, pair_scores = [], []
+        on_start(len(my_pairs))
+    scored_pairs = []
     with torch.inference_mode():
-        for pair in pairing.pairs:
+        for pair in my_pairs:
             result, scores = score_latent_pair(pair, active, options, torch_device)
-            pair_results.append(result)
-            pair_scores.append(scores)
+            for score in scores.values():  # item values travel to rank 0 under torchrun
+                score.item_values = None if score.item_values is None else score.item_values.cpu()
+            scored_pairs.append((result, scores))
             if on_pair:
                 on_pair(result)
+    gathered = gather_to_main(scored_pairs, world)
+    if not world.is_main:
+        return None
+    order = {pair.key: index for index, pair in enumerate(pairing.pairs)}
+    merged = sorted((item for rank_pairs in gathered for item in rank_pairs), key=lambda item: order[item[0].video])
+    pair_results, pair_scores = [result for result, _ in merged], [scores for _, scores in merged]
     scored = [scores for scores in pair_scores if scores]
     definitions, set_values, item_values = {}, {}, {}
     for metric in active:
@@ -121,7 +132,8 @@ def latents(
         skipped_metrics=skipped,
         unmatched_preds=pairing.unmatched_preds,
         unmatched_refs=pairing.unmatched_refs,
-        options={**asdict(options), "strict": strict, "device": str(torch_device), "inputs": "latents"},
+        options={**asdict(options), "strict": strict, "device": str(torch_device), "inputs": "latents",
+                 "world_size": world.size},
         bootstrap=bootstrap.as_dict(),
         extra=dict(extra or {}),
         manifest=build_manifest(torch_device, command, started, utc_now(), inputs),

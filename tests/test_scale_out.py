@@ -134,3 +134,33 @@ def test_run_level_map_survives_resume(fixtures_dir, tmp_path):
                     run_dir=run_dir, resume=True)
     assert 0 < complete.metrics["map50"].mean < 1
     assert resumed.metrics["map50"].set_values == complete.metrics["map50"].set_values
+
+
+def test_torchrun_latents_equal_the_single_process_run(fixtures_dir, tmp_path):
+    args = ["latents", str(fixtures_dir / "latents" / "vlm"), str(fixtures_dir / "latents" / "decoder"),
+            "--reduce", "mean", "--spatial", "mean", "-m", "cka,neighbourhood_recall", "--device", "cpu"]
+    subprocess.run([sys.executable, "-m", "foresight_eval", *args, "--out", str(tmp_path / "single")],
+                   check=True, capture_output=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                    "-m", "foresight_eval", *args, "--out", str(tmp_path / "distributed")],
+                   check=True, capture_output=True, env=env, timeout=300)
+    assert_same_run_folder(tmp_path / "single", tmp_path / "distributed")
+
+
+def test_torchrun_generate_shares_clips_over_ranks(fixtures_dir, tmp_path):
+    contexts = tmp_path / "contexts"
+    contexts.mkdir()
+    for name in ("clip00", "clip01", "clip02"):
+        shutil.copy(fixtures_dir / "refs" / f"{name}.mp4", contexts)
+    out = tmp_path / "preds"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "foresight_eval",
+         "generate", "--inputs", str(contexts), "--out", str(out), "--preset", "tiny", "--device", "cpu",
+         "--frames", "8", "--json"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["clip00.mp4", "clip01.mp4", "clip02.mp4"]
+    manifest = json.loads((out / "generate_manifest.json").read_text())
+    assert manifest["videos"]["ok"] == 3 and set(manifest["timings"]) == {"rank0", "rank1"}

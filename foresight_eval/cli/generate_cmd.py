@@ -108,6 +108,8 @@ def generate_command(inputs, out, preset, vlm, decoder, adapter, random_weights,
             on_step=lambda step, total: progress.update(denoise, completed=step, total=total),
             command=shlex.join(["foresight-eval", *sys.argv[1:]]),
         )
+    if result is None:  # a rank other than 0 of a distributed run: rank 0 reports
+        return
     for row in result.failed:
         console.print(f"[red]error[/] {escape(row.video)}: {escape(row.error or '')}", soft_wrap=True)
     written = len(result.rows) - len(result.failed)

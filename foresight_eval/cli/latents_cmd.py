@@ -55,4 +55,6 @@ def latents_command(a, b, metric_names, params, reduce, spatial, key, sidecars, 
         device=device, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
         extra=_load_extra(extra, extra_file),
     )
+    if run is None:  # a rank other than 0 of a distributed run: rank 0 reports
+        return
     finish_run(run, console, out_dir, as_json, unit="latent file pairs")

@@ -35,7 +35,7 @@ def render_table(run: RunResult, unit: str = "clip pairs") -> Table:
                             (f"{confidence}% CI", "right"), ("n", "right"), ("unit", "left")):
         table.add_column(column, justify=justify)
     for name, summary in run.metrics.items():
-        ci = "–" if summary.ci_low is None else f"[{fmt(summary.ci_low)}, {fmt(summary.ci_high)}]"
+        ci = "–" if summary.ci_low is None else f"[{fmt(summary.ci_low, 3)}, {fmt(summary.ci_high, 3)}]"
         table.add_row(escape(name), ARROWS[summary.direction], fmt(summary.mean), ci, str(summary.n),
                       escape(summary.definition.get("unit", "")))
     return table

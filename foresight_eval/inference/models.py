@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from foresight_eval.distributed import current_world, rank_device
 from foresight_eval.engine import resolve_device
 from foresight_eval.errors import UsageError, WeightsNotFound
 from foresight_eval.inference.adapter import AdapterConfig, QueryAdapter, load_adapter_state
@@ -300,7 +301,7 @@ def load_models(
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     spec = PRESETS[preset]
-    torch_device = resolve_device(device)
+    torch_device = rank_device(resolve_device(device), current_world())  # a GPU per rank under torchrun
     torch_dtype = resolve_dtype(dtype, torch_device)
     vlm_model, processor, vlm_info = load_vlm(spec, vlm, random_weights, torch_device, torch_dtype, seed)
     pipeline, decoder_info = load_decoder(spec, decoder, random_weights, torch_device, torch_dtype, seed)

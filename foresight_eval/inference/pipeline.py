@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save
 
+from foresight_eval.distributed import current_world, gather_to_main
 from foresight_eval.engine import input_hashes
 from foresight_eval.errors import InputError, UsageError
 from foresight_eval.inference.models import DEFAULT_PROMPT, LoadedModels
@@ -330,8 +331,11 @@ def generate(
     on_clip: Callable[[ClipRow], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     command: str | None = None,
-) -> GenerateResult:
+) -> GenerateResult | None:
     """Predict the future of every context clip under ``inputs`` and write the clips under ``out``.
+
+    Under `torchrun` each rank (one GPU each) predicts its share of the clips and rank 0 writes the
+    manifest and returns the result; the other ranks return None.
 
     ``models`` comes from :func:`foresight_eval.inference.models.load_models`. With ``latents_dir``,
     per clip ``pred/``, ``vlm/`` and (given ``refs``, matched by clip name) ``ref/`` latent files are
@@ -344,9 +348,11 @@ def generate(
     inputs, out = Path(inputs), Path(out)
     if not inputs.exists():
         raise UsageError(f"inputs path {inputs} does not exist")
-    sources = discover_clips(inputs)
-    if not sources:
+    all_sources = discover_clips(inputs)
+    if not all_sources:
         raise UsageError(f"no clips found under {inputs} (videos, .npy/.npz arrays, or folders of png/jpg frames)")
+    world = current_world()
+    sources = world.shard(all_sources)  # under torchrun each rank predicts its share of the clips
     references = _reference_index(Path(refs) if refs is not None else None)
     latents_root = Path(latents_dir) if latents_dir is not None else None
     steps = options.steps or models.preset.steps
@@ -425,7 +431,13 @@ def generate(
     if models.device.type == "cuda":
         timings["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(models.device) / 1e9
 
-    ordered = [rows[source.key] for source in sources]
+    gathered = gather_to_main((rows, timings), world)
+    if not world.is_main:
+        return None
+    rows = {video: row for rank_rows, _ in gathered for video, row in rank_rows.items()}
+    if world.distributed:
+        timings = {f"rank{rank}": rank_timings for rank, (_, rank_timings) in enumerate(gathered)}
+    ordered = [rows[source.key] for source in all_sources]
     result = GenerateResult(ordered, models.warnings(), timings)
     result.manifest = _manifest(models, options, steps, inputs, refs, latents_root, result, started, command)
     write_json_atomic(out / MANIFEST_FILE, result.manifest)
