@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from foresight_eval.distributed import current_world, gather_to_main, rank_device
 from foresight_eval.errors import InputError, MetricUnavailable, UsageError
+from foresight_eval.io.latents import LatentOptions
 from foresight_eval.io.clips import open_clip
 from foresight_eval.io.files import sha256_file
 from foresight_eval.io.pairing import ClipPair, pair_clips
@@ -179,6 +180,49 @@ def pair_input_hashes(pair: ClipPair, preds: Path, refs: Path) -> dict[str, dict
     return {"pred": file_hashes(preds, pair.pred), "ref": file_hashes(refs, pair.ref)}
 
 
+def _split_by_inputs(names: Sequence[str] | None, with_latents: bool) -> tuple[list[str] | None, list[str] | None]:
+    """Named metrics split into frame metrics and latent metrics (None: every default one of that kind)."""
+    if names is None:
+        return None, None
+    frame_names = [n for n in names if get_metric_class(n).info.inputs == "frames"]
+    latent_names = [n for n in names if get_metric_class(n).info.inputs == "latents"]
+    if latent_names and not with_latents:
+        raise UsageError(f"latent metrics {latent_names} need --latents (<clip>.latents.* files beside the clips)")
+    return frame_names, latent_names or None
+
+
+def _params_for(params: Mapping[str, Mapping[str, Any]] | None, inputs: str) -> dict:
+    """The parameters of the metrics of one input kind (``prepare_metrics`` refuses parameters of others)."""
+    return {name: value for name, value in (params or {}).items() if get_metric_class(name).info.inputs == inputs}
+
+
+class SidecarLatents:
+    """Latent metrics of the ``<clip>.latents.<suffix>`` files beside each scored clip pair."""
+
+    def __init__(self, preds: Path, refs: Path, options: LatentOptions, names: list[str] | None,
+                 params: Mapping[str, Mapping[str, Any]], context: RunContext):
+        from foresight_eval.io.latents import pair_latents
+
+        self.options, self.device = options, context.device
+        self.metrics, self.skipped = prepare_metrics(names, params, context, inputs="latents")
+        self.pairs = {pair.key: pair for pair in pair_latents(preds, refs, sidecars_only=True).pairs}
+
+    def add_to(self, result: PairResult) -> None:
+        """Score the clip's latents into its row; a missing or broken sidecar makes it an error row."""
+        from foresight_eval.latents import score_latent_pair
+
+        pair = self.pairs.get(result.video)
+        if pair is None:
+            fail_pair(result, f"latents: no {result.video}.latents.* file beside both the prediction and the reference")
+            return
+        latent_result, _ = score_latent_pair(pair, self.metrics, self.options, self.device)
+        if not latent_result.ok:
+            fail_pair(result, f"latents: {latent_result.error}")
+            return
+        result.values.update(latent_result.values)
+        result.per_frame.update(latent_result.per_frame)
+
+
 def score(
     preds: str | Path,
     refs: str | Path,
@@ -194,6 +238,7 @@ def score(
     resources: Mapping[str, Any] | None = None,
     run_dir: str | Path | None = None,
     resume: bool = False,
+    latents: LatentOptions | None = None,
     on_start: Callable[[int], None] | None = None,
     on_pair: Callable[[PairResult], None] | None = None,
     command: str | None = None,
@@ -206,6 +251,9 @@ def score(
     ``resume`` reuses the pairs an interrupted run in ``run_dir`` already finished (same inputs, same
     metric parameters). Under `torchrun` each rank scores its share of the pairs and rank 0 merges them
     and returns the run (other ranks return None); the result equals a single-process run's.
+    With ``latents``, each clip's ``<clip>.latents.<suffix>`` sidecar files beside the prediction and the
+    reference are scored too, by the latent metrics (named in ``metrics``, or every default one), and
+    join the clip's row; a clip without both sidecars is an error row.
     ``on_start`` gets this process's number of pairs, ``on_pair`` each finished pair (for progress).
     """
     started = utc_now()
@@ -218,8 +266,16 @@ def score(
         device=torch_device, weights_dir=Path(weights_dir) if weights_dir else None, resources=dict(resources or {})
     )
     pairing = pair_clips(preds, refs, strict=strict)
-    active, skipped = prepare_metrics(metrics, params, run_context)
-    definitions = {metric.name: metric.describe() for metric in active}
+    frame_names, latent_names = _split_by_inputs(metrics, latents is not None)
+    # Only latent metrics named: the clips are still read (pairing, frame counts), but no frame metric runs.
+    active, skipped = ([], {}) if frame_names == [] else prepare_metrics(
+        frame_names, _params_for(params, "frames"), run_context)
+    latent_scorer = None
+    if latents is not None:
+        latent_scorer = SidecarLatents(preds, refs, latents, latent_names, _params_for(params, "latents"),
+                                       run_context)
+        skipped.update(latent_scorer.skipped)
+    definitions = {metric.name: metric.describe() for metric in active + (latent_scorer.metrics if latent_scorer else [])}
     journal_header = {"metrics": definitions, "options": {"context": options.context, "frames": options.frames,
                                                           "resize": options.resize}}
     finished = load_finished_pairs(Path(run_dir), journal_header) if resume else {}
@@ -236,6 +292,8 @@ def score(
             result = finished.get(pair.key)
             if result is None or result.inputs != inputs:
                 result = score_pair(pair, active, options, torch_device)
+                if latent_scorer is not None and result.ok:
+                    latent_scorer.add_to(result)
                 result.inputs = inputs
                 if journal is not None:
                     journal.append(result)

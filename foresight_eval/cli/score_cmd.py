@@ -21,6 +21,7 @@ from foresight_eval.cli.common import (
 from foresight_eval.engine import ScoreOptions, score
 from foresight_eval.errors import UsageError
 from foresight_eval.io.annotations import load_spatial_resources
+from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES, LatentOptions
 from foresight_eval.results import RunResult
 from foresight_eval.stats import BootstrapConfig
 
@@ -113,13 +114,22 @@ def run_output_options(command):
 @click.option("--pred-masks", type=click.Path(exists=True, path_type=Path),
               help="Predicted masks for mask_iou: a folder of <clip>.masks.npz, or COCO results JSON with "
                    "segmentations (default: the segmentations in --pred-detections).")
+@click.option("--latents", "with_latents", is_flag=True,
+              help="Also score the latents stored beside the clips (<clip>.latents.safetensors/.npy/.npz/.pt in "
+                   "PREDS and REFS) with the latent metrics (named in --metrics, or every default one); "
+                   "see `foresight-eval latents --help` for the formats.")
+@click.option("--latents-reduce", type=click.Choice(REDUCTIONS), default=None,
+              help="With --latents: how (N, T, D) latents become one vector per item (see `latents --reduce`).")
+@click.option("--latents-spatial", type=click.Choice(SPATIAL_MODES), default=None,
+              help="With --latents: how the H, W axes of (N, C, T, H, W) latents are reduced (see `latents --spatial`).")
 @click.option("--resume", is_flag=True,
               help="Finish the interrupted run in --out: pairs it already scored (same input files, same metric "
                    "parameters) are kept, the rest are scored.")
 @handle_errors
 def score_command(preds, refs, metric_names, params, context, frames, resize, strict, device, batch_size,
                   weights_dir, out_dir, as_json, extra, extra_file, bootstrap_resamples, seed,
-                  ref_annotations, pred_detections, pred_masks, resume) -> None:
+                  ref_annotations, pred_detections, pred_masks, with_latents, latents_reduce, latents_spatial,
+                  resume) -> None:
     """Score predicted clips in PREDS against reference clips in REFS.
 
     Clips are videos (mp4, webm, mkv, avi, mov, gif), folders of png/jpg frames, or .npy/.npz arrays
@@ -140,6 +150,7 @@ def score_command(preds, refs, metric_names, params, context, frames, resize, st
         extra=_load_extra(extra, extra_file),
         resources=load_spatial_resources(ref_annotations, pred_detections, pred_masks),
         run_dir=out_dir, resume=resume,
+        latents=LatentOptions(reduce=latents_reduce, spatial=latents_spatial, sidecars_only=True) if with_latents else None,
     )
     if run is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return
