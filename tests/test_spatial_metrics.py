@@ -244,3 +244,16 @@ def test_unannotated_video_is_an_error_row(two_clip_sets, fixtures_dir, tmp_path
     assert [pair.video for pair in run.failed] == ["clip03"]
     assert "no annotations for video 'clip03'" in run.failed[0].error
     assert run.metrics["mask_iou"].mean == 1.0  # the same masks on both sides
+
+
+def test_motion_metrics_share_their_masks_and_equal_their_separate_runs(fixtures_dir):
+    """The three motion metrics compute the masks once per batch; each still gets what it gets alone."""
+    from foresight_eval import ScoreOptions, score
+
+    names = ["motion_iou", "motion_iou_st", "motion_iou_weighted"]
+    options = ScoreOptions(context=4, batch_size=5)
+    preds, refs = fixtures_dir / "preds" / "shift_strong", fixtures_dir / "refs"
+    together = score(preds, refs, names, options=options)
+    for name in names:
+        alone = score(preds, refs, [name], options=options)
+        assert [p.values[name] for p in alone.pairs] == [p.values[name] for p in together.pairs]

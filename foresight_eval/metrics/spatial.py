@@ -297,8 +297,17 @@ class _MotionMaskMetric(FrameMetric):
         self._backgrounds: dict[str, torch.Tensor | None] = {"pred": None, "ref": None}
         self._last = math.nan
 
+    def update(self, batch: FrameBatch) -> torch.Tensor:
+        self._batch = batch
+        return super().update(batch)
+
     def _masks(self, side: str, frames: torch.Tensor) -> torch.Tensor:
-        masks, self._backgrounds[side] = motion_masks(frames, self._backgrounds[side], **self.params)
+        # The three motion metrics derive the same masks from the same frames: computed once per batch.
+        # Each metric's running background is the same too (same start, same updates), so sharing the
+        # updated background keeps every metric's state what it would be alone.
+        key = ("motion_masks", side, tuple(sorted(self.params.items())))
+        masks, self._backgrounds[side] = self._batch.shared(
+            key, lambda: motion_masks(frames, self._backgrounds[side], **self.params))
         return masks
 
     def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
