@@ -30,13 +30,17 @@ def metrics_command(weights_dir: Path | None, as_json: bool) -> None:
         print_json(catalog)
         return
     table = Table()
-    for column in ("metric", "inputs", "better", "granularity", "needs", "status"):
+    table.add_column("metric", no_wrap=True)
+    for column in ("inputs", "better", "granularity", "needs", "available"):
         table.add_column(column)
     for name, entry in catalog["metrics"].items():
-        status = "[green]available[/]" if entry["available"] else f"[yellow]unavailable[/]: {escape(entry['reason'])}"
+        status = "[green]yes[/]" if entry["available"] else "[yellow]no[/]"
         table.add_row(escape(name), entry["inputs"], entry["direction"], entry["granularity"],
                       ", ".join(entry["needs"]) or "–", status)
     stdout.print(table)
+    for name, entry in catalog["metrics"].items():
+        if not entry["available"]:
+            stdout.print(f"[yellow]{escape(name)}[/]: {escape(entry['reason'])}", soft_wrap=True)
     for plugin, error in catalog["plugin_errors"].items():
         stdout.print(f"[red]plugin {escape(plugin)} failed to load[/]: {escape(error)}", soft_wrap=True)
 
