@@ -51,9 +51,6 @@ class ArrayReader:
     def num_frames(self) -> int:
         return int(self.array.shape[0])
 
-    def input_files(self) -> list[Path]:
-        return [self.path]
-
     def frames(self) -> Iterator[np.ndarray]:
         for index in range(self.array.shape[0]):
             yield as_rgb_frame(np.asarray(self.array[index]), f"{self.path} frame {index}")

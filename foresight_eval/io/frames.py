@@ -60,9 +60,6 @@ class FrameFolderReader:
     def num_frames(self) -> int:
         return len(self.files)
 
-    def input_files(self) -> list[Path]:
-        return list(self.files)
-
     def frames(self) -> Iterator[np.ndarray]:
         for file in self.files:
             try:

@@ -29,9 +29,6 @@ class VideoReader:
     def num_frames(self) -> int | None:
         return self._declared_frames
 
-    def input_files(self) -> list[Path]:
-        return [self.path]
-
     def frames(self) -> Iterator[np.ndarray]:
         count = 0
         try:
