@@ -11,6 +11,11 @@ class UsageError(ForesightError):
     """The command itself cannot run (bad option, unknown metric, empty input folder): exit code 2."""
 
 
+class MetricDeclarationError(ForesightError, TypeError):
+    """A metric class is declared wrongly (bad direction, choices without a default, non-JSON defaults):
+    refused when it is registered, so a plugin's mistake shows at load time, not as a crash mid-run."""
+
+
 class InputError(ForesightError):
     """One clip or pair is unusable: it becomes one error row and the run goes on."""
 

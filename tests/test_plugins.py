@@ -78,3 +78,14 @@ def test_installed_plugin_is_listed_and_scores(plugin_site, tmp_path):
     expected = 2 * per_frame_max.mean() / 255
     assert abs(summary["metrics"]["max_error"]["mean"] - expected) < 1e-6
     assert summary["metrics"]["max_error"]["params"] == {"scale": 2}
+
+
+def test_installed_plugin_passes_the_exported_contract_test(plugin_site, tmp_path):
+    """What a plugin author's own test suite does: foresight_eval.testing.check_metric on their metric."""
+    code = ("import sys; from pathlib import Path; from fe_plugin_demo import MaxError; "
+            "from foresight_eval.testing import check_metric; "
+            "check_metric(MaxError, workdir=Path(sys.argv[1]), params={'scale': 2}); print('contract ok')")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "contract ok" in result.stdout

@@ -7,10 +7,11 @@ wrapper, a subclass of :class:`Metric`, that the scoring engine drives clip by c
 
 from __future__ import annotations
 
+import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -69,6 +70,48 @@ class FrameBatch:
         return self._shared[key]
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest known name, or nothing when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def coerce_param(label: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of the parameter's default, or a UsageError naming ``label``.
+
+    Parameters arrive from the command line as YAML scalars (``-p psnr.data_range=abc`` gives the string
+    'abc'); checking them here, once, turns a bad value into one usage error instead of an error row per
+    clip. A default of None accepts any value."""
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise UsageError(f"{label} must be true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise UsageError(f"{label} must be a whole number, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UsageError(f"{label} must be a number, got {value!r}")
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # `-p lpips.version=0.1` reads 0.1 as a number
+        raise UsageError(f"{label} must be a string, got {value!r}")
+    if isinstance(default, (list, tuple)):
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if default:
+            items = [coerce_param(f"{label}[{i}]", item, default[0]) for i, item in enumerate(items)]
+        return type(default)(items)
+    return value
+
+
 class Metric(ABC):
     """Base class of every metric. Subclasses set ``info`` and ``defaults`` and implement the hooks."""
 
@@ -81,8 +124,11 @@ class Metric(ABC):
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             known = ", ".join(sorted(self.defaults)) or "none"
-            raise UsageError(f"metric {self.info.name!r} has no parameter {unknown[0]!r} (parameters: {known})")
-        self.params: dict[str, Any] = {**self.defaults, **params}
+            raise UsageError(f"metric {self.info.name!r} has no parameter {unknown[0]!r}"
+                             f"{did_you_mean(unknown[0], self.defaults)} (parameters: {known})")
+        coerced = {key: coerce_param(f"{self.info.name}.{key}", value, self.defaults[key])
+                   for key, value in params.items()}
+        self.params: dict[str, Any] = {**self.defaults, **coerced}
         for key, allowed in self.choices.items():
             if self.params[key] not in allowed:
                 raise UsageError(f"{self.info.name}.{key} must be one of {list(allowed)}, got {self.params[key]!r}")

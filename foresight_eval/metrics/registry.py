@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, get_args
 
-from foresight_eval.errors import UsageError
-from foresight_eval.metrics.base import Metric
+from foresight_eval.errors import MetricDeclarationError, UsageError
+from foresight_eval.metrics.base import Direction, Metric, MetricInfo, did_you_mean
 
 ENTRY_POINT_GROUP = "foresight_eval.metrics"
 _BUILTIN_MODULES = ("pixel", "structural", "perceptual", "temporal", "features", "latent", "spatial", "detection")
@@ -22,8 +23,35 @@ _plugin_errors: dict[str, str] = {}
 _loaded = False
 
 
+def validate_metric_class(cls: type[Metric]) -> None:
+    """Refuse a metric class whose declaration would fail later, mid-run or in a table: an unknown
+    direction, choices for a parameter without a default, a default outside its own choices, or a default
+    that cannot be written to summary.json. Raises MetricDeclarationError naming the class and the field."""
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    info = getattr(cls, "info", None)
+    if not isinstance(info, MetricInfo):
+        raise MetricDeclarationError(f"{where}: `info` must be a MetricInfo")
+    directions = get_args(Direction)
+    if info.direction not in directions:
+        raise MetricDeclarationError(f"{where}: direction {info.direction!r} is not one of {list(directions)}")
+    for field_name, allowed in (("inputs", ("frames", "latents")), ("granularity", ("frame", "video", "set"))):
+        if getattr(info, field_name) not in allowed:
+            raise MetricDeclarationError(f"{where}: {field_name} {getattr(info, field_name)!r} is not one of {list(allowed)}")
+    for key, allowed in cls.choices.items():
+        if key not in cls.defaults:
+            raise MetricDeclarationError(f"{where}: choices for {key!r}, which has no default in `defaults`")
+        if cls.defaults[key] not in allowed:
+            raise MetricDeclarationError(f"{where}: default {key}={cls.defaults[key]!r} is not one of its choices {list(allowed)}")
+    try:
+        json.dumps(cls.defaults, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise MetricDeclarationError(f"{where}: defaults must be JSON values (numbers, strings, lists): {exc}") from None
+
+
 def register(cls: type[Metric]) -> type[Metric]:
-    """Class decorator: add a metric under ``cls.info.name``; a second, different class of that name is refused."""
+    """Class decorator: validate a metric class and add it under ``cls.info.name``; a second, different
+    class of that name is refused."""
+    validate_metric_class(cls)
     name = cls.info.name
     existing = _registry.get(name)
     if existing is not None and existing is not cls:
@@ -40,10 +68,14 @@ def _load() -> None:
     for module in _BUILTIN_MODULES:
         importlib.import_module(f"foresight_eval.metrics.{module}")
     for entry in entry_points(group=ENTRY_POINT_GROUP):
+        before = len(_registry)
         try:
             target = entry.load()
             if inspect.isclass(target) and issubclass(target, Metric):
                 register(target)
+            elif len(_registry) == before:
+                _plugin_errors[entry.name] = (f"{entry.value}: registered no metric (the entry point must name a "
+                                              "Metric subclass or a module that registers metrics on import)")
         except Exception as exc:  # a broken plugin must not take the built-in metrics down with it
             _plugin_errors[entry.name] = f"{entry.value}: {type(exc).__name__}: {exc}"
 
@@ -63,7 +95,7 @@ def plugin_errors() -> dict[str, str]:
 def get_metric_class(name: str) -> type[Metric]:
     classes = metric_classes()
     if name not in classes:
-        raise UsageError(f"unknown metric {name!r} (available: {', '.join(classes)})")
+        raise UsageError(f"unknown metric {name!r}{did_you_mean(name, classes)} (available: {', '.join(classes)})")
     return classes[name]
 
 

@@ -327,7 +327,8 @@ class Frozen(ConsecutivePairMetric):
 
     def update(self, batch: FrameBatch) -> None:
         pred_still, ref_still = self._role_values(batch, "pred"), self._role_values(batch, "ref")
-        self._frozen.extend((pred_still & ~ref_still).tolist())
+        # .bool(): a one-frame first batch has no pairs, and its empty result is a float tensor
+        self._frozen.extend((pred_still.bool() & ~ref_still.bool()).tolist())
         return None
 
     def compute(self) -> float:

@@ -1,0 +1,150 @@
+"""Every registered metric through the shared contract test (foresight_eval.testing), and the registry's
+validation of metric declarations and parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from foresight_eval import FrameMetric, MetricInfo, RunContext
+from foresight_eval.errors import MetricDeclarationError, UsageError
+from foresight_eval.io.annotations import load_spatial_resources
+from foresight_eval.metrics import registry
+from foresight_eval.metrics.registry import create, metric_classes, validate_metric_class
+from foresight_eval.testing import check_latent_metric, check_metric
+from tests.conftest import FIXTURES
+from tests.test_feature_consistency import write_tiny_dinov2
+
+FRAME_METRICS = sorted(n for n, c in metric_classes().items() if c.info.inputs == "frames")
+LATENT_METRICS = sorted(n for n, c in metric_classes().items() if c.info.inputs == "latents")
+# Metrics that read per-clip annotations are checked on the annotated fixture clips.
+ANNOTATED = {"box_iou", "mask_iou", "map50", "map50_95"}
+
+
+@pytest.fixture(scope="module")
+def dinov2_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("weights")
+    write_tiny_dinov2(root / "dinov2-small")
+    return root
+
+
+def test_every_builtin_metric_is_covered():
+    assert set(FRAME_METRICS) | set(LATENT_METRICS) == set(metric_classes())
+    assert len(FRAME_METRICS) >= 20 and len(LATENT_METRICS) >= 8
+
+
+@pytest.mark.parametrize("name", FRAME_METRICS)
+def test_frame_metric_keeps_the_contract(name, tmp_path, lpips_weights, dinov2_dir):
+    context = RunContext(weights_dir=dinov2_dir)
+    clips = None
+    if name in ANNOTATED:
+        context.resources = load_spatial_resources(
+            ref_annotations=FIXTURES / "coco" / "refs.json",
+            pred_detections=FIXTURES / "coco" / "detections" / "blur_mild.json",
+            pred_masks=None if name != "mask_iou" else FIXTURES / "refs")
+        clips = [(key, FIXTURES / "preds" / "blur_mild" / f"{key}.mp4", FIXTURES / "refs" / f"{key}.mp4")
+                 for key in ("clip00", "clip01")]
+    check_metric(name, workdir=tmp_path, context=context, clips=clips)
+
+
+@pytest.mark.parametrize("name", LATENT_METRICS)
+def test_latent_metric_keeps_the_contract(name):
+    check_latent_metric(name)
+
+
+class _Leaky(FrameMetric):
+    """Keeps a running offset across clips: the contract test must catch it."""
+
+    info = MetricInfo(name="leaky_test_metric", description="test", direction="lower")
+
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        self.offset = 0.0
+
+    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        self.offset += 1.0
+        return (pred - ref).abs().flatten(1).mean(dim=1) + self.offset
+
+
+def test_the_contract_test_catches_a_metric_whose_value_depends_on_batching(tmp_path):
+    with pytest.raises(AssertionError, match="batch"):
+        check_metric(_Leaky, workdir=tmp_path)
+
+
+def test_the_contract_test_passes_a_well_behaved_plugin(tmp_path):
+    class MaxError(FrameMetric):
+        info = MetricInfo(name="max_error_test_metric", description="test", direction="lower")
+
+        def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+            return (pred - ref).abs().flatten(1).amax(dim=1)
+
+    check_metric(MaxError, workdir=tmp_path)
+
+
+def _declared(**overrides):
+    attributes = {"info": MetricInfo(name="declared_test_metric", description="test", direction="lower"),
+                  "defaults": {}, "choices": {},
+                  "per_frame": lambda self, pred, ref: (pred - ref).abs().flatten(1).mean(dim=1)}
+    attributes.update(overrides)
+    return type("Declared", (FrameMetric,), attributes)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"info": MetricInfo(name="x", description="d", direction="up")}, "direction 'up'"),
+    ({"defaults": {}, "choices": {"mode": ("a", "b")}}, "choices for 'mode', which has no default"),
+    ({"defaults": {"mode": "c"}, "choices": {"mode": ("a", "b")}}, "default mode='c' is not one of its choices"),
+    ({"defaults": {"path": Path("x")}}, "defaults must be JSON values"),
+    ({"defaults": {"cap": float("inf")}}, "defaults must be JSON values"),
+])
+def test_a_wrongly_declared_metric_is_refused_at_registration(overrides, message):
+    with pytest.raises(MetricDeclarationError, match=message):
+        validate_metric_class(_declared(**overrides))
+    with pytest.raises(MetricDeclarationError):
+        registry.register(_declared(**overrides))
+    assert "declared_test_metric" not in metric_classes() and "x" not in metric_classes()
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("psnr", {"data_range": "abc"}, "psnr.data_range must be a number, got 'abc'"),
+    ("mse", {"nonsense": 1}, "has no parameter 'nonsense'"),
+    ("ssim", {"moode": "skimage"}, "did you mean 'mode'"),
+    ("edge_f1", {"sigma": True}, "edge_f1.sigma must be a number"),
+    ("frozen", {"min_run": 2.5}, "frozen.min_run must be a whole number"),
+    ("psnrr", {}, "did you mean 'psnr'"),
+])
+def test_bad_parameters_and_names_are_one_usage_error(name, params, message):
+    with pytest.raises(UsageError, match=message):
+        create(name, **params)
+
+
+def test_parameters_are_coerced_to_their_defaults_type():
+    assert create("psnr", data_range=255).params["data_range"] == 255.0
+    assert isinstance(create("psnr", data_range=255).params["data_range"], float)
+    assert create("lpips", version=0.1).params["version"] == "0.1"
+    assert create("frozen", min_run=4.0).params["min_run"] == 4
+
+
+def test_a_bad_parameter_on_the_command_line_exits_2_before_scoring(tmp_path):
+    from foresight_eval.cli import main
+
+    result = CliRunner().invoke(main, ["score", str(FIXTURES / "preds" / "blur_mild"), str(FIXTURES / "refs"),
+                                       "-m", "psnr", "-p", "psnr.data_range=abc"])
+    assert result.exit_code == 2, result.output
+    assert "psnr.data_range must be a number" in result.output
+
+
+def test_an_entry_point_that_registers_nothing_is_reported(monkeypatch):
+    class EntryPoint:
+        name, value = "empty_plugin", "empty_module:nothing"
+
+        def load(self):
+            return object()
+
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "_plugin_errors", {})
+    monkeypatch.setattr(registry, "entry_points", lambda group: [EntryPoint()])
+    errors = registry.plugin_errors()
+    assert "registered no metric" in errors["empty_plugin"]
