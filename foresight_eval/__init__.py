@@ -3,11 +3,32 @@
 The Python API and the command line are one thing: ``foresight_eval.score`` is ``foresight-eval score``.
 """
 
-from foresight_eval.engine import ScoreOptions, score
-from foresight_eval.metrics.base import FrameBatch, FrameMetric, Metric, MetricInfo, RunContext
-from foresight_eval.metrics.registry import create, metric_classes, register
+from __future__ import annotations
 
-__all__ = [
-    "FrameBatch", "FrameMetric", "Metric", "MetricInfo", "RunContext", "ScoreOptions",
-    "create", "metric_classes", "register", "score",
-]
+import importlib
+from typing import Any
+
+# Public name -> the module that defines it. Imported on first use (PEP 562), so that `import
+# foresight_eval.cli` -- every start of the command line -- does not pay for torch and SciPy.
+_EXPORTS = {
+    "ScoreOptions": "foresight_eval.engine", "score": "foresight_eval.engine",
+    "FrameBatch": "foresight_eval.metrics.base", "FrameMetric": "foresight_eval.metrics.base",
+    "Metric": "foresight_eval.metrics.base", "MetricInfo": "foresight_eval.metrics.base",
+    "RunContext": "foresight_eval.metrics.base",
+    "create": "foresight_eval.metrics.registry", "metric_classes": "foresight_eval.metrics.registry",
+    "register": "foresight_eval.metrics.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'foresight_eval' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

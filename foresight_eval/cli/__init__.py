@@ -1,32 +1,62 @@
 """The `foresight-eval` command. This package only parses options and prints; the work lives in
-importable functions of the same names (``foresight_eval.score`` for ``foresight-eval score``)."""
+importable functions of the same names (``foresight_eval.score`` for ``foresight-eval score``).
+
+Commands are imported when they run, not when the program starts: the group knows each command's module
+and one-line help, so `foresight-eval --help` (and every command's own `--help`) imports neither torch
+nor SciPy nor matplotlib (tests/test_cli_startup.py checks that).
+"""
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from foresight_eval.cli.check_cmd import check_command
-from foresight_eval.cli.compare_cmd import compare_command
-from foresight_eval.cli.generate_cmd import generate_command
-from foresight_eval.cli.latents_cmd import latents_command
-from foresight_eval.cli.metrics_cmd import metrics_command, weights_group
-from foresight_eval.cli.report_cmd import leaderboard_command, report_command
-from foresight_eval.cli.score_cmd import score_command
+# name -> (module:attribute, the one-line help shown in `foresight-eval --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "score": ("foresight_eval.cli.score_cmd:score_command",
+              "Score predicted clips in PREDS against reference clips in REFS."),
+    "generate": ("foresight_eval.cli.generate_cmd:generate_command",
+                 "Predict future frames of context clips (Qwen2.5-VL -> query adapter -> LTX-Video)."),
+    "metrics": ("foresight_eval.cli.metrics_cmd:metrics_command",
+                "List every registered metric (built-in and plugin), what it needs, and whether it can run here."),
+    "weights": ("foresight_eval.cli.metrics_cmd:weights_group",
+                "Weight files the metrics need: where they are looked for, and fetching them when online."),
+    "report": ("foresight_eval.cli.report_cmd:report_command",
+               "Write a self-contained HTML comparison report of run folders."),
+    "leaderboard": ("foresight_eval.cli.report_cmd:leaderboard_command",
+                    "Rank RUN_DIR folders (each DIR or LABEL=DIR) and write the leaderboard as HTML, Markdown and CSV."),
+    "check": ("foresight_eval.cli.check_cmd:check_command",
+              "Check run folder RUN against gates and/or a baseline run."),
+    "compare": ("foresight_eval.cli.compare_cmd:compare_command",
+                "Compare run folders RUN_A RUN_B [RUN_C ...] metric by metric, every pair of runs."),
+    "latents": ("foresight_eval.cli.latents_cmd:latents_command",
+                "Compare latents A with latents B: two files, or two folders whose files pair by relative name."),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command is run or asked for help."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        target, short_help = COMMANDS[name]
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        command.short_help = short_help  # one text in both listings, whether or not the module was imported
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short_help) for name, (_, short_help) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="foresight-eval")
 def main() -> None:
     """Evaluate video prediction models: score predicted clips against references, check runs against
     gates, compare runs, and write reports."""
-
-
-main.add_command(score_command)
-main.add_command(generate_command)
-main.add_command(metrics_command)
-main.add_command(weights_group)
-main.add_command(report_command)
-main.add_command(leaderboard_command)
-main.add_command(check_command)
-main.add_command(compare_command)
-main.add_command(latents_command)

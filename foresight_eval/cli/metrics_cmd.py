@@ -9,9 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from foresight_eval.catalog import metric_catalog
 from foresight_eval.cli.common import handle_errors, print_json, stdout
-from foresight_eval.weights import fetch_weights, weights_status
 
 WEIGHTS_DIR_OPTION = click.option(
     "--weights-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FORESIGHT_WEIGHTS",
@@ -25,6 +23,8 @@ WEIGHTS_DIR_OPTION = click.option(
 @handle_errors
 def metrics_command(weights_dir: Path | None, as_json: bool) -> None:
     """List every registered metric (built-in and plugin), what it needs, and whether it can run here."""
+    from foresight_eval.catalog import metric_catalog
+
     catalog = metric_catalog(weights_dir)
     if as_json:
         print_json(catalog)
@@ -56,6 +56,8 @@ def weights_group() -> None:
 @handle_errors
 def weights_list(weights_dir: Path | None, as_json: bool) -> None:
     """Show each weight file, the places searched, and whether it was found."""
+    from foresight_eval.weights import weights_status
+
     rows = weights_status(weights_dir)
     if as_json:
         print_json([{**asdict(row), "found_at": str(row.found_at) if row.found_at else None} for row in rows])
@@ -74,5 +76,7 @@ def weights_list(weights_dir: Path | None, as_json: bool) -> None:
 @handle_errors
 def weights_fetch(name: str) -> None:
     """Download weight file NAME (see `weights list`) into its library's standard cache. Needs network access."""
+    from foresight_eval.weights import fetch_weights
+
     path = fetch_weights(name)
     stdout.print(f"{name}: {escape(str(path))}")

@@ -1,0 +1,60 @@
+"""The command line starts without the heavy libraries: `--help` and `metrics --help` import neither torch,
+SciPy nor matplotlib (their time is measured by benchmarks/cli_startup.py, not here), and every command
+listed lazily resolves to a real command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from foresight_eval.cli import COMMANDS, main
+
+HEAVY = ("torch", "scipy", "matplotlib", "pandas", "sklearn", "transformers")
+PROBE = """
+import sys
+from foresight_eval.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("HEAVY:" + ",".join(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["metrics", "--help"], ["weights", "--help"]])
+def test_help_imports_no_heavy_library(args):
+    result = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *args], capture_output=True,
+                            text=True, env={**os.environ, "COLUMNS": "120"})
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1] == "HEAVY:", result.stdout
+
+
+def test_every_listed_command_resolves_and_is_listed_with_its_help():
+    ctx = click.Context(main)
+    listing = CliRunner().invoke(main, ["--help"], terminal_width=200).output
+    for name, (_, short_help) in COMMANDS.items():
+        command = main.get_command(ctx, name)
+        assert isinstance(command, click.Command) and command.name == name
+        assert f"{name}  " in listing and short_help in listing
+    assert main.get_command(ctx, "nonsense") is None
+
+
+def test_an_unknown_command_is_a_usage_error():
+    result = CliRunner().invoke(main, ["scroe"])
+    assert result.exit_code == 2
+    assert "No such command 'scroe'" in result.output
+
+
+def test_the_package_api_is_importable_lazily():
+    import foresight_eval
+
+    assert callable(foresight_eval.score) and foresight_eval.Metric.__name__ == "Metric"
+    assert set(foresight_eval.__all__) <= set(dir(foresight_eval))
+    with pytest.raises(AttributeError):
+        foresight_eval.not_a_name  # noqa: B018
