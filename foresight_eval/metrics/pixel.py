@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from foresight_eval.metrics.base import FrameMetric, MetricInfo
@@ -58,7 +59,9 @@ class MSE(WindowedFrameMetric):
         if factor == 1:
             return mse(pred, ref)
         # Physics-IQ resizes the 8-bit frames, so the small frames are rounded to 8 bits before the error.
-        return mse(*(torch.from_numpy(downscale_u8(to_u8(frames), factor)).double() / 255 for frames in (pred, ref)))
+        small_pred, small_ref = (downscale_u8(to_u8(frames), factor).astype(np.float64) for frames in (pred, ref))
+        error = (small_pred - small_ref).reshape(len(pred), -1) / 255
+        return torch.from_numpy(np.square(error).mean(axis=1))
 
 
 @register
