@@ -16,7 +16,10 @@ way (4e-4 of the pixels of a fixture clip; tests/test_spatial_metrics.py measure
 
 The scoring engine hands metrics only the frames after ``--context``, so the background is seeded by
 the first scored frame (horizon 1), whose masks are empty on both sides, as Physics-IQ's first frame.
-Physics-IQ also downsamples masks 4x before comparing; these metrics compare at full resolution.
+By default these metrics compare the masks at full resolution over every frame. Physics-IQ's own pipeline
+also sends the masks through a lossy mp4v video, compares them at 1/4 resolution and only over the first
+5 seconds: the parameters ``roundtrip="mp4v"``, ``downscale=4`` and ``window_seconds=5`` (the ``physics-iq``
+profile) do the same, to its published numbers (:mod:`foresight_eval.metrics.physics_iq`, docs/physics-iq.md).
 
 * ``motion_iou`` (Physics-IQ "Spatial IoU"): each side's masks are OR-ed over time into one map of
   where motion happened; IoU of the two maps. Per-frame rows hold the value over horizons 1..h, so the
