@@ -143,4 +143,4 @@ class WindowedFrameMetric(FrameMetric):
         values = self.per_frame(batch.pred[:stop], batch.ref[:stop])
         self._sum += float(values.double().sum())
         self._count += values.numel()
-        return nan_padded(values, len(batch.horizon))
+        return values if stop == len(batch.horizon) else nan_padded(values, len(batch.horizon))
