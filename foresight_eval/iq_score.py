@@ -85,7 +85,8 @@ def _run_terms(run: RunResult | str | Path, label: str) -> _RunTerms:
         values, per_frame, failed, params = _read_run_folder(Path(run))
     missing = [name for name in METRICS if name not in params]
     if missing:
-        raise UsageError(f"{source} has no {', '.join(missing)}: score it with the physics-iq metrics ({', '.join(METRICS)})")
+        raise UsageError(f"{source} has no {', '.join(missing)}: score it with the physics-iq metrics "
+                         f"({', '.join(METRICS)})")
     clips = {}
     for video, row in values.items():
         frames = per_frame.get(video, {})
@@ -143,12 +144,16 @@ def iq_score(model: Mapping[str, ClipTerms], variance: Mapping[str, ClipTerms]) 
         "spatiotemporal_iou": float(np.mean([np.mean(_r4(model[c].spatiotemporal_iou)) for c in clips])),
         "mse": float(np.mean([np.mean(_r4(model[c].mse)) for c in clips])),
     }
+
+    def all_frames(field: str) -> list[float]:  # upstream's pandas explode: every clip's frames in one list
+        return [value for clip in clips for value in _r4(getattr(variance[clip], field))]
+
     # np.round, not round(): upstream rounds NumPy scalars, whose rounding NumPy does (scale, rint, unscale).
     physical = {
         "spatial_iou": float(np.round(np.mean([variance[c].spatial_iou for c in clips]), 5)),
         "weighted_spatial_iou": float(np.round(np.mean([variance[c].weighted_spatial_iou for c in clips]), 4)),
-        "spatiotemporal_iou": float(np.round(np.mean([v for c in clips for v in _r4(variance[c].spatiotemporal_iou)]), 4)),
-        "mse": float(np.round(np.mean([v for c in clips for v in _r4(variance[c].mse)]), 4)),
+        "spatiotemporal_iou": float(np.round(np.mean(all_frames("spatiotemporal_iou")), 4)),
+        "mse": float(np.round(np.mean(all_frames("mse")), 4)),
     }
     all_metrics = float(np.round(physical["spatiotemporal_iou"] + physical["spatial_iou"]
                                  + physical["weighted_spatial_iou"] - physical["mse"], 4))
@@ -177,7 +182,8 @@ def load_categories(path: str | Path) -> dict[str, str]:
     columns = set(rows[0]) if rows else set()
     key = next((c for c in ("clip", "generated_video_name") if c in columns), None)
     if key is None or "category" not in columns:
-        raise UsageError(f"--categories {path}: needs a 'category' column and a 'clip' (or 'generated_video_name') column")
+        raise UsageError(f"--categories {path}: needs a 'category' column and a 'clip' (or 'generated_video_name') "
+                         "column")
     categories = {}
     for row in rows:
         name = Path(row[key].strip())

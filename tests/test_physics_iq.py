@@ -289,7 +289,8 @@ def test_physics_iq_command_with_categories(tmp_path):
     static = summary["categories"]["Statics"]
     assert static["clips"] == 1 and static["terms"]["spatial_iou"] == 1.0
     # static: every IoU is 1 on both sides, so the score is 100 less the MSE gap, in percent
-    assert static["physics_iq_score"] == round(100 * (1 - (static["terms"]["mse"] - static["physical_variance"]["mse"])), 2)
+    mse_gap = static["terms"]["mse"] - static["physical_variance"]["mse"]
+    assert static["physics_iq_score"] == round(100 * (1 - mse_gap), 2)
     assert (tmp_path / "run" / "model" / "summary.json").is_file()
     assert (tmp_path / "run" / "variance" / "per_frame.csv").is_file()
     missing = CliRunner().invoke(main, ["physics-iq", str(tmp_path / "preds"), str(tmp_path / "refs"),
