@@ -310,3 +310,26 @@ def test_profile_yaml_names_metrics_and_parameters_that_exist():
         create(name, **params)  # every value is accepted
     assert profile["params"] == PHYSICS_IQ  # the settings the parity tests above run under
     assert profile["description"].strip()
+
+
+@needs_golden
+@pytest.mark.slow
+def test_clips_failed_in_either_run_are_left_out_and_listed(golden_runs):
+    import copy
+
+    from foresight_eval.engine import fail_pair
+
+    _, model, variance, _ = golden_runs
+    broken = copy.deepcopy(variance)
+    fail_pair(_pair(broken, "two_objects"), "decoding failed")
+    result = physics_iq_score(model, broken)
+    assert result["missing"] == ["two_objects"] and result["clips"] == 3
+    subset = [clip for clip in CLIPS if clip != "two_objects"]
+    terms = [{clip: _clip_terms(run, clip) for clip in subset} for run in (model, variance)]
+    assert result["physics_iq_score"] == iq_score(*terms)["physics_iq_score"] != 77.93
+
+
+def _clip_terms(run, clip) -> ClipTerms:
+    pair = _pair(run, clip)
+    return ClipTerms(pair.values["motion_iou"], pair.values["motion_iou_weighted"],
+                     tuple(v for _, _, v in pair.per_frame["motion_iou_st"]), tuple(v for _, _, v in pair.per_frame["mse"]))

@@ -74,6 +74,9 @@ def physics_iq_command(preds, refs, ref_take2, categories, fps, context, frames,
     console.print(render_score(result))
     for run in (model, variance):
         print_notes(run, console)
+    if result["missing"]:
+        console.print(f"[yellow]left out of the score[/] ({len(result['missing'])}, not scored in both runs): "
+                      f"{escape(', '.join(result['missing']))}", soft_wrap=True)
     if result.get("reason"):
         console.print(f"[yellow]no score[/]: {escape(result['reason'])}", soft_wrap=True)
     if result.get("uncategorised"):
