@@ -15,8 +15,9 @@ Physics-IQ (Motamed et al. 2025; google-deepmind/physics-IQ-benchmark, commit e4
   OpenCV's FFmpeg backend gives it (``cap_ffmpeg_impl.hpp``: bit rate ``2 x fps x W x H`` also as tolerance,
   ``qmin`` 3, GOP 12, time base ``1/round(fps)``, global headers, one encoder thread, gray to yuv420p through
   swscale's bicubic path) and decodes each packet at once to BGR as ``VideoCapture`` does. One thread matters:
-  libavcodec's default threading turns on slice mode and resync markers, a different bitstream. On the golden clips
-  the packets are byte-identical to ``cv2.VideoWriter``'s (tests/test_physics_iq.py checks it), so the masks are too.
+  with the threading PyAV otherwise asks for, the encoder writes resync markers, a different bitstream. On the
+  golden clips the packets were measured byte-identical to ``cv2.VideoWriter``'s; tests/test_physics_iq.py checks
+  the decoded masks against OpenCV's own round trip.
 * **1/4 resolution** (``downscale=4``): frames and masks ``cv2.resize``-d to ``(W // 4, H // 4)`` with OpenCV's
   default bilinear interpolation on 8-bit values; masks re-binarised at > 127 (2 of the 4 pixels a quarter pixel
   samples suffice: 127.5 rounds up).
