@@ -134,7 +134,8 @@ def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, dev
             horizon = frame_index - options.context + 1
             ref = _to_device(host.ref, device)
             pred = _match_size(_to_device(host.pred, device), ref, options.resize)
-            batch = FrameBatch(pair.key, pred, ref, horizon.to(device), frame_index.to(device))
+            batch = FrameBatch(pair.key, pred, ref, horizon.to(device), frame_index.to(device),
+                               fps=getattr(ref_clip, "fps", None))
             for metric in metrics:
                 values = metric.update(batch)
                 if values is not None:

@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "Compare run folders RUN_A RUN_B [RUN_C ...] metric by metric, every pair of runs."),
     "latents": ("foresight_eval.cli.latents_cmd:latents_command",
                 "Compare latents A with latents B: two files, or two folders whose files pair by relative name."),
+    "physics-iq": ("foresight_eval.cli.physics_iq_cmd:physics_iq_command",
+                   "The Physics IQ Score: score PREDS and a second real take against REFS, as the benchmark does."),
 }
 
 
@@ -60,3 +62,8 @@ class LazyGroup(click.Group):
 def main() -> None:
     """Evaluate video prediction models: score predicted clips against references, check runs against
     gates, compare runs, and write reports."""
+<<<<<<< HEAD
+=======
+
+
+>>>>>>> i15b

@@ -20,8 +20,11 @@ class VideoReader:
             with av.open(str(self.path)) as container:
                 if not container.streams.video:
                     raise InputError(f"{self.path}: no video stream")
+                stream = container.streams.video[0]
                 # Containers may not record a frame count (0); treated as unknown, not as empty.
-                self._declared_frames = int(container.streams.video[0].frames) or None
+                self._declared_frames = int(stream.frames) or None
+                rate = stream.average_rate or stream.guessed_rate
+                self.fps = float(rate) if rate else None
         except av.FFmpegError as exc:
             raise InputError(f"{self.path}: not a readable video ({_ffmpeg_reason(exc)})") from exc
 

@@ -59,6 +59,7 @@ class FrameBatch:
     ref: torch.Tensor
     horizon: torch.Tensor  # (B,) int64, 1-based, counted after the context frames
     frame_index: torch.Tensor  # (B,) int64, 0-based index in the clip files
+    fps: float | None = None  # the reference clip's frame rate; None for frame folders and arrays
     _shared: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def shared(self, key: Any, compute: Callable[[], Any]) -> Any:

@@ -1,10 +1,15 @@
-"""Pixel-wise fidelity: PSNR, MSE, MAE. Inputs are frames in [0, 1], so the data range is 1."""
+"""Pixel-wise fidelity: PSNR, MSE, MAE. Inputs are frames in [0, 1], so the data range is 1.
+
+``mse`` also takes Physics-IQ's conventions (:mod:`foresight_eval.metrics.physics_iq`): ``downscale`` and
+``window_seconds``."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from foresight_eval.metrics.base import FrameMetric, MetricInfo
+from foresight_eval.metrics.physics_iq import WindowedFrameMetric, downscale_u8, to_u8
 from foresight_eval.metrics.registry import register
 
 
@@ -44,11 +49,19 @@ class PSNR(FrameMetric):
 
 
 @register
-class MSE(FrameMetric):
-    info = MetricInfo(name="mse", description="Mean squared error on [0, 1] frames", direction="lower")
+class MSE(WindowedFrameMetric):
+    info = MetricInfo(name="mse", description="Mean squared error on [0, 1] frames (downscale: of 8-bit frames "
+                      "resized by OpenCV, as Physics-IQ; window_seconds: over each clip's first seconds)",
+                      direction="lower")
 
     def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        return mse(pred, ref)
+        factor = self.params["downscale"]
+        if factor == 1:
+            return mse(pred, ref)
+        # Physics-IQ resizes the 8-bit frames, so the small frames are rounded to 8 bits before the error.
+        small_pred, small_ref = (downscale_u8(to_u8(frames), factor).astype(np.float64) for frames in (pred, ref))
+        error = (small_pred - small_ref).reshape(len(pred), -1) / 255
+        return torch.from_numpy(np.square(error).mean(axis=1))
 
 
 @register

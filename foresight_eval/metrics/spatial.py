@@ -16,7 +16,10 @@ way (4e-4 of the pixels of a fixture clip; tests/test_spatial_metrics.py measure
 
 The scoring engine hands metrics only the frames after ``--context``, so the background is seeded by
 the first scored frame (horizon 1), whose masks are empty on both sides, as Physics-IQ's first frame.
-Physics-IQ also downsamples masks 4x before comparing; these metrics compare at full resolution.
+By default these metrics compare the masks at full resolution over every frame. Physics-IQ's own pipeline
+also sends the masks through a lossy mp4v video, compares them at 1/4 resolution and only over the first
+5 seconds: the parameters ``roundtrip="mp4v"``, ``downscale=4`` and ``window_seconds=5`` (the ``physics-iq``
+profile) do the same, to its published numbers (:mod:`foresight_eval.metrics.physics_iq`, docs/physics-iq.md).
 
 * ``motion_iou`` (Physics-IQ "Spatial IoU"): each side's masks are OR-ed over time into one map of
   where motion happened; IoU of the two maps. Per-frame rows hold the value over horizons 1..h, so the
@@ -56,6 +59,7 @@ precision (or recall) 1, so two empty maps give F1 = 1.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 import cv2
@@ -74,6 +78,9 @@ from torchvision.ops import box_iou as torchvision_box_iou
 from foresight_eval.errors import MetricUnavailable
 from foresight_eval.io.annotations import ReferenceAnnotations, decode_masks
 from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, RunContext
+from foresight_eval.metrics.physics_iq import (
+    PIPELINE_DEFAULTS, Mp4vRoundTrip, WindowedFrameMetric, clip_fps, downscale_u8,
+)
 from foresight_eval.metrics.registry import register
 
 # --- IoU cores --------------------------------------------------------------------------------------
@@ -289,25 +296,47 @@ class _ClipAwareMetric(FrameMetric):
         return super().update(batch)
 
 
-class _MotionMaskMetric(FrameMetric):
-    defaults = {"threshold": 10, "alpha": 0.3, "morph_kernel": 5}
+class MotionMaskStream:
+    """One clip side's motion masks batch after batch, through the optional Physics-IQ conventions: the
+    running background carried over, then the mp4v round trip and the 1/4 resize with re-binarisation at > 127
+    (:mod:`foresight_eval.metrics.physics_iq`). (B, 3, H, W) frames in, (B, h, w) bool masks out."""
+
+    def __init__(self, rate: Fraction, params: dict[str, Any]):
+        self.rate, self.roundtrip, self.downscale = rate, params["roundtrip"], params["downscale"]
+        self.mask_params = {key: params[key] for key in ("threshold", "alpha", "morph_kernel")}
+        self.background: torch.Tensor | None = None
+        self.encoder: Mp4vRoundTrip | None = None
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        masks, self.background = motion_masks(frames, self.background, **self.mask_params)
+        if self.roundtrip == "none" and self.downscale == 1:
+            return masks
+        height, width = frames.shape[-2:]
+        images = masks.cpu().numpy().astype(np.uint8) * 255
+        if self.roundtrip == "mp4v":
+            self.encoder = self.encoder or Mp4vRoundTrip(width, height, self.rate)
+            images = self.encoder(images)
+        if self.downscale > 1:  # the target size is the frame's, even when the round trip dropped a row
+            images = downscale_u8(images, self.downscale, (width // self.downscale, height // self.downscale))
+        return torch.from_numpy(images > 127)
+
+
+class _MotionMaskMetric(WindowedFrameMetric):
+    defaults = {"threshold": 10, "alpha": 0.3, "morph_kernel": 5, "roundtrip": "none", **PIPELINE_DEFAULTS}
+    choices = {"roundtrip": ("none", "mp4v")}
 
     def reset(self) -> None:
         super().reset()
-        self._backgrounds: dict[str, torch.Tensor | None] = {"pred": None, "ref": None}
+        self._streams: dict[str, MotionMaskStream | None] = {"pred": None, "ref": None}
         self._last = math.nan
-
-    def update(self, batch: FrameBatch) -> torch.Tensor:
-        self._batch = batch
-        return super().update(batch)
 
     def _masks(self, side: str, frames: torch.Tensor) -> torch.Tensor:
         # The three motion metrics derive the same masks from the same frames: computed once per batch.
-        # Each metric's running background is the same too (same start, same updates), so sharing the
-        # updated background keeps every metric's state what it would be alone.
+        # Each metric's mask state is the same too (same start, same updates), so every metric adopts the
+        # stream that computed the batch, and its state stays what it would be alone.
         key = ("motion_masks", side, tuple(sorted(self.params.items())))
-        masks, self._backgrounds[side] = self._batch.shared(
-            key, lambda: motion_masks(frames, self._backgrounds[side], **self.params))
+        stream = self._streams[side] or MotionMaskStream(clip_fps(self._batch, self.params), self.params)
+        masks, self._streams[side] = self._batch.shared(key, lambda: (stream(frames), stream))
         return masks
 
     def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
