@@ -62,8 +62,3 @@ class LazyGroup(click.Group):
 def main() -> None:
     """Evaluate video prediction models: score predicted clips against references, check runs against
     gates, compare runs, and write reports."""
-<<<<<<< HEAD
-=======
-
-
->>>>>>> i15b
