@@ -217,7 +217,7 @@ def test_quarter_resolution_mse_is_of_8_bit_opencv_resized_frames(rng):
 @pytest.mark.parametrize("params, message", [
     ({"roundtrip": "h264"}, "roundtrip must be one of"),
     ({"downscale": 0}, "downscale must be an integer >= 1"),
-    ({"downscale": 2.5}, "downscale must be an integer >= 1"),
+    ({"downscale": 2.5}, "downscale must be a whole number"),
     ({"window_seconds": -1}, "window_seconds must be a positive number"),
     ({"fps": 0}, "fps must be a positive number"),
 ])
