@@ -127,7 +127,7 @@ def load_checked_state(path: Path, module: nn.Module, what: str, config_key: str
                 raise error(
                     f"{what} checkpoint {path} does not fit this {what} "
                     f"(built for {asdict(module.config)}; the file says {stored_config or 'nothing'}): "
-                    + "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+                    + "; ".join(problems)  # every mismatch: a partial list hides which layers differ
                 )
             state = {name: handle.get_tensor(name) for name in names}
     except (SafetensorError, OSError, ValueError) as exc:
