@@ -121,6 +121,7 @@ def test_saved_dino_and_fused_latents_are_the_models_outputs(generated, hybrid_m
     torch.testing.assert_close(load_file(root / "fused" / "clip00.safetensors")["latents"], fused, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["vlm", "hybrid"])
 def test_both_encoders_are_deterministic_per_seed(encoder, contexts, tmp_path):
     """Same seed: same weights and same clips, bit for bit; another seed: other weights, other clips."""
@@ -228,6 +229,7 @@ def test_latency_overhead_reaches_the_p2_gate(generated, contexts, tmp_path):
     assert entry.status == ("pass" if entry.value <= 0.25 else "fail")
 
 
+@pytest.mark.slow
 def test_cli_hybrid_and_usage_errors(contexts, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["generate", "-i", str(contexts / "clip00.mp4"), "-o", str(tmp_path / "out"),
