@@ -4,9 +4,10 @@ Per clip: the first ``context`` frames are read with the same readers as `score`
 (as images, with the prompt text) and its final-layer hidden states go through the query adapter, whose
 output is LTX-Video's prompt embeddings. With the hybrid encoder (research log P2) DINOv2 also encodes
 each context frame into patch tokens, and the fusion module (:mod:`foresight_eval.inference.fusion`)
-lets them cross-attend to the VLM's hidden states; the adapter reads that fused sequence instead. LTX-Video is conditioned on one image only, the last context
-frame, which becomes its first frame (the research log's first-frame-only finding, Q3); the frames it
-generates after that one are the predictions, horizons 1..``frames``.
+lets them cross-attend to the VLM's hidden states; the adapter reads that fused sequence instead.
+LTX-Video is conditioned on one image only, the last context frame, which becomes its first frame (the
+research log's first-frame-only finding, Q3); the frames it generates after that one are the
+predictions, horizons 1..``frames``.
 
 The predicted clip is written under the input's relative name as ``.mp4``, so ``score PREDS REFS`` pairs
 it with the reference directly. By default it holds the context frames followed by the predictions, so
@@ -17,9 +18,9 @@ written at the context clip's own size (antialiased resize when they differ).
 A clip that cannot be read or is too short, or a batch that fails, becomes an error row; the others go
 on. ``PREDS/generate_manifest.json`` records the options, where every model's weights came from (random
 ones included), one row per clip and the timings: ``read_s`` (decoding contexts), ``vlm_s``,
-``dino_s``, ``fusion_s`` (hybrid), ``adapter_s``, ``decoder_s`` (the whole LTX-Video call, of which ``denoise_s`` and ``vae_decode_s``),
-``latents_s``, ``write_s`` (H.264 encoding, summed over the writer threads that overlap the GPU work)
-and ``total_s`` (wall time). Its ``latency`` section times the encoder stage per clip and, for the
+``dino_s`` and ``fusion_s`` (hybrid), ``adapter_s``, ``decoder_s`` (the whole LTX-Video call, of which
+``denoise_s`` and ``vae_decode_s``), ``latents_s``, ``write_s`` (H.264 encoding, summed over the writer
+threads that overlap the GPU work) and ``total_s`` (wall time). Its ``latency`` section times the encoder stage per clip and, for the
 hybrid encoder, gives ``latency_overhead`` (see ``LATENCY_DEFINITION``); ``figures`` holds the run-level
 figures that ``score --extra-file PREDS/generate_manifest.json`` carries into a run for the gates.
 """
@@ -210,7 +211,8 @@ def dino_pixels(frames: np.ndarray, short_side: int, patch: int, device: torch.d
     sides rounded to multiples of the patch size (antialiased bilinear, aspect kept within a patch), then
     ImageNet-normalised. No centre crop, unlike DINOv2's classification preprocessing: the whole frame's
     spatial layout must reach the tokens."""
-    pixels = _to_tensor(frames).to(device)
+    # uint8 crosses to the device (a quarter of the bytes of float32); the arithmetic runs there.
+    pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
     height, width = pixels.shape[-2:]
     scale = short_side / min(height, width)
     size = (max(patch, round(width * scale / patch) * patch), max(patch, round(height * scale / patch) * patch))
@@ -515,7 +517,8 @@ def generate(
     if world.distributed:
         timings = {f"rank{rank}": rank_timings for rank, (_, rank_timings, _) in enumerate(gathered)}
     ordered = [rows[source.key] for source in all_sources]
-    result = GenerateResult(ordered, models.warnings(), timings, latency=encoder_latency(models.encoder, encoder_samples))
+    result = GenerateResult(ordered, models.warnings(), timings,
+                            latency=encoder_latency(models.encoder, encoder_samples))
     result.manifest = _manifest(models, options, steps, inputs, refs, latents_root, result, started, command)
     write_json_atomic(out / MANIFEST_FILE, result.manifest)
     return result
