@@ -240,3 +240,15 @@ def test_cli_hybrid_and_usage_errors(contexts, tmp_path):
     wrong = runner.invoke(main, ["generate", "-i", str(contexts), "-o", str(tmp_path / "x"), "--preset", "tiny",
                                  "--dino", str(tmp_path)])
     assert wrong.exit_code == 2 and "--encoder hybrid" in wrong.stderr
+
+
+def test_extra_file_takes_a_manifests_figures_and_plain_objects_as_they_are(tmp_path):
+    from foresight_eval.cli.score_cmd import _load_extra
+
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"latency_overhead": 0.319, "schema": "mine"}))
+    assert _load_extra(("param_efficiency=1.165",), plain) == {"latency_overhead": 0.319, "schema": "mine",
+                                                               "param_efficiency": 1.165}
+    manifest = tmp_path / MANIFEST_FILE
+    manifest.write_text(json.dumps({"schema": "foresight-eval/generate/v1", "clips": [], "figures": {"encoder": "vlm"}}))
+    assert _load_extra((), manifest) == {"encoder": "vlm"}
