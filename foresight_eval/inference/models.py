@@ -306,7 +306,8 @@ def load_dino(preset: Preset, source: str | None, random_weights: bool, device: 
         info = {"source": f"built in code ({preset.name} preset configuration)", "random": True}
     else:
         folder = resolve_weights(source, "DINOv2", "--dino")
-        dino = Dinov2Model.from_pretrained(folder, local_files_only=True, dtype=dtype)
+        # model.safetensors only: a pickled pytorch_model.bin could run code when loaded.
+        dino = Dinov2Model.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype)
         info = {"source": str(folder), "random": False}
     info["short_side"] = preset.dino_short_side
     return dino.to(device).eval(), info
@@ -317,8 +318,8 @@ def build_fusion(preset: Preset, dino: Any, vlm: Any, checkpoint: Path | None, d
     config = FusionConfig(dino_dim=dino.config.hidden_size, vlm_dim=vlm.config.text_config.hidden_size, **preset.fusion)
     torch.manual_seed(seed + 4)
     fusion = FusionModule(config)
-    return fusion.to(device=device, dtype=dtype).eval(), _learned_info(
-        fusion, config, checkpoint, load_fusion_state, "fusion module", "--fusion")
+    info = _learned_info(fusion, config, checkpoint, load_fusion_state, "fusion module", "--fusion")
+    return fusion.to(device=device, dtype=dtype).eval(), info
 
 
 def _learned_info(module: Any, config: Any, checkpoint: Path | None, load: Any, what: str,
