@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from foresight_eval.cli import main
-from foresight_eval.engine import ScoreOptions, score
+from foresight_eval.errors import UsageError
 from foresight_eval.gates import evaluate_gates, load_gates
 from foresight_eval.inference import GenerateOptions, ModelWeightsNotFound, generate, load_models
 from foresight_eval.inference.fusion import (FusionCheckpointError, FusionConfig, FusionModule, load_fusion_state,
@@ -182,6 +182,13 @@ def test_dino_and_fusion_load_from_local_files_and_the_hub_cache(hybrid_models, 
     assert not any("fusion" in note for note in loaded.warnings())
     assert_same_weights(hybrid_models.dino, loaded.dino)
     assert_same_weights(hybrid_models.fusion, loaded.fusion)
+
+    pickled = tmp_path / "dino-pickled"
+    shutil.copytree(tmp_path / "dino", pickled)
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    with pytest.raises(UsageError, match="only model.safetensors is read"):
+        load_models("tiny", device="cpu", encoder="hybrid", dino=str(pickled))
 
     # The full preset looks DINOv2 up as facebook/dinov2-large in the cache (tiny models stand in).
     hybrid_models.vlm.save_pretrained(tmp_path / "vlm")

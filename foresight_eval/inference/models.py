@@ -306,8 +306,11 @@ def load_dino(preset: Preset, source: str | None, random_weights: bool, device: 
         info = {"source": f"built in code ({preset.name} preset configuration)", "random": True}
     else:
         folder = resolve_weights(source, "DINOv2", "--dino")
-        # model.safetensors only: a pickled pytorch_model.bin could run code when loaded.
-        dino = Dinov2Model.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype)
+        try:  # model.safetensors only: a pickled pytorch_model.bin could run code when loaded
+            dino = Dinov2Model.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype)
+        except OSError as exc:
+            raise UsageError(f"DINOv2 weights in {folder} cannot be loaded ({exc}); only model.safetensors is read, "
+                             "pickled pytorch_model.bin files are refused") from exc
         info = {"source": str(folder), "random": False}
     info["short_side"] = preset.dino_short_side
     return dino.to(device).eval(), info
