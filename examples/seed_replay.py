@@ -9,6 +9,8 @@ Per encoder E, under OUT/E/:
   preds/    `generate --encoder E --save-latents latents --refs REFS`: clips, generate_manifest.json
   frames/   `score preds REFS --context K --ref-annotations REFS --extra-file preds/generate_manifest.json`:
             pixel, spatial and temporal metrics, and the manifest's figures (latency_overhead for hybrid)
+  dino-vs-fused/  (hybrid) `latents latents/dino latents/fused --reduce per-timestep -m cka,probe_r2`: per clip,
+            how much of the DINOv2 tokens' structure the fused sequence keeps (its tokens are the items)
   q1/       `latents` over clips (the research log's Q1 comparison): A = the representation the query adapter
             reads (E=vlm: the VLM's hidden states; E=hybrid: the fused sequence), B = LTX-Video's VAE latents of
             the reference future frames, each averaged over its tokens / horizons into one row per clip
@@ -101,6 +103,11 @@ def replay(preset: str, out: Path, *, contexts: Path, refs: Path, context: int, 
         save_file({"latents": clip_set(latents / "ref", keys).contiguous()}, str(q1 / "decoder.safetensors"))
         run("latents", str(q1 / "representation.safetensors"), str(q1 / "decoder.safetensors"), "-m", Q1_METRICS,
             "--device", device, "--out", str(root / "q1"), "--seed", str(seed))
+        if encoder == "hybrid":
+            # How much of DINOv2's structure the fused sequence keeps: per clip, its patch tokens are the items
+            # (the fused sequence has one token per DINOv2 token, in the same order).
+            run("latents", str(latents / "dino"), str(latents / "fused"), "--reduce", "per-timestep", "-m",
+                "cka,probe_r2", "--device", device, "--out", str(root / "dino-vs-fused"), "--seed", str(seed))
         # Exit 1 is a failed gate: expected with untrained models, and not a failure of the replay.
         gate_args = [arg for gate in GATES for arg in ("--gates", gate)]
         run("check", str(root / "frames"), *gate_args, "--json", ok=(0, 1), stdout=root / "check-gates.json")
