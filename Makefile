@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 RUN_DIR ?= runs/demo
 
-.PHONY: install demo test fixtures benchmark report clean
+.PHONY: install demo test fixtures benchmark report seed-replay clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ report: install
 		--title "Example: fixture prediction sets" -o reports/example
 	$(BIN)/foresight-eval leaderboard $(addprefix runs/report/,$(REPORT_SETS)) \
 		--title "Example leaderboard: fixture prediction sets" -o reports/leaderboard
+
+## The research log's pipeline in one command (examples/seed_replay.py): generate with both encoders (VLM-only,
+## hybrid DINOv2 + VLM) -> score -> check Gate 1 and Gate 2 -> report and leaderboard, in runs/seed-replay-PRESET/.
+## PRESET=tiny runs on a CPU; PRESET=full on a GPU, with random weights (untrained: the gates fail, the report says so).
+PRESET ?= tiny
+REPLAY_ARGS ?= $(if $(filter full,$(PRESET)),--random-weights --device cuda,--device cpu)
+seed-replay: install
+	$(BIN)/python examples/seed_replay.py --preset $(PRESET) $(REPLAY_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from foresight_eval.cli.common import EXIT_FAILED, EXIT_OK, handle_errors, print_json, stderr, stdout
 from foresight_eval.errors import UsageError, WeightsNotFound
-from foresight_eval.inference.models import DEFAULT_PROMPT, DTYPES, PRESETS
+from foresight_eval.inference.models import DEFAULT_PROMPT, DTYPES, ENCODERS, PRESETS
 
 
 def parse_resolution(value: str | None) -> tuple[int, int] | None:
@@ -44,7 +44,15 @@ def warn_loudly(notes: list[str], console) -> None:
               "cache (default for --preset full: Lightricks/LTX-Video). Its T5 text encoder is never loaded.")
 @click.option("--adapter", type=click.Path(path_type=Path), help="Query adapter weights (.safetensors). Without it "
               "the adapter is randomly initialised and the output says so.")
-@click.option("--random-weights", is_flag=True, help="Build the VLM and decoder with seeded random weights instead of "
+@click.option("--encoder", type=click.Choice(ENCODERS), default="vlm", show_default=True,
+              help="vlm: the adapter reads Qwen2.5-VL's hidden states. hybrid (research log P2): DINOv2 patch tokens "
+                   "cross-attend to them in a fusion module and the adapter reads the fused sequence; the manifest "
+                   "then records the encoder's latency overhead over the VLM alone.")
+@click.option("--dino", metavar="DIR|REPO", help="DINOv2 weights for --encoder hybrid: a save_pretrained folder, or a "
+              "hub id in the local cache (default for --preset full: facebook/dinov2-large).")
+@click.option("--fusion", type=click.Path(path_type=Path), help="Fusion module weights (.safetensors) for --encoder "
+              "hybrid. Without it the module is randomly initialised and the output says so.")
+@click.option("--random-weights", is_flag=True, help="Build the VLM, DINOv2 and decoder with seeded random weights instead of "
               "loading them (timing and plumbing runs; recorded in the manifest).")
 @click.option("--context", type=int, default=4, show_default=True, help="Context frames read from the start of each clip.")
 @click.option("--frames", type=int, default=16, show_default=True, help="Predicted frames per clip (horizons 1..N).")
@@ -64,7 +72,8 @@ def warn_loudly(notes: list[str], console) -> None:
 @click.option("--refs", type=click.Path(exists=True, path_type=Path),
               help="Reference clips (matched by name); with --save-latents, their future frames' VAE latents are saved.")
 @click.option("--save-latents", "latents_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-              help="Write per-clip latents: DIR/pred, DIR/ref (with --refs), DIR/vlm, as <clip>.safetensors; "
+              help="Write per-clip latents: DIR/pred, DIR/ref (with --refs), DIR/vlm (and DIR/dino, DIR/fused with "
+                   "--encoder hybrid), as <clip>.safetensors; "
                    "`foresight-eval latents DIR/pred DIR/ref -m latent_cosine` compares them.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(["auto", *DTYPES]), default="auto", show_default=True,
@@ -72,7 +81,7 @@ def warn_loudly(notes: list[str], console) -> None:
 @click.option("--offload", is_flag=True, help="Keep each model on the CPU except while its stage runs (smaller GPUs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 @handle_errors
-def generate_command(inputs, out, preset, vlm, decoder, adapter, random_weights, context, frames, resolution, steps,
+def generate_command(inputs, out, preset, vlm, decoder, adapter, encoder, dino, fusion, random_weights, context, frames, resolution, steps,
                      guidance, seed, batch_size, fps, include_context, prompt, refs, latents_dir, device, dtype,
                      offload, as_json) -> None:
     """Predict future frames for every context clip in INPUTS with Qwen2.5-VL -> query adapter -> LTX-Video,
@@ -91,7 +100,8 @@ def generate_command(inputs, out, preset, vlm, decoder, adapter, random_weights,
     try:
         with stderr.status(f"loading the {preset} preset's models"):
             models = load_models(preset, vlm=vlm, decoder=decoder, adapter=adapter, random_weights=random_weights,
-                                 device=device, dtype=dtype, seed=seed, offload=offload)
+                                 device=device, dtype=dtype, seed=seed, offload=offload, encoder=encoder, dino=dino,
+                                 fusion=fusion)
     except WeightsNotFound as exc:
         raise UsageError(str(exc)) from exc
     warn_loudly(models.warnings(), stderr)
@@ -115,6 +125,10 @@ def generate_command(inputs, out, preset, vlm, decoder, adapter, random_weights,
     written = len(result.rows) - len(result.failed)
     console.print(f"{written} of {len(result.rows)} clips written to {escape(str(out))} "
                   f"({result.timings.get('total_s', 0.0):.1f} s); manifest: {escape(str(out / 'generate_manifest.json'))}")
+    if result.latency.get("latency_overhead") is not None:
+        console.print(f"encoder latency overhead over the VLM alone: {result.latency['latency_overhead']:.1%} "
+                      f"(median {result.latency['median_hybrid_encoder_s']:.4f} s against "
+                      f"{result.latency['median_vlm_encoder_s']:.4f} s per clip; definition in the manifest)")
     warn_loudly(result.warnings, console)
     if as_json:
         print_json(result.manifest)

@@ -61,6 +61,8 @@ def _load_extra(extra: tuple[str, ...], extra_file: Path | None) -> dict:
             raise UsageError(f"--extra-file {extra_file}: {exc}") from exc
         if not isinstance(figures, dict):
             raise UsageError(f"--extra-file {extra_file}: expected a JSON object of named figures")
+        if str(figures.get("schema", "")).startswith("foresight-eval/generate/"):  # a generate_manifest.json
+            figures = dict(figures.get("figures") or {})
     figures.update(parse_assignments(extra, "--extra"))
     return figures
 
@@ -75,7 +77,8 @@ def run_output_options(command):
         click.option("--extra", multiple=True, metavar="NAME=VALUE",
                      help="A run-level figure recorded in summary.json for gates, e.g. --extra latency_overhead=0.319."),
         click.option("--extra-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="A JSON object of run-level figures, recorded like --extra."),
+                     help="A JSON object of run-level figures, recorded like --extra; a generate_manifest.json "
+                          "gives the figures `generate` measured (latency_overhead of --encoder hybrid)."),
         click.option("--bootstrap-resamples", type=int, default=2000, show_default=True, help="Resamples for the CIs."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling."),
     )

@@ -26,8 +26,12 @@ from foresight_eval.io.files import write_atomic
 CONFIG_METADATA_KEY = "foresight_eval.query_adapter"
 
 
-class AdapterCheckpointError(UsageError):
-    """An adapter checkpoint exists but cannot be used (not safetensors, wrong shapes, missing tensors)."""
+class CheckpointError(UsageError):
+    """A weights file exists but cannot be used (not safetensors, wrong shapes, missing tensors)."""
+
+
+class AdapterCheckpointError(CheckpointError):
+    """The query adapter's checkpoint cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -86,21 +90,33 @@ class QueryAdapter(nn.Module):
 
 def save_adapter(adapter: QueryAdapter, path: Path) -> None:
     """Write the weights as .safetensors (atomically), with the adapter's config in the file's metadata."""
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in adapter.state_dict().items()}
-    write_atomic(Path(path), save(state, metadata={CONFIG_METADATA_KEY: json.dumps(asdict(adapter.config))}))
+    save_module(adapter, path, CONFIG_METADATA_KEY)
 
 
 def load_adapter_state(path: Path, adapter: QueryAdapter) -> None:
-    """Load ``path`` into ``adapter``, checking every tensor's name and shape first.
+    """Load ``path`` into ``adapter``, checking every tensor's name and shape first."""
+    load_checked_state(path, adapter, "adapter", CONFIG_METADATA_KEY, AdapterCheckpointError)
+
+
+def save_module(module: nn.Module, path: Path, config_key: str) -> None:
+    """A module's weights as .safetensors (atomically), its ``config`` dataclass in the metadata under ``config_key``."""
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
+    write_atomic(Path(path), save(state, metadata={config_key: json.dumps(asdict(module.config))}))
+
+
+def load_checked_state(path: Path, module: nn.Module, what: str, config_key: str,
+                       error: type[CheckpointError]) -> None:
+    """Load ``path`` into ``module`` (which has a ``config`` dataclass), checking every tensor's name and shape
+    first; ``error`` lists each mismatch and the config stored in the file's metadata.
 
     Only the safetensors format is read: it holds raw tensors and cannot execute code, unlike a pickle.
     """
     path = Path(path)
-    expected = adapter.state_dict()
+    expected = module.state_dict()
     try:
         with safe_open(str(path), framework="pt") as handle:
             names = set(handle.keys())
-            stored_config = (handle.metadata() or {}).get(CONFIG_METADATA_KEY)
+            stored_config = (handle.metadata() or {}).get(config_key)
             problems = [f"missing tensor {name!r}" for name in sorted(expected.keys() - names)]
             problems += [f"unexpected tensor {name!r}" for name in sorted(names - expected.keys())]
             for name in sorted(expected.keys() & names):
@@ -108,15 +124,15 @@ def load_adapter_state(path: Path, adapter: QueryAdapter) -> None:
                 if shape != tuple(expected[name].shape):
                     problems.append(f"{name}: shape {shape} in the file, {tuple(expected[name].shape)} expected")
             if problems:
-                raise AdapterCheckpointError(
-                    f"adapter checkpoint {path} does not fit this adapter "
-                    f"(built for {asdict(adapter.config)}; the file says {stored_config or 'nothing'}): "
-                    + "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+                raise error(
+                    f"{what} checkpoint {path} does not fit this {what} "
+                    f"(built for {asdict(module.config)}; the file says {stored_config or 'nothing'}): "
+                    + "; ".join(problems)  # every mismatch: a partial list hides which layers differ
                 )
             state = {name: handle.get_tensor(name) for name in names}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise AdapterCheckpointError(
-            f"adapter checkpoint {path} is not a readable .safetensors file ({exc}); "
+        raise error(
+            f"{what} checkpoint {path} is not a readable .safetensors file ({exc}); "
             "pickled checkpoints (torch.save .pt/.bin) are refused: convert them with safetensors.torch.save_file"
         ) from exc
-    adapter.load_state_dict(state)
+    module.load_state_dict(state)

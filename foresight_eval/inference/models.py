@@ -1,7 +1,8 @@
 """The models behind `foresight-eval generate`: presets, and one code path that builds or loads them.
 
 Both presets use the same classes (transformers' ``Qwen2_5_VLForConditionalGeneration`` and its processor,
-this package's :class:`QueryAdapter`, diffusers' ``LTXImageToVideoPipeline``); only the configurations
+this package's :class:`QueryAdapter`, diffusers' ``LTXImageToVideoPipeline``; for ``encoder="hybrid"``
+also transformers' ``Dinov2Model`` and this package's :class:`FusionModule`); only the configurations
 differ. Weights are read from local folders in each library's standard layout (``save_pretrained``
 output) or from the local Hugging Face cache, never downloaded. A part without weights is built from
 its preset configuration with seeded random weights, and that fact is recorded and announced.
@@ -21,10 +22,13 @@ from foresight_eval.distributed import current_world, rank_device
 from foresight_eval.engine import resolve_device
 from foresight_eval.errors import UsageError, WeightsNotFound
 from foresight_eval.inference.adapter import AdapterConfig, QueryAdapter, load_adapter_state
+from foresight_eval.inference.fusion import FusionConfig, FusionModule, load_fusion_state
 
 VLM_REPO = "Qwen/Qwen2.5-VL-7B-Instruct"
 DEFAULT_PROMPT = "Watch these frames and predict what happens next."
 DECODER_REPO = "Lightricks/LTX-Video"
+DINO_REPO = "facebook/dinov2-large"
+ENCODERS = ("vlm", "hybrid")  # VLM-only (research log C1/C2), DINOv2 + VLM through the fusion module (P2)
 
 # Qwen's chat format, enough of it for a user turn of images and text. The offline processor needs its
 # own template; a processor loaded with real weights brings Qwen's.
@@ -53,6 +57,10 @@ class Preset:
     steps: int  # default denoising steps
     vlm_source: str | None
     decoder_source: str | None
+    dino_config: dict[str, Any]  # transformers Dinov2Config (hybrid encoder)
+    dino_short_side: int  # context frames are resized so their short side is this many pixels for DINOv2
+    fusion: dict[str, int]  # FusionConfig fields other than the two input widths
+    dino_source: str | None
 
 
 _QWEN_IDS = dict(zip(QWEN_SPECIAL_TOKENS, (151643, 151644, 151645, 151652, 151653, 151655, 151656)))
@@ -89,6 +97,15 @@ PRESETS: dict[str, Preset] = {
         steps=50,
         vlm_source=VLM_REPO,
         decoder_source=DECODER_REPO,
+        # DINOv2 ViT-L/14 (facebook/dinov2-large's config.json): the research log's P2 choice (ViT-G cost 68%
+        # latency overhead, ViT-L 31.9%). A 224-pixel short side gives 16 patch rows, the resolution
+        # DINOv2 was trained at.
+        dino_config=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, mlp_ratio=4, patch_size=14,
+                         image_size=518, layerscale_value=1.0, layer_norm_eps=1e-6, qkv_bias=True, hidden_act="gelu",
+                         use_swiglu_ffn=False, drop_path_rate=0.0),
+        dino_short_side=224,
+        fusion=dict(width=1024, depth=2, heads=16),
+        dino_source=DINO_REPO,
     ),
     # The same classes at toy sizes: runs end to end on a CPU in seconds. The VAE keeps LTX's block
     # structure, hence its compression (32x spatial, 8x temporal), so sizes must be multiples of 32.
@@ -118,6 +135,12 @@ PRESETS: dict[str, Preset] = {
         steps=2,
         vlm_source=None,
         decoder_source=None,
+        dino_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2, patch_size=14,
+                         image_size=56, layerscale_value=1.0, layer_norm_eps=1e-6, qkv_bias=True, hidden_act="gelu",
+                         use_swiglu_ffn=False, drop_path_rate=0.0),
+        dino_short_side=56,
+        fusion=dict(width=16, depth=1, heads=2),
+        dino_source=None,
     ),
 }
 
@@ -170,21 +193,33 @@ class LoadedModels:
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Each stage's models sit on the CPU and visit the device only while their stage runs.
     offload: bool = False
+    encoder: str = "vlm"  # one of ENCODERS
+    dino: Any = None  # transformers Dinov2Model (hybrid encoder only)
+    fusion: FusionModule | None = None  # hybrid encoder only
 
     @property
     def random_parts(self) -> list[str]:
         return [part for part, info in self.provenance.items() if info.get("random")]
 
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per component (the research log's C2 compares adapters by size)."""
+        modules = {"vlm": self.vlm, "dino": self.dino, "fusion": self.fusion, "adapter": self.adapter,
+                   "decoder_transformer": self.pipeline.transformer, "decoder_vae": self.pipeline.vae}
+        return {name: sum(p.numel() for p in module.parameters()) for name, module in modules.items()
+                if module is not None}
+
     def warnings(self) -> list[str]:
-        notes = []
-        if self.provenance["adapter"].get("random"):
-            notes.append("the query adapter has RANDOM weights (no --adapter checkpoint): these predictions are not "
-                         "a trained model's")
-        others = [part for part in self.random_parts if part != "adapter"]
+        notes = [f"the {label} has RANDOM weights (no {option} checkpoint): these predictions are not a trained "
+                 "model's" for part, (label, option) in _LEARNED_PARTS.items() if self.provenance.get(part, {}).get("random")]
+        others = [part for part in self.random_parts if part not in _LEARNED_PARTS]
         if others:
             notes.append(f"{' and '.join(others)} built with RANDOM weights ({self.preset.name} preset "
                          f"configuration): output is for timing and plumbing only")
         return notes
+
+
+# The parts this package trains (no published weights exist): random until a checkpoint is given.
+_LEARNED_PARTS = {"fusion": ("fusion module", "--fusion"), "adapter": ("query adapter", "--adapter")}
 
 
 @contextlib.contextmanager
@@ -260,21 +295,58 @@ def load_decoder(preset: Preset, source: str | None, random_weights: bool, devic
     return pipeline.to(device=device, dtype=dtype), info
 
 
-def build_adapter(preset: Preset, vlm: Any, pipeline: Any, checkpoint: Path | None, device: torch.device,
-                  dtype: torch.dtype, seed: int) -> tuple[QueryAdapter, dict[str, Any]]:
-    config = AdapterConfig(vlm_dim=vlm.config.text_config.hidden_size,
-                           out_dim=pipeline.transformer.config.caption_channels, **preset.adapter)
-    torch.manual_seed(seed + 2)
-    adapter = QueryAdapter(config)
-    info: dict[str, Any] = {"config": asdict(config), "parameters": adapter.num_parameters()}
+def load_dino(preset: Preset, source: str | None, random_weights: bool, device: torch.device, dtype: torch.dtype,
+              seed: int) -> tuple[Any, dict[str, Any]]:
+    from transformers import Dinov2Config, Dinov2Model
+
+    source = source or (None if random_weights else preset.dino_source)
+    if source is None:
+        with _building(device, seed + 3):
+            dino = Dinov2Model._from_config(Dinov2Config(**preset.dino_config), dtype=dtype)
+        info = {"source": f"built in code ({preset.name} preset configuration)", "random": True}
+    else:
+        folder = resolve_weights(source, "DINOv2", "--dino")
+        try:  # model.safetensors only: a pickled pytorch_model.bin could run code when loaded
+            dino = Dinov2Model.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype)
+        except OSError as exc:
+            raise UsageError(f"DINOv2 weights in {folder} cannot be loaded ({exc}); only model.safetensors is read, "
+                             "pickled pytorch_model.bin files are refused") from exc
+        info = {"source": str(folder), "random": False}
+    info["short_side"] = preset.dino_short_side
+    return dino.to(device).eval(), info
+
+
+def build_fusion(preset: Preset, dino: Any, vlm: Any, checkpoint: Path | None, device: torch.device,
+                 dtype: torch.dtype, seed: int) -> tuple[FusionModule, dict[str, Any]]:
+    config = FusionConfig(dino_dim=dino.config.hidden_size, vlm_dim=vlm.config.text_config.hidden_size, **preset.fusion)
+    torch.manual_seed(seed + 4)
+    fusion = FusionModule(config)
+    info = _learned_info(fusion, config, checkpoint, load_fusion_state, "fusion module", "--fusion")
+    return fusion.to(device=device, dtype=dtype).eval(), info
+
+
+def _learned_info(module: Any, config: Any, checkpoint: Path | None, load: Any, what: str,
+                  option: str) -> dict[str, Any]:
+    """Load ``checkpoint`` into a freshly initialised module (if given) and describe where its weights came from."""
+    info: dict[str, Any] = {"config": asdict(config), "parameters": module.num_parameters()}
     if checkpoint is None:
         info.update(source="random initialisation (seeded)", random=True)
-    else:
-        checkpoint = Path(checkpoint)
-        if not checkpoint.is_file():
-            raise ModelWeightsNotFound("query adapter", str(checkpoint), [f"file {checkpoint}"], "--adapter")
-        load_adapter_state(checkpoint, adapter)
-        info.update(source=str(checkpoint), random=False)
+        return info
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ModelWeightsNotFound(what, str(checkpoint), [f"file {checkpoint}"], option)
+    load(checkpoint, module)
+    info.update(source=str(checkpoint), random=False)
+    return info
+
+
+def build_adapter(preset: Preset, context_dim: int, pipeline: Any, checkpoint: Path | None, device: torch.device,
+                  dtype: torch.dtype, seed: int) -> tuple[QueryAdapter, dict[str, Any]]:
+    """The query adapter over a ``context_dim``-wide sequence (the VLM's hidden states, or the fused sequence)."""
+    config = AdapterConfig(vlm_dim=context_dim, out_dim=pipeline.transformer.config.caption_channels, **preset.adapter)
+    torch.manual_seed(seed + 2)
+    adapter = QueryAdapter(config)
+    info = _learned_info(adapter, config, checkpoint, load_adapter_state, "query adapter", "--adapter")
     return adapter.to(device=device, dtype=dtype).eval(), info
 
 
@@ -289,28 +361,49 @@ def load_models(
     dtype: str | torch.dtype | None = None,
     seed: int = 0,
     offload: bool = False,
+    encoder: str = "vlm",
+    dino: str | None = None,
+    fusion: str | Path | None = None,
 ) -> LoadedModels:
-    """Build or load the VLM, the adapter and the decoder for ``preset``.
+    """Build or load the VLM, the adapter and the decoder for ``preset`` (and, for ``encoder="hybrid"``,
+    DINOv2 and the fusion module).
 
     ``vlm``/``decoder`` are local folders or hub ids found in the local cache (default: the preset's own
     repositories; the tiny preset has none and is always random). ``random_weights`` builds the preset's
     architectures with seeded random weights instead of loading them. ``adapter`` is a .safetensors file;
     without one the adapter is randomly initialised. ``dtype`` defaults to bfloat16 on a GPU, float32 on a CPU.
     ``offload`` parks the models on the CPU between their stages, for GPUs that cannot hold them all at once.
+    ``encoder="hybrid"`` adds DINOv2 (``dino``: a folder or hub id in the local cache, like ``vlm``) and the
+    fusion module (``fusion``: a .safetensors file; without one, randomly initialised), whose fused
+    sequence the adapter reads instead of the VLM's hidden states.
     """
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    if encoder not in ENCODERS:
+        raise UsageError(f"unknown encoder {encoder!r} (known: {', '.join(ENCODERS)})")
+    if encoder != "hybrid" and (dino is not None or fusion is not None):
+        raise UsageError("--dino and --fusion belong to the hybrid encoder: add --encoder hybrid")
     spec = PRESETS[preset]
     torch_device = rank_device(resolve_device(device), current_world())  # a GPU per rank under torchrun
     torch_dtype = resolve_dtype(dtype, torch_device)
     vlm_model, processor, vlm_info = load_vlm(spec, vlm, random_weights, torch_device, torch_dtype, seed)
     pipeline, decoder_info = load_decoder(spec, decoder, random_weights, torch_device, torch_dtype, seed)
-    adapter_model, adapter_info = build_adapter(spec, vlm_model, pipeline, adapter, torch_device, torch_dtype, seed)
-    models = LoadedModels(spec, vlm_model, processor, adapter_model, pipeline, torch_device, torch_dtype,
-                          {"vlm": vlm_info, "decoder": decoder_info, "adapter": adapter_info}, offload)
+    provenance = {"vlm": vlm_info, "decoder": decoder_info}
+    dino_model = fusion_model = None
+    context_dim = vlm_model.config.text_config.hidden_size
+    if encoder == "hybrid":
+        dino_model, provenance["dino"] = load_dino(spec, dino, random_weights, torch_device, torch_dtype, seed)
+        fusion_model, provenance["fusion"] = build_fusion(spec, dino_model, vlm_model, fusion, torch_device,
+                                                          torch_dtype, seed)
+        context_dim = fusion_model.config.width
+    adapter_model, provenance["adapter"] = build_adapter(spec, context_dim, pipeline, adapter, torch_device,
+                                                         torch_dtype, seed)
+    models = LoadedModels(spec, vlm_model, processor, adapter_model, pipeline, torch_device, torch_dtype, provenance,
+                          offload, encoder, dino_model, fusion_model)
     if offload:
-        for module in (vlm_model, adapter_model, pipeline.transformer, pipeline.vae):
-            module.to("cpu")
+        for module in (vlm_model, dino_model, fusion_model, adapter_model, pipeline.transformer, pipeline.vae):
+            if module is not None:
+                module.to("cpu")
     return models
 
 

@@ -2,9 +2,12 @@
 
 Per clip: the first ``context`` frames are read with the same readers as `score`; Qwen2.5-VL reads them
 (as images, with the prompt text) and its final-layer hidden states go through the query adapter, whose
-output is LTX-Video's prompt embeddings. LTX-Video is conditioned on one image only, the last context
-frame, which becomes its first frame (the research log's first-frame-only finding, Q3); the frames it
-generates after that one are the predictions, horizons 1..``frames``.
+output is LTX-Video's prompt embeddings. With the hybrid encoder (research log P2) DINOv2 also encodes
+each context frame into patch tokens, and the fusion module (:mod:`foresight_eval.inference.fusion`)
+lets them cross-attend to the VLM's hidden states; the adapter reads that fused sequence instead.
+LTX-Video is conditioned on one image only, the last context frame, which becomes its first frame (the
+research log's first-frame-only finding, Q3); the frames it generates after that one are the
+predictions, horizons 1..``frames``.
 
 The predicted clip is written under the input's relative name as ``.mp4``, so ``score PREDS REFS`` pairs
 it with the reference directly. By default it holds the context frames followed by the predictions, so
@@ -15,9 +18,11 @@ written at the context clip's own size (antialiased resize when they differ).
 A clip that cannot be read or is too short, or a batch that fails, becomes an error row; the others go
 on. ``PREDS/generate_manifest.json`` records the options, where every model's weights came from (random
 ones included), one row per clip and the timings: ``read_s`` (decoding contexts), ``vlm_s``,
-``adapter_s``, ``decoder_s`` (the whole LTX-Video call, of which ``denoise_s`` and ``vae_decode_s``),
-``latents_s``, ``write_s`` (H.264 encoding, summed over the writer threads that overlap the GPU work)
-and ``total_s`` (wall time).
+``dino_s`` and ``fusion_s`` (hybrid), ``adapter_s``, ``decoder_s`` (the whole LTX-Video call, of which
+``denoise_s`` and ``vae_decode_s``), ``latents_s``, ``write_s`` (H.264 encoding, summed over the writer
+threads that overlap the GPU work) and ``total_s`` (wall time). Its ``latency`` section times the encoder stage per clip and, for the
+hybrid encoder, gives ``latency_overhead`` (see ``LATENCY_DEFINITION``); ``figures`` holds the run-level
+figures that ``score --extra-file PREDS/generate_manifest.json`` carries into a run for the gates.
 """
 
 from __future__ import annotations
@@ -55,7 +60,22 @@ LATENT_LAYOUT = {
     "pred": "(1, H, C*h*w): the LTX VAE latent of each predicted frame, horizons 1..H",
     "ref": "(1, H, C*h*w): the same for the reference's frames after the context (with refs)",
     "vlm": "(1, S, D): Qwen2.5-VL final-layer hidden states of the S prompt tokens",
+    "dino": "(1, K*N, D): DINOv2 final-layer-normed patch tokens, N per context frame, frame by frame (hybrid)",
+    "fused": "(1, K*N, W): the fusion module's output, one token per DINOv2 patch token (hybrid)",
 }
+# DINOv2's published preprocessing normalisation (ImageNet mean and standard deviation).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+ENCODER_STAGES = {"vlm": ("vlm_s",), "hybrid": ("vlm_s", "dino_s", "fusion_s")}
+LATENCY_DEFINITION = (
+    "latency_overhead = median over clips of the hybrid encoder stage's seconds / median over clips of the "
+    "VLM-only encoder stage's seconds - 1 (research log P2's latency overhead; its target was < 25%). "
+    "Encoder stage: from the decoded context frames (Qwen's processor already applied on the CPU) to the sequence "
+    "the query adapter reads. VLM-only: the Qwen2.5-VL forward pass (vlm_s). Hybrid: that same pass plus DINOv2 "
+    "(moving the frames to the device, resize, normalisation and forward pass: dino_s) and the fusion module "
+    "(fusion_s), run one after the other. Both are measured in the same run on the same clips, each stage "
+    "device-synchronised (torch.cuda.synchronize) before and after; a clip's seconds are its batch's divided by "
+    "the batch's clip count; one untimed warm-up pass of the encoders over the first batch is excluded."
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,7 @@ class GenerateResult:
     rows: list[ClipRow]
     warnings: list[str]
     timings: dict[str, float]
+    latency: dict[str, Any] = field(default_factory=dict)  # see encoder_latency
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -173,9 +194,37 @@ class _Stage:
                 module.to("cpu")
 
 
-def encode_contexts(models: LoadedModels, contexts: list[_Context], prompt: str,
-                    timings: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """VLM hidden states and mask, then the adapter's prompt embeddings and mask, for a batch of contexts."""
+@dataclass
+class _Encoded:
+    """A batch's encoder outputs: what the adapter read, and what it made of it."""
+
+    hidden: torch.Tensor  # (B, S, D) VLM final-layer hidden states
+    mask: torch.Tensor  # (B, S) their attention mask
+    embeds: torch.Tensor  # (B, Q, C) the adapter's prompt embeddings
+    embeds_mask: torch.Tensor  # (B, Q)
+    dino: torch.Tensor | None = None  # (B, K, N, Dd) DINOv2 patch tokens (hybrid)
+    fused: torch.Tensor | None = None  # (B, K*N, W) the fusion module's output (hybrid)
+
+
+def dino_pixels(frames: np.ndarray, short_side: int, patch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(N, H, W, 3) uint8 frames -> (N, 3, h, w) DINOv2 input: the short side resized to ``short_side`` and both
+    sides rounded to multiples of the patch size (antialiased bilinear, aspect kept within a patch), then
+    ImageNet-normalised. No centre crop, unlike DINOv2's classification preprocessing: the whole frame's
+    spatial layout must reach the tokens."""
+    # uint8 crosses to the device (a quarter of the bytes of float32); the arithmetic runs there.
+    pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    height, width = pixels.shape[-2:]
+    scale = short_side / min(height, width)
+    size = (max(patch, round(width * scale / patch) * patch), max(patch, round(height * scale / patch) * patch))
+    pixels = _resize(pixels, size)
+    mean = torch.tensor(IMAGENET_MEAN, device=device)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, device=device)[:, None, None]
+    return ((pixels - mean) / std).to(dtype)
+
+
+def encode_contexts(models: LoadedModels, contexts: list[_Context], prompt: str, timings: dict[str, float]) -> _Encoded:
+    """The encoder stage (VLM, and for the hybrid encoder DINOv2 and the fusion module), then the adapter's
+    prompt embeddings, for a batch of contexts."""
     messages = [{"role": "user", "content": [{"type": "image"}] * len(contexts[0].frames)
                  + [{"type": "text", "text": prompt}]}]
     text = models.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
@@ -187,9 +236,21 @@ def encode_contexts(models: LoadedModels, contexts: list[_Context], prompt: str,
         # The language model's output before the LM head: final-layer hidden states (after the final norm).
         hidden = models.vlm.model(**inputs).last_hidden_state
     mask = inputs["attention_mask"]
+    encoded = _Encoded(hidden, mask, hidden, mask)
+    context = hidden
+    if models.encoder == "hybrid":
+        with _Stage(timings, "dino_s", models, [models.dino]):
+            pixels = dino_pixels(np.stack(images), models.preset.dino_short_side, models.dino.config.patch_size,
+                                 models.device, models.dtype)
+            # Final-layer-normed tokens; the first is CLS, the rest are the patches in raster order.
+            tokens = models.dino(pixel_values=pixels).last_hidden_state[:, 1:]
+            encoded.dino = tokens.reshape(len(contexts), len(contexts[0].frames), *tokens.shape[1:])
+        with _Stage(timings, "fusion_s", models, [models.fusion]):
+            encoded.fused = context = models.fusion(encoded.dino, hidden, mask)
+        mask = torch.ones(context.shape[:2], dtype=torch.long, device=context.device)
     with _Stage(timings, "adapter_s", models, [models.adapter]):
-        embeds, embeds_mask = models.adapter(hidden, mask)
-    return hidden, mask, embeds, embeds_mask
+        encoded.embeds, encoded.embeds_mask = models.adapter(context, mask)
+    return encoded
 
 
 def _frame_latents(models: LoadedModels, frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -214,6 +275,7 @@ class _ClipOutput:
     row: ClipRow
     frames: np.ndarray  # (T, H, W, 3) uint8, as written
     latents: dict[str, torch.Tensor] | None
+    encoder_s: dict[str, float]  # this clip's share of its batch's encoder stages (ENCODER_STAGES)
 
 
 def generate_batch(models: LoadedModels, contexts: list[_Context], out: Path, options: GenerateOptions,
@@ -225,7 +287,12 @@ def generate_batch(models: LoadedModels, contexts: list[_Context], out: Path, op
     ratio = pipe.vae_temporal_compression_ratio
     # LTX-Video makes 1 + ratio*k frames; generate enough and keep the first `frames` after the condition.
     num_frames = 1 + math.ceil(options.frames / ratio) * ratio
-    hidden, mask, embeds, embeds_mask = encode_contexts(models, contexts, options.prompt, timings)
+    encoder_s: dict[str, float] = {}
+    encoded = encode_contexts(models, contexts, options.prompt, encoder_s)
+    for name, seconds in encoder_s.items():
+        timings[name] = timings.get(name, 0.0) + seconds
+    clip_encoder_s = {name: encoder_s[name] / len(contexts) for name in ENCODER_STAGES[models.encoder]}
+    embeds, embeds_mask = encoded.embeds, encoded.embeds_mask
     last_frames = _resize(_to_tensor(np.stack([c.frames[-1] for c in contexts])), (width, height))
     generators = [torch.Generator("cpu").manual_seed(clip_seed(options.seed, c.source.key)) for c in contexts]
     denoised_at = 0.0
@@ -270,12 +337,16 @@ def generate_batch(models: LoadedModels, contexts: list[_Context], out: Path, op
             frames = np.concatenate([context.frames, frames])
         tensors = None
         if latents_dir is not None:
-            tensors = {"pred": pred_latents[index][None], "vlm": hidden[index][mask[index].bool()][None].float().cpu()}
+            tensors = {"pred": pred_latents[index][None],
+                       "vlm": encoded.hidden[index][encoded.mask[index].bool()][None].float().cpu()}
+            if encoded.dino is not None:
+                tensors["dino"] = encoded.dino[index].flatten(0, 1)[None].float().cpu()
+                tensors["fused"] = encoded.fused[index][None].float().cpu()
             if ref_latents[index] is not None:
                 tensors["ref"] = ref_latents[index][None]
         row = ClipRow(context.source.key, str(context.source.path), output=str(out / f"{context.source.key}.mp4"),
                       frames=len(frames), size=(w, h), generated_size=(width, height))
-        outputs.append(_ClipOutput(row, frames, tensors))
+        outputs.append(_ClipOutput(row, frames, tensors, clip_encoder_s))
     return outputs
 
 
@@ -363,6 +434,8 @@ def generate(
 
     rows: dict[str, ClipRow] = {}
     timings: dict[str, float] = {}
+    encoder_samples: dict[str, dict[str, float]] = {}  # clip -> its encoder stages' seconds
+    warmed_up = False
 
     def record(row: ClipRow) -> None:
         rows[row.video] = row
@@ -391,9 +464,13 @@ def generate(
     pending: list[_Context] = []
 
     def flush() -> None:
+        nonlocal warmed_up
         for batch in _batches(pending, options.batch_size):
             try:
                 with torch.inference_mode():
+                    if not warmed_up:  # untimed: kernel selection and allocations (see LATENCY_DEFINITION)
+                        encode_contexts(models, batch, options.prompt, {})
+                        warmed_up = True
                     outputs = generate_batch(models, batch, out, options, steps, latents_root, timings, on_step)
             except Exception as exc:  # noqa: BLE001 - one failed batch must not lose the run
                 reason = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
@@ -401,6 +478,7 @@ def generate(
                     fail(context.source, reason)
                 continue
             for output in outputs:
+                encoder_samples[output.row.video] = output.encoder_s
                 writing.append((output, writers.submit(_write_clip, output, latents_root, options.fps)))
             finish_writes(keep=2 * WRITER_THREADS)  # bounds the frames held in memory
         pending.clear()
@@ -431,17 +509,47 @@ def generate(
     if models.device.type == "cuda":
         timings["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(models.device) / 1e9
 
-    gathered = gather_to_main((rows, timings), world)
+    gathered = gather_to_main((rows, timings, encoder_samples), world)
     if not world.is_main:
         return None
-    rows = {video: row for rank_rows, _ in gathered for video, row in rank_rows.items()}
+    rows = {video: row for rank_rows, _, _ in gathered for video, row in rank_rows.items()}
+    encoder_samples = {video: sample for _, _, rank_samples in gathered for video, sample in rank_samples.items()}
     if world.distributed:
-        timings = {f"rank{rank}": rank_timings for rank, (_, rank_timings) in enumerate(gathered)}
+        timings = {f"rank{rank}": rank_timings for rank, (_, rank_timings, _) in enumerate(gathered)}
     ordered = [rows[source.key] for source in all_sources]
-    result = GenerateResult(ordered, models.warnings(), timings)
+    result = GenerateResult(ordered, models.warnings(), timings,
+                            latency=encoder_latency(models.encoder, encoder_samples))
     result.manifest = _manifest(models, options, steps, inputs, refs, latents_root, result, started, command)
     write_json_atomic(out / MANIFEST_FILE, result.manifest)
     return result
+
+
+def encoder_latency(encoder: str, samples: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Per-clip encoder-stage seconds, their medians and, for the hybrid encoder, ``latency_overhead``
+    (``LATENCY_DEFINITION``); ``None`` where no clip was encoded."""
+    vlm = [sample["vlm_s"] for sample in samples.values()]
+    section: dict[str, Any] = {
+        "encoder": encoder, "stages": list(ENCODER_STAGES[encoder]), "clips": len(samples), "per_clip": samples,
+        "median_vlm_encoder_s": float(np.median(vlm)) if vlm else None,
+        "median_hybrid_encoder_s": None, "latency_overhead": None,
+    }
+    if encoder == "hybrid":
+        section["definition"] = LATENCY_DEFINITION
+        if samples:
+            hybrid = float(np.median([sum(sample.values()) for sample in samples.values()]))
+            section["median_hybrid_encoder_s"] = hybrid
+            section["latency_overhead"] = hybrid / section["median_vlm_encoder_s"] - 1.0
+    return section
+
+
+def run_figures(models: LoadedModels, latency: dict[str, Any]) -> dict[str, Any]:
+    """The run-level figures `score --extra-file PREDS/generate_manifest.json` records in the scored run."""
+    figures: dict[str, Any] = {"encoder": models.encoder, "generate_trained": not models.random_parts,
+                               "encoder_vlm_s": latency["median_vlm_encoder_s"]}
+    if models.encoder == "hybrid":
+        figures.update(encoder_hybrid_s=latency["median_hybrid_encoder_s"],
+                       latency_overhead=latency["latency_overhead"], latency_overhead_definition=LATENCY_DEFINITION)
+    return figures
 
 
 def _manifest(models: LoadedModels, options: GenerateOptions, steps: int, inputs: Path, refs: str | Path | None,
@@ -450,6 +558,7 @@ def _manifest(models: LoadedModels, options: GenerateOptions, steps: int, inputs
     return json_safe({
         "schema": MANIFEST_SCHEMA,
         "preset": models.preset.name,
+        "encoder": models.encoder,
         "trained": not models.random_parts,
         "random_weights": models.random_parts,
         "warnings": result.warnings,
@@ -462,6 +571,9 @@ def _manifest(models: LoadedModels, options: GenerateOptions, steps: int, inputs
         "clips": [json_safe(asdict(row)) for row in result.rows],
         "videos": {"total": len(result.rows), "ok": len(ok), "error": len(result.rows) - len(ok)},
         "timings": result.timings,
+        "parameters": models.parameter_counts(),
+        "latency": result.latency,
+        "figures": run_figures(models, result.latency),
         "model_packages": package_versions(("transformers", "diffusers", "tokenizers", "safetensors")),
         "manifest": build_manifest(models.device, command, started, utc_now(), {
             "contexts": {"root": str(inputs), "sha256": input_hashes(inputs, [Path(r.input) for r in result.rows])},
