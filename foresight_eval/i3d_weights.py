@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from foresight_eval.errors import ForesightError, UsageError
+from foresight_eval.feature_cache import user_cache_dir
 from foresight_eval.io.files import write_atomic
 from foresight_eval.weights import WeightSpec, user_weight_dirs
 
@@ -130,8 +130,8 @@ def write_i3d_safetensors(checkpoint: bytes, destination: Path) -> Path:
 
 
 def default_weights_dir() -> Path:
-    """foresight-eval's own weight folder: ``$XDG_CACHE_HOME/foresight-eval/weights`` (``~/.cache`` by default)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "foresight-eval" / "weights"
+    """foresight-eval's own weight folder: ``weights/`` in its cache folder (``~/.cache/foresight-eval``)."""
+    return user_cache_dir() / "weights"
 
 
 def _sha256(data: bytes) -> str:

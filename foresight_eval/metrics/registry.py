@@ -15,7 +15,8 @@ from foresight_eval.errors import UsageError
 from foresight_eval.metrics.base import Metric
 
 ENTRY_POINT_GROUP = "foresight_eval.metrics"
-_BUILTIN_MODULES = ("pixel", "structural", "perceptual", "temporal", "features", "latent", "spatial", "detection")
+_BUILTIN_MODULES = ("pixel", "structural", "perceptual", "temporal", "features", "latent", "spatial", "detection",
+                    "fvd")
 
 _registry: dict[str, type[Metric]] = {}
 _plugin_errors: dict[str, str] = {}
