@@ -14,7 +14,7 @@ import scipy.linalg
 import torch
 from click.testing import CliRunner
 
-from foresight_eval import score
+from foresight_eval import ScoreOptions, score
 from foresight_eval.cli import main
 from foresight_eval.compare import ParameterMismatch, check_regression, compare
 from foresight_eval.errors import UsageError
@@ -130,10 +130,10 @@ def test_value_ci_protocol_and_small_n_warning(tmp_path, tiny):
 def test_context_frames_are_excluded_and_recorded(tmp_path, tiny):
     preds, refs = _clips(tmp_path, 3, frames=6)
     run = score(preds, refs, ["tiny_fd"], params={"tiny_fd": {"frames": 4}}, device="cpu", resources=tiny,
-                options=__import__("foresight_eval").ScoreOptions(context=2))
+                options=ScoreOptions(context=2))
     assert run.metrics["tiny_fd"].set_values["protocol"]["context_frames_excluded"] == [2]
     short = score(preds, refs, ["tiny_fd"], params={"tiny_fd": {"frames": 5}}, device="cpu", resources=tiny,
-                  options=__import__("foresight_eval").ScoreOptions(context=2))
+                  options=ScoreOptions(context=2))
     assert len(short.failed) == 3 and "windows of 5 frames" in short.failed[0].error
 
 

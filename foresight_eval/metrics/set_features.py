@@ -13,10 +13,12 @@ and `leaderboard` require to be equal before comparing two runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from abc import abstractmethod
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -62,6 +64,18 @@ def resize_frames(frames: torch.Tensor, size: int, method: str) -> torch.Tensor:
         cols = _legacy_bilinear_matrix(width, size, frames.device)
         return torch.einsum("oh,bchw,pw->bcop", rows, frames.float(), cols)
     return F.interpolate(frames.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+@contextlib.contextmanager
+def full_float32() -> Iterator[None]:
+    """Run convolutions and matmuls in IEEE float32 on the GPU: PyTorch lets cuDNN convolutions use TF32
+    (10-bit mantissa) by default, which moves feature-distance metrics such as FVD."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class WindowFeatureMetric(Metric):
@@ -148,7 +162,8 @@ class WindowFeatureMetric(Metric):
         length, chunks = self.params["frames"], []
         for begin in range(0, len(starts), self.params["batch"]):
             windows = torch.stack([frames[s:s + length] for s in starts[begin:begin + self.params["batch"]]])
-            chunks.append(self.extract(windows).float().cpu())
+            with full_float32():
+                chunks.append(self.extract(windows).float().cpu())
         return torch.cat(chunks)
 
     def compute(self) -> dict[str, Any]:
