@@ -35,7 +35,7 @@ def _scipy_frechet(x: np.ndarray, y: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
-@pytest.mark.parametrize("n", [300, 40])  # more clips than dimensions, and singular covariances
+@pytest.mark.parametrize("n", [300, 40])  # more clips than dimensions (eigen path), fewer (cross-Gram path)
 def test_frechet_eigen_path_matches_scipy_sqrtm(n):
     rng = np.random.default_rng(n)
     mixing = rng.normal(size=(64, 64))
@@ -44,6 +44,8 @@ def test_frechet_eigen_path_matches_scipy_sqrtm(n):
     ours, reference = frechet_distance_of(x, y), _scipy_frechet(x, y)
     assert reference > 1.0
     assert abs(ours - reference) <= 1e-6 * reference
+    # the covariance (eigen) path on the same data, whichever path frechet_distance_of took
+    assert abs(frechet_distance(*gaussian_stats(x), *gaussian_stats(y)) - reference) <= 1e-6 * reference
 
 
 def test_frechet_of_a_shift_is_the_squared_shift():

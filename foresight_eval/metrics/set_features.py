@@ -82,7 +82,8 @@ class WindowFeatureMetric(Metric):
     """Base of the set metrics over window features; subclasses load an extractor and map windows to
     feature vectors. The headline is a Fréchet distance unless ``statistic`` is overridden."""
 
-    resolution: ClassVar[int]
+    resolution: ClassVar[int | None]  # None: frames kept as they are, the extractor resizes them itself
+    resize_method: ClassVar[str] = ""  # the extractor's own resize, recorded when there is no resize parameter
     extractor: ClassVar[str]  # names the network and the feature layer, e.g. "i3d-k400 logits (400-d)"
     value_range: ClassVar[str] = "[-1, 1]"  # what the network is fed, recorded in the fingerprint
     defaults: ClassVar[dict[str, Any]] = {"frames": 16, "stride": 16, "window": "first", "resize": "tf_bilinear",
@@ -114,7 +115,7 @@ class WindowFeatureMetric(Metric):
             "weights_file": self.weights_file.name,
             "weights_sha256": sha256_file(self.weights_file),
             "resolution": self.resolution,
-            "resize": self.params["resize"],
+            "resize": self.params.get("resize", self.resize_method),
             "value_range": self.value_range,
             "frames": self.params["frames"],
             "stride": self.params["stride"],
@@ -145,7 +146,9 @@ class WindowFeatureMetric(Metric):
         keep = ref.shape[0] if self.params["window"] == "all" else max(self.params["frames"] - self._kept, 0)
         if keep:
             for side, frames in (("pred", batch.pred), ("ref", batch.ref)):
-                self._frames[side].append(resize_frames(frames[:keep], self.resolution, self.params["resize"]))
+                kept = frames[:keep]
+                self._frames[side].append(kept if self.resolution is None else
+                                          resize_frames(kept, self.resolution, self.params["resize"]))
             self._kept += min(keep, ref.shape[0])
         return None
 

@@ -1,0 +1,74 @@
+"""fid and kid against torchmetrics' FrechetInceptionDistance / KernelInceptionDistance on the same frames
+and the same seeded random weights, written as torch-fidelity's own weight file in torch's hub cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+
+from foresight_eval import score
+from foresight_eval.metrics.inception import INCEPTION_WEIGHTS
+from tests.clipmaker import gradient_clip
+
+pytest.importorskip("torch_fidelity")
+
+
+@pytest.fixture(scope="module")
+def inception_home(tmp_path_factory) -> Path:
+    """A $TORCH_HOME holding seeded random InceptionV3 weights under torch-fidelity's file name."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    torch.manual_seed(0)
+    with mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", return_value={}), \
+            mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict"):
+        network = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    home = tmp_path_factory.mktemp("torch_home")
+    path = home / "hub" / "checkpoints" / INCEPTION_WEIGHTS.filename
+    path.parent.mkdir(parents=True)
+    torch.save(network.state_dict(), path)
+    return home
+
+
+@pytest.fixture
+def clips(tmp_path):
+    for side, offset in (("preds", 5), ("refs", 0)):
+        (tmp_path / side).mkdir()
+        for index in range(3):
+            np.save(tmp_path / side / f"c{index}.npy", gradient_clip(4, 40, 48, seed=index + offset))
+    return tmp_path / "preds", tmp_path / "refs"
+
+
+def _frames(folder: Path) -> torch.Tensor:
+    return torch.cat([torch.from_numpy(np.load(p)).permute(0, 3, 1, 2).float() / 255 for p in sorted(folder.glob("*.npy"))])
+
+
+@pytest.mark.slow
+def test_fid_and_kid_match_torchmetrics(inception_home, clips, monkeypatch, tmp_path):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    monkeypatch.setenv("TORCH_HOME", str(inception_home))
+    preds, refs = clips
+    run = score(preds, refs, ["fid", "kid"], device="cpu", resources={"cache_dir": tmp_path / "cache"},
+                params={"fid": {"resamples": 0}, "kid": {"resamples": 0, "subset_size": 12, "subsets": 3}})
+    assert not run.failed
+    weights = str(INCEPTION_WEIGHTS.locate())
+    fid = FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=weights)
+    kid = KernelInceptionDistance(feature=2048, normalize=True, subset_size=12, subsets=3,
+                                  feature_extractor_weights_path=weights)
+    for metric in (fid, kid):
+        metric.update(_frames(refs), real=True)
+        metric.update(_frames(preds), real=False)
+    expected_fid = float(fid.compute())
+    expected_kid, expected_std = (float(v) for v in kid.compute())
+    assert expected_fid > 1e-3 and expected_kid > 1e-6
+    # 12 frames per side: every subset is the whole set, so torchmetrics' random subsets change nothing.
+    assert run.metrics["fid"].mean == pytest.approx(expected_fid, rel=1e-4)
+    assert run.metrics["kid"].mean == pytest.approx(expected_kid, rel=1e-4)
+    assert run.metrics["kid"].set_values["kid_std"] == pytest.approx(expected_std, abs=1e-6 * abs(expected_kid))
+    protocol = run.metrics["fid"].set_values["protocol"]
+    assert protocol["n_windows"] == {"pred": 12, "ref": 12} and protocol["frames"] == 1
