@@ -26,6 +26,9 @@ def inception_home(tmp_path_factory) -> Path:
     with mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", return_value={}), \
             mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict"):
         network = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    for module in network.modules():  # He initialisation: default-initialised features are ~1e-6, FID ~1e-12
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
     home = tmp_path_factory.mktemp("torch_home")
     path = home / "hub" / "checkpoints" / INCEPTION_WEIGHTS.filename
     path.parent.mkdir(parents=True)
@@ -37,8 +40,8 @@ def inception_home(tmp_path_factory) -> Path:
 def clips(tmp_path):
     for side, offset in (("preds", 5), ("refs", 0)):
         (tmp_path / side).mkdir()
-        for index in range(3):
-            np.save(tmp_path / side / f"c{index}.npy", gradient_clip(4, 40, 48, seed=index + offset))
+        for index in range(2):
+            np.save(tmp_path / side / f"c{index}.npy", gradient_clip(2, 40, 48, seed=index + offset))
     return tmp_path / "preds", tmp_path / "refs"
 
 
@@ -54,21 +57,21 @@ def test_fid_and_kid_match_torchmetrics(inception_home, clips, monkeypatch, tmp_
     monkeypatch.setenv("TORCH_HOME", str(inception_home))
     preds, refs = clips
     run = score(preds, refs, ["fid", "kid"], device="cpu", resources={"cache_dir": tmp_path / "cache"},
-                params={"fid": {"resamples": 0}, "kid": {"resamples": 0, "subset_size": 12, "subsets": 3}})
+                params={"fid": {"resamples": 0}, "kid": {"resamples": 0, "subset_size": 4, "subsets": 3}})
     assert not run.failed
     weights = str(INCEPTION_WEIGHTS.locate())
     fid = FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=weights)
-    kid = KernelInceptionDistance(feature=2048, normalize=True, subset_size=12, subsets=3,
-                                  feature_extractor_weights_path=weights)
-    for metric in (fid, kid):
-        metric.update(_frames(refs), real=True)
-        metric.update(_frames(preds), real=False)
+    # KernelInceptionDistance takes no weight path; it takes the FID's extractor as its feature network.
+    kid = KernelInceptionDistance(feature=fid.inception, normalize=True, subset_size=4, subsets=3)
+    for side, real in ((refs, True), (preds, False)):
+        fid.update(_frames(side), real=real)
+        kid.update((_frames(side) * 255).byte(), real=real)  # a custom feature network gets the uint8 frames itself
     expected_fid = float(fid.compute())
     expected_kid, expected_std = (float(v) for v in kid.compute())
     assert expected_fid > 1e-3 and expected_kid > 1e-6
-    # 12 frames per side: every subset is the whole set, so torchmetrics' random subsets change nothing.
+    # 4 frames per side: every subset is the whole set, so torchmetrics' random subsets change nothing.
     assert run.metrics["fid"].mean == pytest.approx(expected_fid, rel=1e-4)
     assert run.metrics["kid"].mean == pytest.approx(expected_kid, rel=1e-4)
     assert run.metrics["kid"].set_values["kid_std"] == pytest.approx(expected_std, abs=1e-6 * abs(expected_kid))
     protocol = run.metrics["fid"].set_values["protocol"]
-    assert protocol["n_windows"] == {"pred": 12, "ref": 12} and protocol["frames"] == 1
+    assert protocol["n_windows"] == {"pred": 4, "ref": 4} and protocol["frames"] == 1

@@ -16,7 +16,7 @@ from foresight_eval.metrics.base import Metric
 
 ENTRY_POINT_GROUP = "foresight_eval.metrics"
 _BUILTIN_MODULES = ("pixel", "structural", "perceptual", "temporal", "features", "latent", "spatial", "detection",
-                    "fvd", "inception")
+                    "fvd", "inception", "videomae")
 
 _registry: dict[str, type[Metric]] = {}
 _plugin_errors: dict[str, str] = {}
