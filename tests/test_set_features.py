@@ -76,9 +76,10 @@ class TinyFeatures(WindowFeatureMetric):
     resolution = 4
     extractor = "test: mean 4x4 frame"
     calls = 0
+    weights = None  # set by the fixture
 
     def load_extractor(self, context: RunContext) -> None:
-        self.weights_file = context.resources["tiny_weights"]
+        self.weights_file = TinyFeatures.weights
 
     def extract(self, windows: torch.Tensor) -> torch.Tensor:
         TinyFeatures.calls += len(windows)
@@ -91,8 +92,8 @@ def tiny(tmp_path):
     registry._registry["tiny_fd"] = TinyFeatures
     weights = tmp_path / "tiny.bin"
     weights.write_bytes(b"tiny weights v1")
-    TinyFeatures.calls = 0
-    yield {"tiny_weights": weights, "cache_dir": tmp_path / "cache"}
+    TinyFeatures.calls, TinyFeatures.weights = 0, weights
+    yield {"cache_dir": tmp_path / "cache"}
     registry._registry.pop("tiny_fd")
 
 
@@ -231,3 +232,13 @@ def test_same_protocol_compares(tmp_path, tiny):
     _score(preds, refs, tiny, run_dir=tmp_path / "two")
     comparison = compare([tmp_path / "one", tmp_path / "two"])
     assert comparison.pairs[0].diff == 0.0
+
+
+def test_cli_cache_dir_and_small_n_warning(tmp_path, tiny):
+    preds, refs = _clips(tmp_path, 2, shift=1)
+    args = ["score", str(preds), str(refs), "-m", "tiny_fd", "-p", "tiny_fd.frames=4", "--cache-dir",
+            str(tmp_path / "mycache")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "fewer than 256" in result.output
+    assert len(list((tmp_path / "mycache" / "features").glob("*/*.safetensors"))) == 2

@@ -1,10 +1,11 @@
 """FID and KID over frames, with torchmetrics' definitions and feature extractor.
 
-Both use torch-fidelity's ``FeatureExtractorInceptionV3`` (the TF 2015-12-05 Inception-v3 graph of the
-original FID, Heusel et al. 2017), whose 2048-d pool features ``torchmetrics.image.FrechetInceptionDistance``
-and ``KernelInceptionDistance`` compare. Every scored frame is one sample; frames go in as torchmetrics'
-``normalize=True`` makes them (``(x * 255).byte()``) and the extractor resizes them to 299x299 itself
-(TF1 bilinear). The weight file is torch-fidelity's own ``weights-inception-2015-12-05-6726825d.pth`` in
+Both use the extractor of ``torchmetrics.image.FrechetInceptionDistance`` and ``KernelInceptionDistance``,
+``NoTrainInceptionV3``: torch-fidelity's TF 2015-12-05 Inception-v3 (the network of the original FID,
+Heusel et al. 2017), 2048-d pool features. Every scored frame is one sample; frames go in as torchmetrics'
+``normalize=True`` makes them (``(x * 255).byte()``) and the extractor resizes them to 299x299 itself:
+antialiased bilinear as torchmetrics does by default (``resize=bilinear_antialias``), or TF1 bilinear as
+torch-fidelity and the original TF FID do (``resize=tf_bilinear``, torchmetrics' ``antialias=False``). The weight file is torch-fidelity's own ``weights-inception-2015-12-05-6726825d.pth`` in
 torch's hub cache (or ``--weights-dir``), read with ``torch.load(weights_only=True)``: torch-fidelity
 would unpickle it unrestricted, so the state dict is handed to the extractor instead of the path.
 
@@ -59,36 +60,41 @@ class TorchHubFile(WeightSpec):
 INCEPTION_WEIGHTS = register_weights(TorchHubFile("inception-fid", "fid, kid (torch-fidelity InceptionV3)", INCEPTION_URL))
 
 
-def inception_extractor(path: Path, device: torch.device) -> torch.nn.Module:
-    """torch-fidelity's FeatureExtractorInceptionV3 (2048-d pool features) with the weights of ``path``."""
+def inception_extractor(path: Path, device: torch.device, antialias: bool = True) -> torch.nn.Module:
+    """torchmetrics' InceptionV3 (``NoTrainInceptionV3``: torch-fidelity's network, 2048-d pool features,
+    resized to 299x299 with PyTorch's antialiased bilinear, or TF1 bilinear with ``antialias=False``)
+    with the weights of ``path``."""
     try:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        from torchmetrics.image.fid import NoTrainInceptionV3
     except ImportError as exc:
-        raise MetricUnavailable("needs the torch-fidelity package (torchmetrics' FID/KID extractor)") from exc
+        raise MetricUnavailable("needs torchmetrics with the torch-fidelity package (FID/KID extractor)") from exc
     state = torch.load(path, map_location="cpu", weights_only=True)
     # Its constructor fetches the weights by URL when given no path (and unpickles freely when given
     # one): hand it the state dict loaded safely above in place of the download.
     with mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", return_value=state):
-        network = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+        try:
+            network = NoTrainInceptionV3("inception-v3-compat", ["2048"], antialias=antialias)
+        except ModuleNotFoundError as exc:
+            raise MetricUnavailable(str(exc)) from exc
     return network.to(device).eval()
 
 
 class _InceptionFrames(WindowFeatureMetric):
-    resolution = None
-    resize_method = "TF1 bilinear to 299x299 inside the extractor (torch-fidelity)"
+    resolution = None  # the extractor resizes to 299x299 itself (fid.resize)
     value_range = "uint8, (x * 255).byte() as torchmetrics normalize=True"
-    extractor = "torch-fidelity InceptionV3 (inception-v3-compat, TF 2015-12-05) pool3, 2048-d"
-    defaults: ClassVar[dict[str, Any]] = {"frames": 1, "stride": 1, "window": "all", "resamples": 20, "seed": 0,
-                                          "batch": 32}
-    choices: ClassVar[dict[str, tuple[Any, ...]]] = {"window": ("first", "all"), "frames": (1,)}
+    extractor = "torchmetrics NoTrainInceptionV3 (torch-fidelity inception-v3-compat, TF 2015-12-05) pool3, 2048-d"
+    defaults: ClassVar[dict[str, Any]] = {"frames": 1, "stride": 1, "window": "all", "resize": "bilinear_antialias",
+                                          "resamples": 20, "seed": 0, "batch": 32}
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {"window": ("first", "all"), "frames": (1,),
+                                                     "resize": ("bilinear_antialias", "tf_bilinear")}
 
     def load_extractor(self, context: RunContext) -> None:
         self.weights_file = INCEPTION_WEIGHTS.locate(context.weights_dir)
-        self.network = inception_extractor(self.weights_file, self.device)
+        self.network = inception_extractor(self.weights_file, self.device,
+                                           antialias=self.params["resize"] == "bilinear_antialias")
 
     def extract(self, windows: torch.Tensor) -> torch.Tensor:
-        images = (windows.flatten(0, 1).to(self.device) * 255).byte()
-        return self.network(images)[0]
+        return self.network((windows.flatten(0, 1).to(self.device) * 255).byte())
 
 
 @register
