@@ -38,13 +38,14 @@ class ParameterMismatch(UsageError):
 
 
 def parameter_differences(runs: Sequence[Run], metrics: Sequence[str] | None = None) -> list[str]:
-    """Each metric parameter, weight file or scoring option that is not the same in every run,
-    as ``"ssim.params.mode: 'wang' (run_a), 'skimage' (run_b)"``."""
+    """Each metric parameter, weight file, set-metric protocol fingerprint (``fvd.protocol.n_clips.ref``...)
+    or scoring option that is not the same in every run, as ``"ssim.params.mode: 'wang' (run_a), 'skimage' (run_b)"``."""
     if metrics is None:
         metrics = sorted(set.intersection(*(set(run.summary.get("metrics", {})) for run in runs)))
     described = [_flatten({
         **{f"{name}.{part}": run.summary["metrics"][name].get(part)
            for name in metrics for part in ("params", "weights")},
+        **{f"{name}.protocol": (run.summary["metrics"][name].get("set") or {}).get("protocol") for name in metrics},
         **{f"options.{key}": run.summary.get("options", {}).get(key) for key in SCORING_OPTIONS},
     }) for run in runs]
     differences = []

@@ -143,8 +143,9 @@ def summarize(
     for name, definition in definitions.items():
         if definition["granularity"] == "set":
             figures = set_values.get(name) or {}
-            summaries[name] = MetricSummary(name, definition, figures.get("value", math.nan), None, None,
-                                            len(ok_pairs), set_values=figures)
+            # A set metric's own CI (e.g. FVD's bootstrap over clips on both sides), when it gives one.
+            summaries[name] = MetricSummary(name, definition, figures.get("value", math.nan), figures.get("ci_low"),
+                                            figures.get("ci_high"), len(ok_pairs), set_values=figures)
             continue
         values = np.array([pair.values[name] for pair in ok_pairs if name in pair.values], dtype=np.float64)
         estimate = mean_with_ci(values, bootstrap)

@@ -51,8 +51,9 @@ class WeightSpec(ABC):
     def filename(self) -> str: ...
 
     @abstractmethod
-    def fetch(self) -> Path:
-        """Download into the standard cache through the owning library; return the path."""
+    def fetch(self, weights_dir: Path | None = None) -> Path:
+        """Download into the standard cache through the owning library; return the path. Files that have
+        no owning library's cache (converted ones) go to ``weights_dir`` when given."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class TorchvisionCheckpoint(WeightSpec):
         places.append(("torch hub cache", Path(torch.hub.get_dir()) / "checkpoints"))
         return [(label, folder / self.filename) for label, folder in places]
 
-    def fetch(self) -> Path:
+    def fetch(self, weights_dir: Path | None = None) -> Path:
         self._weights().get_state_dict(progress=True)
         return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
 
@@ -121,7 +122,7 @@ class HuggingFaceModel(WeightSpec):
                                     f"`foresight-eval weights fetch {self.name}` downloads the whole model folder")
         return folder
 
-    def fetch(self) -> Path:
+    def fetch(self, weights_dir: Path | None = None) -> Path:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(self.repo_id, allow_patterns=list(self.files))) / self.filename
@@ -170,5 +171,5 @@ def weights_status(weights_dir: Path | None = None) -> list[WeightStatus]:
     return rows
 
 
-def fetch_weights(name: str) -> Path:
-    return get_weight_spec(name).fetch()
+def fetch_weights(name: str, weights_dir: Path | None = None) -> Path:
+    return get_weight_spec(name).fetch(weights_dir)

@@ -73,10 +73,12 @@ def weights_list(weights_dir: Path | None, as_json: bool) -> None:
 
 @weights_group.command("fetch")
 @click.argument("name")
+@WEIGHTS_DIR_OPTION
 @handle_errors
-def weights_fetch(name: str) -> None:
-    """Download weight file NAME (see `weights list`) into its library's standard cache. Needs network access."""
+def weights_fetch(name: str, weights_dir: Path | None) -> None:
+    """Download weight file NAME (see `weights list`) into its library's standard cache (converted files such
+    as i3d-k400: into --weights-dir, else foresight-eval's cache). Needs network access."""
     from foresight_eval.weights import fetch_weights
 
-    path = fetch_weights(name)
+    path = fetch_weights(name, weights_dir)
     stdout.print(f"{name}: {escape(str(path))}")

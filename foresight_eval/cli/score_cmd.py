@@ -50,6 +50,9 @@ def print_notes(run: RunResult, console) -> None:
             console.print(f"[yellow]unmatched {label}[/] ({len(keys)}): {escape(', '.join(keys))}", soft_wrap=True)
     for pair in run.failed:
         console.print(f"[red]error[/] {escape(pair.video)}: {escape(pair.error or '')}", soft_wrap=True)
+    for name, summary in run.metrics.items():
+        for warning in (summary.set_values or {}).get("warnings", []):
+            console.print(f"[yellow]{escape(name)}[/]: {escape(warning)}", soft_wrap=True)
 
 
 def _load_extra(extra: tuple[str, ...], extra_file: Path | None) -> dict:
@@ -106,6 +109,8 @@ def run_output_options(command):
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Frame pairs per batch.")
 @click.option("--weights-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FORESIGHT_WEIGHTS",
               help="Extra folder searched first for weight files (also $FORESIGHT_WEIGHTS).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FORESIGHT_CACHE",
+              help="Cache of reference-clip features for set metrics such as fvd (default ~/.cache/foresight-eval).")
 @run_output_options
 @click.option("--ref-annotations", type=click.Path(exists=True, path_type=Path),
               help="Reference boxes/masks for box_iou, mask_iou, map50, map50_95: a COCO JSON whose images carry "
@@ -130,7 +135,7 @@ def run_output_options(command):
                    "parameters) are kept, the rest are scored.")
 @handle_errors
 def score_command(preds, refs, metric_names, params, context, frames, resize, strict, device, batch_size,
-                  weights_dir, out_dir, as_json, extra, extra_file, bootstrap_resamples, seed,
+                  weights_dir, cache_dir, out_dir, as_json, extra, extra_file, bootstrap_resamples, seed,
                   ref_annotations, pred_detections, pred_masks, with_latents, latents_reduce, latents_spatial,
                   resume) -> None:
     """Score predicted clips in PREDS against reference clips in REFS.
@@ -151,7 +156,7 @@ def score_command(preds, refs, metric_names, params, context, frames, resize, st
         params=parse_metric_params(params), options=options, strict=strict, device=device,
         weights_dir=weights_dir, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
         extra=_load_extra(extra, extra_file),
-        resources=load_spatial_resources(ref_annotations, pred_detections, pred_masks),
+        resources={**load_spatial_resources(ref_annotations, pred_detections, pred_masks), "cache_dir": cache_dir},
         run_dir=out_dir, resume=resume,
         latents=LatentOptions(reduce=latents_reduce, spatial=latents_spatial, sidecars_only=True) if with_latents else None,
     )

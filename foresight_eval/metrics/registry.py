@@ -16,7 +16,8 @@ from foresight_eval.errors import MetricDeclarationError, UsageError
 from foresight_eval.metrics.base import Direction, Metric, MetricInfo, did_you_mean
 
 ENTRY_POINT_GROUP = "foresight_eval.metrics"
-_BUILTIN_MODULES = ("pixel", "structural", "perceptual", "temporal", "features", "latent", "spatial", "detection")
+_BUILTIN_MODULES = ("pixel", "structural", "perceptual", "temporal", "features", "latent", "spatial", "detection",
+                    "fvd", "inception", "videomae")
 
 _registry: dict[str, type[Metric]] = {}
 _plugin_errors: dict[str, str] = {}

@@ -1,0 +1,55 @@
+"""fvd_videomae with a seeded random VideoMAE written by save_pretrained into the standard folder
+(--weights-dir/videomae-base/): the features the run uses are the model's on the resized, normalised
+windows; a window length other than the model's is refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from foresight_eval import score
+from foresight_eval.errors import UsageError
+from tests.clipmaker import gradient_clip
+
+
+@pytest.fixture
+def videomae_dir(tmp_path):
+    from transformers import VideoMAEConfig, VideoMAEImageProcessor, VideoMAEModel
+
+    torch.manual_seed(0)
+    config = VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=16,
+                            num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    folder = tmp_path / "weights" / "videomae-base"
+    VideoMAEModel(config).save_pretrained(folder, safe_serialization=True)
+    VideoMAEImageProcessor().save_pretrained(folder)
+    return folder
+
+
+def test_fvd_videomae_features_and_value(videomae_dir, tmp_path):
+    from transformers import VideoMAEModel
+
+    for side, offset in (("preds", 4), ("refs", 0)):
+        (tmp_path / side).mkdir()
+        for index in range(3):
+            np.save(tmp_path / side / f"c{index}.npy", gradient_clip(5, 24, 40, seed=index + offset))
+    run = score(tmp_path / "preds", tmp_path / "refs", ["fvd_videomae"], device="cpu",
+                weights_dir=videomae_dir.parent, params={"fvd_videomae": {"frames": 4, "resamples": 10}},
+                resources={"cache_dir": tmp_path / "cache"})
+    assert not run.failed
+    figures = run.metrics["fvd_videomae"].set_values
+    assert figures["value"] > 0 and figures["protocol"]["resolution"] == 32
+    frames = torch.from_numpy(np.load(tmp_path / "refs" / "c0.npy")[:4]).permute(0, 3, 1, 2).float() / 255
+    frames = F.interpolate(frames, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    processor = json.loads((videomae_dir / "preprocessor_config.json").read_text())
+    mean, std = (torch.tensor(processor[key]).view(1, 3, 1, 1) for key in ("image_mean", "image_std"))
+    model = VideoMAEModel.from_pretrained(videomae_dir).eval()
+    with torch.no_grad():
+        expected = model(pixel_values=((frames - mean) / std)[None]).last_hidden_state.mean(dim=1)[0]
+    torch.testing.assert_close(torch.tensor(run.pairs[0].set_parts["fvd_videomae"]["ref"][0]), expected,
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(UsageError, match="4-frame model"):
+        score(tmp_path / "preds", tmp_path / "refs", ["fvd_videomae"], device="cpu", weights_dir=videomae_dir.parent)
