@@ -10,6 +10,7 @@ from foresight_eval.cli.compare_cmd import compare_command
 from foresight_eval.cli.generate_cmd import generate_command
 from foresight_eval.cli.latents_cmd import latents_command
 from foresight_eval.cli.metrics_cmd import metrics_command, weights_group
+from foresight_eval.cli.profiles_cmd import profiles_group
 from foresight_eval.cli.report_cmd import leaderboard_command, report_command
 from foresight_eval.cli.score_cmd import score_command
 
@@ -30,3 +31,4 @@ main.add_command(leaderboard_command)
 main.add_command(check_command)
 main.add_command(compare_command)
 main.add_command(latents_command)
+main.add_command(profiles_group)
