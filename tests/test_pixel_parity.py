@@ -120,7 +120,7 @@ def test_ssim_modes_differ_on_the_same_frames(rng):
     pred, ref = random_pairs(rng)
     values = {mode: ssim(to_tensor(pred), to_tensor(ref), **SSIM_MODES[mode]) for mode in ("torchmetrics", "wang", "skimage")}
     # torchmetrics and wang differ only in the 5-pixel border (reflect-padded or left out)
-    for a, b, gap in (("torchmetrics", "wang", 1e-5), ("torchmetrics", "skimage", 1e-3), ("wang", "skimage", 1e-3)):
+    for a, b, gap in (("torchmetrics", "wang", 1e-5), ("torchmetrics", "skimage", 1e-4), ("wang", "skimage", 1e-4)):
         assert (values[a] - values[b]).abs().min() > gap, (a, b)
 
 
@@ -128,8 +128,8 @@ def test_summed_errors_and_capped_psnr(frame_pairs):
     pred, ref = frame_pairs
     p, r = to_tensor(pred), to_tensor(ref)
     diff = pred / 255.0 - ref / 255.0
-    assert_parity("mse reduction=sum vs numpy", mse(p, r, "sum"), np.square(diff).sum(axis=(1, 2, 3)), atol=1e-6)
-    assert_parity("mae reduction=sum vs numpy", mae(p, r, "sum"), np.abs(diff).sum(axis=(1, 2, 3)), atol=1e-6)
+    assert_parity("mse reduction=sum vs numpy", mse(p, r, "sum"), np.square(diff).sum(axis=(1, 2, 3)), atol=1e-5)
+    assert_parity("mae reduction=sum vs numpy", mae(p, r, "sum"), np.abs(diff).sum(axis=(1, 2, 3)), atol=1e-5)
     assert torch.equal(psnr(p, r, cap=100.0), psnr(p, r))  # a cap above every value changes nothing
     same = torch.rand(3, 3, 16, 16)
     assert psnr(same, same, cap=100.0).tolist() == [100.0] * 3
