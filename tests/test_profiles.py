@@ -191,3 +191,15 @@ def test_runs_recorded_with_the_old_wang_mode_compare_as_torchmetrics(tmp_path):
         compare([old, new_wang])
     assert "ssim.params.mode: 'torchmetrics' (old), 'wang' (wang)" in str(raised.value)
     assert "ssim.params.border: 'reflect' (old), 'valid' (wang)" in str(raised.value)
+
+
+def test_resume_refuses_a_run_scored_under_another_profile(clips, tmp_path):
+    preds, refs = clips
+    run_dir = tmp_path / "run"
+    score(preds, refs, ["ssim"], profile="common-metrics", bootstrap=BootstrapConfig(n_resamples=10), run_dir=run_dir)
+    resumed = score(preds, refs, ["ssim"], profile="common-metrics", bootstrap=BootstrapConfig(n_resamples=10),
+                    run_dir=run_dir, resume=True)
+    assert resumed.profile["name"] == "common-metrics"
+    with pytest.raises(UsageError, match="profile.name: was 'common-metrics', now 'openstl'"):
+        score(preds, refs, ["ssim"], profile="openstl", bootstrap=BootstrapConfig(n_resamples=10), run_dir=run_dir,
+              resume=True)
