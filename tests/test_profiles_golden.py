@@ -21,8 +21,9 @@ GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 CLIPS = ("ball_lag", "late_motion", "static", "two_objects")
 RTOL = 1e-6
 
-pytestmark = pytest.mark.skipif(not (GOLDEN / "expected.json").is_file(),
-                                reason=f"golden reference outputs not found at {GOLDEN}")
+pytestmark = [pytest.mark.skipif(not (GOLDEN / "expected.json").is_file(),
+                                 reason=f"golden reference outputs not found at {GOLDEN}"),
+              pytest.mark.slow]  # scores the 4 golden clip pairs (390 frames) under each profile
 
 
 @pytest.fixture(scope="module")

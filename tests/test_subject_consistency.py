@@ -156,6 +156,7 @@ def vbench_loop(frames: np.ndarray, network) -> tuple[float, list[float]]:
 
 
 # 64x64 is upsampled to 224x224; 240x320 is downsampled to 224x298, where Resize(antialias=False) matters
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(64, 64), (240, 320)])
 def test_subject_consistency_matches_vbench(dino_weights, tmp_path, size):
     frames = clip_frames(*size)
