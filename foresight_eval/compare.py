@@ -19,6 +19,8 @@ import pandas as pd
 
 from foresight_eval.errors import UsageError
 from foresight_eval.gates.spec import parse_number
+from foresight_eval.metrics.registry import get_metric_class
+from foresight_eval.metrics.structural import canonical_ssim_params
 from foresight_eval.results import RunResult, json_safe
 from foresight_eval.runs import Run, load_run
 from foresight_eval.stats import BootstrapConfig, PairedDifference, paired_test
@@ -38,22 +40,47 @@ class ParameterMismatch(UsageError):
 
 
 def parameter_differences(runs: Sequence[Run], metrics: Sequence[str] | None = None) -> list[str]:
-    """Each metric parameter, weight file, set-metric protocol fingerprint (``fvd.protocol.n_clips.ref``...)
-    or scoring option that is not the same in every run, as ``"ssim.params.mode: 'wang' (run_a), 'skimage' (run_b)"``."""
+    """Each compatibility profile, metric parameter, weight file, set-metric protocol fingerprint
+    (``fvd.protocol.n_clips.ref``...) or scoring option that is not the same in every run, as
+    ``"ssim.params.mode: 'torchmetrics' (run_a), 'skimage' (run_b)"``."""
     if metrics is None:
         metrics = sorted(set.intersection(*(set(run.summary.get("metrics", {})) for run in runs)))
+    differences = _profile_differences(runs)
     described = [_flatten({
-        **{f"{name}.{part}": run.summary["metrics"][name].get(part)
-           for name in metrics for part in ("params", "weights")},
+        **{f"{name}.params": _recorded_params(name, run.summary["metrics"][name].get("params") or {})
+           for name in metrics},
+        **{f"{name}.weights": run.summary["metrics"][name].get("weights") for name in metrics},
         **{f"{name}.protocol": (run.summary["metrics"][name].get("set") or {}).get("protocol") for name in metrics},
         **{f"options.{key}": run.summary.get("options", {}).get(key) for key in SCORING_OPTIONS},
     }) for run in runs]
-    differences = []
     for key in sorted(set().union(*described)):
         values = [flat.get(key) for flat in described]
         if any(value != values[0] for value in values[1:]):
             differences.append(f"{key}: " + ", ".join(
                 f"{'not recorded' if value is None else repr(value)} ({run.name})" for value, run in zip(values, runs)))
+    return differences
+
+
+def _recorded_params(metric: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's recorded parameters of ``metric`` in today's terms: legacy SSIM mode names translated, and
+    parameters added since the run was written filled with their defaults (the behaviour it had)."""
+    try:
+        defaults = get_metric_class(metric).defaults
+    except UsageError:  # a plugin metric not installed here: its record as it is
+        defaults = {}
+    return {**defaults, **canonical_ssim_params(params)}
+
+
+def _profile_differences(runs: Sequence[Run]) -> list[str]:
+    """The profiles the runs were scored under, when they differ (by name, or by file content)."""
+    records = [run.summary.get("profile") or {} for run in runs]
+    differences = []
+    for key, label in (("name", "profile"), ("sha256", "profile file sha256")):
+        values = [record.get(key) for record in records]
+        if any(value != values[0] for value in values[1:]):
+            differences.append(f"{label}: " + ", ".join(
+                f"{'no profile' if value is None else repr(value)} ({run.name})" for value, run in zip(values, runs)))
+            break  # different names: the file hashes differ too, and say nothing more
     return differences
 
 

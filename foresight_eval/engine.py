@@ -28,6 +28,7 @@ from foresight_eval.manifest import build_manifest, utc_now
 from foresight_eval.metrics.base import FrameBatch, Metric, RunContext
 from foresight_eval.metrics.registry import create, get_metric_class, metric_classes
 from foresight_eval.pipeline import PairFrames
+from foresight_eval.profiles import Profile, apply_profile, load_profile
 from foresight_eval.results import PairResult, RunResult, summarize
 from foresight_eval.stats import BootstrapConfig
 
@@ -243,6 +244,7 @@ def score(
     on_start: Callable[[int], None] | None = None,
     on_pair: Callable[[PairResult], None] | None = None,
     command: str | None = None,
+    profile: str | Path | Profile | None = None,
 ) -> RunResult | None:
     """Score every prediction clip under ``preds`` against its reference under ``refs``.
 
@@ -256,8 +258,16 @@ def score(
     reference are scored too, by the latent metrics (named in ``metrics``, or every default one), and
     join the clip's row; a clip without both sidecars is an error row.
     ``on_start`` gets this process's number of pairs, ``on_pair`` each finished pair (for progress).
+    ``profile`` (a packaged profile's name, a profile file or a :class:`Profile`) scores under that
+    convention: its metrics (``metrics`` may name a subset), parameters and options; a parameter or
+    option that contradicts it is a UsageError. The profile is recorded in the run.
     """
     started = utc_now()
+    profile_record = None
+    if profile is not None:
+        chosen = load_profile(profile)
+        metrics, params, options = apply_profile(chosen, metrics, params, options)
+        profile_record = chosen.record()
     preds, refs = Path(preds), Path(refs)
     if resume and run_dir is None:
         raise UsageError("--resume needs the run folder of the interrupted run (--out)")
@@ -278,7 +288,8 @@ def score(
         skipped.update(latent_scorer.skipped)
     definitions = {metric.name: metric.describe() for metric in active + (latent_scorer.metrics if latent_scorer else [])}
     journal_header = {"metrics": definitions, "options": {"context": options.context, "frames": options.frames,
-                                                          "resize": options.resize}}
+                                                          "resize": options.resize},
+                      "profile": profile_record and {"name": profile_record["name"], "sha256": profile_record["sha256"]}}
     finished = load_finished_pairs(Path(run_dir), journal_header) if resume else {}
     journal = Journal(Path(run_dir), world.rank, journal_header) if run_dir is not None else None
     my_pairs = world.shard(pairing.pairs)
@@ -322,6 +333,7 @@ def score(
         bootstrap=bootstrap.as_dict(),
         extra=dict(extra or {}),
         manifest=build_manifest(torch_device, command, started, utc_now(), _manifest_inputs(preds, refs, pair_results)),
+        profile=profile_record,
     )
     if run_dir is not None:
         run.write(Path(run_dir))

@@ -74,6 +74,7 @@ class RunResult:
     bootstrap: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] | None = None  # the compatibility profile it was scored under (Profile.record())
 
     @property
     def failed(self) -> list[PairResult]:
@@ -104,6 +105,7 @@ class RunResult:
                 },
                 "unmatched": {"predictions": self.unmatched_preds, "references": self.unmatched_refs},
                 "options": self.options,
+                "profile": self.profile,
                 "bootstrap": self.bootstrap,
                 "extra": self.extra,
                 "manifest": self.manifest,

@@ -92,7 +92,7 @@ def test_resume_refuses_other_metric_parameters_and_changed_inputs_are_rescored(
     preds, refs = fixture_sets
     run_dir = tmp_path / "run"
     score(preds, refs, METRICS, options=ScoreOptions(context=4), run_dir=run_dir)
-    with pytest.raises(UsageError, match="metrics.ssim.params.mode: was 'wang', now 'skimage'"):
+    with pytest.raises(UsageError, match="metrics.ssim.params.mode: was 'torchmetrics', now 'skimage'"):
         score(preds, refs, METRICS, params={"ssim": {"mode": "skimage"}}, options=ScoreOptions(context=4),
               run_dir=run_dir, resume=True)
     with pytest.raises(UsageError, match="options.context: was 4, now 3"):

@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "Compare latents A with latents B: two files, or two folders whose files pair by relative name."),
     "physics-iq": ("foresight_eval.cli.physics_iq_cmd:physics_iq_command",
                    "The Physics IQ Score: score PREDS and a second real take against REFS, as the benchmark does."),
+    "profiles": ("foresight_eval.cli.profiles_cmd:profiles_group",
+                 "List the compatibility profiles (`score --profile NAME`): each reproduces another tool's convention."),
 }
 
 

@@ -98,6 +98,9 @@ def run_output_options(command):
                    "see `foresight-eval metrics`). A metric named here that cannot run is an error.")
 @click.option("--param", "-p", "params", multiple=True, metavar="METRIC.KEY=VALUE",
               help="A metric parameter, repeatable: -p ssim.mode=skimage -p lpips.net=vgg.")
+@click.option("--profile", metavar="NAME|FILE",
+              help="Score under a compatibility profile (another tool's convention, see `foresight-eval profiles`): "
+                   "its metrics, parameters and options; a -p or option contradicting it is refused.")
 @click.option("--context", type=int, default=0, show_default=True,
               help="Conditioning frames at the start of each clip, not scored; the rest are horizons 1..H.")
 @click.option("--frames", type=click.Choice(["error", "min"]), default="error", show_default=True,
@@ -134,7 +137,7 @@ def run_output_options(command):
               help="Finish the interrupted run in --out: pairs it already scored (same input files, same metric "
                    "parameters) are kept, the rest are scored.")
 @handle_errors
-def score_command(preds, refs, metric_names, params, context, frames, resize, strict, device, batch_size,
+def score_command(preds, refs, metric_names, params, profile, context, frames, resize, strict, device, batch_size,
                   weights_dir, cache_dir, out_dir, as_json, extra, extra_file, bootstrap_resamples, seed,
                   ref_annotations, pred_detections, pred_masks, with_latents, latents_reduce, latents_spatial,
                   resume) -> None:
@@ -157,7 +160,7 @@ def score_command(preds, refs, metric_names, params, context, frames, resize, st
         weights_dir=weights_dir, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
         extra=_load_extra(extra, extra_file),
         resources={**load_spatial_resources(ref_annotations, pred_detections, pred_masks), "cache_dir": cache_dir},
-        run_dir=out_dir, resume=resume,
+        run_dir=out_dir, resume=resume, profile=profile,
         latents=LatentOptions(reduce=latents_reduce, spatial=latents_spatial, sidecars_only=True) if with_latents else None,
     )
     if run is None:  # a rank other than 0 of a distributed run: rank 0 reports

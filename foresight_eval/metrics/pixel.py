@@ -1,72 +1,108 @@
 """Pixel-wise fidelity: PSNR, MSE, MAE. Inputs are frames in [0, 1], so the data range is 1.
 
+``mse.reduction`` / ``mae.reduction``: ``mean`` (default) averages the error over a frame's pixels and
+channels; ``sum`` adds it up over (C, H, W), OpenSTL's per-frame convention (``np.mean(err, axis=(0, 1)).sum()``
+over (B, T, C, H, W)). Either way the clip's value is the mean over its frames.
+
+``psnr.cap``: ``None`` (default) keeps +inf for identical frames; a number caps every frame's PSNR there.
+``cap=100`` is common_metrics_on_video_quality's rule "100 if mse < 1e-10": with data range 1,
+10 log10(1 / 1e-10) = 100, so capping at 100 changes exactly the frames that rule changes.
+
 ``mse`` also takes Physics-IQ's conventions (:mod:`foresight_eval.metrics.physics_iq`): ``downscale`` and
-``window_seconds``."""
+``window_seconds``.
+"""
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import numpy as np
 import torch
 
+from foresight_eval.errors import UsageError
 from foresight_eval.metrics.base import FrameMetric, MetricInfo
 from foresight_eval.metrics.physics_iq import WindowedFrameMetric, downscale_u8, to_u8
 from foresight_eval.metrics.registry import register
 
+REDUCTIONS = ("mean", "sum")
 
-def _per_frame_mean(values: torch.Tensor) -> torch.Tensor:
+
+def _per_frame(values: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     # float64 accumulation: PSNR of near-identical frames is sensitive to rounding in the mean.
-    return values.flatten(1).double().mean(dim=1)
+    flat = values.flatten(1).double()
+    return flat.sum(dim=1) if reduction == "sum" else flat.mean(dim=1)
 
 
-def mse(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Mean squared error per frame: (B, C, H, W) pairs in, (B,) float64 out."""
-    return _per_frame_mean((pred - ref).square())
+def mse(pred: torch.Tensor, ref: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Squared error per frame, mean (or sum) over (C, H, W): (B, C, H, W) pairs in, (B,) float64 out."""
+    return _per_frame((pred - ref).square(), reduction)
 
 
-def mae(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error per frame."""
-    return _per_frame_mean((pred - ref).abs())
+def mae(pred: torch.Tensor, ref: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Absolute error per frame, mean (or sum) over (C, H, W)."""
+    return _per_frame((pred - ref).abs(), reduction)
 
 
-def psnr(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio per frame in dB; +inf for identical frames (as scikit-image gives)."""
+def psnr(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0, cap: float | None = None) -> torch.Tensor:
+    """Peak signal-to-noise ratio per frame in dB; +inf for identical frames (as scikit-image gives),
+    or at most ``cap``."""
     error = mse(pred, ref)
-    return 10.0 * torch.log10(data_range**2 / error)
+    values = 10.0 * torch.log10(data_range**2 / error)
+    return values if cap is None else values.clamp_(max=cap)
 
 
 @register
 class PSNR(FrameMetric):
     info = MetricInfo(
         name="psnr",
-        description="Peak signal-to-noise ratio per frame, mean over frames; data range 1 on [0, 1] frames",
+        description="Peak signal-to-noise ratio per frame, mean over frames; data range 1 on [0, 1] frames; "
+        "cap: none (identical frames give inf) or the value identical frames get",
         direction="higher",
         unit="dB",
     )
-    defaults = {"data_range": 1.0}
+    defaults = {"data_range": 1.0, "cap": None}
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        cap = self.params["cap"]
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not math.isfinite(cap)):
+            raise UsageError(f"psnr.cap must be a finite number or null (no cap), got {cap!r}")
 
     def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        return psnr(pred, ref, self.params["data_range"])
+        return psnr(pred, ref, self.params["data_range"], self.params["cap"])
+
+
+class _PixelError(FrameMetric):
+    defaults = {"reduction": "mean"}
+    choices = {"reduction": REDUCTIONS}
 
 
 @register
 class MSE(WindowedFrameMetric):
-    info = MetricInfo(name="mse", description="Mean squared error on [0, 1] frames (downscale: of 8-bit frames "
-                      "resized by OpenCV, as Physics-IQ; window_seconds: over each clip's first seconds)",
+    info = MetricInfo(name="mse", description="Squared error on [0, 1] frames, mean (reduction=mean) or sum "
+                      "(reduction=sum, OpenSTL) over each frame's pixels and channels, mean over frames "
+                      "(downscale: of 8-bit frames resized by OpenCV, as Physics-IQ; window_seconds: over each "
+                      "clip's first seconds)",
                       direction="lower")
+    defaults = {**WindowedFrameMetric.defaults, **_PixelError.defaults}
+    choices = {**WindowedFrameMetric.choices, **_PixelError.choices}
 
     def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         factor = self.params["downscale"]
         if factor == 1:
-            return mse(pred, ref)
+            return mse(pred, ref, self.params["reduction"])
         # Physics-IQ resizes the 8-bit frames, so the small frames are rounded to 8 bits before the error.
         small_pred, small_ref = (downscale_u8(to_u8(frames), factor).astype(np.float64) for frames in (pred, ref))
-        error = (small_pred - small_ref).reshape(len(pred), -1) / 255
-        return torch.from_numpy(np.square(error).mean(axis=1))
+        squared = np.square((small_pred - small_ref).reshape(len(pred), -1) / 255)
+        return torch.from_numpy(squared.sum(axis=1) if self.params["reduction"] == "sum" else squared.mean(axis=1))
 
 
 @register
-class MAE(FrameMetric):
-    info = MetricInfo(name="mae", description="Mean absolute error on [0, 1] frames", direction="lower")
+class MAE(_PixelError):
+    info = MetricInfo(name="mae", description="Absolute error on [0, 1] frames, mean (reduction=mean) or sum "
+                      "(reduction=sum, OpenSTL) over each frame's pixels and channels, mean over frames",
+                      direction="lower")
 
     def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        return mae(pred, ref)
+        return mae(pred, ref, self.params["reduction"])

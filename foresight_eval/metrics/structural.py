@@ -1,18 +1,32 @@
 """Structural similarity (SSIM).
 
-Two documented definitions, selected by the ``mode`` parameter:
+The published SSIM conventions, selected by name with the ``mode`` parameter (all use K1 = 0.01,
+K2 = 0.03 and, on [0, 1] frames, data range 1 unless ``data_range`` says otherwise):
 
-* ``wang`` (default): Wang et al. 2004 as torchmetrics computes it: 11x11 Gaussian window, sigma 1.5,
-  population (co)variances, the frame reflect-padded by 5 pixels so that the SSIM map covers every pixel.
+* ``torchmetrics`` (default): Wang et al. 2004 as torchmetrics computes it: 11x11 Gaussian window,
+  sigma 1.5, population (co)variances, the frame reflect-padded by 5 pixels so that the SSIM map covers
+  every pixel. Run folders written before the modes had these names recorded this one as ``wang``
+  (with ``border: reflect``); :func:`canonical_ssim_params` reads them as ``torchmetrics``.
+* ``wang``: the same Gaussian window, only the window positions fully inside the frame (no padding):
+  scikit-image with ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``, and
+  common_metrics_on_video_quality's ``calculate_ssim``.
+* ``wang-downsample``: Wang's own ``ssim.m`` (2011 version): the frames are first low-pass filtered by an
+  f x f box (MATLAB ``imfilter(..., 'symmetric', 'same')``) and subsampled by f = max(1, round(min(H, W) / 256)),
+  then ``wang``. Identical to ``wang`` for frames whose short side is below 384 pixels.
 * ``skimage``: scikit-image's ``structural_similarity`` defaults: 7x7 uniform window, sample
-  (co)variances (N / (N - 1)), and only the window positions that lie fully inside the frame.
+  (co)variances (N / (N - 1)), only the window positions fully inside the frame.
 
-Both use K1 = 0.01, K2 = 0.03, data range 1 on [0, 1] frames, and average the SSIM map over pixels and
-RGB channels. They give different numbers on the same frames (the uniform window weighs its edges as
-much as its centre; the border is handled differently), so the mode is part of the result's parameters.
+The SSIM map is averaged over pixels and channels. ``channels=y`` scores the BT.601 luma only
+(Y = 16/255 + (65.481 R + 128.553 G + 24.966 B) / 255, MATLAB's ``rgb2ycbcr``, scikit-image's
+``rgb2ycbcr`` / 255), as most image-restoration papers report SSIM. The modes give different numbers on
+the same frames, so the mode and its expanded definition are part of the result's parameters.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +35,66 @@ from foresight_eval.errors import InputError
 from foresight_eval.metrics.base import FrameMetric, MetricInfo
 from foresight_eval.metrics.registry import register
 
+_GAUSSIAN = {"window": "gaussian", "window_size": 11, "sigma": 1.5, "sample_covariance": False}
 SSIM_MODES = {
-    "wang": {"window": "gaussian", "window_size": 11, "sigma": 1.5, "sample_covariance": False, "border": "reflect"},
-    "skimage": {"window": "uniform", "window_size": 7, "sigma": None, "sample_covariance": True, "border": "valid"},
+    "torchmetrics": {**_GAUSSIAN, "border": "reflect", "downsample": False},
+    "wang": {**_GAUSSIAN, "border": "valid", "downsample": False},
+    "wang-downsample": {**_GAUSSIAN, "border": "valid", "downsample": True},
+    "skimage": {"window": "uniform", "window_size": 7, "sigma": None, "sample_covariance": True, "border": "valid",
+                "downsample": False},
 }
+DEFAULT_SSIM_MODE = "torchmetrics"
+SSIM_CHANNELS = ("rgb", "y")
+# The parameters of every SSIM-based metric (ssim, tc, tc_delta), and their allowed values.
+SSIM_DEFAULTS = {"mode": DEFAULT_SSIM_MODE, "channels": "rgb", "k1": 0.01, "k2": 0.03, "data_range": 1.0}
+SSIM_CHOICES = {"mode": tuple(SSIM_MODES), "channels": SSIM_CHANNELS}
+# ITU-R BT.601 luma of [0, 1] RGB, offset and scaled to [16, 235] / 255 as MATLAB's rgb2ycbcr.
+BT601_LUMA = (65.481 / 255, 128.553 / 255, 24.966 / 255)
+BT601_OFFSET = 16 / 255
+
+
+def canonical_ssim_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded SSIM parameter set under today's mode names: before the modes were named after their
+    references, ``mode: wang`` meant the reflect-padded window that is now ``torchmetrics`` (its
+    record says ``border: reflect``, which today's ``wang`` never has)."""
+    params = dict(params)
+    if params.get("mode") == "wang" and params.get("border") == "reflect":
+        params["mode"] = "torchmetrics"
+    if "border" in params:  # an expanded SSIM record from before downsampling existed
+        params.setdefault("downsample", False)
+    return params
+
+
+def ssim_kwargs(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`ssim` for an SSIM metric's parameters."""
+    return {**SSIM_MODES[params["mode"]], "channels": params["channels"], "k1": params["k1"], "k2": params["k2"],
+            "data_range": params["data_range"]}
+
+
+def luma(frames: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma of [0, 1] RGB frames: (B, 3, H, W) in, (B, 1, H, W) out, in [16/255, 235/255]."""
+    weights = torch.tensor(BT601_LUMA, dtype=frames.dtype, device=frames.device).view(1, 3, 1, 1)
+    return (frames * weights).sum(dim=1, keepdim=True).add_(BT601_OFFSET)
+
+
+def wang_downsample(frames: torch.Tensor) -> torch.Tensor:
+    """The automatic downsampling of Wang's ``ssim.m``: f = max(1, round(min(H, W) / 256)) (MATLAB rounds
+    halves away from zero); an f x f box filter with symmetric padding, MATLAB's kernel centre
+    floor((f + 1) / 2), then every f-th pixel from the first. (B, C, H, W) in, (B, C, ceil(H/f), ceil(W/f)) out."""
+    factor = max(1, math.floor(min(frames.shape[-2:]) / 256 + 0.5))
+    if factor == 1:
+        return frames
+    before = (factor + 1) // 2 - 1
+    after = factor - 1 - before
+
+    def symmetric(x: torch.Tensor, dim: int) -> torch.Tensor:  # MATLAB 'symmetric': mirrored, edge included
+        size = x.shape[dim]
+        parts = [x.narrow(dim, 0, before).flip(dim), x, x.narrow(dim, size - after, after).flip(dim)]
+        return torch.cat([part for part in parts if part.shape[dim]], dim=dim)
+
+    padded = symmetric(symmetric(frames, -2), -1)
+    # Box filter evaluated only where it is kept: windows starting every f pixels of the padded frame.
+    return F.avg_pool2d(padded, kernel_size=factor, stride=factor)
 
 
 def _window_1d(window: str, size: int, sigma: float | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -44,6 +114,8 @@ def ssim(
     sigma: float | None = 1.5,
     sample_covariance: bool = False,
     border: str = "reflect",
+    downsample: bool = False,
+    channels: str = "rgb",
     k1: float = 0.01,
     k2: float = 0.03,
     data_range: float = 1.0,
@@ -51,9 +123,14 @@ def ssim(
     """SSIM per frame: (B, C, H, W) pairs in, (B,) out, the mean of the SSIM map over channels and pixels.
 
     ``border="reflect"`` pads the frames (reflection) so the map covers every pixel; ``"valid"`` keeps
-    only window positions fully inside the frame.
+    only window positions fully inside the frame. ``downsample`` applies :func:`wang_downsample` first;
+    ``channels="y"`` scores the BT.601 luma only.
     """
-    batch, channels, height, width = pred.shape
+    if channels == "y":
+        pred, ref = luma(pred), luma(ref)
+    if downsample:
+        pred, ref = wang_downsample(pred), wang_downsample(ref)
+    batch, n_channels, height, width = pred.shape
     if height < window_size or width < window_size:
         raise InputError(f"frames of {height}x{width} are smaller than the {window_size}x{window_size} SSIM window")
     w = _window_1d(window, window_size, sigma, pred.dtype, pred.device)
@@ -62,9 +139,9 @@ def ssim(
         pred, ref = (F.pad(x, (pad, pad, pad, pad), mode="reflect") for x in (pred, ref))
     # One separable, grouped convolution over all five moment images at once, written straight into a
     # channels-last buffer: that layout takes oneDNN's depthwise kernels on CPU, several times faster.
-    stacked = torch.empty((batch, 5 * channels, *pred.shape[-2:]), dtype=pred.dtype, device=pred.device,
+    stacked = torch.empty((batch, 5 * n_channels, *pred.shape[-2:]), dtype=pred.dtype, device=pred.device,
                           memory_format=torch.channels_last)
-    moments = stacked.split(channels, dim=1)
+    moments = stacked.split(n_channels, dim=1)
     moments[0].copy_(pred)
     moments[1].copy_(ref)
     torch.mul(pred, pred, out=moments[2])
@@ -73,7 +150,7 @@ def ssim(
     groups = stacked.shape[1]
     stacked = F.conv2d(stacked, w.view(1, 1, -1, 1).expand(groups, 1, -1, 1), groups=groups)
     stacked = F.conv2d(stacked, w.view(1, 1, 1, -1).expand(groups, 1, 1, -1), groups=groups)
-    mu_x, mu_y, xx, yy, xy = stacked.split(channels, dim=1)
+    mu_x, mu_y, xx, yy, xy = stacked.split(n_channels, dim=1)
     scale = window_size**2 / (window_size**2 - 1) if sample_covariance else 1.0
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     # In-place arithmetic: these maps are the largest temporaries of a scoring run.
@@ -90,12 +167,13 @@ def ssim(
 class SSIM(FrameMetric):
     info = MetricInfo(
         name="ssim",
-        description="Structural similarity per frame, mean over frames (mode wang: Gaussian 11x11, sigma 1.5; "
-        "mode skimage: scikit-image defaults, uniform 7x7)",
+        description="Structural similarity per frame, mean over frames (mode torchmetrics: Gaussian 11x11, "
+        "sigma 1.5, reflect-padded; wang: the same, valid region; wang-downsample: Wang's ssim.m; "
+        "skimage: scikit-image defaults, uniform 7x7)",
         direction="higher",
     )
-    defaults = {"mode": "wang", "k1": 0.01, "k2": 0.03, "data_range": 1.0}
-    choices = {"mode": tuple(SSIM_MODES)}
+    defaults = SSIM_DEFAULTS
+    choices = SSIM_CHOICES
 
     def describe(self) -> dict:
         described = super().describe()
@@ -103,5 +181,4 @@ class SSIM(FrameMetric):
         return described
 
     def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        p = self.params
-        return ssim(pred, ref, **SSIM_MODES[p["mode"]], k1=p["k1"], k2=p["k2"], data_range=p["data_range"])
+        return ssim(pred, ref, **ssim_kwargs(self.params))

@@ -6,7 +6,7 @@ attached to horizon t, so horizon 1 has no value and a clip of H horizon frames 
 clip's value is the mean over its pairs (NaN for a clip with a single horizon frame).
 
 * ``tc`` (headline temporal consistency): mean SSIM between consecutive predicted frames, with the
-  ``ssim`` metric's definition (``mode=wang`` by default). 1 for a static video.
+  ``ssim`` metric's definition and parameters (``mode=torchmetrics`` by default). 1 for a static video.
 * ``flicker``: mean absolute difference of consecutive predicted frames on [0, 1]. 0 for a static video.
 * ``flicker_score``: VBench's "temporal flickering" score, ``1 - flicker`` (VBench computes
   ``(255 - mean |I_t - I_{t-1}|) / 255`` on uint8 frames, the same number for frames decoded from uint8).
@@ -33,7 +33,7 @@ import torch
 
 from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo
 from foresight_eval.metrics.registry import register
-from foresight_eval.metrics.structural import SSIM_MODES, ssim
+from foresight_eval.metrics.structural import SSIM_CHOICES, SSIM_DEFAULTS, SSIM_MODES, ssim, ssim_kwargs
 
 # OpenCV's documented example parameters for Farnebäck (samples/python/opt_flow.py), recorded with results.
 FARNEBACK_PARAMS = {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2}
@@ -44,13 +44,6 @@ OCCLUSION_ALPHA1, OCCLUSION_ALPHA2 = 0.01, 0.5
 
 
 # ---- functional core -------------------------------------------------------------------------------
-
-def consecutive_ssim(
-    earlier: torch.Tensor, later: torch.Tensor, mode: str = "wang", **ssim_params: Any
-) -> torch.Tensor:
-    """SSIM of each frame pair (earlier[i], later[i]): (N, 3, H, W) twice in, (N,) out."""
-    return ssim(earlier, later, **SSIM_MODES[mode], **ssim_params)
-
 
 def frame_difference(earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference of each frame pair, float64: (N, 3, H, W) twice in, (N,) out."""
@@ -183,8 +176,8 @@ class ConsecutivePairMetric(Metric):
 
 
 class _TemporalSSIM(ConsecutivePairMetric):
-    defaults = {"mode": "wang", "k1": 0.01, "k2": 0.03, "data_range": 1.0}
-    choices = {"mode": tuple(SSIM_MODES)}
+    defaults = SSIM_DEFAULTS
+    choices = SSIM_CHOICES
 
     def describe(self) -> dict[str, Any]:
         described = super().describe()
@@ -192,8 +185,7 @@ class _TemporalSSIM(ConsecutivePairMetric):
         return described
 
     def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
-        p = self.params
-        return consecutive_ssim(earlier, later, p["mode"], k1=p["k1"], k2=p["k2"], data_range=p["data_range"])
+        return ssim(earlier, later, **ssim_kwargs(self.params))
 
 
 @register
