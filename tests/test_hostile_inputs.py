@@ -44,7 +44,7 @@ from tests.clipmaker import gradient_clip, write_container, write_frames_folder
 
 REPO = Path(__file__).resolve().parents[1]
 T, H, W = 4, 16, 16
-HOSTILE_NAMES = ["new\nline", "carriage\rreturn", "<script>alert(1)<\\script>", "comma, \"quote\"", "tab\tand|pipe"]
+HOSTILE_NAMES = ["new\nline", "carriage\rreturn", "<script>alert(1)<\\script>", "comma, \"quote\"", "tab\tand|pipe", "null"]
 
 
 # --- building inputs ------------------------------------------------------------------------------
