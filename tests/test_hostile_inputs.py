@@ -235,23 +235,26 @@ def test_corpus_pickle_in_pt_latents_is_refused_unexecuted(tmp_path):
 # --- the ten defects ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4], ids=["gray", "gray_alpha", "rgb", "rgba"])
-def test_defect01_16bit_png_scores_like_its_8bit_twin(tmp_path, channels):
-    """16-bit PNGs are scaled by 1/65535, so v * 257 scores exactly as the 8-bit v: PSNR inf, MAE 0."""
-    picture = frames()
-    if channels in (1, 2):
-        picture = np.repeat(picture[..., :1], 3, axis=-1)  # a grey picture, so the 8-bit twin is exact
-    preds, refs = tmp_path / "preds" / "clip", tmp_path / "refs" / "clip"
-    preds.mkdir(parents=True)
-    for index, frame in enumerate(picture):
-        colour = frame[..., :1] if channels in (1, 2) else frame
-        alpha = np.full(frame.shape[:2] + (1,), 7, np.uint8)  # dropped, whatever it holds
-        pixels = np.concatenate([colour, alpha], -1) if channels in (2, 4) else colour
-        write_png(preds / f"frame{index}.png", pixels.astype(np.uint16) * 257)
-    write_frames_folder(refs, picture)
-    code, output = cli("score", preds.parent, refs.parent, "-m", "psnr,mae", "--out", tmp_path / "run")
+def test_defect01_16bit_png_keeps_its_precision(tmp_path, channels):
+    """16-bit PNGs are scaled by 1/65535: against float references v / 65535 (values 8 bits cannot hold)
+    MAE is 0 and PSNR inf, and v * 257 scores exactly as its 8-bit twin v. Alpha is dropped."""
+    rng = np.random.default_rng(channels)
+    colour = 1 if channels in (1, 2) else 3
+    values = rng.integers(0, 65536, size=(T, H, W, colour), dtype=np.uint16)
+    alpha = np.full((H, W, 1), 7, np.uint16)
+    twin = frames() if colour == 3 else frames()[..., :1]
+    for name, pixels in (("precise", values), ("twin", twin.astype(np.uint16) * 257)):
+        folder = tmp_path / "preds" / name
+        folder.mkdir(parents=True)
+        for index, frame in enumerate(pixels):
+            write_png(folder / f"frame{index}.png", np.concatenate([frame, alpha], -1) if channels in (2, 4) else frame)
+    (tmp_path / "refs").mkdir()
+    np.save(tmp_path / "refs" / "precise.npy", np.repeat(values.astype(np.float32) / np.float32(65535), 3 // colour, -1))
+    write_frames_folder(tmp_path / "refs" / "twin", np.repeat(twin, 3 // colour, -1))
+    code, output = cli("score", tmp_path / "preds", tmp_path / "refs", "-m", "psnr,mae", "--out", tmp_path / "run")
     assert code == 0, output
-    row = per_video_rows(tmp_path / "run")["clip"]
-    assert float(row["mae"]) == 0.0 and float(row["psnr"]) == float("inf")
+    for row in per_video_rows(tmp_path / "run").values():
+        assert float(row["mae"]) == 0.0 and float(row["psnr"]) == float("inf"), row
 
 
 @pytest.mark.parametrize("mode", ["P", "LA", "RGBA", "1"])
