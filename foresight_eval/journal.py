@@ -188,7 +188,8 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise UsageError(f"--out {self.path.parent}: cannot write the lock file ({exc.strerror or exc})") from exc
+                raise UsageError(f"--out {self.path.parent}: cannot write the lock file "
+                                 f"({exc.strerror or exc})") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

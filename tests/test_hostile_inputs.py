@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import signal
 import struct
 import subprocess
@@ -44,7 +45,8 @@ from tests.clipmaker import gradient_clip, write_container, write_frames_folder
 
 REPO = Path(__file__).resolve().parents[1]
 T, H, W = 4, 16, 16
-HOSTILE_NAMES = ["new\nline", "carriage\rreturn", "<script>alert(1)<\\script>", "comma, \"quote\"", "tab\tand|pipe", "null"]
+HOSTILE_NAMES = ["new\nline", "carriage\rreturn", "<script>alert(1)<\\script>", "comma, \"quote\"", "tab\tand|pipe",
+                 "null"]
 
 
 # --- building inputs ------------------------------------------------------------------------------
@@ -249,7 +251,8 @@ def test_defect01_16bit_png_keeps_its_precision(tmp_path, channels):
         for index, frame in enumerate(pixels):
             write_png(folder / f"frame{index}.png", np.concatenate([frame, alpha], -1) if channels in (2, 4) else frame)
     (tmp_path / "refs").mkdir()
-    np.save(tmp_path / "refs" / "precise.npy", np.repeat(values.astype(np.float32) / np.float32(65535), 3 // colour, -1))
+    precise = values.astype(np.float32) / np.float32(65535)
+    np.save(tmp_path / "refs" / "precise.npy", np.repeat(precise, 3 // colour, -1))
     write_frames_folder(tmp_path / "refs" / "twin", np.repeat(twin, 3 // colour, -1))
     code, output = cli("score", tmp_path / "preds", tmp_path / "refs", "-m", "psnr,mae", "--out", tmp_path / "run")
     assert code == 0, output
@@ -380,17 +383,14 @@ COCO = {"images": [{"id": 1, "video": "good0", "frame": 0, "width": W, "height":
 ], ids=["images_null", "image_id_list", "category_dict", "det_video_list", "det_image_id_list", "det_frame_list"])
 def test_defect07_coco_entries_of_the_wrong_type_are_usage_errors(sides, tmp_path, kind, change, where):
     preds, refs = sides
-    reference, detections = json.loads(json.dumps(COCO)), [{"category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.9,
-                                                            "video": "good0", "frame": 0}]
-    if kind == "det":
-        detections[0].pop("video") if "image_id" in where else None
-        if "image_id" in where:
-            detections[0].pop("frame")
+    reference = json.loads(json.dumps(COCO))
+    frame = {"image_id": 1} if "image_id" in where else {"video": "good0", "frame": 0}
+    detections = [{"category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.9, **frame}]
     change(reference if kind == "ref" else detections)
     (tmp_path / "ref.json").write_text(json.dumps(reference))
     (tmp_path / "det.json").write_text(json.dumps(detections))
     bad = tmp_path / ("ref.json" if kind == "ref" else "det.json")
-    with pytest.raises(AnnotationError, match=f"{bad}: " + __import__("re").escape(where)):
+    with pytest.raises(AnnotationError, match=f"{bad}: " + re.escape(where)):
         load_spatial_resources(tmp_path / "ref.json", tmp_path / "det.json")
     code, output = cli("score", preds, refs, "-m", "box_iou", "--ref-annotations", tmp_path / "ref.json",
                        "--pred-detections", tmp_path / "det.json")
@@ -457,6 +457,7 @@ def test_defect10_records_under_another_runs_header_are_not_reused(sides, tmp_pa
     assert summary["metrics"]["psnr"]["n"] == 2 and summary["metrics"]["psnr"]["mean"] is not None
 
 
+@pytest.mark.slow
 def test_defect10_two_writers_of_one_run_folder(sides, tmp_path, caplog):
     """A run folder locked by a live process is refused (exit 2, naming its pid); a lock left by a
     killed process is reported and taken over."""
