@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -188,6 +189,17 @@ def input_hashes(root: Path, paths: list[Path]) -> dict[str, str]:
     return hashes
 
 
+@contextmanager
+def _hashing_thread() -> Iterator[ThreadPoolExecutor]:
+    """One background thread for input hashing; leaving early (Ctrl-C, an error) cancels the hashes not
+    started, instead of waiting for every remaining file to be read."""
+    executor = ThreadPoolExecutor(max_workers=1)
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
 def pair_input_hashes(pair: ClipPair, preds: Path, refs: Path) -> dict[str, dict[str, str]]:
     return {"pred": file_hashes(preds, pair.pred), "ref": file_hashes(refs, pair.ref)}
 
@@ -299,7 +311,7 @@ def score(
         on_start(len(my_pairs))
     results = []
     # Hashing reads every input file once more; hashlib releases the GIL, so it runs ahead in a thread.
-    with ThreadPoolExecutor(max_workers=1) as hasher, torch.inference_mode():
+    with _hashing_thread() as hasher, torch.inference_mode():
         hashes = [hasher.submit(pair_input_hashes, pair, preds, refs) for pair in my_pairs]
         for pair, pending_hashes in zip(my_pairs, hashes):
             try:

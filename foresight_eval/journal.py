@@ -206,8 +206,8 @@ class RunLock:
             os.close(fd)
         stale = os.read(fd, 4096).decode("utf-8", "replace").strip()
         if stale:
-            log.warning("stale lock %s (%s) taken over: that run ended without releasing it (killed or crashed); "
-                        "--resume finishes it", self.path, stale)
+            log.warning("stale lock %s (%s) taken over: the run that held it ended without releasing it "
+                        "(killed or crashed)", self.path, stale)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._fd = fd

@@ -40,7 +40,7 @@ from foresight_eval.io.clips import discover_clips
 from foresight_eval.journal import LOCK_FILE, RunLock
 from foresight_eval.report.render import markdown_escape
 from foresight_eval.results import PairResult
-from foresight_eval.runs import load_run
+from foresight_eval.runs import load_run, read_run_csv
 from tests.clipmaker import gradient_clip, write_container, write_frames_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,7 +214,7 @@ def test_corpus_hostile_names_round_trip(corpus):
     rows = per_video_rows(corpus["out"])
     for name in HOSTILE_NAMES:
         assert rows[name]["status"] == "ok"
-    frame_rows = pd.read_csv(corpus["out"] / "per_frame.csv", dtype={"video": str})
+    frame_rows = read_run_csv(corpus["out"] / "per_frame.csv", text=("video", "metric"))  # as reports read it
     assert set(frame_rows["video"]) == corpus["ok"]
 
 
