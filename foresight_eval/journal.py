@@ -67,7 +67,8 @@ class Journal:
     """This rank's journal. ``resume``: append to it (its header was checked by :func:`load_finished_pairs`);
     otherwise start afresh, and the main rank (``rank`` 0) removes what a previous run left in the folder."""
 
-    def __init__(self, run_dir: Path, rank: int, header: dict[str, Any], *, world_size: int = 1, resume: bool = False):
+    def __init__(self, run_dir: Path, rank: int, header: dict[str, Any], *, world_size: int = 1,
+                 resume: bool = False):
         self.path = _journal_path(run_dir, rank)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not resume and rank == 0:
@@ -154,7 +155,7 @@ def is_run_folder(path: Path) -> bool:
     try:
         load_summary(path)
         return True
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # AttributeError: JSON that is no object
         pass
     return any((path / PARTIAL_DIR).glob("rank-*.jsonl")) or (path / LOCK_FILE).is_file()
 
