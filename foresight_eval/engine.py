@@ -8,9 +8,11 @@ A clip pair that fails for any reason becomes one error row; the run goes on wit
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +25,7 @@ from foresight_eval.io.latents import LatentOptions
 from foresight_eval.io.clips import open_clip
 from foresight_eval.io.files import sha256_file
 from foresight_eval.io.pairing import ClipPair, pair_clips
-from foresight_eval.journal import Journal, load_finished_pairs
+from foresight_eval.journal import Journal, holds_run_folder, load_finished_pairs
 from foresight_eval.manifest import build_manifest, utc_now
 from foresight_eval.metrics.base import FrameBatch, Metric, RunContext
 from foresight_eval.metrics.registry import create, get_metric_class, metric_classes
@@ -160,9 +162,13 @@ def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, dev
     return result
 
 
+# Terminal colour and cursor codes (CSI and OSC sequences) that library error texts may carry.
+_ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
 def fail_pair(result: PairResult, reason: str) -> None:
     """Turn ``result`` into an error row: the reason, and no values."""
-    result.status, result.error = "error", reason
+    result.status, result.error = "error", _ANSI_ESCAPE.sub("", reason)
     result.values, result.per_frame, result.set_parts, result.frames = {}, {}, {}, 0
 
 
@@ -174,8 +180,26 @@ def file_hashes(root: Path, path: Path) -> dict[str, str]:
 
 
 def input_hashes(root: Path, paths: list[Path]) -> dict[str, str]:
-    """SHA-256 of every file of several clips under ``root``, for a manifest."""
-    return {name: digest for path in paths for name, digest in file_hashes(root, path).items()}
+    """SHA-256 of every file of several clips under ``root``, for a manifest; a clip that cannot be read is
+    left out (it is an error row)."""
+    hashes = {}
+    for path in paths:
+        try:
+            hashes.update(file_hashes(root, path))
+        except (OSError, InputError):
+            continue
+    return hashes
+
+
+@contextmanager
+def _hashing_thread() -> Iterator[ThreadPoolExecutor]:
+    """One background thread for input hashing; leaving early (Ctrl-C, an error) cancels the hashes not
+    started, instead of waiting for every remaining file to be read."""
+    executor = ThreadPoolExecutor(max_workers=1)
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def pair_input_hashes(pair: ClipPair, preds: Path, refs: Path) -> dict[str, dict[str, str]]:
@@ -225,6 +249,7 @@ class SidecarLatents:
         result.per_frame.update(latent_result.per_frame)
 
 
+@holds_run_folder
 def score(
     preds: str | Path,
     refs: str | Path,
@@ -291,19 +316,24 @@ def score(
                                                           "resize": options.resize},
                       "profile": profile_record and {"name": profile_record["name"], "sha256": profile_record["sha256"]}}
     finished = load_finished_pairs(Path(run_dir), journal_header) if resume else {}
-    journal = Journal(Path(run_dir), world.rank, journal_header) if run_dir is not None else None
+    journal = Journal(Path(run_dir), world.rank, journal_header, world_size=world.size, resume=resume) \
+        if run_dir is not None else None
     my_pairs = world.shard(pairing.pairs)
     if on_start:
         on_start(len(my_pairs))
     results = []
     # Hashing reads every input file once more; hashlib releases the GIL, so it runs ahead in a thread.
-    with ThreadPoolExecutor(max_workers=1) as hasher, torch.inference_mode():
+    with _hashing_thread() as hasher, torch.inference_mode():
         hashes = [hasher.submit(pair_input_hashes, pair, preds, refs) for pair in my_pairs]
         for pair, pending_hashes in zip(my_pairs, hashes):
-            inputs = pending_hashes.result()
+            try:
+                inputs, unreadable = pending_hashes.result(), None
+            except (OSError, InputError) as exc:  # unreadable, or not a regular file: one error row
+                inputs, unreadable = {}, f"cannot read input: {exc}" if isinstance(exc, OSError) else str(exc)
             result = finished.get(pair.key)
-            if result is None or result.inputs != inputs:
-                result = score_pair(pair, active, options, torch_device)
+            if unreadable or result is None or result.inputs != inputs:
+                result = score_pair(pair if unreadable is None else replace(pair, problem=unreadable),
+                                    active, options, torch_device)
                 if latent_scorer is not None and result.ok:
                     latent_scorer.add_to(result)
                 result.inputs = inputs

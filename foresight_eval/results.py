@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from foresight_eval.io.files import write_atomic, write_json_atomic
+from foresight_eval.io.files import csv_quoting, write_atomic, write_json_atomic
 from foresight_eval.stats import BootstrapConfig, mean_with_ci
 
 SCHEMA = "foresight-eval/run/v1"
@@ -191,9 +191,10 @@ def _cell(value: float | None) -> str:
 
 def _csv(header: list[str], rows) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    writers = {quoting: csv.writer(buffer, lineterminator="\n", quoting=quoting)
+               for quoting in (csv.QUOTE_MINIMAL, csv.QUOTE_ALL)}
+    for row in (header, *rows):
+        writers[csv_quoting(row)].writerow(row)
     return buffer.getvalue()
 
 

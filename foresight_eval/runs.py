@@ -45,6 +45,16 @@ class Run:
         return pd.to_numeric(rows.set_index("video")[metric], errors="coerce").dropna()
 
 
+def read_run_csv(path: Path, text: tuple[str, ...]) -> pd.DataFrame:
+    """A run folder's CSV file: the ``text`` columns as strings, taken as written (a clip named "nan",
+    "NA" or "null" keeps its name; an empty cell is missing), every other column as numbers ("nan",
+    "inf" included)."""
+    columns = pd.read_csv(path, nrows=0).columns
+    missing = {column: [""] if column in text else ["", "nan", "NaN", "-nan"] for column in columns}
+    return pd.read_csv(path, dtype={column: str for column in text if column in columns},
+                       keep_default_na=False, na_values=missing)
+
+
 def load_run(run: str | Path | RunResult, name: str | None = None) -> Run:
     if isinstance(run, RunResult):
         rows = [{"video": p.video, "status": p.status, **p.values} for p in run.pairs]
@@ -53,7 +63,7 @@ def load_run(run: str | Path | RunResult, name: str | None = None) -> Run:
     summary = read_summary(path)
     try:
         # Video names stay strings ("007" is not 7); metric cells are floats, "inf" included.
-        per_video = pd.read_csv(path / PER_VIDEO_FILE, dtype={"video": str, "status": str, "error": str})
+        per_video = read_run_csv(path / PER_VIDEO_FILE, text=("video", "status", "error"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path / PER_VIDEO_FILE}: {exc}") from exc
     missing = {"video", "status"} - set(per_video.columns)

@@ -17,13 +17,15 @@ from rich.markup import escape
 from foresight_eval.errors import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 128 + 2  # killed by SIGINT (Ctrl-C), as shells report it
 
 stdout = Console(highlight=False)
 stderr = Console(stderr=True, highlight=False)
 
 
 def handle_errors(command: Callable) -> Callable:
-    """Usage errors print one line and exit 2, as click's own usage errors do."""
+    """Usage errors print one line and exit 2, as click's own usage errors do. Ctrl-C exits 130 (not 1,
+    which means "some pair failed") and says how to finish the run."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -32,6 +34,12 @@ def handle_errors(command: Callable) -> Callable:
         except (UsageError, FileNotFoundError) as exc:
             stderr.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            resumable = kwargs.get("out_dir") is not None and "resume" in kwargs
+            hint = (f"; the pairs already scored are journaled in {kwargs['out_dir']}: run the same command with "
+                    "--resume to finish the run") if resumable else ""
+            stderr.print(f"[bold red]interrupted[/]{escape(hint)}", soft_wrap=True)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper
 

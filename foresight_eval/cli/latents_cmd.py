@@ -8,6 +8,7 @@ import click
 
 from foresight_eval.cli.common import handle_errors, parse_metric_params, split_names, stderr, stdout
 from foresight_eval.cli.score_cmd import _load_extra, finish_run, run_output_options, run_with_progress
+from foresight_eval.journal import prepare_run_folder
 from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES, LatentOptions
 from foresight_eval.latents import latents
 from foresight_eval.stats import BootstrapConfig
@@ -49,6 +50,8 @@ def latents_command(a, b, metric_names, params, reduce, spatial, key, sidecars, 
     Exit status: 0 all pairs scored, 1 some pair failed (see its error row), 2 usage error.
     """
     options = LatentOptions(reduce=reduce, spatial=spatial, key=key, sidecars_only=sidecars)
+    if out_dir is not None:  # an unusable --out fails now, not after the scoring
+        prepare_run_folder(out_dir)
     console = stderr if as_json else stdout
     run = run_with_progress(
         latents, a, b, split_names(metric_names), params=parse_metric_params(params), options=options, strict=strict,

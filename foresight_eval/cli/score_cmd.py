@@ -150,7 +150,8 @@ def score_command(preds, refs, metric_names, params, profile, context, frames, r
     Under `torchrun --nproc-per-node N foresight-eval score ...` the pairs are shared out over the ranks
     and rank 0 writes the one run folder.
 
-    Exit status: 0 all pairs scored, 1 some pair failed (see its error row), 2 usage error.
+    Exit status: 0 all pairs scored, 1 some pair failed (see its error row), 2 usage error,
+    130 interrupted (Ctrl-C; --resume finishes the run).
     """
     options = ScoreOptions(context=context, frames=frames, resize=resize, batch_size=batch_size)
     console = stderr if as_json else stdout

@@ -125,7 +125,18 @@ class _Sequence(list):
 
 
 class _LineLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, keeping line numbers of mappings and sequences for schema errors."""
+    """PyYAML's safe loader, keeping line numbers of mappings and sequences for schema errors.
+
+    Aliases (``*name``) are refused: each one repeats its anchor's content, so a few hundred bytes of
+    nested aliases expand to gigabytes (the "billion laughs"), and a gate file has no need of them.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} is not allowed in a gate file "
+                                              "(write the value out)", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
@@ -134,6 +145,9 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
     mapping.line, mapping.key_lines = node.start_mark.line + 1, {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:  # `? [a]`: a key gate files never use
+            raise yaml.constructor.ConstructorError(None, None, f"a key must be a plain value, got {_kind(key)}",
+                                                    key_node.start_mark)
         if key in mapping:  # PyYAML silently keeps the last duplicate; a gate file must not
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=True)

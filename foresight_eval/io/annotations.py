@@ -183,6 +183,12 @@ def _require(entry: Any, keys: tuple[str, ...], path: Path, where: str) -> None:
         raise _fail(path, where, f"missing field {missing[0]!r}")
 
 
+def _list(value: Any, path: Path, where: str) -> list:
+    if not isinstance(value, list):
+        raise _fail(path, where, f"expected a JSON list, got {type(value).__name__}")
+    return value
+
+
 def _int(value: Any, path: Path, where: str, name: str, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
         bound = "" if minimum is None else f" >= {minimum}"
@@ -206,7 +212,7 @@ def _check_segmentation(segmentation: Any, height: int, width: int, path: Path, 
     if isinstance(segmentation, dict):
         if "counts" not in segmentation or "size" not in segmentation:
             raise _fail(path, where, "RLE segmentation needs 'size' and 'counts'")
-        if list(segmentation["size"]) != [height, width]:
+        if not isinstance(segmentation["size"], list) or segmentation["size"] != [height, width]:
             raise _fail(path, where, f"segmentation size {segmentation['size']} is not the frame's [{height}, {width}]")
         return segmentation
     if isinstance(segmentation, list) and segmentation and all(
@@ -216,7 +222,7 @@ def _check_segmentation(segmentation: Any, height: int, width: int, path: Path, 
 
 
 def _check_category(category_id: Any, categories: dict[int, str], path: Path, where: str) -> int:
-    if category_id not in categories or isinstance(category_id, bool):
+    if isinstance(category_id, bool) or not isinstance(category_id, int) or category_id not in categories:
         raise _fail(path, where, f"unknown category_id {category_id!r} (categories: {sorted(categories)})")
     return category_id
 
@@ -277,7 +283,7 @@ def load_coco_annotations(path: Path) -> ReferenceAnnotations:
     categories = _categories(data["categories"], path)
     images, seen_frames = [], {}
     objects: dict[int, list[FrameObject]] = {}
-    for index, image in enumerate(data["images"]):
+    for index, image in enumerate(_list(data["images"], path, "images")):
         at = f"images[{index}]"
         _require(image, ("id", "video", "frame", "width", "height"), path, at)
         image_id = _int(image["id"], path, at, "id")
@@ -295,10 +301,10 @@ def load_coco_annotations(path: Path) -> ReferenceAnnotations:
         images.append({**image, "id": image_id, "video": key[0], "frame": frame, "width": width, "height": height})
         objects[image_id] = []
     sizes = {image["id"]: (image["height"], image["width"]) for image in images}
-    for index, ann in enumerate(data["annotations"]):
+    for index, ann in enumerate(_list(data["annotations"], path, "annotations")):
         at = f"annotations[{index}]"
         _require(ann, ("image_id", "category_id", "bbox"), path, at)
-        if ann["image_id"] not in sizes:
+        if _int(ann["image_id"], path, at, "image_id") not in sizes:
             raise _fail(path, at, f"unknown image_id {ann['image_id']!r}")
         height, width = sizes[ann["image_id"]]
         if ann.get("iscrowd", 0):
@@ -351,7 +357,7 @@ def _sidecar_images(path: Path, key: str, categories: dict[int, str]) -> tuple[l
                                   f"{path.name} says {width}x{height}")
         mask_index = {int(i): k for k, i in enumerate(ids)}
     images, objects, seen = [], [], set()
-    for index, frame_entry in enumerate(data["frames"]):
+    for index, frame_entry in enumerate(_list(data["frames"], path, "frames")):
         at = f"frames[{index}]"
         _require(frame_entry, ("frame", "objects"), path, at)
         frame = _int(frame_entry["frame"], path, at, "frame", minimum=0)
@@ -359,13 +365,14 @@ def _sidecar_images(path: Path, key: str, categories: dict[int, str]) -> tuple[l
             raise _fail(path, at, f"frame {frame} is listed twice")
         seen.add(frame)
         frame_objects = []
-        for obj_index, obj in enumerate(frame_entry["objects"]):
+        for obj_index, obj in enumerate(_list(frame_entry["objects"], path, f"{at}.objects")):
             where = f"{at}.objects[{obj_index}]"
             _require(obj, ("category", "bbox"), path, where)
-            category = by_name.get(obj["category"], obj["category"])
+            category = obj["category"]
+            category = by_name.get(category, category) if isinstance(category, str) else category
             segmentation = None
             if masks is not None:
-                if obj.get("id") not in mask_index:
+                if not isinstance(obj.get("id"), int) or obj["id"] not in mask_index:
                     raise _fail(path, where, f"object id {obj.get('id')!r} has no mask in {masks_path.name}")
                 if frame >= masks.shape[0]:
                     raise _fail(path, where, f"frame {frame} is beyond the {masks.shape[0]} frames of {masks_path.name}")
@@ -420,11 +427,13 @@ def load_detections(path: Path, annotations: ReferenceAnnotations) -> Detections
         at = f"[{index}]"
         _require(det, ("category_id", "bbox", "score"), path, at)
         if "image_id" in det:
-            image_id = det["image_id"]
-            if image_id not in known_ids or isinstance(image_id, bool):
+            image_id = _int(det["image_id"], path, at, "image_id")
+            if image_id not in known_ids:
                 raise _fail(path, at, f"unknown image_id {image_id!r} (not an image of {annotations.source})")
         elif "video" in det and "frame" in det:
-            image_id = annotations.image_ids.get((det["video"], det["frame"]))
+            if not isinstance(det["video"], str):
+                raise _fail(path, at, f"video must be the clip's relative path without extension, got {det['video']!r}")
+            image_id = annotations.image_ids.get((det["video"], _int(det["frame"], path, at, "frame", minimum=0)))
             if image_id is None:
                 problem = "unknown video" if det["video"] not in annotations.videos else "unannotated frame of video"
                 raise _fail(path, at, f"{problem} {det['video']!r} frame {det['frame']!r} (in {annotations.source})")
@@ -464,13 +473,22 @@ def load_spatial_resources(ref_annotations: Path | None = None, pred_detections:
                            pred_masks: Path | None = None) -> dict[str, Any]:
     """The ``RunContext.resources`` the spatial metrics read: "annotations", "detections", "pred_masks"."""
     resources: dict[str, Any] = {}
-    annotations = load_reference_annotations(ref_annotations) if ref_annotations is not None else None
+    annotations = _checked(load_reference_annotations, ref_annotations) if ref_annotations is not None else None
     if annotations is not None:
         resources["annotations"] = annotations
     if pred_detections is not None:
         if annotations is None:
             raise UsageError("--pred-detections needs --ref-annotations (detections name reference frames)")
-        resources["detections"] = load_detections(pred_detections, annotations)
+        resources["detections"] = _checked(load_detections, pred_detections, annotations)
     if pred_masks is not None:
-        resources["pred_masks"] = load_pred_masks(pred_masks, annotations)
+        resources["pred_masks"] = _checked(load_pred_masks, pred_masks, annotations)
     return resources
+
+
+def _checked(load: Any, path: Path, *args: Any) -> Any:
+    """``load(path, *args)``; a value of a type no check foresaw (pycocotools' own TypeErrors included)
+    is still a usage error naming the file, never a traceback."""
+    try:
+        return load(path, *args)
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise AnnotationError(f"{path}: malformed content ({type(exc).__name__}: {exc})") from exc

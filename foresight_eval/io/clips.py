@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,9 +13,11 @@ import numpy as np
 
 from foresight_eval.errors import InputError
 from foresight_eval.io.arrays import ARRAY_SUFFIXES, ArrayReader
+from foresight_eval.io.files import special_file_kind
 from foresight_eval.io.frames import IMAGE_SUFFIXES, FrameFolderReader
 from foresight_eval.io.video import VIDEO_SUFFIXES, VideoReader
 
+log = logging.getLogger(__name__)
 CLIP_FILE_SUFFIXES = VIDEO_SUFFIXES | ARRAY_SUFFIXES
 # Per-clip annotation files live beside the clips and must not be taken for clips themselves.
 SIDECAR_MARKERS = (".masks", ".boxes", ".latents", ".detections")
@@ -51,6 +54,8 @@ def open_clip(path: Path) -> ClipReader:
         raise InputError(f"{path}: does not exist")
     if path.is_dir():
         return FrameFolderReader(path)
+    if not path.is_file():  # only regular files are opened: reading a FIFO would wait forever
+        raise InputError(f"{path}: {special_file_kind(path.stat().st_mode) or 'special file'}, not a regular file")
     suffix = path.suffix.lower()
     if suffix in ARRAY_SUFFIXES:
         return ArrayReader(path)
@@ -76,6 +81,11 @@ def discover_clips(root: Path) -> list[ClipSource]:
     An empty folder counts as a frame folder too, so that an empty prediction folder becomes an error
     row for its clip instead of silently vanishing. Hidden files and folders are skipped.
     A single clip path (a file, or a folder of frames) is returned as one clip keyed by its name.
+
+    Symbolic links are followed, to files and folders alike, wherever they point (a tree of links into
+    a dataset is common); a link to a folder already walked (a loop) or a link that cannot be resolved
+    is skipped, and each skipped one is reported on the ``foresight_eval.io.clips`` logger (stderr).
+    A broken link named like a clip is kept: it becomes that clip's error row.
     """
     root = Path(root)
     if not root.exists():
@@ -83,9 +93,11 @@ def discover_clips(root: Path) -> list[ClipSource]:
     if root.is_file() or _is_frame_folder(root):
         return [ClipSource(key=_clip_key(Path(root.name)), path=root)]
     clips: list[ClipSource] = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+    walked: set[Path] = set()
+    for directory, subdirs, files in os.walk(root, followlinks=True):
         here = Path(directory)
+        walked.add(here.resolve())
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and _walkable(here / d, walked))
         if here != root and not subdirs and (_is_frame_folder(here) or not any(here.iterdir())):
             clips.append(ClipSource(key=here.relative_to(root).as_posix(), path=here))
             continue
@@ -95,6 +107,20 @@ def discover_clips(root: Path) -> list[ClipSource]:
             if Path(name).suffix.lower() in CLIP_FILE_SUFFIXES:
                 clips.append(ClipSource(key=_clip_key((here / name).relative_to(root)), path=here / name))
     return sorted(clips, key=lambda clip: clip.key)
+
+
+def _walkable(folder: Path, walked: set[Path]) -> bool:
+    if not folder.is_symlink():
+        return True
+    try:
+        target = folder.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of links, before Python 3.13
+        log.warning("skipped %s: symbolic link that cannot be resolved (%s)", folder, exc)
+        return False
+    if target in walked:
+        log.warning("skipped %s: symbolic link to %s, a folder already walked (a loop)", folder, target)
+        return False
+    return True
 
 
 def _is_frame_folder(path: Path) -> bool:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
+
+from foresight_eval.errors import InputError
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -31,6 +36,15 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
+def csv_quoting(cells: Iterable[Any]) -> int:
+    """``csv.QUOTE_ALL`` for a row or table with a carriage return in a text cell, else ``QUOTE_MINIMAL``.
+
+    Python's csv writer quotes a field for the characters of its line terminator ("\\n" in run files),
+    not for a lone "\\r", while readers (csv.reader, pandas) end a row there: such a cell must be quoted.
+    """
+    return csv.QUOTE_ALL if any(isinstance(cell, str) and "\r" in cell for cell in cells) else csv.QUOTE_MINIMAL
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -41,9 +55,24 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     write_atomic(path, json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+def special_file_kind(mode: int) -> str | None:
+    """What a file that is not a regular file (nor a folder) is, from its ``st_mode``; None for those two."""
+    for test, kind in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return None
+
+
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 of a regular file. Anything else is an InputError: reading a FIFO waits for a writer that
+    may never come, and a device may never end. O_NONBLOCK keeps the open itself from waiting."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        kind = special_file_kind(os.fstat(fd).st_mode)
+        if kind or stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise InputError(f"{path}: {kind or 'a folder'}, not a regular file")
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()

@@ -18,7 +18,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from foresight_eval.errors import UsageError
-from foresight_eval.io.files import write_atomic
+from foresight_eval.io.files import csv_quoting, write_atomic
 from foresight_eval.report.compare import (
     all_metrics, best_run, incompatibilities, shared_metrics, significantly_different,
 )
@@ -87,7 +87,9 @@ def write_leaderboard(board: Leaderboard, out_dir: Path) -> list[Path]:
     context = {"board": board, "title": board.title, "cell": metric_cell}
     write_atomic(html, render("leaderboard.html", **context))
     write_atomic(markdown, render("leaderboard.md", **context))
-    write_atomic(csv, leaderboard_frame(board).to_csv(index=False, lineterminator="\n"))
+    frame = leaderboard_frame(board)
+    quoting = csv_quoting([*frame.columns, *frame.to_numpy().ravel()])
+    write_atomic(csv, frame.to_csv(index=False, lineterminator="\n", quoting=quoting))
     return [html, markdown, csv]
 
 

@@ -17,6 +17,8 @@ from foresight_eval.report.runs import as_number
 ARROWS = {"higher": "↑", "lower": "↓"}
 # Characters Markdown would read as formatting, links or table cells.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]{}|#~!])")
+# Control characters (a "\r" ends a table row as "\n" does) and Unicode line breaks: each a space.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def markdown_escape(value: Any) -> Markup:
@@ -24,7 +26,7 @@ def markdown_escape(value: Any) -> Markup:
     renderers accept inline HTML) and formatting characters are backslash-escaped."""
     if isinstance(value, Markup):
         return value
-    text = html.escape(str(value), quote=False).replace("\n", " ")
+    text = _CONTROL.sub(" ", html.escape(str(value), quote=False))
     return Markup(_MARKDOWN_SPECIAL.sub(r"\\\1", text))
 
 

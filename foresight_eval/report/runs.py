@@ -43,7 +43,7 @@ class Run(run_folders.Run):
         if not path.exists():
             return pd.DataFrame(columns=["video", "horizon", "frame", "metric", "value"])
         try:
-            return pd.read_csv(path, dtype={"video": str, "metric": str})
+            return run_folders.read_run_csv(path, text=("video", "metric"))
         except (OSError, ValueError) as exc:
             raise UsageError(f"{path}: {exc}") from exc
 
