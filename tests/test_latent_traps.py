@@ -149,3 +149,26 @@ def test_intrinsic_dim_is_descriptive_and_never_better_or_worse():
     assert ratio.value == ratio.details["a"]["participation_ratio"]
     paired = PairedMetric("intrinsic_dim", "none", "a", "b", 5.0, 9.0, 4.0, 3.0, 5.0, 0.0001, 30)
     assert paired.better(0.05) is None
+
+
+def test_descriptive_metrics_are_never_ranked_nor_judged(tmp_path, monkeypatch):
+    from foresight_eval.compare import check_regression
+    from foresight_eval.errors import UsageError
+    from foresight_eval.report import build_leaderboard, load_runs
+    from foresight_eval.report.compare import best_run
+    from tests import fake_runs
+
+    monkeypatch.setitem(fake_runs.DIRECTIONS, "intrinsic_dim", "none")
+    low = fake_runs.write_run(tmp_path / "low", {"psnr": [30.0, 31.0, 29.0, 30.5],
+                                                 "intrinsic_dim": [4.0, 4.1, 3.9, 4.0]})
+    high = fake_runs.write_run(tmp_path / "high", {"psnr": [20.0, 21.0, 19.0, 20.5],
+                                                   "intrinsic_dim": [9.0, 9.2, 8.8, 9.1]})
+    runs = load_runs([str(low), str(high)])
+    (table,) = build_leaderboard(runs).tables
+    assert table.ranking_metrics == ["psnr"] and [entry.run.path for entry in table.entries] == [low, high]
+    assert set(table.best) == {"psnr"}
+    assert best_run(runs, "intrinsic_dim") is None and best_run(runs, "psnr").path == low
+    with pytest.raises(UsageError, match="descriptive"):
+        build_leaderboard(runs, by="intrinsic_dim")
+    report = check_regression(high, low, metrics=["intrinsic_dim"])
+    assert report.entries[0].status == "pass" and "descriptive" in report.entries[0].note

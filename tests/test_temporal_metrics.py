@@ -247,10 +247,13 @@ def test_engine_records_no_value_for_the_first_horizon(fixture_runs):
 
 # ---- float64 tc, Lai et al.'s full occlusion mask, the no-valid-pixel rule ----------------------------
 
-def test_tc_of_a_frozen_clip_is_one_in_float64(moving):
-    frozen = moving[:1].expand(6, -1, -1, -1).contiguous()
-    value, per_frame = run_metric("tc", frozen)
-    assert abs(value - 1.0) < 1e-9 and per_frame.dtype == torch.float64
+def test_tc_of_a_frozen_clip_is_one_in_float64(fixtures_dir):
+    from foresight_eval.io.video import VideoReader
+
+    frame = next(iter(VideoReader(fixtures_dir / "refs" / "clip00.mp4").frames()))
+    frozen = torch.from_numpy(frame.astype(np.float32) / 255).permute(2, 0, 1)[None].expand(6, -1, -1, -1)
+    value, per_frame = run_metric("tc", frozen.contiguous())  # float32 SSIM gave 0.9999996 on this frame
+    assert abs(value - 1.0) < 1e-9 and float((per_frame[1:] - 1).abs().max()) < 1e-9
 
 
 def lai_detect_occlusion(fw_flow, bw_flow):
