@@ -84,6 +84,8 @@ def test_latent_cosine_skill_needs_the_observed_step():
     static = np.repeat(true[:, :1], CONTEXT + HORIZONS, axis=1)
     with pytest.raises(lm.InputError, match="perfect"):
         create("latent_cosine_skill", k=HORIZONS, context=CONTEXT).score(pair_of(static, static))
+    still = create("latent_cosine", k=HORIZONS, context=CONTEXT).score(pair_of(static, static))
+    assert still.value == pytest.approx(1.0) and "skill" not in still.details  # the cosine itself still scores
 
 
 @pytest.mark.parametrize(("prediction", "decision"), [("constant", "fail"), ("copy", "pass"), ("informative", "pass")])

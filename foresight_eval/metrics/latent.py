@@ -653,7 +653,8 @@ class LatentCosine(_LatentCosine):
         details = {"mean_prediction": float(figures["mean_prediction"].mean())}
         if "persistence" in figures:
             details["persistence"] = float(figures["persistence"].mean())
-            details["skill"] = cosine_skill(figures["prediction"], figures["persistence"])
+            if details["persistence"] < 1:  # a perfect persistence (static truth) leaves no skill to measure
+                details["skill"] = cosine_skill(figures["prediction"], figures["persistence"])
         at_k = figures["prediction"]
         return LatentScore(float(at_k.mean()), item_values=at_k, curve=rows, details=details)
 
