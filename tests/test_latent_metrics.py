@@ -162,7 +162,7 @@ def test_group_kfold_matches_scikit_learn_on_unequal_groups(rng):
         lm.group_kfold(np.zeros(50), 5)
 
 
-def leak_case(rng, clips=25, steps=8, features=48):
+def leak_case(rng, clips=20, steps=6, features=32):
     """Per clip, A and B are each a clip-specific point plus small noise per time step, with no relation
     between A and B across clips: a probe can only score by recognising the clip (features >= clips, so a
     linear map from A's clip points to any B's exists)."""
@@ -175,11 +175,11 @@ def test_probe_r2_grouped_folds_close_the_per_timestep_leak():
     a, b = leak_case(np.random.default_rng(5))
     pair = pair_of(a, b, reduce="per-timestep")
     x, y = pair.matrices()
-    assert np.array_equal(pair.groups(), np.repeat(np.arange(25), 8))
+    assert np.array_equal(pair.groups(), np.repeat(np.arange(20), 6))
     leaky = lm.probe_r2(x, y)  # every row its own group: steps of one clip on both sides
     assert leaky.variance_weighted > 0.5
     result = create("probe_r2").score(pair)
-    assert result.value <= 0 and result.details["groups"] == 25 and result.details["rows"] == 200
+    assert result.value <= 0 and result.details["groups"] == 20 and result.details["rows"] == 120
     assert result.details["shuffled_control"] <= 0
 
 
