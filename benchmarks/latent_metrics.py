@@ -6,13 +6,13 @@ write for it, on the same random latent sets, with same-run ratios.
     python benchmarks/latent_metrics.py --sizes 10000x1024 --metrics cka,probe_r2
 
 Ours runs on --device (float64 cores); the baselines always run on the CPU, in float64:
-  cka, cka_debiased   Kornblith et al.'s sample-space code: N x N Gram matrices (np.dot, centring)
-  cka_rbf             Kornblith's gram_rbf + cka, on the same fixed-seed subset of max_items items as ours
-  probe_r2            cross_val_score(RidgeCV(alphas, cv=KFold(5)), X, Y, cv=KFold(5))
-  rsa_spearman        scipy spearmanr(pdist(X), pdist(Y)) on the same subset as ours
-  neighbourhood_recall  sklearn NearestNeighbors(k + 1).kneighbors on both sets
+  cka, cka_biased     Kornblith et al.'s sample-space code: N x N Gram matrices (np.dot, centring), debiased / biased
+  cka_rbf             Kornblith's gram_rbf + cka(debiased=True), on the same fixed-seed subset of max_items items
+  probe_r2            cross_val_score(RidgeCV(alphas, cv=GroupKFold(5)), X, Y, cv=GroupKFold(5), groups) (one row per item)
+  rsa_spearman        scipy spearmanr(pdist(X, "correlation"), pdist(Y, "correlation")) on the same subset as ours
+  neighbourhood_recall  sklearn NearestNeighbors(k + 1, metric="cosine").kneighbors on both sets
   latent_cosine       row-wise NumPy cosine
-  intrinsic_dim       sklearn PCA().fit on each set
+  intrinsic_dim       scikit-dimension's TwoNN on set A
 A baseline is skipped (and says so) when its float64 working set would exceed --baseline-memory-gib
 (24 by default) or its estimated arithmetic exceeds --baseline-max-flop.
 
@@ -39,7 +39,7 @@ from foresight_eval.metrics import latent as lm
 
 FULL_SIZES = ((10_000, 1_024), (10_000, 4_096), (100_000, 1_024), (100_000, 4_096))
 QUICK_SIZES = ((2_000, 256), (5_000, 512))
-METRICS = ("cka", "cka_debiased", "cka_rbf", "probe_r2", "rsa_spearman", "neighbourhood_recall", "latent_cosine",
+METRICS = ("cka", "cka_biased", "cka_rbf", "probe_r2", "rsa_spearman", "neighbourhood_recall", "latent_cosine",
            "intrinsic_dim")
 RBF_ITEMS, RSA_ITEMS, K = 5_000, 4_000, 10
 GIB = 1 << 30
@@ -150,37 +150,42 @@ def kornblith_gram_rbf(x: np.ndarray, threshold: float) -> np.ndarray:
 def baseline(name: str, a: np.ndarray, b: np.ndarray) -> Callable[[], float]:
     from scipy.spatial.distance import pdist
     from scipy.stats import spearmanr
-    from sklearn.decomposition import PCA
+    import sklearn
     from sklearn.linear_model import RidgeCV
     from sklearn.metrics import make_scorer, r2_score
-    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.model_selection import GroupKFold, cross_val_score
     from sklearn.neighbors import NearestNeighbors
 
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    if name in ("cka", "cka_debiased"):
-        return lambda: kornblith_cka(a64 @ a64.T, b64 @ b64.T, unbiased=name == "cka_debiased")
+    if name in ("cka", "cka_biased"):
+        return lambda: kornblith_cka(a64 @ a64.T, b64 @ b64.T, unbiased=name == "cka")
     if name == "cka_rbf":
         rows = subset(len(a), RBF_ITEMS)
-        return lambda: kornblith_cka(kornblith_gram_rbf(a64[rows], 0.5), kornblith_gram_rbf(b64[rows], 0.5))
+        return lambda: kornblith_cka(kornblith_gram_rbf(a64[rows], 0.5), kornblith_gram_rbf(b64[rows], 0.5),
+                                     unbiased=True)
     if name == "probe_r2":
-        order = np.random.default_rng(0).permutation(len(a))
+        groups = lm.shuffled_groups(np.arange(len(a)), 0)
         scorer = make_scorer(r2_score, multioutput="variance_weighted")
-        return lambda: float(cross_val_score(RidgeCV(alphas=lm.DEFAULT_ALPHAS, cv=KFold(5)), a64[order], b64[order],
-                                             cv=KFold(5), scoring=scorer).mean())
+
+        def probe() -> float:
+            with sklearn.config_context(enable_metadata_routing=True):
+                return float(cross_val_score(RidgeCV(alphas=lm.DEFAULT_ALPHAS, cv=GroupKFold(5)), a64, b64,
+                                             cv=GroupKFold(5), params={"groups": groups}, scoring=scorer).mean())
+        return probe
     if name == "rsa_spearman":
         rows = subset(len(a), RSA_ITEMS)
-        return lambda: float(spearmanr(pdist(a64[rows]), pdist(b64[rows])).statistic)
+        return lambda: float(spearmanr(pdist(a64[rows], "correlation"), pdist(b64[rows], "correlation")).statistic)
     if name == "neighbourhood_recall":
         def recall() -> float:
-            first, second = (NearestNeighbors(n_neighbors=K + 1).fit(s).kneighbors(s)[1][:, 1:] for s in (a64, b64))
+            first, second = (NearestNeighbors(n_neighbors=K + 1, metric="cosine").fit(s).kneighbors(s)[1][:, 1:]
+                             for s in (a64, b64))
             return float(np.mean([len(set(p) & set(q)) / K for p, q in zip(first, second)]))
         return recall
     if name == "latent_cosine":
         return lambda: float(((a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))).mean())
-    def participation_ratio() -> float:
-        variance = PCA().fit(a64).explained_variance_
-        return float(variance.sum() ** 2 / np.square(variance).sum())
-    return participation_ratio
+    import skdim  # scikit-dimension, a test dependency
+
+    return lambda: float(skdim.id.TwoNN().fit(a64).dimension_)
 
 
 def baseline_cost(name: str, n: int, d: int) -> tuple[float, float]:
@@ -188,30 +193,30 @@ def baseline_cost(name: str, n: int, d: int) -> tuple[float, float]:
     rbf, rsa = min(n, RBF_ITEMS), min(n, RSA_ITEMS)
     costs = {
         "cka": (3 * n * n * 8, 2 * 2 * n * n * d),
-        "cka_debiased": (3 * n * n * 8, 2 * 2 * n * n * d),
+        "cka_biased": (3 * n * n * 8, 2 * 2 * n * n * d),
         "cka_rbf": (6 * rbf * rbf * 8, 2 * 2 * rbf * rbf * d),
         # GridSearchCV refits Ridge (X^T X, Cholesky) for each alpha and inner fold, in each outer fold.
         "probe_r2": (4 * n * d * 8, 5 * (5 * len(lm.DEFAULT_ALPHAS) + 1) * (2 * 0.64 * n * d * d + d**3 / 3)),
         "rsa_spearman": (3 * rsa * rsa * 8, rsa * rsa * d),
         "neighbourhood_recall": (4 * n * d * 8, 2 * 2 * n * n * d),
         "latent_cosine": (4 * n * d * 8, 6 * n * d),
-        "intrinsic_dim": (3 * n * d * 8, 4 * n * d * d),
+        "intrinsic_dim": (4 * n * d * 8, 2 * n * n * d),  # TwoNN: all pairwise distances, sorted per row
     }
     return costs[name]
 
 
 def ours(name: str, a: torch.Tensor, b: torch.Tensor) -> Callable[[], float]:
     calls: dict[str, Callable[[], float]] = {
-        "cka": lambda: float(lm.linear_cka(a, b)),
-        "cka_debiased": lambda: float(lm.linear_cka(a, b, debiased=True)),
+        "cka": lambda: float(lm.linear_cka(a, b, debiased=True)),
+        "cka_biased": lambda: float(lm.linear_cka(a, b)),
         "cka_rbf": lambda: float(lm.rbf_cka(*(s[torch.from_numpy(subset(len(a), RBF_ITEMS)).to(a.device)]
-                                               for s in (a, b)), 0.5)[0]),
+                                               for s in (a, b)), 0.5, debiased=True)[0]),
         "probe_r2": lambda: lm.probe_r2(a, b).variance_weighted,
         "rsa_spearman": lambda: float(lm.rsa_spearman(*(s[torch.from_numpy(subset(len(a), RSA_ITEMS)).to(a.device)]
                                                         for s in (a, b)))),
         "neighbourhood_recall": lambda: float(lm.neighbourhood_recall(a, b, K).mean()),
         "latent_cosine": lambda: float(lm.cosine_per_step(a, b).mean()),
-        "intrinsic_dim": lambda: lm.intrinsic_dimension(a)["participation_ratio"],
+        "intrinsic_dim": lambda: lm.two_nn_dimension(a)["twonn"],
     }
     return calls[name]
 

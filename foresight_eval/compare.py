@@ -113,7 +113,7 @@ class PairedMetric:
 
     def better(self, alpha: float) -> str | None:
         """"a" or "b" when the difference is significant at ``alpha``, else None."""
-        if self.p_value is None or self.p_value >= alpha or not self.diff:
+        if self.p_value is None or self.p_value >= alpha or not self.diff or self.direction == "none":
             return None
         b_higher = self.diff > 0
         return "b" if b_higher == (self.direction == "higher") else "a"
@@ -343,6 +343,9 @@ def check_regression(
 def _judge_regression(paired: PairedMetric, tolerance: Tolerance, alpha: float) -> RegressionEntry:
     if paired.diff is None:
         return RegressionEntry(paired.metric, paired, str(tolerance), None, None, "missing", paired.note)
+    if paired.direction == "none":
+        return RegressionEntry(paired.metric, paired, str(tolerance), None, None, "pass",
+                               "descriptive (no direction): not judged")
     worse_by = -paired.diff if paired.direction == "higher" else paired.diff
     limit = tolerance.limit(paired.mean_a)
     if worse_by <= limit:

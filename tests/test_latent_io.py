@@ -177,7 +177,7 @@ def test_a_broken_file_is_one_error_row_and_the_run_folder_reads_back(tmp_path, 
     run.write(tmp_path / "run")
     summary = load_summary(tmp_path / "run")
     assert summary["metrics"]["cka"]["n"] == 2 and summary["metrics"]["cka"]["ci"] == "bootstrap over file pairs"
-    assert summary["metrics"]["neighbourhood_recall"]["params"] == {"k": 5, "distance": "euclidean"}
+    assert summary["metrics"]["neighbourhood_recall"]["params"] == {"k": 5, "distance": "cosine"}
     assert summary["videos"] == {"total": 3, "ok": 2, "error": 1, "errors": {"r": run.pairs[2].error}}
     assert summary["options"]["inputs"] == "latents"
     header = (tmp_path / "run" / "per_video.csv").read_text().splitlines()[0]
@@ -193,7 +193,8 @@ def test_one_pair_gets_item_bootstrap_for_item_means_only(tmp_path, rng):
     assert recall.definition["ci"] == "bootstrap over items"
     assert cka.n == 1 and cka.ci_low is None and cka.definition["ci"] is None
     details = run.metrics["intrinsic_dim"].set_values["per_pair"]["b"]
-    assert set(details["a"]) == {"pca90", "pca95", "participation_ratio"}
+    assert set(details["a"]) == {"pca90", "pca95", "participation_ratio", "twonn", "twonn_items_used",
+                                 "twonn_duplicates_dropped"}
 
 
 def test_cli_on_the_fixtures_table_json_and_run_folder(tmp_path):
@@ -204,7 +205,7 @@ def test_cli_on_the_fixtures_table_json_and_run_folder(tmp_path):
     assert "--spatial mean" in result.output
     out = tmp_path / "run"
     result = runner.invoke(main, ["latents", str(vlm), str(decoder), "--reduce", "mean", "--spatial", "mean",
-                                  "-m", "cka,cka_debiased,probe_r2", "-p", "probe_r2.inner_folds=3",
+                                  "-m", "cka,cka_biased,probe_r2", "-p", "probe_r2.inner_folds=3",
                                   "--json", "-o", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -223,7 +224,7 @@ def test_cli_on_the_fixtures_table_json_and_run_folder(tmp_path):
 def test_metrics_command_lists_latent_metrics():
     result = CliRunner().invoke(main, ["metrics", "--json"])
     entries = json.loads(result.stdout)["metrics"]
-    assert entries["cka"]["inputs"] == "latents" and entries["latent_cosine"]["defaults"] == {"k": 5, "context": 0}
+    assert entries["cka"]["inputs"] == "latents" and entries["latent_cosine"]["defaults"] == {"k": 5, "context": 0, "centred": False}
 
 
 def test_latents_api_accepts_ordered_params(tmp_path, rng):

@@ -25,7 +25,7 @@ def make_tree(tmp_path, with_sidecars=("a", "b")):
         np.save(tmp_path / "refs" / f"{name}.npy", frames)
         ref_latents = torch.randn(12, 6, generator=generator, dtype=torch.float64)
         pred_latents = ref_latents + 0.3 * torch.randn(12, 6, generator=generator, dtype=torch.float64)
-        truth[name] = float(linear_cka(pred_latents, ref_latents))
+        truth[name] = float(linear_cka(pred_latents, ref_latents, debiased=True))  # `cka` is the debiased estimate
         if name in with_sidecars:
             save_file({"latents": pred_latents}, tmp_path / "preds" / f"{name}.latents.safetensors")
             save_file({"latents": ref_latents}, tmp_path / "refs" / f"{name}.latents.safetensors")

@@ -243,3 +243,75 @@ def test_engine_records_no_value_for_the_first_horizon(fixture_runs):
     assert min(per_frame(pair, "tc")) == 2 and len(pair.per_frame["tc"]) == pair.frames - 1
     horizons = [row["horizon"] for row in fixture_runs["blur_mild"].metrics["tc"].per_horizon]
     assert horizons == list(range(2, pair.frames + 1))
+
+
+# ---- float64 tc, Lai et al.'s full occlusion mask, the no-valid-pixel rule ----------------------------
+
+def test_tc_of_a_frozen_clip_is_one_in_float64(fixtures_dir):
+    from foresight_eval.io.video import VideoReader
+
+    frame = next(iter(VideoReader(fixtures_dir / "refs" / "clip00.mp4").frames()))
+    frozen = torch.from_numpy(frame.astype(np.float32) / 255).permute(2, 0, 1)[None].expand(6, -1, -1, -1)
+    value, per_frame = run_metric("tc", frozen.contiguous())  # float32 SSIM gave 0.9999996 on this frame
+    assert abs(value - 1.0) < 1e-9 and float((per_frame[1:] - 1).abs().max()) < 1e-9
+
+
+def lai_detect_occlusion(fw_flow, bw_flow):
+    """Lai et al. 2018's ``detect_occlusion`` (fast_blind_video_consistency, utils.py), transcribed to NumPy:
+    occluded where the round trip fails Ruder's check or on a motion boundary of the backward flow. The
+    forward flow is brought onto the later frame by the same bilinear resampling as ours (their Resample2d)."""
+    height, width = bw_flow.shape[:2]
+    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    fw_flow_w = cv2.remap(fw_flow, grid_x + bw_flow[..., 0], grid_y + bw_flow[..., 1], cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    magnitude = lambda flow: flow[:, :, 0] ** 2 + flow[:, :, 1] ** 2  # noqa: E731 - their compute_flow_magnitude
+    mask1 = magnitude(fw_flow_w + bw_flow) > 0.01 * (magnitude(fw_flow_w) + magnitude(bw_flow)) + 0.5
+    # their compute_flow_gradients: float32 differences into float64 arrays
+    fx_du, fx_dv, fy_du, fy_dv = np.zeros((4, height, width))
+    fx_du[:, :-1] = bw_flow[:, :-1, 0] - bw_flow[:, 1:, 0]
+    fx_dv[:-1, :] = bw_flow[:-1, :, 0] - bw_flow[1:, :, 0]
+    fy_du[:, :-1] = bw_flow[:, :-1, 1] - bw_flow[:, 1:, 1]
+    fy_dv[:-1, :] = bw_flow[:-1, :, 1] - bw_flow[1:, :, 1]
+    mask2 = (fx_du**2 + fx_dv**2) + (fy_du**2 + fy_dv**2) > 0.01 * magnitude(bw_flow) + 0.002
+    return mask1 | mask2
+
+
+def test_warp_error_uses_lai_et_al_full_occlusion_mask_on_a_real_clip(fixtures_dir):
+    from foresight_eval.io.video import VideoReader
+
+    frames = np.stack(list(VideoReader(fixtures_dir / "refs" / "clip00.mp4").frames())[:6]).astype(np.float32) / 255
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+    gray = to_gray_uint8(video)
+    ours_lai, ours_consistency, reference = [], [], []
+    for i in range(len(video) - 1):
+        backward, forward = optical_flow(gray[i + 1], gray[i]), optical_flow(gray[i], gray[i + 1])
+        # the sampling positions cv2.remap takes (float32): out of the frame, nothing to compare with
+        grid_x, grid_y = np.meshgrid(*(np.arange(size, dtype=np.float32) for size in (gray.shape[2], gray.shape[1])))
+        inside = ((grid_x + backward[..., 0] >= 0) & (grid_x + backward[..., 0] <= gray.shape[2] - 1)
+                  & (grid_y + backward[..., 1] >= 0) & (grid_y + backward[..., 1] <= gray.shape[1] - 1))
+        valid = inside & ~lai_detect_occlusion(forward, backward)
+        warped = backward_warp(frames[i], backward)
+        squared = np.square(frames[i + 1] - warped).mean(axis=-1)
+        reference.append(squared[valid].mean(dtype=np.float64))
+        ours_lai.append(float(warp_error(video[i:i + 1], video[i + 1:i + 2])[0]))
+        ours_consistency.append(float(warp_error(video[i:i + 1], video[i + 1:i + 2], occlusion="consistency")[0]))
+    assert_parity("warp_error: Lai et al. occlusion mask vs transcription of detect_occlusion", ours_lai, reference,
+                  1e-12)
+    assert ours_lai != ours_consistency  # the motion boundaries matter on real motion
+    assert run_metric("warp_error", video)[0] == pytest.approx(np.mean(reference), abs=1e-12)
+
+
+def test_a_pair_with_no_valid_pixel_is_scored_over_all_pixels(monkeypatch):
+    from foresight_eval.metrics import temporal
+
+    rng = np.random.default_rng(0)
+    earlier, later = (torch.from_numpy(rng.random((1, 3, 24, 32), dtype=np.float32)) for _ in range(2))
+    monkeypatch.setattr(temporal, "valid_flow_mask",
+                        lambda backward, forward, occlusion: np.zeros(backward.shape[:2], bool))
+    value = float(warp_error(earlier, later)[0])
+    backward = optical_flow(to_gray_uint8(later)[0], to_gray_uint8(earlier)[0])
+    warped = backward_warp(earlier[0].permute(1, 2, 0).numpy(), backward)
+    expected = np.square(later[0].permute(1, 2, 0).numpy() - warped).mean(dtype=np.float64)
+    assert math.isfinite(value) and value == pytest.approx(expected, rel=1e-6)
+    described = create("warp_error").describe()["params"]
+    assert described["occlusion"] == "lai" and described["no_valid_pixel"].startswith("mean squared RGB")

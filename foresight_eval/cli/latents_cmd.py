@@ -18,7 +18,7 @@ from foresight_eval.stats import BootstrapConfig
 @click.argument("a", type=click.Path(exists=True, path_type=Path))
 @click.argument("b", type=click.Path(exists=True, path_type=Path))
 @click.option("--metrics", "-m", "metric_names", metavar="NAMES",
-              help="Comma-separated latent metrics (default: cka, cka_debiased, cka_rbf, probe_r2, rsa_spearman, "
+              help="Comma-separated latent metrics (default: cka, cka_rbf, probe_r2, rsa_spearman, "
                    "neighbourhood_recall; also latent_cosine and intrinsic_dim). See `foresight-eval metrics`.")
 @click.option("--param", "-p", "params", multiple=True, metavar="METRIC.KEY=VALUE",
               help="A metric parameter, repeatable: -p neighbourhood_recall.k=10 -p latent_cosine.k=5 "

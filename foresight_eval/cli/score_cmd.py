@@ -25,7 +25,7 @@ from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES, LatentOptions
 from foresight_eval.results import RunResult
 from foresight_eval.stats import BootstrapConfig
 
-ARROWS = {"higher": "↑", "lower": "↓"}
+ARROWS = {"higher": "↑", "lower": "↓", "none": "·"}  # none: descriptive
 T = TypeVar("T")
 
 

@@ -256,6 +256,12 @@ class LatentPair:
             self._matrices = (a, b)
         return self._matrices
 
+    def groups(self) -> np.ndarray:
+        """The item each row of :meth:`matrices` comes from (N',): with ``per-timestep`` the T rows of an item
+        share its index, so that cross-validation keeps them on one side of every split."""
+        rows = self.matrices()[0].shape[0]
+        return np.arange(rows) // (rows // self.items)
+
 
 def load_latent_pair(key: str, a_path: Path, b_path: Path, options: LatentOptions,
                      device: torch.device = torch.device("cpu")) -> LatentPair:

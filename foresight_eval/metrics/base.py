@@ -18,7 +18,8 @@ import torch
 
 from foresight_eval.errors import UsageError
 
-Direction = Literal["higher", "lower"]
+# "none": a descriptive figure (an intrinsic dimension): never ranked; a gate on it names its own direction.
+Direction = Literal["higher", "lower", "none"]
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,19 @@ attached to horizon t, so horizon 1 has no value and a clip of H horizon frames 
 clip's value is the mean over its pairs (NaN for a clip with a single horizon frame).
 
 * ``tc`` (headline temporal consistency): mean SSIM between consecutive predicted frames, with the
-  ``ssim`` metric's definition and parameters (``mode=torchmetrics`` by default). 1 for a static video.
+  ``ssim`` metric's definition and parameters (``mode=torchmetrics`` by default), computed in float64 so
+  that a static video gives 1 to 1e-12 (float32 gave 0.9999994).
 * ``flicker``: mean absolute difference of consecutive predicted frames on [0, 1]. 0 for a static video.
 * ``flicker_score``: VBench's "temporal flickering" score, ``1 - flicker`` (VBench computes
   ``(255 - mean |I_t - I_{t-1}|) / 255`` on uint8 frames, the same number for frames decoded from uint8).
 * ``warp_error``: optical flow warping error (Lai et al. 2018): frame t-1 is warped onto frame t along
-  the backward flow, pixels that fail the forward-backward consistency check (Ruder et al. 2016) or
-  whose flow leaves the frame are masked out, and the error is the mean squared RGB difference over
-  the remaining pixels.
+  the backward flow, occluded pixels are masked out, and the error is the mean squared RGB difference
+  over the remaining pixels. ``occlusion=lai`` (default) is Lai et al.'s full mask (their
+  ``detect_occlusion``): the forward-backward consistency check of Ruder et al. 2016 *or* a motion
+  boundary, where the backward flow's squared forward differences exceed 0.01 |flow|^2 + 0.002;
+  ``occlusion=consistency`` keeps the consistency check alone. Either way pixels whose flow leaves the
+  frame are masked too. A pair with no valid pixel left (everything occluded) is scored over all its
+  pixels, unmasked: a flow that explains nothing must not make the error vanish or the pair disappear.
 * ``<name>_delta``: the same quantity of the prediction minus the reference video's own, pair by pair
   (so its clip value is exactly ``name(pred) - name(ref)``). Differences rather than ratios because
   the flicker and warping error of a static reference are 0, and because differences average linearly:
@@ -41,6 +46,10 @@ FLOW_METHODS = ("farneback", "dis")
 # Forward-backward consistency thresholds of Ruder et al. 2016 (pixels): occluded where
 # |F + G|^2 > alpha1 (|F|^2 + |G|^2) + alpha2.
 OCCLUSION_ALPHA1, OCCLUSION_ALPHA2 = 0.01, 0.5
+# Motion-boundary thresholds of Lai et al. 2018's detect_occlusion: boundary where
+# |grad u|^2 + |grad v|^2 > beta1 |G|^2 + beta2 (forward differences of the backward flow G).
+BOUNDARY_BETA1, BOUNDARY_BETA2 = 0.01, 0.002
+OCCLUSION_MODES = ("lai", "consistency")
 
 
 # ---- functional core -------------------------------------------------------------------------------
@@ -84,22 +93,42 @@ def backward_warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def valid_flow_mask(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
+def motion_boundary(flow: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels on a motion boundary of ``flow`` (H, W, 2) float32, as Lai et al.'s
+    detect_occlusion: the squared forward differences of both flow components along x and y (0 on the
+    last column / row) exceed BOUNDARY_BETA1 |flow|^2 + BOUNDARY_BETA2. Their arithmetic, to the bit:
+    differences in float32, squares summed in float64, the threshold in float32."""
+    along_x, along_y = np.zeros(flow.shape), np.zeros(flow.shape)
+    along_x[:, :-1] = flow[:, :-1] - flow[:, 1:]
+    along_y[:-1, :] = flow[:-1, :] - flow[1:, :]
+    gradient = (along_x[..., 0] ** 2 + along_y[..., 0] ** 2) + (along_x[..., 1] ** 2 + along_y[..., 1] ** 2)
+    return gradient > BOUNDARY_BETA1 * (flow[..., 0] ** 2 + flow[..., 1] ** 2) + BOUNDARY_BETA2
+
+
+def valid_flow_mask(backward: np.ndarray, forward: np.ndarray, occlusion: str = "lai") -> np.ndarray:
     """Pixels of the later frame (H, W) bool whose backward flow stays inside the frame and passes the
-    forward-backward consistency check against ``forward`` (the earlier frame's flow to the later one)."""
+    forward-backward consistency check against ``forward`` (the earlier frame's flow to the later one);
+    with ``occlusion="lai"`` also off the backward flow's motion boundaries."""
     height, width = backward.shape[:2]
     map_x, map_y = _sample_maps(backward)
     inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
     forward_there = backward_warp(forward, backward)
     round_trip = np.square(backward + forward_there).sum(axis=-1)
     magnitudes = np.square(backward).sum(axis=-1) + np.square(forward_there).sum(axis=-1)
-    return inside & (round_trip <= OCCLUSION_ALPHA1 * magnitudes + OCCLUSION_ALPHA2)
+    valid = inside & (round_trip <= OCCLUSION_ALPHA1 * magnitudes + OCCLUSION_ALPHA2)
+    if occlusion == "lai":
+        return valid & ~motion_boundary(backward)
+    if occlusion == "consistency":
+        return valid
+    raise ValueError(f"unknown occlusion mode {occlusion!r} (one of {OCCLUSION_MODES})")
 
 
-def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneback") -> torch.Tensor:
+def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneback",
+               occlusion: str = "lai") -> torch.Tensor:
     """Flow warping error of each frame pair: (N, 3, H, W) twice in, (N,) float64 out.
 
-    Flow runs on the CPU (OpenCV), whatever the frames' device. A pair with no valid pixel gives NaN."""
+    Flow runs on the CPU (OpenCV), whatever the frames' device. A pair with no valid pixel is scored over
+    all its pixels (see the module doc)."""
     if len(earlier) == 0:
         return torch.zeros(0, dtype=torch.float64)
     earlier_gray, later_gray = to_gray_uint8(earlier), to_gray_uint8(later)
@@ -109,9 +138,9 @@ def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneb
     for i in range(len(earlier_gray)):
         backward = optical_flow(later_gray[i], earlier_gray[i], method)
         forward = optical_flow(earlier_gray[i], later_gray[i], method)
-        valid = valid_flow_mask(backward, forward)
+        valid = valid_flow_mask(backward, forward, occlusion)
         squared = np.square(later_rgb[i] - backward_warp(earlier_rgb[i], backward)).mean(axis=-1)
-        errors.append(float(squared[valid].mean(dtype=np.float64)) if valid.any() else float("nan"))
+        errors.append(float((squared[valid] if valid.any() else squared).mean(dtype=np.float64)))
     return torch.tensor(errors, dtype=torch.float64)
 
 
@@ -185,7 +214,7 @@ class _TemporalSSIM(ConsecutivePairMetric):
         return described
 
     def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
-        return ssim(earlier, later, **ssim_kwargs(self.params))
+        return ssim(earlier.double(), later.double(), **ssim_kwargs(self.params))
 
 
 @register
@@ -247,8 +276,8 @@ class FlickerScore(_FrameDifference):
 
 
 class _WarpError(ConsecutivePairMetric):
-    defaults = {"flow": "farneback"}
-    choices = {"flow": FLOW_METHODS}
+    defaults = {"flow": "farneback", "occlusion": "lai"}
+    choices = {"flow": FLOW_METHODS, "occlusion": OCCLUSION_MODES}
 
     def describe(self) -> dict[str, Any]:
         described = super().describe()
@@ -257,11 +286,14 @@ class _WarpError(ConsecutivePairMetric):
         else:
             described["params"]["dis_preset"] = "medium"
         described["params"].update(occlusion_alpha1=OCCLUSION_ALPHA1, occlusion_alpha2=OCCLUSION_ALPHA2,
-                                   error="mean squared RGB difference over valid pixels")
+                                   error="mean squared RGB difference over valid pixels",
+                                   no_valid_pixel="mean squared RGB difference over all pixels")
+        if self.params["occlusion"] == "lai":
+            described["params"].update(boundary_beta1=BOUNDARY_BETA1, boundary_beta2=BOUNDARY_BETA2)
         return described
 
     def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
-        return warp_error(earlier, later, self.params["flow"])
+        return warp_error(earlier, later, self.params["flow"], self.params["occlusion"])
 
 
 @register
@@ -269,7 +301,8 @@ class WarpError(_WarpError):
     info = MetricInfo(
         name="warp_error",
         description="Optical-flow warping error of consecutive predicted frames: frame t-1 warped onto t along "
-        "the backward flow (OpenCV), occlusions masked by forward-backward consistency, masked mean squared error",
+        "the backward flow (OpenCV), occlusions masked as Lai et al. 2018 (forward-backward consistency and motion "
+        "boundaries), masked mean squared error",
         direction="lower",
     )
 

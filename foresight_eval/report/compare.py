@@ -50,7 +50,10 @@ def best_run(runs: Sequence[Run], metric: str) -> Run | None:
     scored = [(value, run) for value, run in scored if not math.isnan(value)]
     if not scored:
         return None
-    higher = scored[0][1].metrics[metric]["direction"] == "higher"
+    direction = scored[0][1].metrics[metric]["direction"]
+    if direction == "none":  # a descriptive figure has no best
+        return None
+    higher = direction == "higher"
     return (max if higher else min)(scored, key=lambda item: item[0])[1]
 
 

@@ -126,10 +126,12 @@ def _rank(runs: list[Run], by: str | None, because: list[str]) -> Table:
         lacking = [run.label for run in runs if by not in run.metrics]
         if lacking:
             raise UsageError(f"--by {by}: not scored in run(s) {', '.join(lacking)}")
+        if runs[0].metrics[by]["direction"] == "none":
+            raise UsageError(f"--by {by}: a descriptive metric (no direction) ranks nothing")
         ranking = [by]
     else:
-        ranking = [m for m in shared_metrics(runs)
-                   if all(math.isfinite(as_number(run.metrics[m].get("mean"))) for run in runs)]
+        ranking = [m for m in shared_metrics(runs) if runs[0].metrics[m]["direction"] != "none"
+                   and all(math.isfinite(as_number(run.metrics[m].get("mean"))) for run in runs)]
         if not ranking:
             raise UsageError("no metric has a finite mean in every run; choose one with --by")
     # Badness per run and metric: lower is better after flipping higher-is-better metrics; NaN ranks last.

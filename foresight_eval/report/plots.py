@@ -89,7 +89,7 @@ def clip_distribution(runs: Sequence[Run], metric: str) -> str | None:
 
 
 def _axis_label(metric: str, definition: dict) -> str:
-    arrow = "↑" if definition.get("direction") == "higher" else "↓"
+    arrow = {"higher": "↑", "lower": "↓"}.get(definition.get("direction"), "")
     unit = f" ({definition['unit']})" if definition.get("unit") else ""
     return f"{plain_text(metric)}{plain_text(unit)} {arrow}"
 

@@ -14,7 +14,7 @@ from markupsafe import Markup
 from foresight_eval.manifest import package_versions
 from foresight_eval.report.runs import as_number
 
-ARROWS = {"higher": "↑", "lower": "↓"}
+ARROWS = {"higher": "↑", "lower": "↓", "none": "·"}  # none: descriptive
 # Characters Markdown would read as formatting, links or table cells.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]{}|#~!])")
 # Control characters (a "\r" ends a table row as "\n" does) and Unicode line breaks: each a space.

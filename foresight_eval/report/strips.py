@@ -49,6 +49,8 @@ class ClipStrip:
 
 def worst_clips(run: Run, metric: str, k: int) -> list[tuple[str, float]]:
     """The k clips with the worst finite value of ``metric`` (lowest when higher is better)."""
+    if run.metrics[metric]["direction"] == "none":  # a descriptive figure has no worst
+        return []
     values = run.video_values(metric)
     values = values[np.isfinite(values.to_numpy(dtype=float))]
     higher = run.metrics[metric]["direction"] == "higher"
