@@ -21,6 +21,11 @@ pytest.importorskip("torch_fidelity")
 @pytest.fixture(scope="module")
 def inception_home(tmp_path_factory) -> Path:
     """A $TORCH_HOME holding seeded random InceptionV3 weights under torch-fidelity's file name."""
+    return write_random_inception(tmp_path_factory.mktemp("torch_home"))
+
+
+def write_random_inception(home: Path) -> Path:
+    """Seeded random InceptionV3 weights under torch-fidelity's file name in ``home/hub/checkpoints``."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     torch.manual_seed(0)
@@ -30,9 +35,8 @@ def inception_home(tmp_path_factory) -> Path:
     for module in network.modules():  # He initialisation: default-initialised features are ~1e-6, FID ~1e-12
         if isinstance(module, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    home = tmp_path_factory.mktemp("torch_home")
     path = home / "hub" / "checkpoints" / INCEPTION_WEIGHTS.filename
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(network.state_dict(), path)
     return home
 

@@ -18,12 +18,16 @@ from tests.clipmaker import gradient_clip
 
 @pytest.fixture
 def videomae_dir(tmp_path):
+    return write_tiny_videomae(tmp_path / "weights" / "videomae-base")
+
+
+def write_tiny_videomae(folder):
+    """A seeded random 2-layer VideoMAE (32x32, 4 frames) and its processor, as save_pretrained writes them."""
     from transformers import VideoMAEConfig, VideoMAEImageProcessor, VideoMAEModel
 
     torch.manual_seed(0)
     config = VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=16,
                             num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
-    folder = tmp_path / "weights" / "videomae-base"
     VideoMAEModel(config).save_pretrained(folder, safe_serialization=True)
     VideoMAEImageProcessor().save_pretrained(folder)
     return folder

@@ -17,6 +17,10 @@ from foresight_eval.metrics.registry import create, metric_classes, validate_met
 from foresight_eval.testing import check_latent_metric, check_metric
 from tests.conftest import FIXTURES
 from tests.test_feature_consistency import write_tiny_dinov2
+from tests.test_fid_kid import write_random_inception
+from tests.test_fvd import write_random_i3d
+from tests.test_fvd_videomae import write_tiny_videomae
+from tests.test_subject_consistency import FILENAME as DINO_FILENAME, random_dino_state
 
 FRAME_METRICS = sorted(n for n, c in metric_classes().items() if c.info.inputs == "frames")
 LATENT_METRICS = sorted(n for n, c in metric_classes().items() if c.info.inputs == "latents")
@@ -24,11 +28,27 @@ LATENT_METRICS = sorted(n for n, c in metric_classes().items() if c.info.inputs 
 ANNOTATED = {"box_iou", "mask_iou", "map50", "map50_95"}
 
 
+# Set metrics run their feature network on every side and window: small windows keep them quick here.
+PARAMS = {"fvd": {"frames": 9, "resamples": 20}, "fvd_videomae": {"frames": 4, "resamples": 20},
+          "fid": {"resamples": 20}, "kid": {"resamples": 20, "subset_size": 8, "subsets": 5}}
+
+
 @pytest.fixture(scope="module")
-def dinov2_dir(tmp_path_factory) -> Path:
+def weights_dir(tmp_path_factory) -> Path:
+    """Seeded random weights, in the standard files, for every metric that needs a network."""
     root = tmp_path_factory.mktemp("weights")
     write_tiny_dinov2(root / "dinov2-small")
+    write_random_i3d(root)
+    write_tiny_videomae(root / "videomae-base")
     return root
+
+
+@pytest.fixture(scope="module")
+def network_home(torch_home) -> Path:
+    """The session's $TORCH_HOME (LPIPS backbones) plus InceptionV3 and DINO v1 in its hub cache."""
+    write_random_inception(torch_home)
+    torch.save(random_dino_state(), torch_home / "hub" / "checkpoints" / DINO_FILENAME)
+    return torch_home
 
 
 def test_every_builtin_metric_is_covered():
@@ -37,8 +57,9 @@ def test_every_builtin_metric_is_covered():
 
 
 @pytest.mark.parametrize("name", FRAME_METRICS)
-def test_frame_metric_keeps_the_contract(name, tmp_path, lpips_weights, dinov2_dir):
-    context = RunContext(weights_dir=dinov2_dir)
+def test_frame_metric_keeps_the_contract(name, tmp_path, network_home, weights_dir, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(network_home))
+    context = RunContext(weights_dir=weights_dir)
     clips = None
     if name in ANNOTATED:
         context.resources = load_spatial_resources(
@@ -47,7 +68,7 @@ def test_frame_metric_keeps_the_contract(name, tmp_path, lpips_weights, dinov2_d
             pred_masks=None if name != "mask_iou" else FIXTURES / "refs")
         clips = [(key, FIXTURES / "preds" / "blur_mild" / f"{key}.mp4", FIXTURES / "refs" / f"{key}.mp4")
                  for key in ("clip00", "clip01")]
-    check_metric(name, workdir=tmp_path, context=context, clips=clips)
+    check_metric(name, workdir=tmp_path, context=context, clips=clips, params=PARAMS.get(name))
 
 
 @pytest.mark.parametrize("name", LATENT_METRICS)

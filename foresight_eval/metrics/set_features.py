@@ -140,8 +140,12 @@ class WindowFeatureMetric(Metric):
         if self._first is None:
             self._first = (int(batch.frame_index[0]), int(batch.horizon[0]))
         ref = batch.ref.float().contiguous()
-        self._ref_hash.update(str(tuple(ref.shape)).encode())
-        self._ref_hash.update(ref.cpu().numpy().tobytes())
+        # Frame by frame, so that the digest (the cache key and the reference set's fingerprint) does not
+        # depend on how the frames were batched.
+        frame_shape = str(tuple(ref.shape[1:])).encode()
+        for frame in ref.cpu().numpy():
+            self._ref_hash.update(frame_shape)
+            self._ref_hash.update(frame.tobytes())
         # window=first needs only the first `frames` frames: the rest are hashed, not kept.
         keep = ref.shape[0] if self.params["window"] == "all" else max(self.params["frames"] - self._kept, 0)
         if keep:
