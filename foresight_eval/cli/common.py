@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,8 +19,18 @@ from foresight_eval.errors import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-stdout = Console(highlight=False)
-stderr = Console(stderr=True, highlight=False)
+# Not a terminal (CI logs, pipes): rich would assume 80 columns and squeeze tables into "pa…" and "0.…";
+# a log has no width limit, so tables get 200 columns (or $COLUMNS), and their cells fold, never cut.
+NON_TERMINAL_WIDTH = 200
+
+
+def _console(stream, **kwargs: Any) -> Console:
+    wide = stream.isatty() or "COLUMNS" in os.environ
+    return Console(highlight=False, width=None if wide else NON_TERMINAL_WIDTH, **kwargs)
+
+
+stdout = _console(sys.stdout)
+stderr = _console(sys.stderr, stderr=True)
 
 
 def handle_errors(command: Callable) -> Callable:

@@ -37,6 +37,10 @@ class MetricInfo:
     needs: tuple[str, ...] = ()
     # Whether a plain `score` run without --metrics includes it.
     default: bool = True
+    # The best value when it is not an extreme (foresight_eval.targets): a number (0.0 for a ``*_delta``),
+    # or "reference", the reference video's own value (tc, flicker: judged through their ``*_delta``).
+    # Ranking, "best" shading, gates and tiers then use the distance to it; ``direction`` stays descriptive.
+    target: float | Literal["reference"] | None = None
 
 
 @dataclass
@@ -126,6 +130,7 @@ class Metric(ABC):
             "unit": info.unit,
             "granularity": info.granularity,
             "description": info.description,
+            **({"target": info.target} if info.target is not None else {}),
             "params": dict(self.params),
         }
 
