@@ -51,7 +51,7 @@ def test_split_puts_mixed_runs_in_separate_tables_with_the_reason(runs, tmp_path
         ["mild", "strong"], ["other_range"], ["fewer_clips"]]
     assert board.tables[0].separated_because == []
     assert any("data_range" in reason for reason in board.tables[1].separated_because)
-    assert any(reason.startswith("clip sets differ: 2 only in mild") for reason in board.tables[2].separated_because)
+    assert any(reason.startswith("clip sets differ: 6 only in mild") for reason in board.tables[2].separated_because)
     page = (tmp_path / "leaderboard.html").read_text(encoding="utf-8")
     assert "Kept apart from table 1 because" in page and "data_range" in page
     markdown = (tmp_path / "leaderboard.md").read_text(encoding="utf-8")
