@@ -15,7 +15,7 @@ from foresight_eval.gates import GateEntry, GateReport, GateSet, evaluate_gates,
 from foresight_eval.runs import read_summary
 from foresight_eval.stats import DEFAULT_CORRECTION, DEFAULT_TEST, BootstrapConfig
 
-OPERATORS = {"higher": ">=", "lower": "<="}
+OPERATORS = {"higher": ">=", "lower": "<=", "target": "distance to target <="}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from foresight_eval.compare import RegressionReport, parse_tolerances
 from foresight_eval.gates import GateReport, preset_names
 from foresight_eval.io.files import write_atomic
 
-OPERATORS = {"higher": "≥", "lower": "≤"}
+OPERATORS = {"higher": "≥", "lower": "≤", "target": "|x − target| ≤"}
 
 
 def _status(status: str, required: bool = True) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from foresight_eval.gates.spec import Criterion, GateSet, parse_number
 from foresight_eval.results import json_safe
 from foresight_eval.runs import RunLike, read_summary
+from foresight_eval.targets import badness, metric_target
 
 Status = Literal["pass", "accepted", "fail", "missing"]
 STATUSES: tuple[Status, ...] = ("pass", "accepted", "fail", "missing")
@@ -92,6 +93,8 @@ def _figure(summary: dict[str, Any], criterion: Criterion) -> tuple[float | None
     else:
         reason = summary.get("skipped_metrics", {}).get(name)
         return None, f"skipped when scoring: {reason}" if reason else "not in the run"
+    if criterion.direction == "target":
+        return _distance(summary["metrics"], name) if metric is not None else (None, f"{where} has no target")
     if raw is None:
         return None, f"{where} is empty (no video had a value)"
     try:
@@ -101,13 +104,24 @@ def _figure(summary: dict[str, Any], criterion: Criterion) -> tuple[float | None
     return (None, f"{where} is NaN") if math.isnan(value) else (value, "")
 
 
+def _distance(metrics: dict[str, Any], name: str) -> tuple[float | None, str]:
+    """A ``direction: target`` gate's value: the metric's distance to its target (foresight_eval.targets)."""
+    if metric_target(name, metrics[name]) is None:
+        return None, f"{name} has no target (best at an extreme): gate it with direction higher or lower"
+    distance = badness(metrics, name)
+    if math.isnan(distance):
+        return None, f"no distance to the target (needs {name}_delta in the run, and a mean)"
+    return distance, ""
+
+
 def _judge(value: float, criterion: Criterion) -> tuple[Status, str]:
-    """pass at or beyond the threshold; accepted when short of it by at most ``tolerance`` x |threshold|."""
+    """pass at or beyond the threshold; accepted when short of it by at most ``tolerance`` x |threshold|.
+    A ``target`` gate's value is a distance: at most the threshold passes."""
     shortfall = criterion.threshold - value if criterion.direction == "higher" else value - criterion.threshold
     if shortfall <= 0:
         return "pass", ""
     relative = shortfall / abs(criterion.threshold) if criterion.threshold else math.inf
-    side = "below" if criterion.direction == "higher" else "above"
+    side = "below" if criterion.direction == "higher" else "above"  # a target gate: the distance is above
     note = f"{relative:.1%} {side} the threshold"
     if relative <= criterion.tolerance:
         return "accepted", f"{note}, within the {criterion.tolerance:.1%} tolerance"

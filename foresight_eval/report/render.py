@@ -13,6 +13,7 @@ from markupsafe import Markup
 
 from foresight_eval.manifest import package_versions
 from foresight_eval.report.runs import as_number
+from foresight_eval.targets import metric_target
 
 ARROWS = {"higher": "↑", "lower": "↓"}
 # Characters Markdown would read as formatting, links or table cells.
@@ -59,7 +60,12 @@ def format_number(value: float | None) -> str:
 
 def metric_header(name: str, definition: dict[str, Any]) -> dict[str, str]:
     direction = definition.get("direction", "")
-    return {"name": name, "direction": direction, "arrow": ARROWS.get(direction, ""),
+    target = metric_target(name, definition)
+    if target is not None:  # best at a value, not an extreme: "→ 0", "→ reference"
+        direction, arrow = f"best at {target if isinstance(target, str) else f'{target:g}'}", "→"
+    else:
+        arrow = ARROWS.get(direction, "")
+    return {"name": name, "direction": direction, "arrow": arrow,
             "unit": definition.get("unit", ""), "description": definition.get("description", "")}
 
 
