@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from foresight_eval.errors import UsageError
+from foresight_eval.io.files import dumps_json
 from foresight_eval.results import PairResult, json_safe
 
 PARTIAL_DIR = "partial"
@@ -30,7 +31,7 @@ def _pair_record(result: PairResult) -> dict[str, Any]:
 
 
 def _number(value: Any) -> float:
-    # json_safe writes NaN as null and infinities as strings
+    # NaN is stored as null; infinities as +-1e999 (journals of older versions: "inf" strings, read alike)
     return float("nan") if value is None else float(value)
 
 
@@ -56,7 +57,7 @@ class Journal:
         self._write({"pair": json_safe(_pair_record(result))})
 
     def _write(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record, allow_nan=False) + "\n")
+        self._handle.write(dumps_json(record, indent=None) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import sys
@@ -16,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from foresight_eval.errors import UsageError
+from foresight_eval.io.files import dumps_json
+from foresight_eval.results import json_safe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -89,4 +90,5 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def print_json(payload: Any) -> None:
-    click.echo(json.dumps(payload, indent=2))
+    """JSON on stdout, infinities as the numbers +-1e999 (see foresight_eval.io.files.dumps_json)."""
+    click.echo(dumps_json(json_safe(payload)))

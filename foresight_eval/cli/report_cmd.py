@@ -28,9 +28,11 @@ from foresight_eval.results import json_safe
               help="Horizons shown per frame strip: the first, the last and evenly spaced ones between.")
 @click.option("--inputs-root", type=click.Path(file_okay=False, path_type=Path),
               help="Folder that relative clip paths recorded in the runs start from (default: the working directory).")
+@click.option("--horizon-tail", is_flag=True,
+              help="Draw horizon curves past the last horizon every clip reaches (dashed: fewer clips there).")
 @click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
 @handle_errors
-def report_command(runs, out_dir, title, gate_specs, worst_k, horizons, inputs_root, as_json) -> None:
+def report_command(runs, out_dir, title, gate_specs, worst_k, horizons, inputs_root, horizon_tail, as_json) -> None:
     """Write a comparison report of RUN folders (each DIR or LABEL=DIR; the label names the run,
     by default the folder's name): one self-contained HTML page and a Markdown twin.
 
@@ -41,7 +43,7 @@ def report_command(runs, out_dir, title, gate_specs, worst_k, horizons, inputs_r
     """
     with stderr.status("writing report") if stderr.is_terminal else nullcontext():
         files = report(runs, out_dir, title=title, gates=gate_specs, worst_k=worst_k, horizons=horizons,
-                       inputs_root=inputs_root)
+                       inputs_root=inputs_root, horizon_tail=horizon_tail)
     if as_json:
         print_json({"html": str(files.html), "markdown": str(files.markdown)})
     else:

@@ -25,13 +25,15 @@ class ReportFiles:
 
 
 def report(run_specs: Sequence[str], out_dir: Path, title: str | None = None, gates: Sequence[str] = (),
-           worst_k: int = 3, horizons: int = 3, inputs_root: Path | None = None) -> ReportFiles:
+           worst_k: int = 3, horizons: int = 3, inputs_root: Path | None = None,
+           horizon_tail: bool = False) -> ReportFiles:
     """Load run folders (``DIR`` or ``LABEL=DIR``), check them against ``gates`` (preset names or gate
     files), and write report.html and report.md into ``out_dir``."""
     runs = load_runs(run_specs)
     out_dir = Path(out_dir)
     context = build_report_context(runs, title or out_dir.resolve().name, evaluate_run_gates(runs, gates),
-                                   worst_k=worst_k, horizons=horizons, inputs_root=inputs_root)
+                                   worst_k=worst_k, horizons=horizons, inputs_root=inputs_root,
+                                   horizon_tail=horizon_tail)
     files = ReportFiles(out_dir / REPORT_HTML, out_dir / REPORT_MARKDOWN)
     write_atomic(files.html, render("report.html", **context))
     write_atomic(files.markdown, render("report.md", **context))
@@ -50,8 +52,10 @@ def evaluate_run_gates(runs: Sequence[Run], gate_specs: Sequence[str]) -> dict[s
 
 
 def build_report_context(runs: Sequence[Run], title: str, gate_reports: dict[str, list[tuple[str, Any]]] | None = None,
-                         worst_k: int = 3, horizons: int = 3, inputs_root: Path | None = None) -> dict[str, Any]:
-    """Everything the report templates print; ``gate_reports`` is :func:`evaluate_run_gates`' result."""
+                         worst_k: int = 3, horizons: int = 3, inputs_root: Path | None = None,
+                         horizon_tail: bool = False) -> dict[str, Any]:
+    """Everything the report templates print; ``gate_reports`` is :func:`evaluate_run_gates`' result;
+    ``horizon_tail`` draws horizon curves past the last horizon every clip reaches (dashed)."""
     metrics = all_metrics(runs)
     return {
         "title": title,
@@ -60,7 +64,7 @@ def build_report_context(runs: Sequence[Run], title: str, gate_reports: dict[str
         "summary": _summary_rows(runs, metrics),
         "confidence": round(100 * float(runs[0].summary.get("bootstrap", {}).get("confidence", 0.95))),
         "warnings": [reason for run in runs[1:] for reason in incompatibilities(runs[0], run)],
-        "figures": [{"metric": metric, "curve": plots.horizon_curve(runs, metric),
+        "figures": [{"metric": metric, "curve": plots.horizon_curve(runs, metric, tail=horizon_tail),
                      "distribution": plots.clip_distribution(runs, metric)} for metric in metrics],
         "strips": build_strips(runs, metrics, k=worst_k, horizons=horizons, inputs_root=inputs_root)
         if worst_k > 0 else {},
