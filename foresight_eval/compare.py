@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from foresight_eval.errors import UsageError
+from foresight_eval.errors import UsageError, did_you_mean
 from foresight_eval.gates.spec import parse_number
 from foresight_eval.results import RunResult, json_safe
 from foresight_eval.runs import Run, load_run
@@ -341,6 +341,10 @@ def check_regression(
     present = [set(r.summary.get("metrics", {})) for r in (base_run, new_run)]
     names = list(metrics) if metrics is not None else [n for n in base_run.summary.get("metrics", {}) if n in present[1]]
     names += [n for n in per_metric if n not in names]
+    for name in per_metric:  # a tolerance for a metric neither run has is a typo, not a "missing" metric
+        if not any(name in p for p in present):
+            raise UsageError(f"--max-regression {name}=...: neither run has a metric {name!r}"
+                             f"{did_you_mean(name, set().union(*present))}")
     shared = [n for n in names if all(n in p for p in present)]
     differences = _check_parameters([base_run, new_run], shared, force)
     paired = correct_family([paired_metric(base_run, new_run, name, test, bootstrap, alpha) for name in shared],

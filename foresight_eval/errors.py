@@ -11,6 +11,19 @@ class UsageError(ForesightError):
     """The command itself cannot run (bad option, unknown metric, empty input folder): exit code 2."""
 
 
+def close_matches(name: str, known) -> list[str]:
+    """Names in ``known`` that ``name`` is probably a typo of (difflib's ratio >= 0.75), best first."""
+    import difflib
+
+    return difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.75)
+
+
+def did_you_mean(name: str, known) -> str:
+    """`` (did you mean 'lpips'?)`` or "" when nothing is close."""
+    matches = close_matches(name, known)
+    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
+
+
 class InputError(ForesightError):
     """One clip or pair is unusable: it becomes one error row and the run goes on."""
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from foresight_eval.errors import UsageError, close_matches, did_you_mean
 from foresight_eval.gates.spec import Criterion, GateSet, parse_number
 from foresight_eval.results import json_safe
 from foresight_eval.runs import RunLike, read_summary
@@ -92,7 +93,10 @@ def _figure(summary: dict[str, Any], criterion: Criterion) -> tuple[float | None
         raw, where = summary["extra"][name], "the run-level figure"
     else:
         reason = summary.get("skipped_metrics", {}).get(name)
-        return None, f"skipped when scoring: {reason}" if reason else "not in the run"
+        if reason:
+            return None, f"skipped when scoring: {reason}"
+        _refuse_typo(summary, criterion)
+        return None, "not in the run"
     if criterion.direction == "target":
         return _distance(summary["metrics"], name) if metric is not None else (None, f"{where} has no target")
     if raw is None:
@@ -102,6 +106,20 @@ def _figure(summary: dict[str, Any], criterion: Criterion) -> tuple[float | None
     except ValueError as exc:
         return None, f"{where}: {exc}"
     return (None, f"{where} is NaN") if math.isnan(value) else (value, "")
+
+
+def _refuse_typo(summary: dict[str, Any], criterion: Criterion) -> None:
+    """A gate metric that no metric of the package or its plugins is called, but that is close to one
+    (or to a figure of the run), is a typo: a usage error (exit 2) rather than a silent "missing"."""
+    from foresight_eval.metrics.registry import metric_classes  # imports torch: only for unknown names
+
+    registered = set(metric_classes())
+    if criterion.metric in registered:
+        return
+    known = registered | set(summary.get("metrics", {})) | set(summary.get("extra", {}))
+    if close_matches(criterion.metric, known):
+        raise UsageError(f"gate metric {criterion.metric!r} is not a metric foresight-eval knows"
+                         f"{did_you_mean(criterion.metric, known)}")
 
 
 def _distance(metrics: dict[str, Any], name: str) -> tuple[float | None, str]:
