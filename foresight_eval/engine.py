@@ -26,7 +26,7 @@ from foresight_eval.io.pairing import ClipPair, pair_clips
 from foresight_eval.journal import Journal, load_finished_pairs
 from foresight_eval.manifest import build_manifest, utc_now
 from foresight_eval.metrics.base import FrameBatch, Metric, RunContext
-from foresight_eval.metrics.registry import create, get_metric_class, metric_classes
+from foresight_eval.metrics.registry import create, get_metric_class, in_default_set, metric_classes
 from foresight_eval.pipeline import PairFrames
 from foresight_eval.results import PairResult, RunResult, summarize
 from foresight_eval.stats import BootstrapConfig
@@ -73,7 +73,7 @@ def prepare_metrics(
     params = dict(params or {})
     explicit = names is not None
     if names is None:
-        names = [n for n, cls in metric_classes().items() if cls.info.inputs == inputs and cls.info.default]
+        names = [n for n, cls in metric_classes().items() if cls.info.inputs == inputs and in_default_set(n)]
     for name in names:
         if get_metric_class(name).info.inputs != inputs:
             raise UsageError(f"metric {name!r} scores {get_metric_class(name).info.inputs}, not {inputs}")
@@ -314,6 +314,8 @@ def score(
         metric.name: metric.compute_set([r.set_parts[metric.name] for r in pair_results if metric.name in r.set_parts])
         for metric in active
     }
+    # Annotation, detection and mask files are inputs too: their hashes come with the resources.
+    inputs = {**_manifest_inputs(preds, refs, pair_results), **run_context.resources.get("input_files", {})}
     run = RunResult(
         pairs=pair_results,
         metrics=summarize(pair_results, definitions, bootstrap, set_values),
@@ -323,7 +325,7 @@ def score(
         options={**asdict(options), "strict": strict, "device": str(torch_device), "world_size": world.size},
         bootstrap=bootstrap.as_dict(),
         extra=dict(extra or {}),
-        manifest=build_manifest(torch_device, command, started, utc_now(), _manifest_inputs(preds, refs, pair_results)),
+        manifest=build_manifest(torch_device, command, started, utc_now(), inputs, metrics=[m.name for m in active]),
     )
     if run_dir is not None:
         run.write(Path(run_dir))

@@ -72,6 +72,15 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     write_atomic(path, dumps_json(payload) + "\n")
 
 
+def input_file_hashes(path: Path) -> dict[str, Any]:
+    """A run input that is not a clip (annotations, detections, masks) for the manifest: its path and the
+    SHA-256 of the file, or of every file under the folder by relative path."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return {"root": str(path), "sha256": {
+        (p.relative_to(path).as_posix() if path.is_dir() else p.name): sha256_file(p) for p in files}}
+
+
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

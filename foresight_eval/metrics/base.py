@@ -35,8 +35,9 @@ class MetricInfo:
     granularity: Literal["frame", "video", "set"] = "frame"
     # Things the metric cannot run without, shown by `foresight-eval metrics`: "weights", "gpu", "annotations", ...
     needs: tuple[str, ...] = ()
-    # Whether a plain `score` run without --metrics includes it.
-    default: bool = True
+    # Whether a plain `score` run without --metrics includes it. Unset (None): built-in metrics yes,
+    # plugin metrics no; a plugin joins the default set only by declaring default=True.
+    default: bool | None = None
     # The best value when it is not an extreme (foresight_eval.targets): a number (0.0 for a ``*_delta``),
     # or "reference", the reference video's own value (tc, flicker: judged through their ``*_delta``).
     # Ranking, "best" shading, gates and tiers then use the distance to it; ``direction`` stays descriptive.

@@ -19,6 +19,7 @@ _BUILTIN_MODULES = ("pixel", "structural", "perceptual", "temporal", "features",
 
 _registry: dict[str, type[Metric]] = {}
 _plugin_errors: dict[str, str] = {}
+_plugin_sources: dict[str, tuple[str, str | None]] = {}  # metric -> (distribution, version) of its plugin
 _loaded = False
 
 
@@ -40,12 +41,16 @@ def _load() -> None:
     for module in _BUILTIN_MODULES:
         importlib.import_module(f"foresight_eval.metrics.{module}")
     for entry in entry_points(group=ENTRY_POINT_GROUP):
+        before = set(_registry)
         try:
             target = entry.load()
             if inspect.isclass(target) and issubclass(target, Metric):
                 register(target)
         except Exception as exc:  # a broken plugin must not take the built-in metrics down with it
             _plugin_errors[entry.name] = f"{entry.value}: {type(exc).__name__}: {exc}"
+        source = (entry.dist.name, entry.dist.version) if entry.dist is not None else (entry.value, None)
+        for name in set(_registry) - before:  # a module entry point may register several metrics
+            _plugin_sources[name] = source
 
 
 def metric_classes() -> dict[str, type[Metric]]:
@@ -58,6 +63,19 @@ def plugin_errors() -> dict[str, str]:
     """Entry points that failed to load, with the reason."""
     _load()
     return dict(_plugin_errors)
+
+
+def in_default_set(name: str) -> bool:
+    """Whether a plain `score` run includes the metric: its ``default``, and for a plugin metric that
+    leaves it unset, no (installing a package must not change what a default run measures)."""
+    default = get_metric_class(name).info.default
+    return default if default is not None else name not in _plugin_sources
+
+
+def plugin_distributions(names) -> dict[str, str | None]:
+    """Distribution -> version of the plugins that provide any of the metrics ``names``, for manifests."""
+    _load()
+    return dict(sorted(_plugin_sources[name] for name in names if name in _plugin_sources))
 
 
 def get_metric_class(name: str) -> type[Metric]:
