@@ -47,8 +47,10 @@ class TextTable:
             cells = [escape(cell) for cell in row]
             if status is not None:
                 word = row[status].split()[0] if row[status] else ""
+                # An informational entry that missed is shown dim: it cannot fail anything.
+                informational = row[status].endswith("(info)") and word not in ("pass", "accepted")
                 if word in STATUS_STYLE:
-                    cells[status] = f"[{STATUS_STYLE[word]}]{cells[status]}[/]"
+                    cells[status] = f"[{'dim' if informational else STATUS_STYLE[word]}]{cells[status]}[/]"
             table.add_row(*cells)
         return table
 
