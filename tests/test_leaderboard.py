@@ -76,3 +76,17 @@ def test_outputs(runs, tmp_path):
 def test_by_unknown_metric(runs, tmp_path):
     result = CliRunner().invoke(main, ["leaderboard", str(runs.mild), "-o", str(tmp_path), "--by", "lpips"])
     assert result.exit_code == 2 and "--by lpips: not scored in run(s) mild" in result.output
+
+
+def test_means_equal_within_float_noise_share_a_rank(tmp_path):
+    from tests.fake_runs import write_run
+
+    values = [30.0 + 0.1 * i for i in range(8)]
+    a = write_run(tmp_path / "a", {"psnr": values})
+    b = write_run(tmp_path / "b", {"psnr": [v + 1e-13 for v in values]})  # the same run, summed in another order
+    c = write_run(tmp_path / "c", {"psnr": [v - 1.0 for v in values]})
+    (table,) = build_leaderboard(load_runs([str(c), str(b), str(a)]), by="psnr").tables
+    assert [(entry.rank, entry.run.label) for entry in table.entries][2] == (3, "c")
+    assert {entry.rank for entry in table.entries[:2]} == {1}
+    (table,) = build_leaderboard(load_runs([str(c), str(b), str(a)])).tables
+    assert [entry.rank for entry in table.entries] == [1, 1, 3]

@@ -66,7 +66,7 @@ def leaderboard_command(runs, out_dir, by, split, title, as_json) -> None:
     """Rank RUN_DIR folders (each DIR or LABEL=DIR) and write the leaderboard as HTML, Markdown and CSV.
 
     Runs are ranked by --by METRIC, or by their mean rank over metrics. Runs whose difference is not
-    significant (paired bootstrap over the clips both scored) share a tier. Runs scored with different
+    significant (exact paired test over the clips both scored, Holm-corrected) share a tier. Runs scored with different
     metric parameters, scoring options, clip sets or reference files are refused, or kept in separate
     tables with --split: their numbers do not measure the same thing.
     """

@@ -21,6 +21,7 @@ from PIL import Image
 from foresight_eval.io.clips import open_clip
 from foresight_eval.report.plots import data_uri
 from foresight_eval.report.runs import Run
+from foresight_eval.targets import judged_direction, judged_values
 
 THUMB_HEIGHT = 72
 JPEG_QUALITY = 75
@@ -48,12 +49,14 @@ class ClipStrip:
 
 
 def worst_clips(run: Run, metric: str, k: int) -> list[tuple[str, float]]:
-    """The k clips with the worst finite value of ``metric`` (lowest when higher is better)."""
+    """The k clips with the worst finite value of ``metric`` (lowest when higher is better; farthest from
+    the target for a metric with one, see foresight_eval.targets), with their values."""
+    judged = judged_values(run.metrics, metric, run.per_video)
+    judged = judged[np.isfinite(judged.to_numpy(dtype=float))]
+    higher = judged_direction(run.metrics, metric) == "higher"
+    ordered = judged.sort_values(ascending=higher, kind="stable")
     values = run.video_values(metric)
-    values = values[np.isfinite(values.to_numpy(dtype=float))]
-    higher = run.metrics[metric]["direction"] == "higher"
-    ordered = values.sort_values(ascending=higher, kind="stable")
-    return [(str(video), float(value)) for video, value in ordered.head(k).items()]
+    return [(str(video), float(values.get(video, math.nan))) for video in ordered.head(k).index]
 
 
 def build_strips(runs: Sequence[Run], metrics: Sequence[str], k: int = 3, horizons: int = 3,
