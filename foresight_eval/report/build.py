@@ -13,7 +13,7 @@ from foresight_eval.report import plots
 from foresight_eval.report.compare import all_metrics, best_run, incompatibilities, separations
 from foresight_eval.report.render import metric_cell, metric_header, render
 from foresight_eval.report.runs import Run, load_runs
-from foresight_eval.report.strips import DIFF_GAIN, build_strips
+from foresight_eval.report.strips import DIFF_GAIN, build_strips, strip_problems
 
 REPORT_HTML, REPORT_MARKDOWN = "report.html", "report.md"
 
@@ -22,6 +22,8 @@ REPORT_HTML, REPORT_MARKDOWN = "report.html", "report.md"
 class ReportFiles:
     html: Path
     markdown: Path
+    # Frame strips that could not be shown in full ("run clip: why"), also shown on the page.
+    strip_problems: tuple[str, ...] = ()
 
 
 def report(run_specs: Sequence[str], out_dir: Path, title: str | None = None, gates: Sequence[str] = (),
@@ -34,7 +36,7 @@ def report(run_specs: Sequence[str], out_dir: Path, title: str | None = None, ga
     context = build_report_context(runs, title or out_dir.resolve().name, evaluate_run_gates(runs, gates),
                                    worst_k=worst_k, horizons=horizons, inputs_root=inputs_root,
                                    horizon_tail=horizon_tail)
-    files = ReportFiles(out_dir / REPORT_HTML, out_dir / REPORT_MARKDOWN)
+    files = ReportFiles(out_dir / REPORT_HTML, out_dir / REPORT_MARKDOWN, tuple(strip_problems(context["strips"])))
     write_atomic(files.html, render("report.html", **context))
     write_atomic(files.markdown, render("report.md", **context))
     return files
@@ -67,7 +69,7 @@ def build_report_context(runs: Sequence[Run], title: str, gate_reports: dict[str
         "figures": [{"metric": metric, "curve": plots.horizon_curve(runs, metric, tail=horizon_tail),
                      "distribution": plots.clip_distribution(runs, metric)} for metric in metrics],
         "strips": build_strips(runs, metrics, k=worst_k, horizons=horizons, inputs_root=inputs_root)
-        if worst_k > 0 else {},
+        if worst_k > 0 else [],
         "worst_k": worst_k,
         "diff_gain": DIFF_GAIN,
     }
