@@ -66,3 +66,44 @@ def test_screenshot_is_not_blank(browser, page_url, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape == (900, 1200)
     assert pixels.std() > 10, "the screenshot is (nearly) one colour"
+
+
+MEASURE_PAGE = """<!DOCTYPE html><html><body>
+<iframe id="report" src="{report}" style="width: {width}px; height: 900px; border: 0"></iframe>
+<pre id="out">pending</pre>
+<script>
+document.getElementById("report").addEventListener("load", () => {{
+  const doc = document.getElementById("report").contentDocument;
+  const rows = [...doc.querySelectorAll(".strip")].map((strip) => {{
+    const box = strip.getBoundingClientRect();
+    const right = Math.max(...[...strip.querySelectorAll("img")].map((img) => img.getBoundingClientRect().right));
+    return [Math.round(box.width), Math.round(right - box.right), strip.scrollWidth - strip.clientWidth];
+  }});
+  document.getElementById("out").textContent = JSON.stringify({{strips: rows, page: doc.documentElement.scrollWidth}});
+}});
+</script></body></html>"""
+
+
+def test_wide_clips_stay_inside_their_strip_cards(browser, tmp_path):
+    """640x360 clips: every frame strip scales its images down to its card at a 1280 px window."""
+    import json
+
+    from foresight_eval import ScoreOptions, score
+    from foresight_eval.synthetic import make_scene, render_clip, to_uint8
+
+    for side, shift in (("refs", 0), ("preds", 5)):
+        (tmp_path / side).mkdir()
+        for index in range(2):
+            frames, _ = render_clip(make_scene(index, height=360, width=640, n_objects=2), 5)
+            np.save(tmp_path / side / f"wide{index}.npy", to_uint8(np.roll(frames, shift, axis=2)), allow_pickle=False)
+    run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], options=ScoreOptions(context=1), device="cpu")
+    files = report([str(run.write(tmp_path / "run"))], tmp_path / "out", worst_k=2, horizons=4)
+    page = tmp_path / "measure.html"
+    page.write_text(MEASURE_PAGE.format(report=files.html.resolve().as_uri(), width=1280))
+    dom = run_chromium(browser, tmp_path, "--allow-file-access-from-files", "--virtual-time-budget=10000",
+                       "--window-size=1320,1000", "--dump-dom", page.resolve().as_uri()).stdout
+    measured = json.loads(dom[dom.index('<pre id="out">') + len('<pre id="out">'):dom.index("</pre>")])
+    assert len(measured["strips"]) == 2
+    for width, overflow, scroll in measured["strips"]:
+        assert width >= 300 and overflow <= 1 and scroll <= 0, measured  # images end inside the card
+    assert measured["page"] <= 1280  # nothing widens the page beyond the window

@@ -70,9 +70,14 @@ def metric_header(name: str, definition: dict[str, Any]) -> dict[str, str]:
 
 
 def metric_cell(figures: dict[str, Any] | None) -> dict[str, str]:
-    """A run's mean and CI on a metric as display strings ("–" where the run lacks the metric)."""
+    """A run's mean and CI on a metric as display strings ("–" where the run lacks the metric), in fixed
+    notation with the decimals the CI's width supports, as the CLI tables print them."""
+    from foresight_eval.cli.tables import estimate
+
     if figures is None:
         return {"mean": "–", "ci": ""}
     low, high = figures.get("ci_low"), figures.get("ci_high")
-    ci = "" if low is None or high is None else f"[{format_number(as_number(low))}, {format_number(as_number(high))}]"
-    return {"mean": format_number(as_number(figures.get("mean"))), "ci": ci}
+    if low is None or high is None:
+        return {"mean": format_number(as_number(figures.get("mean"))), "ci": ""}
+    mean, ci = estimate(as_number(figures.get("mean")), as_number(low), as_number(high))
+    return {"mean": mean, "ci": ci}
