@@ -99,3 +99,12 @@ def test_horizon_curves_stop_where_clips_run_out_and_show_n(captured):
     ax, counts = captured[-1].axes
     assert [list(line.get_xdata()) for line in ax.get_lines()] == [[1, 2, 3], [3, 4, 5, 6]]
     assert ax.get_lines()[1].get_linestyle() == "--" and len(counts.patches) == 6
+
+
+def test_a_zero_one_metric_is_shown_as_counts(captured):
+    frozen = Run("model", {"metrics": {"frozen": {"direction": "lower", "mean": 0.25}}},
+                 pd.DataFrame({"video": list("abcd"), "status": ["ok"] * 4, "frozen": [0.0, 1.0, 0.0, 0.0]}))
+    plots.clip_distribution([frozen], "frozen")
+    ax = captured[-1].axes[0]
+    assert [patch.get_width() for patch in ax.patches] == [0.25]  # one bar: the share flagged, no box plot
+    assert [text.get_text() for text in ax.texts] == ["1 of 4 clips"]
