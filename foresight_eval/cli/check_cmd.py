@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from foresight_eval.check import CheckResult, check, github_annotations, junit_xml
 from foresight_eval.cli.common import EXIT_FAILED, EXIT_OK, handle_errors, split_names, stderr, stdout
