@@ -75,7 +75,7 @@ def test_usage_errors_not_tracebacks(two_runs, tmp_path, monkeypatch, fixtures_d
     gates = tmp_path / "typo.yaml"
     gates.write_text("metrics:\n  - {metric: lpisp, threshold: 0.3, direction: lower}\n")
     gate_typo = invoke("check", two_runs[0], "--gates", gates)
-    assert gate_typo.exit_code == 2 and "did you mean 'lpips'" in gate_typo.stderr
+    assert gate_typo.exit_code == 2 and "did you mean 'lpips'" in gate_typo.stderr and "typo.yaml:2" in gate_typo.stderr
     gates.write_text("metrics:\n  - {metric: semantic_accuracy, threshold: 0.6, direction: higher}\n")
     assert invoke("check", two_runs[0], "--gates", gates).exit_code == 1  # not a typo: missing, fails
 

@@ -118,7 +118,8 @@ def _refuse_typo(summary: dict[str, Any], criterion: Criterion) -> None:
         return
     known = registered | set(summary.get("metrics", {})) | set(summary.get("extra", {}))
     if close_matches(criterion.metric, known):
-        raise UsageError(f"gate metric {criterion.metric!r} is not a metric foresight-eval knows"
+        where = f"{criterion.where}: " if criterion.where else ""
+        raise UsageError(f"{where}gate metric {criterion.metric!r} is not a metric foresight-eval knows"
                          f"{did_you_mean(criterion.metric, known)}")
 
 

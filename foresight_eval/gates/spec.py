@@ -55,6 +55,7 @@ class Criterion:
     required: bool = True
     label: str = ""
     params: dict[str, Any] | None = None
+    where: str = ""  # "file:line" of its metric, for errors found when the gate is evaluated
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,8 @@ class _Parser:
         if params is not None and not isinstance(params, _Mapping):
             raise self.error(entry.key_lines["params"], f"{metric}: 'params' must be a mapping, got {_kind(params)}")
         label = self.text(entry, "label") if "label" in entry else ""
-        return Criterion(metric, threshold, direction, tolerance, required, label, dict(params) if params else None)
+        return Criterion(metric, threshold, direction, tolerance, required, label, dict(params) if params else None,
+                         f"{self.path}:{entry.key_lines.get('metric', entry.line)}")
 
 
 def parse_number(value: Any) -> float:
