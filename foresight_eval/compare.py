@@ -223,7 +223,8 @@ def compare(
     if not names:
         raise UsageError("the runs share no metric")
     differences = _check_parameters(loaded, names, force)
-    unshared = {run.name: sorted(set(run.summary.get("metrics", {})) - set(names)) for run in loaded}
+    everywhere = set.intersection(*(set(run.summary.get("metrics", {})) for run in loaded))
+    unshared = {run.name: sorted(set(run.summary.get("metrics", {})) - everywhere) for run in loaded}
     pairs = [paired_metric(a, b, name, test, bootstrap, alpha)
              for a, b in itertools.combinations(loaded, 2) for name in names]
     return Comparison([run.name for run in loaded], test, alpha, bootstrap.as_dict(), correct_family(pairs, correction),
