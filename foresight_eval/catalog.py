@@ -9,7 +9,7 @@ from typing import Any
 from foresight_eval.engine import resolve_device
 from foresight_eval.errors import ForesightError
 from foresight_eval.metrics.base import RunContext
-from foresight_eval.metrics.registry import metric_classes, plugin_errors
+from foresight_eval.metrics.registry import in_default_set, metric_classes, plugin_errors
 
 
 def metric_catalog(weights_dir: Path | None = None, device: str = "auto") -> dict[str, Any]:
@@ -17,7 +17,8 @@ def metric_catalog(weights_dir: Path | None = None, device: str = "auto") -> dic
     context = RunContext(device=resolve_device(device), weights_dir=weights_dir)
     entries = {}
     for name, cls in metric_classes().items():
-        entry = {**asdict(cls.info), "needs": list(cls.info.needs), "defaults": dict(cls.defaults),
+        entry = {**asdict(cls.info), "default": in_default_set(name), "needs": list(cls.info.needs),
+                 "defaults": dict(cls.defaults),
                  "source": cls.__module__, "available": True, "reason": None}
         try:
             cls().setup(context)

@@ -13,9 +13,9 @@ from foresight_eval.compare import DEFAULT_ALPHA, RegressionEntry, RegressionRep
 from foresight_eval.errors import UsageError
 from foresight_eval.gates import GateEntry, GateReport, GateSet, evaluate_gates, load_gates
 from foresight_eval.runs import read_summary
-from foresight_eval.stats import BootstrapConfig
+from foresight_eval.stats import DEFAULT_CORRECTION, DEFAULT_TEST, BootstrapConfig
 
-OPERATORS = {"higher": ">=", "lower": "<="}
+OPERATORS = {"higher": ">=", "lower": "<=", "target": "distance to target <="}
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,11 @@ def check(
     per_metric: dict[str, Tolerance] | None = None,
     metrics: Sequence[str] | None = None,
     *,
-    test: str = "bootstrap",
+    test: str = DEFAULT_TEST,
     alpha: float = DEFAULT_ALPHA,
     bootstrap: BootstrapConfig = BootstrapConfig(),
     force: bool = False,
+    correction: str = DEFAULT_CORRECTION,
 ) -> CheckResult:
     """Judge ``run`` against each gate set (preset names, gate files or loaded sets) and, with
     ``baseline``, against that run (see :func:`foresight_eval.compare.check_regression`)."""
@@ -57,7 +58,8 @@ def check(
     regression = None
     if baseline is not None:
         regression = check_regression(run, baseline, max_regression, per_metric, metrics,
-                                      test=test, alpha=alpha, bootstrap=bootstrap, force=force)
+                                      test=test, alpha=alpha, bootstrap=bootstrap, force=force,
+                                      correction=correction)
     return CheckResult(Path(run).resolve().name, reports, regression)
 
 
@@ -73,9 +75,19 @@ def regression_message(entry: RegressionEntry) -> str:
     if paired.diff is None:
         return f"{entry.metric}: {entry.status}; {entry.note}"
     ci = "" if paired.ci_low is None else f", 95% CI [{paired.ci_low:.4g}, {paired.ci_high:.4g}]"
-    p = "" if paired.p_value is None else f", p={paired.p_value:.3g}"
+    p = "" if paired.p_value is None else f", {p_text(paired)}"
+    mde = "" if paired.mde is None else f", detectable {paired.mde:.3g}"
     return (f"{entry.metric}: {paired.mean_b:.4g} vs baseline {paired.mean_a:.4g} (diff {paired.diff:+.4g}{ci}{p}, "
-            f"n={paired.n}, tolerance {entry.tolerance}): {entry.status}; {entry.note}")
+            f"n={paired.n}{mde}, tolerance {entry.tolerance}): {entry.status}; {entry.note}")
+
+
+def p_text(paired) -> str:
+    """``p=0.03 (adj. 0.06, min 0.031)``: the test's p, the family-corrected one, the smallest attainable."""
+    if paired.p_value is None:
+        return "no test"
+    adjusted = "" if paired.p_adjusted is None else f"adj. {paired.p_adjusted:.3g}, "
+    minimum = "" if paired.p_min is None else f"min {paired.p_min:.2g}"
+    return f"p={paired.p_value:.3g} ({adjusted}{minimum})" if adjusted or minimum else f"p={paired.p_value:.3g}"
 
 
 def junit_xml(result: CheckResult) -> str:

@@ -2,7 +2,11 @@
 
 Pairing: a video counts when both runs scored it (status ``ok``) with a finite value; the difference is
 taken per video, so video difficulty cancels out. The mean difference gets a seeded paired-bootstrap CI;
-its p-value comes from the same bootstrap (default) or from SciPy's Wilcoxon signed-rank test.
+its p-value comes from the exact sign-flip permutation test (default), SciPy's Wilcoxon signed-rank test,
+or the bootstrap (a named option, too optimistic at small n). Every p-value comes with the smallest p
+the test can give at that n, and the p-values of one comparison are corrected as a family (Holm by
+default; the uncorrected ones are kept). A metric with a target (:mod:`foresight_eval.targets`) is
+compared on each video's distance to it. See docs/statistics.md.
 """
 
 from __future__ import annotations
@@ -10,20 +14,24 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from foresight_eval.errors import UsageError
+from foresight_eval.errors import UsageError, did_you_mean
 from foresight_eval.gates.spec import parse_number
 from foresight_eval.metrics.registry import get_metric_class
 from foresight_eval.metrics.structural import canonical_ssim_params
 from foresight_eval.results import RunResult, json_safe
 from foresight_eval.runs import Run, load_run
-from foresight_eval.stats import BootstrapConfig, PairedDifference, paired_test
+from foresight_eval.stats import (
+    DEFAULT_CORRECTION, DEFAULT_TEST, BootstrapConfig, PairedDifference, adjust_p_values, minimum_detectable_effect,
+    paired_test, small_n_warning,
+)
+from foresight_eval.targets import describe_target, judged_direction, judged_values
 
 # Options that change what a metric's number means; batch size, device and strictness do not.
 SCORING_OPTIONS = ("context", "frames", "resize")
@@ -96,7 +104,10 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class PairedMetric:
-    """``diff`` is the mean over shared videos of (b - a); ``mean_a``/``mean_b`` are over those videos."""
+    """``diff`` is the mean over shared videos of (b - a); ``mean_a``/``mean_b`` are over those videos.
+    For a metric with a target they are distances to it (``direction`` is then "lower").
+    ``p_value`` is the test's own; ``p_adjusted`` the family-corrected one that decides significance;
+    ``p_min`` the smallest p-value the test can give with these videos."""
 
     metric: str
     direction: str
@@ -110,35 +121,57 @@ class PairedMetric:
     p_value: float | None
     n: int
     note: str = ""
+    p_min: float | None = None
+    p_adjusted: float | None = None
+    # The smallest true |diff| this test would detect with 80% power (foresight_eval.stats.minimum_detectable_effect).
+    mde: float | None = None
+
+    @property
+    def p_decisive(self) -> float | None:
+        return self.p_value if self.p_adjusted is None else self.p_adjusted
 
     def better(self, alpha: float) -> str | None:
-        """"a" or "b" when the difference is significant at ``alpha``, else None."""
-        if self.p_value is None or self.p_value >= alpha or not self.diff or self.direction == "none":
+        """"a" or "b" when the difference is significant at ``alpha`` (family-corrected p), else None."""
+        p = self.p_decisive
+        if p is None or p >= alpha or not self.diff or self.direction == "none":
             return None
         b_higher = self.diff > 0
         return "b" if b_higher == (self.direction == "higher") else "a"
 
 
-def paired_metric(a: Run, b: Run, metric: str, test: str = "bootstrap",
-                  bootstrap: BootstrapConfig = BootstrapConfig()) -> PairedMetric:
-    direction = a.summary["metrics"][metric]["direction"]
+def paired_metric(a: Run, b: Run, metric: str, test: str = DEFAULT_TEST,
+                  bootstrap: BootstrapConfig = BootstrapConfig(), alpha: float = DEFAULT_ALPHA) -> PairedMetric:
+    """One metric of two runs, paired over shared videos; ``alpha`` only words the small-n note."""
+    metrics = a.summary["metrics"]
+    direction = judged_direction(metrics, metric)
     if a.summary["metrics"][metric].get("granularity") == "set":
         mean_a, mean_b = (_headline(run, metric) for run in (a, b))
         diff = None if None in (mean_a, mean_b) else mean_b - mean_a
         return PairedMetric(metric, direction, a.name, b.name, mean_a, mean_b, diff, None, None, None, 0,
                             "run-level metric: no per-video values to pair, so no CI or test")
-    values = pd.concat([a.video_values(metric), b.video_values(metric)], axis=1, join="inner").to_numpy(np.float64)
+    values = pd.concat([judged_values(run.summary["metrics"], metric, run.per_video) for run in (a, b)],
+                       axis=1, join="inner").to_numpy(np.float64)
     finite = np.isfinite(values).all(axis=1)
     note = f"{int((~finite).sum())} shared videos with non-finite values left out" if not finite.all() else ""
+    note = "; ".join(filter(None, [describe_target(metrics, metric), note]))
     values = values[finite]
     if not len(values):
         return PairedMetric(metric, direction, a.name, b.name, None, None, None, None, None, None, 0,
                             note or "no videos scored in both runs")
-    result: PairedDifference = paired_test(values[:, 1] - values[:, 0], bootstrap, test)
-    if result.p_value is None:
-        note = "; ".join(filter(None, [note, "fewer than 2 shared videos: no CI or test"]))
+    diffs = values[:, 1] - values[:, 0]
+    result: PairedDifference = paired_test(diffs, bootstrap, test)
+    warning = ("fewer than 2 shared videos: no CI or test" if result.p_value is None
+               else small_n_warning(test, result.n, result.p_min, alpha))
+    note = "; ".join(filter(None, [note, warning]))
     return PairedMetric(metric, direction, a.name, b.name, float(values[:, 0].mean()), float(values[:, 1].mean()),
-                        result.mean, result.ci_low, result.ci_high, result.p_value, result.n, note)
+                        result.mean, result.ci_low, result.ci_high, result.p_value, result.n, note, result.p_min,
+                        mde=minimum_detectable_effect(diffs, alpha))
+
+
+def correct_family(entries: Sequence[PairedMetric], correction: str) -> list[PairedMetric]:
+    """The entries with ``p_adjusted`` set, corrected over all of them as one family."""
+    adjusted = adjust_p_values([entry.p_value for entry in entries], correction)
+    return [replace(entry, p_adjusted=p) for entry, p in zip(entries, adjusted)]
 
 
 def _headline(run: Run, metric: str) -> float | None:
@@ -155,6 +188,7 @@ class Comparison:
     pairs: list[PairedMetric]
     parameter_differences: list[str] = field(default_factory=list)  # non-empty only under force
     unshared_metrics: dict[str, list[str]] = field(default_factory=dict)  # run -> metrics the others lack
+    correction: str = DEFAULT_CORRECTION  # over every pair x metric test of the comparison
 
     def winner(self, entry: PairedMetric) -> str | None:
         side = entry.better(self.alpha)
@@ -163,6 +197,7 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return json_safe({
             "runs": self.runs, "test": self.test, "alpha": self.alpha, "bootstrap": self.bootstrap,
+            "correction": self.correction, "family_size": sum(entry.p_value is not None for entry in self.pairs),
             "parameter_differences": self.parameter_differences, "unshared_metrics": self.unshared_metrics,
             "pairs": [{**asdict(entry), "winner": self.winner(entry)} for entry in self.pairs],
         })
@@ -199,10 +234,11 @@ def compare(
     runs: Sequence[str | Path | RunResult | Run],
     metrics: Sequence[str] | None = None,
     *,
-    test: str = "bootstrap",
+    test: str = DEFAULT_TEST,
     alpha: float = DEFAULT_ALPHA,
     bootstrap: BootstrapConfig = BootstrapConfig(),
     force: bool = False,
+    correction: str = DEFAULT_CORRECTION,
 ) -> Comparison:
     """Compare every pair of runs (A-B, A-C, B-C...) on each metric they share, over shared videos.
 
@@ -215,10 +251,12 @@ def compare(
     if not names:
         raise UsageError("the runs share no metric")
     differences = _check_parameters(loaded, names, force)
-    unshared = {run.name: sorted(set(run.summary.get("metrics", {})) - set(names)) for run in loaded}
-    pairs = [paired_metric(a, b, name, test, bootstrap) for a, b in itertools.combinations(loaded, 2) for name in names]
-    return Comparison([run.name for run in loaded], test, alpha, bootstrap.as_dict(), pairs, differences,
-                      {run: lacking for run, lacking in unshared.items() if lacking})
+    everywhere = set.intersection(*(set(run.summary.get("metrics", {})) for run in loaded))
+    unshared = {run.name: sorted(set(run.summary.get("metrics", {})) - everywhere) for run in loaded}
+    pairs = [paired_metric(a, b, name, test, bootstrap, alpha)
+             for a, b in itertools.combinations(loaded, 2) for name in names]
+    return Comparison([run.name for run in loaded], test, alpha, bootstrap.as_dict(), correct_family(pairs, correction),
+                      differences, {run: lacking for run, lacking in unshared.items() if lacking}, correction)
 
 
 @dataclass(frozen=True)
@@ -279,6 +317,7 @@ class RegressionEntry:
         return json_safe({
             "metric": self.metric, "direction": paired.direction, "baseline": paired.mean_a, "value": paired.mean_b,
             "diff": paired.diff, "ci_low": paired.ci_low, "ci_high": paired.ci_high, "p_value": paired.p_value,
+            "p_adjusted": paired.p_adjusted, "p_min": paired.p_min, "minimum_detectable_effect": paired.mde,
             "n": paired.n, "tolerance": self.tolerance, "worse_by": self.worse_by, "limit": self.limit,
             "status": self.status, "note": self.note,
         })
@@ -292,6 +331,7 @@ class RegressionReport:
     alpha: float
     entries: list[RegressionEntry]
     parameter_differences: list[str] = field(default_factory=list)
+    correction: str = DEFAULT_CORRECTION  # over the checked metrics
 
     @property
     def decision(self) -> str:
@@ -299,6 +339,7 @@ class RegressionReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"run": self.run, "baseline": self.baseline, "test": self.test, "alpha": self.alpha,
+                "correction": self.correction,
                 "decision": self.decision, "parameter_differences": self.parameter_differences,
                 "entries": [entry.to_dict() for entry in self.entries]}
 
@@ -310,24 +351,34 @@ def check_regression(
     per_metric: Mapping[str, Tolerance] | None = None,
     metrics: Sequence[str] | None = None,
     *,
-    test: str = "bootstrap",
+    test: str = DEFAULT_TEST,
     alpha: float = DEFAULT_ALPHA,
     bootstrap: BootstrapConfig = BootstrapConfig(),
     force: bool = False,
+    correction: str = DEFAULT_CORRECTION,
 ) -> RegressionReport:
     """Fail a metric only when the run is worse than the baseline by more than its tolerance AND the
     paired difference over shared videos is significant (p < alpha), so noise does not fail a build.
 
     Checked: ``metrics`` if given, else every metric both runs have; a metric named in ``per_metric``
     or ``metrics`` that a run lacks is ``missing``. Run-level (set) metrics have no per-video values:
-    they are judged on the tolerance alone."""
+    they are judged on the tolerance alone. The p-values of the checked metrics are corrected as one
+    family (``correction``); each entry also gets the minimum detectable effect of its paired differences
+    (:func:`foresight_eval.stats.minimum_detectable_effect`): a pass on few videos is not "no regression"."""
     per_metric = dict(per_metric or {})
     base_run, new_run = _load_all([baseline, run])
     present = [set(r.summary.get("metrics", {})) for r in (base_run, new_run)]
     names = list(metrics) if metrics is not None else [n for n in base_run.summary.get("metrics", {}) if n in present[1]]
     names += [n for n in per_metric if n not in names]
+    for name in per_metric:  # a tolerance for a metric neither run has is a typo, not a "missing" metric
+        if not any(name in p for p in present):
+            raise UsageError(f"--max-regression {name}=...: neither run has a metric {name!r}"
+                             f"{did_you_mean(name, set().union(*present))}")
     shared = [n for n in names if all(n in p for p in present)]
     differences = _check_parameters([base_run, new_run], shared, force)
+    paired = correct_family([paired_metric(base_run, new_run, name, test, bootstrap, alpha) for name in shared],
+                            correction)
+    by_name = {entry.metric: entry for entry in paired}
     entries = []
     for name in names:
         tolerance = per_metric.get(name, default)
@@ -336,8 +387,9 @@ def check_regression(
             empty = PairedMetric(name, "", base_run.name, new_run.name, None, None, None, None, None, None, 0)
             entries.append(RegressionEntry(name, empty, str(tolerance), None, None, "missing", f"not in {lacking}"))
             continue
-        entries.append(_judge_regression(paired_metric(base_run, new_run, name, test, bootstrap), tolerance, alpha))
-    return RegressionReport(new_run.name, base_run.name, test, alpha, entries, differences)
+        entries.append(_judge_regression(by_name[name], tolerance, alpha))
+    return RegressionReport(new_run.name, base_run.name, test, alpha, entries, differences, correction)
+
 
 
 def _judge_regression(paired: PairedMetric, tolerance: Tolerance, alpha: float) -> RegressionEntry:
@@ -354,8 +406,8 @@ def _judge_regression(paired: PairedMetric, tolerance: Tolerance, alpha: float) 
     if paired.n == 0:  # a run-level metric: nothing to test significance on
         return RegressionEntry(paired.metric, paired, str(tolerance), worse_by, limit, "fail",
                                f"worse beyond the tolerance; {paired.note}")
-    if paired.p_value is None or paired.p_value >= alpha:
-        p_text = "no test" if paired.p_value is None else f"p={paired.p_value:.3g} >= {alpha:g}"
+    if paired.p_decisive is None or paired.p_decisive >= alpha:
+        p_text = "no test" if paired.p_value is None else f"p={paired.p_decisive:.3g} >= {alpha:g}"
         return RegressionEntry(paired.metric, paired, str(tolerance), worse_by, limit, "pass",
                                f"worse, not significant ({p_text})")
     return RegressionEntry(paired.metric, paired, str(tolerance), worse_by, limit, "fail",

@@ -28,7 +28,7 @@ from foresight_eval.io.pairing import ClipPair, pair_clips
 from foresight_eval.journal import Journal, holds_run_folder, load_finished_pairs
 from foresight_eval.manifest import build_manifest, utc_now
 from foresight_eval.metrics.base import FrameBatch, Metric, RunContext
-from foresight_eval.metrics.registry import create, get_metric_class, metric_classes
+from foresight_eval.metrics.registry import create, get_metric_class, in_default_set, metric_classes
 from foresight_eval.pipeline import PairFrames
 from foresight_eval.profiles import Profile, apply_profile, load_profile
 from foresight_eval.results import PairResult, RunResult, summarize
@@ -56,7 +56,10 @@ class ScoreOptions:
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:  # torch's message lists twenty device types; these are the ones scoring uses
+        raise UsageError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but no CUDA device is available")
     return resolved
@@ -73,7 +76,7 @@ def prepare_metrics(
     params = dict(params or {})
     explicit = names is not None
     if names is None:
-        names = [n for n, cls in metric_classes().items() if cls.info.inputs == inputs and cls.info.default]
+        names = [n for n, cls in metric_classes().items() if cls.info.inputs == inputs and in_default_set(n)]
     for name in names:
         if get_metric_class(name).info.inputs != inputs:
             raise UsageError(f"metric {name!r} scores {get_metric_class(name).info.inputs}, not {inputs}")
@@ -353,6 +356,8 @@ def score(
         metric.name: metric.compute_set([r.set_parts[metric.name] for r in pair_results if metric.name in r.set_parts])
         for metric in active
     }
+    # Annotation, detection and mask files are inputs too: their hashes come with the resources.
+    inputs = {**_manifest_inputs(preds, refs, pair_results), **run_context.resources.get("input_files", {})}
     run = RunResult(
         pairs=pair_results,
         metrics=summarize(pair_results, definitions, bootstrap, set_values),
@@ -362,7 +367,7 @@ def score(
         options={**asdict(options), "strict": strict, "device": str(torch_device), "world_size": world.size},
         bootstrap=bootstrap.as_dict(),
         extra=dict(extra or {}),
-        manifest=build_manifest(torch_device, command, started, utc_now(), _manifest_inputs(preds, refs, pair_results)),
+        manifest=build_manifest(torch_device, command, started, utc_now(), inputs, metrics=[m.name for m in active]),
         profile=profile_record,
     )
     if run_dir is not None:

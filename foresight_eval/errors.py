@@ -14,6 +14,17 @@ class UsageError(ForesightError):
 class MetricDeclarationError(ForesightError, TypeError):
     """A metric class is declared wrongly (bad direction, choices without a default, non-JSON defaults):
     refused when it is registered, so a plugin's mistake shows at load time, not as a crash mid-run."""
+def close_matches(name: str, known) -> list[str]:
+    """Names in ``known`` that ``name`` is probably a typo of (difflib's ratio >= 0.75), best first."""
+    import difflib
+
+    return difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.75)
+
+
+def did_you_mean(name: str, known) -> str:
+    """`` (did you mean 'lpips'?)`` or "" when nothing is close."""
+    matches = close_matches(name, known)
+    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
 
 
 class InputError(ForesightError):

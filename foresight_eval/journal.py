@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from foresight_eval.distributed import current_world
 from foresight_eval.errors import UsageError
+from foresight_eval.io.files import dumps_json
 from foresight_eval.results import PER_FRAME_FILE, PER_VIDEO_FILE, SUMMARY_FILE, PairResult, json_safe, load_summary
 
 PARTIAL_DIR = "partial"
@@ -45,7 +46,7 @@ def _pair_record(result: PairResult) -> dict[str, Any]:
 
 
 def _number(value: Any) -> float:
-    # json_safe writes NaN as null and infinities as strings
+    # NaN is stored as null; infinities as +-1e999 (journals of older versions: "inf" strings, read alike)
     return float("nan") if value is None else float(value)
 
 
@@ -86,7 +87,7 @@ class Journal:
         self._write({"pair": json_safe(_pair_record(result))})
 
     def _write(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record, allow_nan=False) + "\n")
+        self._handle.write(dumps_json(record, indent=None) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
 

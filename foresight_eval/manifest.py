@@ -13,6 +13,9 @@ import torch
 RECORDED_PACKAGES = (
     "foresight-eval", "torch", "torchvision", "numpy", "scipy", "scikit-image",
     "torchmetrics", "lpips", "av", "pillow",
+    # Optional: None where not installed. OpenCV ships under several distribution names.
+    "opencv-python", "opencv-python-headless", "opencv-contrib-python", "pycocotools",
+    "transformers", "diffusers", "safetensors", "huggingface-hub",
 )
 
 
@@ -36,7 +39,12 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def build_manifest(device: torch.device, command: str | None, started: str, finished: str, inputs: dict) -> dict:
+def build_manifest(device: torch.device, command: str | None, started: str, finished: str, inputs: dict,
+                   metrics: tuple[str, ...] | list[str] = ()) -> dict:
+    """``metrics``: the metrics that ran; the plugin distributions providing any of them are recorded
+    with their versions under ``plugins``."""
+    from foresight_eval.metrics.registry import plugin_distributions
+
     return {
         "tool": "foresight-eval",
         "version": package_versions(("foresight-eval",))["foresight-eval"],
@@ -45,6 +53,7 @@ def build_manifest(device: torch.device, command: str | None, started: str, fini
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": package_versions(),
+        "plugins": plugin_distributions(metrics),
         "device": describe_device(device),
         "torch_threads": torch.get_num_threads(),
         "started": started,

@@ -165,17 +165,15 @@ def summarize(
 
 
 def json_safe(value: Any) -> Any:
-    """JSON has no NaN or infinity: NaN becomes null, +-inf the strings "inf" / "-inf"."""
+    """Plain JSON-ready Python: NaN becomes None (null), NumPy scalars Python numbers, paths strings;
+    +-inf stay floats, which :func:`foresight_eval.io.files.dumps_json` writes as the numbers +-1e999."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     if isinstance(value, (float, np.floating)):
         value = float(value)
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
+        return None if math.isnan(value) else value
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, Path):
@@ -205,4 +203,15 @@ def load_summary(run_dir: Path) -> dict[str, Any]:
         summary = json.load(handle)
     if summary.get("schema") != SCHEMA:
         raise ValueError(f"{path}: schema {summary.get('schema')!r} is not {SCHEMA!r}")
+    _numbers_from_strings(summary)
     return summary
+
+
+def _numbers_from_strings(summary: dict[str, Any]) -> None:
+    """Run folders written before infinities were stored as numbers hold "inf" / "-inf" strings in the
+    numeric fields of their metrics: read them as the floats they stand for."""
+    for figures in summary.get("metrics", {}).values():
+        for entry in [figures, *(figures.get("per_horizon") or [])]:
+            for key in ("mean", "ci_low", "ci_high"):
+                if isinstance(entry.get(key), str):
+                    entry[key] = float(entry[key])

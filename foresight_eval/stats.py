@@ -1,4 +1,18 @@
-"""Confidence intervals over videos, through SciPy's bootstrap."""
+"""Confidence intervals over videos (SciPy's bootstrap) and paired tests that stay valid at small n.
+
+Paired p-values (see docs/statistics.md):
+
+* ``permutation`` (default): the sign-flip permutation test of the mean paired difference
+  (``scipy.stats.permutation_test``, ``permutation_type="samples"``): under "no difference" each video's
+  difference is as likely positive as negative. Exact (all 2^n sign patterns) up to n = 13, Monte Carlo
+  with :data:`PERMUTATION_RESAMPLES` seeded resamples above. Valid at every n; its smallest attainable
+  two-sided p is 2 / 2^n (0.25 at n = 3).
+* ``wilcoxon``: SciPy's Wilcoxon signed-rank test (exact for small samples, same floor).
+* ``bootstrap``: the paired bootstrap's p-value. Anti-conservative at small n (it reports p = 0.0005 on 3
+  videos), so it is only a named option and warns below :data:`BOOTSTRAP_P_MIN_N` videos.
+
+Families of tests are corrected with Holm (default) or Benjamini-Hochberg (:func:`adjust_p_values`).
+"""
 
 from __future__ import annotations
 
@@ -61,9 +75,18 @@ class PairedDifference(NamedTuple):
     ci_high: float | None
     p_value: float | None
     n: int
+    # The smallest p-value the test can give with these n values (ties and zero differences included).
+    p_min: float | None = None
 
 
-PAIRED_TESTS = ("bootstrap", "wilcoxon")
+PAIRED_TESTS = ("permutation", "wilcoxon", "bootstrap")
+DEFAULT_TEST = "permutation"
+CORRECTIONS = ("holm", "bh", "none")
+DEFAULT_CORRECTION = "holm"
+# Sign patterns are enumerated while 2^n <= this many, so the test is exact up to n = 13.
+PERMUTATION_RESAMPLES = 9999
+# Below this many paired videos the bootstrap p-value is far too small (a warning says so).
+BOOTSTRAP_P_MIN_N = 20
 
 
 def paired_bootstrap(diffs: np.ndarray, config: BootstrapConfig = BootstrapConfig()) -> PairedDifference:
@@ -88,6 +111,44 @@ def paired_bootstrap(diffs: np.ndarray, config: BootstrapConfig = BootstrapConfi
     return PairedDifference(estimate.mean, estimate.ci_low, estimate.ci_high, p_value, estimate.n)
 
 
+def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis)
+
+
+def sign_flip_p(diffs: np.ndarray, seed: int = 0) -> tuple[float | None, float | None]:
+    """Two-sided p-value of the paired sign-flip permutation test of the mean difference, and the
+    smallest p-value attainable with these differences; (None, None) below 2 finite values.
+
+    Exact when 2^n <= :data:`PERMUTATION_RESAMPLES`, else Monte Carlo with that many seeded sign patterns
+    (SciPy then reports (k + 1) / (R + 1), never 0: Phipson & Smyth 2010)."""
+    diffs = np.asarray(diffs, dtype=np.float64)
+    if diffs.size < 2 or not np.isfinite(diffs).all():
+        return None, None
+    nonzero = int(np.count_nonzero(diffs))
+    exact = 2 ** diffs.size <= PERMUTATION_RESAMPLES
+    # A zero difference flips to itself: only the 2^nonzero patterns of the others are distinct.
+    p_min = min(1.0, 2.0 ** (1 - nonzero)) if nonzero else 1.0
+    if not exact:
+        p_min = max(p_min, 1.0 / (PERMUTATION_RESAMPLES + 1))
+    if not nonzero:
+        return 1.0, 1.0
+    result = scipy_stats.permutation_test(
+        (diffs,), _mean, permutation_type="samples", vectorized=True, alternative="two-sided",
+        n_resamples=np.inf if exact else PERMUTATION_RESAMPLES, rng=np.random.default_rng(seed),
+    )
+    return float(result.pvalue), p_min
+
+
+def wilcoxon_p_min(diffs: np.ndarray) -> float | None:
+    """The smallest two-sided p-value SciPy's Wilcoxon test can give with these differences: every
+    difference on one side. Exact distribution (n <= 50 nonzero differences): 2 / 2^n."""
+    nonzero = np.asarray(diffs, dtype=np.float64)
+    nonzero = nonzero[nonzero != 0]
+    if nonzero.size < 2:
+        return None if nonzero.size == 0 and np.size(diffs) < 2 else 1.0
+    return float(scipy_stats.wilcoxon(np.abs(nonzero)).pvalue)
+
+
 def wilcoxon_p(diffs: np.ndarray) -> float | None:
     """Two-sided p-value of SciPy's Wilcoxon signed-rank test (exact for small samples); None below 2 values."""
     diffs = np.asarray(diffs, dtype=np.float64)
@@ -99,10 +160,69 @@ def wilcoxon_p(diffs: np.ndarray) -> float | None:
 
 
 def paired_test(
-    diffs: np.ndarray, config: BootstrapConfig = BootstrapConfig(), test: str = "bootstrap"
+    diffs: np.ndarray, config: BootstrapConfig = BootstrapConfig(), test: str = DEFAULT_TEST
 ) -> PairedDifference:
-    """The paired bootstrap's mean and CI; the p-value from ``test``: "bootstrap" or "wilcoxon"."""
+    """The paired bootstrap's mean and CI; the p-value (and the smallest attainable one) from ``test``:
+    "permutation" (sign flips), "wilcoxon" or "bootstrap"."""
     if test not in PAIRED_TESTS:
         raise ValueError(f"paired test must be one of {PAIRED_TESTS}, got {test!r}")
     result = paired_bootstrap(diffs, config)
-    return result._replace(p_value=wilcoxon_p(diffs)) if test == "wilcoxon" else result
+    if result.p_value is None:
+        return result
+    if test == "permutation":
+        p_value, p_min = sign_flip_p(diffs, config.seed)
+        return result._replace(p_value=p_value, p_min=p_min)
+    if test == "wilcoxon":
+        return result._replace(p_value=wilcoxon_p(diffs), p_min=wilcoxon_p_min(diffs))
+    return result._replace(p_min=1.0 / (config.n_resamples + 1))
+
+
+def small_n_warning(test: str, n: int, p_min: float | None, alpha: float) -> str:
+    """What this many paired videos cannot show, or "" when nothing needs saying."""
+    if test == "bootstrap" and 2 <= n < BOOTSTRAP_P_MIN_N:
+        return (f"the bootstrap p-value is too small below {BOOTSTRAP_P_MIN_N} videos (n={n}); "
+                f"use --test permutation")
+    if p_min is not None and p_min >= alpha:
+        return (f"{n} videos cannot show a significant difference at {alpha:g} "
+                f"(the smallest p the {test} test can give is {p_min:.3g})")
+    return ""
+
+
+def adjust_p_values(p_values: list[float | None], method: str = DEFAULT_CORRECTION) -> list[float | None]:
+    """p-values corrected for the family they belong to: Holm's step-down (controls the family-wise
+    error rate; Holm 1979) or Benjamini-Hochberg (controls the false discovery rate, SciPy's
+    ``false_discovery_control``); "none" returns them as they are. None entries (no test) stay None and
+    do not count in the family."""
+    if method not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {CORRECTIONS}, got {method!r}")
+    index = [i for i, p in enumerate(p_values) if p is not None]
+    if method == "none" or not index:
+        return list(p_values)
+    raw = np.array([p_values[i] for i in index], dtype=np.float64)
+    if method == "bh":
+        adjusted = scipy_stats.false_discovery_control(raw, method="bh")
+    else:
+        order = np.argsort(raw, kind="stable")
+        steps = raw[order] * (raw.size - np.arange(raw.size))
+        adjusted = np.empty_like(raw)
+        adjusted[order] = np.minimum(np.maximum.accumulate(steps), 1.0)
+    result = list(p_values)
+    for i, p in zip(index, adjusted):
+        result[i] = float(p)
+    return result
+
+
+def minimum_detectable_effect(diffs: np.ndarray, alpha: float, power: float = 0.8) -> float | None:
+    """The smallest true mean difference a two-sided paired test at ``alpha`` would detect with probability
+    ``power``, given the spread of these differences: (t_{1-alpha/2} + t_{power}) * sd / sqrt(n) with n - 1
+    degrees of freedom (the one-sample t approximation, Cohen 1988). Infinite when n cannot reach alpha at
+    all (2 / 2^n >= alpha); None below 2 values."""
+    diffs = np.asarray(diffs, dtype=np.float64)
+    n = diffs.size
+    if n < 2 or not np.isfinite(diffs).all():
+        return None
+    if 2.0 ** (1 - n) >= alpha:
+        return math.inf
+    dof = n - 1
+    quantiles = scipy_stats.t.ppf(1 - alpha / 2, dof) + scipy_stats.t.ppf(power, dof)
+    return float(quantiles * diffs.std(ddof=1) / math.sqrt(n))

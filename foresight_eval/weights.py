@@ -172,4 +172,13 @@ def weights_status(weights_dir: Path | None = None) -> list[WeightStatus]:
 
 
 def fetch_weights(name: str, weights_dir: Path | None = None) -> Path:
-    return get_weight_spec(name).fetch(weights_dir)
+    """Download through the owning library; without network, one line saying so and where to put the file."""
+    spec = get_weight_spec(name)
+    try:
+        return spec.fetch(weights_dir)
+    except OSError as exc:  # urllib's URLError, requests' ConnectionError and the hub's offline errors are OSErrors
+        places = "; ".join(f"{label} {path.parent}" for label, path in spec.candidates(weights_dir))
+        reason = str(getattr(exc, "reason", None) or exc).splitlines()[0]
+        raise UsageError(f"weights fetch {name}: could not download {spec.filename} ({type(exc).__name__}: "
+                         f"{reason}); this machine looks offline. Copy the file from a machine that has it "
+                         f"into one of: {places}, or a folder given with --weights-dir") from None

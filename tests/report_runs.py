@@ -18,7 +18,9 @@ from foresight_eval.stats import BootstrapConfig
 from foresight_eval.synthetic import add_noise, make_scene, render_clip, to_uint8
 
 EVIL_CLIP = "<script>alert(1)</script>"
-CLIPS = ("clip_a", "clip_b", "clip_c", "clip_d", EVIL_CLIP)
+# Eight clips score in every run: enough for an exact paired test to separate runs at 0.05 (2 / 2^8)
+# after Holm's correction; four could not (their smallest p is 0.125).
+CLIPS = ("clip_a", "clip_b", "clip_c", "clip_d", "clip_e", "clip_f", "clip_g", "clip_h", EVIL_CLIP)
 CONTEXT, FRAMES = 2, 8
 METRICS = ("psnr", "mae")
 
@@ -45,7 +47,8 @@ def make_report_runs(root: Path) -> ReportRuns:
         _save(refs / f"{clip}.npy", frames)
         for folder, std in ((mild, 0.02), (strong, 0.08)):
             noisy = frames.copy()
-            noisy[CONTEXT:] = add_noise(frames[CONTEXT:], std, seed=index)
+            # The escaping test's clip is the noisiest, so the "worst clips" section always shows it.
+            noisy[CONTEXT:] = add_noise(frames[CONTEXT:], std * (2 if clip == EVIL_CLIP else 1), seed=index)
             # clip_d's prediction is one frame short: an error row in every run.
             _save(folder / f"{clip}.npy", noisy[:-1] if clip == "clip_d" else noisy)
         if index < 3:

@@ -78,15 +78,16 @@ def test_check_exit_2_for_unusable_input(runner, tmp_path, gate_file):
 
 
 def test_check_against_a_baseline(runner, tmp_path):
-    base = [30.0, 31.0, 29.0, 32.0, 30.0, 31.5]
+    base = [30.0, 31.0, 29.0, 32.0, 30.0, 31.5, 30.5, 29.5]
     baseline = write_run(tmp_path / "baseline", {"psnr": base})
-    noisy = write_run(tmp_path / "noisy", {"psnr": [b + d for b, d in zip(base, [-9, 5, -8, 4.5, -2.5, -2])]})
+    noisy = write_run(tmp_path / "noisy", {"psnr": [b + d for b, d in zip(base, [-9, 5, -8, 4.5, -2.5, -2, 3, -5])]})
     worse = write_run(tmp_path / "worse", {"psnr": [b - 0.4 + 0.01 * i for i, b in enumerate(base)]})
     assert invoke(runner, "check", noisy, "--baseline", baseline, "--max-regression", "0.1").exit_code == 0
     result = invoke(runner, "check", worse, "--baseline", baseline, "--max-regression", "psnr=0.1", "--json")
     assert result.exit_code == 1
     entry = json.loads(result.stdout)["baseline"]["entries"][0]
-    assert entry["status"] == "fail" and entry["n"] == 6 and entry["ci_high"] < 0 and entry["p_value"] < 0.05
+    assert entry["status"] == "fail" and entry["n"] == 8 and entry["ci_high"] < 0 and entry["p_value"] < 0.05
+    assert entry["p_min"] == pytest.approx(2 / 2**8) and entry["minimum_detectable_effect"] > 0
     assert invoke(runner, "check", worse, "--baseline", baseline, "--max-regression", "psnr=0.5").exit_code == 0
     junit = tmp_path / "baseline.xml"
     invoke(runner, "check", worse, "--baseline", baseline, "--junit", junit)

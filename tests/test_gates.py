@@ -139,7 +139,7 @@ def test_includes_top_level_metrics_and_default_tolerance(tmp_path):
 @pytest.mark.parametrize(("text", "line", "message"), [
     ("metrics:\n  - {metric: psnr, threshold: 30, direction: higher\n", 3, "invalid YAML"),
     ("metrics:\n  - metric: psnr\n    treshold: 30\n    direction: higher\n", 3, "unknown key 'treshold'"),
-    ("metrics:\n  - metric: psnr\n    threshold: 30\n    direction: up\n", 4, "'direction' must be 'higher' or 'lower'"),
+    ("metrics:\n  - metric: psnr\n    threshold: 30\n    direction: up\n", 4, "'direction' must be 'higher', 'lower' (which side passes) or 'target'"),
     ("metrics:\n  - metric: psnr\n    threshold: thirty\n    direction: higher\n", 3, "expected a number"),
     ("metrics:\n  - metric: psnr\n    direction: higher\n", 2, "missing key 'threshold'"),
     ("metrics:\n  - metric: psnr\n    metric: ssim\n", 3, "duplicate key 'metric'"),

@@ -51,7 +51,7 @@ def test_split_puts_mixed_runs_in_separate_tables_with_the_reason(runs, tmp_path
         ["mild", "strong"], ["other_range"], ["fewer_clips"]]
     assert board.tables[0].separated_because == []
     assert any("data_range" in reason for reason in board.tables[1].separated_because)
-    assert any(reason.startswith("clip sets differ: 2 only in mild") for reason in board.tables[2].separated_because)
+    assert any(reason.startswith("clip sets differ: 6 only in mild") for reason in board.tables[2].separated_because)
     page = (tmp_path / "leaderboard.html").read_text(encoding="utf-8")
     assert "Kept apart from table 1 because" in page and "data_range" in page
     markdown = (tmp_path / "leaderboard.md").read_text(encoding="utf-8")
@@ -76,3 +76,17 @@ def test_outputs(runs, tmp_path):
 def test_by_unknown_metric(runs, tmp_path):
     result = CliRunner().invoke(main, ["leaderboard", str(runs.mild), "-o", str(tmp_path), "--by", "lpips"])
     assert result.exit_code == 2 and "--by lpips: not scored in run(s) mild" in result.output
+
+
+def test_means_equal_within_float_noise_share_a_rank(tmp_path):
+    from tests.fake_runs import write_run
+
+    values = [30.0 + 0.1 * i for i in range(8)]
+    a = write_run(tmp_path / "a", {"psnr": values})
+    b = write_run(tmp_path / "b", {"psnr": [v + 1e-13 for v in values]})  # the same run, summed in another order
+    c = write_run(tmp_path / "c", {"psnr": [v - 1.0 for v in values]})
+    (table,) = build_leaderboard(load_runs([str(c), str(b), str(a)]), by="psnr").tables
+    assert [(entry.rank, entry.run.label) for entry in table.entries][2] == (3, "c")
+    assert {entry.rank for entry in table.entries[:2]} == {1}
+    (table,) = build_leaderboard(load_runs([str(c), str(b), str(a)])).tables
+    assert [entry.rank for entry in table.entries] == [1, 1, 3]

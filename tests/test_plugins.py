@@ -25,6 +25,13 @@ class MaxError(FrameMetric):
 
     def per_frame(self, pred, ref):
         return self.params["scale"] * (pred - ref).abs().flatten(1).amax(dim=1)
+
+
+class MinError(FrameMetric):
+    info = MetricInfo(name="min_error", description="smallest absolute pixel error", direction="lower", default=True)
+
+    def per_frame(self, pred, ref):
+        return (pred - ref).abs().flatten(1).amin(dim=1)
 '''
 
 
@@ -44,6 +51,7 @@ def plugin_site(tmp_path_factory):
         version = "0.0.1"
         [project.entry-points."foresight_eval.metrics"]
         max_error = "fe_plugin_demo:MaxError"
+        min_error = "fe_plugin_demo:MinError"
         broken = "fe_plugin_demo.broken:Nothing"
     '''))
     site = root / "site"
@@ -78,6 +86,16 @@ def test_installed_plugin_is_listed_and_scores(plugin_site, tmp_path):
     expected = 2 * per_frame_max.mean() / 255
     assert abs(summary["metrics"]["max_error"]["mean"] - expected) < 1e-6
     assert summary["metrics"]["max_error"]["params"] == {"scale": 2}
+
+    assert summary["manifest"]["plugins"] == {"fe-plugin-demo": "0.0.1"}  # the distribution behind max_error
+
+    # A plain run: the plugin that declared default=True joins the default set, the other does not.
+    plain = run_cli(plugin_site, "score", str(tmp_path / "preds"), str(tmp_path / "refs"), "--json")
+    assert plain.returncode == 0, plain.stderr
+    ran = json.loads(plain.stdout)["metrics"]
+    assert "min_error" in ran and "max_error" not in ran and "psnr" in ran
+    assert catalog["metrics"]["max_error"]["default"] is False and catalog["metrics"]["min_error"]["default"] is True
+    assert catalog["metrics"]["psnr"]["default"] is True and catalog["metrics"]["flicker_score"]["default"] is False
 
 
 def test_installed_plugin_passes_the_exported_contract_test(plugin_site, tmp_path):

@@ -66,3 +66,64 @@ def test_screenshot_is_not_blank(browser, page_url, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape == (900, 1200)
     assert pixels.std() > 10, "the screenshot is (nearly) one colour"
+
+
+MEASURE_PAGE = """<!DOCTYPE html><html><body>
+<iframe id="report" src="{report}" style="width: {width}px; height: 900px; border: 0"></iframe>
+<pre id="out">pending</pre>
+<script>
+document.getElementById("report").addEventListener("load", () => {{
+  const doc = document.getElementById("report").contentDocument;
+  const rows = [...doc.querySelectorAll(".strip")].map((strip) => {{
+    const box = strip.getBoundingClientRect();
+    const right = Math.max(...[...strip.querySelectorAll("img")].map((img) => img.getBoundingClientRect().right));
+    return [Math.round(box.width), Math.round(right - box.right), strip.scrollWidth - strip.clientWidth];
+  }});
+  const run = doc.querySelector("td.run");
+  document.getElementById("out").textContent = JSON.stringify({{strips: rows, page: doc.documentElement.scrollWidth,
+    sticky: run ? getComputedStyle(run).position : null}});
+}});
+</script></body></html>"""
+
+
+def measure(browser: str, tmp_path, html) -> dict:
+    """Lay ``html`` out at 1280 px in headless Chromium and read the measurements MEASURE_PAGE takes."""
+    import json
+
+    page = tmp_path / "measure.html"
+    page.write_text(MEASURE_PAGE.format(report=html.resolve().as_uri(), width=1280))
+    dom = run_chromium(browser, tmp_path, "--allow-file-access-from-files", "--virtual-time-budget=10000",
+                       "--window-size=1320,1000", "--dump-dom", page.resolve().as_uri()).stdout
+    return json.loads(dom[dom.index('<pre id="out">') + len('<pre id="out">'):dom.index("</pre>")])
+
+
+def test_a_wide_leaderboard_fits_1280_px(browser, tmp_path):
+    from foresight_eval.report import leaderboard
+    from tests.fake_runs import write_run
+
+    metrics = {f"metric_with_a_rather_long_name_{i}": [0.1 * i + 0.01 * j for j in range(6)] for i in range(14)}
+    runs = [str(write_run(tmp_path / f"a_long_run_folder_name_number_{k}", metrics)) for k in range(3)]
+    board = leaderboard(runs, tmp_path / "board")
+    measured = measure(browser, tmp_path, tmp_path / "board" / "leaderboard.html")
+    assert measured["page"] <= 1280 and measured["sticky"] == "sticky", measured  # scrolls inside its frame
+    assert len(board.tables[0].entries) == 3
+
+
+def test_wide_clips_stay_inside_their_strip_cards(browser, tmp_path):
+    """640x360 clips: every frame strip scales its images down to its card at a 1280 px window."""
+    from foresight_eval import ScoreOptions, score
+    from foresight_eval.synthetic import make_scene, render_clip, to_uint8
+
+    for side, shift in (("refs", 0), ("preds", 5)):
+        (tmp_path / side).mkdir()
+        for index in range(2):
+            frames, _ = render_clip(make_scene(index, height=360, width=640, n_objects=2), 5)
+            np.save(tmp_path / side / f"wide{index}.npy", to_uint8(np.roll(frames, shift, axis=2)), allow_pickle=False)
+    run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], options=ScoreOptions(context=1), device="cpu")
+    files = report([str(run.write(tmp_path / "run"))], tmp_path / "out", worst_k=2, horizons=4)
+    page = tmp_path / "measure.html"
+    measured = measure(browser, tmp_path, files.html)
+    assert len(measured["strips"]) == 2
+    for width, overflow, scroll in measured["strips"]:
+        assert width >= 300 and overflow <= 1 and scroll <= 0, measured  # images end inside the card
+    assert measured["page"] <= 1280  # nothing widens the page beyond the window

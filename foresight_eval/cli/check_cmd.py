@@ -6,18 +6,18 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
 from foresight_eval.check import CheckResult, check, github_annotations, junit_xml
-from foresight_eval.cli.common import EXIT_FAILED, EXIT_OK, fmt, handle_errors, print_json, split_names, stderr, stdout
-from foresight_eval.cli.compare_cmd import compact_table, diff_with_ci, paired_test_options, print_parameter_differences
+from foresight_eval.cli.common import EXIT_FAILED, EXIT_OK, handle_errors, split_names, stderr, stdout
+from foresight_eval.cli.compare_cmd import family_sentence, paired_test_options, print_parameter_differences
+from foresight_eval.cli.tables import (
+    STATUS_STYLE, TextTable, decimals_for, emit, estimate, fixed, format_option, p_cell,
+)
 from foresight_eval.compare import RegressionReport, parse_tolerances
 from foresight_eval.gates import GateReport, preset_names
 from foresight_eval.io.files import write_atomic
 
-STATUS_STYLE = {"pass": "green", "accepted": "yellow", "fail": "red", "missing": "red"}
-OPERATORS = {"higher": "≥", "lower": "≤"}
+OPERATORS = {"higher": "≥", "lower": "≤", "target": "|x − target| ≤"}
 
 
 def _status(status: str, required: bool = True) -> str:
@@ -26,45 +26,49 @@ def _status(status: str, required: bool = True) -> str:
     return f"[{STATUS_STYLE[status] if status in ('pass', 'accepted') else 'dim'}]{status}[/] (info)"
 
 
-def render_gates(report: GateReport) -> Table:
-    table = compact_table(f"gates {escape(report.gate_set)}: {_status(report.decision)}")
-    for column in ("gate", "metric", "value", "needs", "status"):
-        table.add_column(column, justify="right" if column in ("value", "needs") else "left", no_wrap=True)
+def render_gates(report: GateReport) -> TextTable:
+    table = TextTable(f"gates {report.gate_set}: {report.decision}", ["gate", "metric", "value", "needs", "status"],
+                      left=("gate", "metric", "status"), status_column="status")
     for entry in report.entries:
         tolerance = f" (−{entry.tolerance:.1%})" if entry.tolerance else ""
-        table.add_row(escape(entry.gate), escape(entry.metric), fmt(entry.value),
+        table.add_row(entry.gate, entry.metric, fixed(entry.value, 4),
                       f"{OPERATORS[entry.direction]} {entry.threshold:.4g}{tolerance}",
-                      _status(entry.status, entry.required))
+                      entry.status if entry.required else f"{entry.status} (info)")
+        if entry.note:
+            table.notes.append(f"  {entry.gate} {entry.metric}: {entry.note}")
     return table
 
 
-def render_regression(report: RegressionReport) -> Table:
-    title = (f"regression vs baseline {escape(report.baseline)}: {_status(report.decision)} "
-             f"(fails when worse beyond the tolerance and p < {report.alpha:g}, {report.test} test)")
-    table = compact_table(title)
-    for column in ("metric", "baseline", "run", "diff [95% CI]", "p", "n", "status"):
-        table.add_column(column, justify="left" if column in ("metric", "status") else "right", no_wrap=True)
+def render_regression(report: RegressionReport) -> TextTable:
+    family = sum(entry.comparison.p_value is not None for entry in report.entries)
+    table = TextTable(
+        f"regression vs baseline {report.baseline}: {report.decision} "
+        f"(fails when worse beyond the tolerance and p adj. < {report.alpha:g})",
+        ["metric", "baseline", "run", "diff [95% CI]", "p", "p adj.", "p min", "n", "detectable", "status"],
+        left=("metric", "status"), status_column="status",
+        notes=[family_sentence(report.test, report.correction, family, report.alpha),
+               "detectable: the smallest worsening this n and spread would catch 80% of the time "
+               "(inf: this n cannot reach significance)"])
     for entry in report.entries:
         paired = entry.comparison
-        table.add_row(escape(entry.metric), fmt(paired.mean_a), fmt(paired.mean_b),
-                      diff_with_ci(paired.diff, paired.ci_low, paired.ci_high), fmt(paired.p_value, 3),
-                      str(paired.n), _status(entry.status))
+        places = decimals_for(paired.ci_low, paired.ci_high)
+        diff, ci = estimate(paired.diff, paired.ci_low, paired.ci_high, signed=True)
+        table.add_row(entry.metric, fixed(paired.mean_a, places), fixed(paired.mean_b, places),
+                      diff if paired.ci_low is None else f"{diff} {ci}", p_cell(paired.p_value),
+                      p_cell(paired.p_adjusted), p_cell(paired.p_min), str(paired.n), fixed(paired.mde, places),
+                      entry.status)
+        table.notes.append(f"  {entry.metric}: {entry.note} (tolerance {entry.tolerance})")
     return table
 
 
-def print_result(result: CheckResult, console) -> None:
-    for report in result.gate_reports:
-        console.print(render_gates(report))
-        for entry in report.entries:
-            if entry.note:
-                console.print(f"  {escape(entry.gate)} {escape(entry.metric)}: {escape(entry.note)}", soft_wrap=True)
+def print_result(result: CheckResult, console, output_format: str = "table") -> None:
+    tables = [render_gates(report) for report in result.gate_reports]
     if result.regression is not None:
         print_parameter_differences(result.regression.parameter_differences, console)
-        console.print(render_regression(result.regression))
-        for entry in result.regression.entries:
-            console.print(f"  {escape(entry.metric)}: {escape(entry.note)} (tolerance {escape(entry.tolerance)})",
-                          soft_wrap=True)
-    console.print(f"decision: {_status(result.decision)}")
+        tables.append(render_regression(result.regression))
+    emit(tables, output_format, console, result.to_dict())
+    if output_format == "table":
+        console.print(f"decision: {_status(result.decision)}")
 
 
 @click.command("check")
@@ -81,10 +85,10 @@ def print_result(result: CheckResult, console) -> None:
 @click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write JUnit XML: one test case per metric, failures for failing required entries.")
 @click.option("--github", is_flag=True, help="Print GitHub Actions annotations (::error / ::warning) on stdout.")
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON on stdout (the tables go to stderr).")
+@format_option
 @handle_errors
-def check_command(run, gates, baseline, max_regression, metric_names, test, alpha, bootstrap, force,
-                  junit_file, github, as_json) -> None:
+def check_command(run, gates, baseline, max_regression, metric_names, test, correction, alpha, bootstrap, force,
+                  junit_file, github, output_format) -> None:
     """Check run folder RUN against gates and/or a baseline run.
 
     Each gate metric is pass (at or beyond its threshold), accepted (short of it by at most the gate's
@@ -97,17 +101,15 @@ def check_command(run, gates, baseline, max_regression, metric_names, test, alph
     """
     if max_regression and baseline is None:
         raise click.UsageError("--max-regression needs --baseline")
-    if github and as_json:
-        raise click.UsageError("--github and --json both write to stdout: choose one")
+    if github and output_format != "table":
+        raise click.UsageError(f"--github and --format {output_format} both write to stdout: choose one")
     default, per_metric = parse_tolerances(max_regression)
     result = check(run, gates, baseline, default, per_metric, split_names(metric_names),
-                   test=test, alpha=alpha, bootstrap=bootstrap, force=force)
-    print_result(result, stderr if as_json or github else stdout)
+                   test=test, alpha=alpha, bootstrap=bootstrap, force=force, correction=correction)
+    print_result(result, stderr if github else stdout if output_format == "table" else stderr, output_format)
     if junit_file is not None:
         write_atomic(junit_file, junit_xml(result))
     if github:
         for line in github_annotations(result):
             click.echo(line)
-    if as_json:
-        print_json(result.to_dict())
     sys.exit(EXIT_FAILED if result.decision == "fail" else EXIT_OK)

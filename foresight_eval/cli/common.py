@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -15,12 +15,24 @@ from rich.console import Console
 from rich.markup import escape
 
 from foresight_eval.errors import UsageError
+from foresight_eval.io.files import dumps_json
+from foresight_eval.results import json_safe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 128 + 2  # killed by SIGINT (Ctrl-C), as shells report it
 
-stdout = Console(highlight=False)
-stderr = Console(stderr=True, highlight=False)
+# Not a terminal (CI logs, pipes): rich would assume 80 columns and squeeze tables into "pa…" and "0.…";
+# a log has no width limit, so tables get 200 columns (or $COLUMNS), and their cells fold, never cut.
+NON_TERMINAL_WIDTH = 200
+
+
+def _console(stream, **kwargs: Any) -> Console:
+    wide = stream.isatty() or "COLUMNS" in os.environ
+    return Console(highlight=False, width=None if wide else NON_TERMINAL_WIDTH, **kwargs)
+
+
+stdout = _console(sys.stdout)
+stderr = _console(sys.stderr, stderr=True)
 
 
 def handle_errors(command: Callable) -> Callable:
@@ -86,4 +98,5 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def print_json(payload: Any) -> None:
-    click.echo(json.dumps(payload, indent=2))
+    """JSON on stdout, infinities as the numbers +-1e999 (see foresight_eval.io.files.dumps_json)."""
+    click.echo(dumps_json(json_safe(payload)))

@@ -8,13 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 
-from foresight_eval.cli.common import EXIT_OK, fmt, handle_errors, print_json, split_names, stderr, stdout
+from foresight_eval.cli.common import EXIT_OK, handle_errors, split_names, stderr, stdout
+from foresight_eval.cli.tables import TextTable, decimals_for, emit, estimate, fixed, format_option, p_cell
 from foresight_eval.compare import DEFAULT_ALPHA, Comparison, compare
-from foresight_eval.stats import PAIRED_TESTS, BootstrapConfig
+from foresight_eval.stats import CORRECTIONS, DEFAULT_CORRECTION, DEFAULT_TEST, PAIRED_TESTS, BootstrapConfig
 
 
 def paired_test_options(command: Callable) -> Callable:
@@ -22,9 +21,13 @@ def paired_test_options(command: Callable) -> Callable:
 
     @click.option("--metrics", "-m", "metric_names", metavar="NAMES",
                   help="Comma-separated metrics for the paired comparison (default: every metric the runs share).")
-    @click.option("--test", type=click.Choice(PAIRED_TESTS), default="bootstrap", show_default=True,
-                  help="p-value of the paired difference: seeded paired bootstrap, or SciPy's Wilcoxon "
-                       "signed-rank test (the CI is the bootstrap's either way).")
+    @click.option("--test", type=click.Choice(PAIRED_TESTS), default=DEFAULT_TEST, show_default=True,
+                  help="p-value of the paired difference: exact sign-flip permutation test (valid at any n), "
+                       "SciPy's Wilcoxon signed-rank test, or the paired bootstrap (too small below 20 videos). "
+                       "The CI is the bootstrap's either way.")
+    @click.option("--correction", type=click.Choice(CORRECTIONS), default=DEFAULT_CORRECTION, show_default=True,
+                  help="Multiple-comparison correction over every test of the command: Holm (family-wise "
+                       "error), bh (Benjamini-Hochberg, false discovery rate) or none. JSON keeps both p-values.")
     @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DEFAULT_ALPHA,
                   show_default=True, help="A difference is significant when p < alpha.")
     @click.option("--bootstrap-resamples", type=click.IntRange(min=100), default=2000, show_default=True,
@@ -44,67 +47,67 @@ def print_parameter_differences(differences: list[str], console) -> None:
         console.print(f"[yellow]parameters differ (--force)[/] {escape(difference)}", soft_wrap=True)
 
 
-def compact_table(title: str) -> Table:
-    """Column rules only, one space between columns: these tables fit 80 columns (CI logs)."""
-    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "no"}
 
 
-def diff_with_ci(diff: float | None, low: float | None, high: float | None) -> str:
-    if diff is None:
-        return "–"
-    return f"{diff:+.3g}" + ("" if low is None else f" [{low:.3g}, {high:.3g}]")
+def family_sentence(test: str, correction: str, family: int, alpha: float) -> str:
+    """How significance was decided, stated under every table that uses it."""
+    corrected = ("uncorrected" if correction == "none"
+                 else f"{CORRECTION_NAMES[correction]}-corrected over {family} tests")
+    return (f"p: {test} test (paired over shared videos), {corrected}; p adj. decides at < {alpha:g}; "
+            f"p min: the smallest p this n allows")
 
 
-def render_comparison(result: Comparison) -> list[Table]:
-    """One table per pair of runs: B − A per metric; "wins" names the better run when p < alpha."""
+def render_comparison(result: Comparison) -> list[TextTable]:
+    """One table per pair of runs: B − A per metric; "wins" names the better run when p adj. < alpha."""
     confidence = int(round(result.bootstrap["confidence"] * 100))
-    tables = {}
+    family = sum(entry.p_value is not None for entry in result.pairs)
+    tables: dict[tuple[str, str], TextTable] = {}
     for entry in result.pairs:
         table = tables.get((entry.a, entry.b))
         if table is None:
-            table = tables[entry.a, entry.b] = compact_table(
-                f"A = {escape(entry.a)}, B = {escape(entry.b)}: paired difference over shared videos, "
-                f"p from the {result.test} test, significant at p < {result.alpha:g}")
-            for column in ("metric", "mean A", "mean B", f"B − A [{confidence}% CI]", "p", "n", "wins"):
-                table.add_column(column, justify="left" if column in ("metric", "wins") else "right",
-                                 no_wrap=column != "wins")
+            table = tables[entry.a, entry.b] = TextTable(
+                f"A = {entry.a}, B = {entry.b}: paired difference over shared videos",
+                ["metric", "mean A", "mean B", f"B − A [{confidence}% CI]", "p", "p adj.", "p min", "n", "wins"],
+                left=("metric", "wins"),
+                notes=[family_sentence(result.test, result.correction, family, result.alpha)])
         winner = result.winner(entry)
-        table.add_row(
-            escape(entry.metric), fmt(entry.mean_a), fmt(entry.mean_b),
-            diff_with_ci(entry.diff, entry.ci_low, entry.ci_high), fmt(entry.p_value, 3), str(entry.n),
-            f"[green]{escape(winner)}[/]" if winner else ("–" if entry.p_value is None else "neither"),
-        )
+        places = decimals_for(entry.ci_low, entry.ci_high)
+        diff, ci = estimate(entry.diff, entry.ci_low, entry.ci_high, signed=True)
+        table.add_row(entry.metric, fixed(entry.mean_a, places), fixed(entry.mean_b, places),
+                      diff if entry.ci_low is None else f"{diff} {ci}", p_cell(entry.p_value),
+                      p_cell(entry.p_adjusted), p_cell(entry.p_min), str(entry.n),
+                      winner or ("–" if entry.p_value is None else "neither"))
     return list(tables.values())
 
 
 @click.command("compare")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @paired_test_options
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the comparison as JSON on stdout (the tables go to stderr).")
+@format_option
 @handle_errors
-def compare_command(runs, metric_names, test, alpha, bootstrap, force, as_json) -> None:
+def compare_command(runs, metric_names, test, correction, alpha, bootstrap, force, output_format) -> None:
     """Compare run folders RUN_A RUN_B [RUN_C ...] metric by metric, every pair of runs.
 
     Videos pair by name (the video column of per_video.csv; scored in both runs). Per metric: the mean
     paired difference B − A with its seeded paired-bootstrap 95% CI, the p-value of "no difference"
-    (--test bootstrap or wilcoxon), the number of shared videos, and which run wins (the better one by
-    the metric's direction, when p < --alpha). Runs scored with different metric parameters or scoring
+    (--test permutation, wilcoxon or bootstrap), that p corrected over every test of the comparison
+    (--correction), the smallest p the test can reach with this many videos, the number of shared
+    videos, and which run wins (the better one by the metric's direction, or the one closer to its
+    target, when the corrected p < --alpha). Runs scored with different metric parameters or scoring
     options (context, frames, resize) are refused unless --force; the differences are listed.
 
     Exit status: 0 compared, 2 usage error (unreadable run, mismatched parameters).
     """
-    result = compare(runs, split_names(metric_names), test=test, alpha=alpha, bootstrap=bootstrap, force=force)
-    console = stderr if as_json else stdout
+    result = compare(runs, split_names(metric_names), test=test, alpha=alpha, bootstrap=bootstrap, force=force,
+                     correction=correction)
+    console = stdout if output_format == "table" else stderr
     print_parameter_differences(result.parameter_differences, console)
-    for table in render_comparison(result):
-        console.print(table)
+    emit(render_comparison(result), output_format, console, result.to_dict())
     for run, lacking in result.unshared_metrics.items():
         console.print(f"[yellow]not compared[/] (only in {escape(run)}): {escape(', '.join(lacking))}", soft_wrap=True)
     for entry in result.pairs:
         if entry.note:
             console.print(f"[yellow]note[/] {escape(entry.metric)} {escape(entry.a)} vs {escape(entry.b)}: "
                           f"{escape(entry.note)}", soft_wrap=True)
-    if as_json:
-        print_json(result.to_dict())
     sys.exit(EXIT_OK)

@@ -38,7 +38,7 @@ from foresight_eval.stats import BootstrapConfig
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @run_output_options
 @handle_errors
-def latents_command(a, b, metric_names, params, reduce, spatial, key, sidecars, strict, device, out_dir, as_json, extra,
+def latents_command(a, b, metric_names, params, reduce, spatial, key, sidecars, strict, device, out_dir, output_format, extra,
                     extra_file, bootstrap_resamples, seed) -> None:
     """Compare latents A with latents B: two files, or two folders whose files pair by relative name.
 
@@ -52,7 +52,7 @@ def latents_command(a, b, metric_names, params, reduce, spatial, key, sidecars, 
     options = LatentOptions(reduce=reduce, spatial=spatial, key=key, sidecars_only=sidecars)
     if out_dir is not None:  # an unusable --out fails now, not after the scoring
         prepare_run_folder(out_dir)
-    console = stderr if as_json else stdout
+    console = stdout if output_format == "table" else stderr
     run = run_with_progress(
         latents, a, b, split_names(metric_names), params=parse_metric_params(params), options=options, strict=strict,
         device=device, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
@@ -60,4 +60,4 @@ def latents_command(a, b, metric_names, params, reduce, spatial, key, sidecars, 
     )
     if run is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return
-    finish_run(run, console, out_dir, as_json, unit="latent file pairs")
+    finish_run(run, console, out_dir, output_format, unit="latent file pairs")

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
 import click
 from rich.markup import escape
 
-from foresight_eval.cli.common import handle_errors, print_json, stderr, stdout
+from foresight_eval.cli.common import EXIT_FAILED, handle_errors, print_json, stderr, stdout
 from foresight_eval.report import leaderboard, report
 from foresight_eval.report.leaderboard import leaderboard_frame
 from foresight_eval.results import json_safe
@@ -28,9 +29,13 @@ from foresight_eval.results import json_safe
               help="Horizons shown per frame strip: the first, the last and evenly spaced ones between.")
 @click.option("--inputs-root", type=click.Path(file_okay=False, path_type=Path),
               help="Folder that relative clip paths recorded in the runs start from (default: the working directory).")
+@click.option("--horizon-tail", is_flag=True,
+              help="Draw horizon curves past the last horizon every clip reaches (dashed: fewer clips there).")
+@click.option("--strict", is_flag=True, help="Exit 1 when a frame strip could not be shown (a clip file not found).")
 @click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
 @handle_errors
-def report_command(runs, out_dir, title, gate_specs, worst_k, horizons, inputs_root, as_json) -> None:
+def report_command(runs, out_dir, title, gate_specs, worst_k, horizons, inputs_root, horizon_tail, strict,
+                   as_json) -> None:
     """Write a comparison report of RUN folders (each DIR or LABEL=DIR; the label names the run,
     by default the folder's name): one self-contained HTML page and a Markdown twin.
 
@@ -41,11 +46,18 @@ def report_command(runs, out_dir, title, gate_specs, worst_k, horizons, inputs_r
     """
     with stderr.status("writing report") if stderr.is_terminal else nullcontext():
         files = report(runs, out_dir, title=title, gates=gate_specs, worst_k=worst_k, horizons=horizons,
-                       inputs_root=inputs_root)
+                       inputs_root=inputs_root, horizon_tail=horizon_tail)
+    for problem in files.strip_problems:  # loud: a report without its frames is easy to miss
+        stderr.print(f"[yellow]frame strip incomplete[/] {escape(problem)}", soft_wrap=True)
+    if files.strip_problems:
+        stderr.print("[yellow]run the report from the folder the runs were scored in, or give --inputs-root[/]")
     if as_json:
-        print_json({"html": str(files.html), "markdown": str(files.markdown)})
+        print_json({"html": str(files.html), "markdown": str(files.markdown),
+                    "strip_problems": list(files.strip_problems)})
     else:
         stdout.print(f"report: {escape(str(files.html))}\nmarkdown: {escape(str(files.markdown))}")
+    if strict and files.strip_problems:
+        sys.exit(EXIT_FAILED)
 
 
 @click.command("leaderboard")
@@ -64,7 +76,7 @@ def leaderboard_command(runs, out_dir, by, split, title, as_json) -> None:
     """Rank RUN_DIR folders (each DIR or LABEL=DIR) and write the leaderboard as HTML, Markdown and CSV.
 
     Runs are ranked by --by METRIC, or by their mean rank over metrics. Runs whose difference is not
-    significant (paired bootstrap over the clips both scored) share a tier. Runs scored with different
+    significant (exact paired test over the clips both scored, Holm-corrected) share a tier. Runs scored with different
     metric parameters, scoring options, clip sets or reference files are refused, or kept in separate
     tables with --split: their numbers do not measure the same thing.
     """

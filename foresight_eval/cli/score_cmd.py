@@ -12,12 +12,11 @@ from typing import Any, TypeVar
 import click
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from foresight_eval.cli.common import (
-    EXIT_FAILED, EXIT_OK, fmt, handle_errors, parse_assignments, parse_metric_params, print_json, split_names,
-    stderr, stdout,
+    EXIT_FAILED, EXIT_OK, handle_errors, parse_assignments, parse_metric_params, split_names, stderr, stdout,
 )
+from foresight_eval.cli.tables import TextTable, emit, estimate, format_option
 from foresight_eval.engine import ScoreOptions, score
 from foresight_eval.errors import UsageError
 from foresight_eval.io.annotations import load_spatial_resources
@@ -29,16 +28,17 @@ ARROWS = {"higher": "↑", "lower": "↓", "none": "·"}  # none: descriptive
 T = TypeVar("T")
 
 
-def render_table(run: RunResult, unit: str = "clip pairs") -> Table:
+def render_table(run: RunResult, unit: str = "clip pairs") -> TextTable:
+    """Mean and CI per metric, both with the decimals the CI's width supports."""
     confidence = int(round(run.bootstrap.get("confidence", 0.95) * 100))
-    table = Table(title=f"{len(run.pairs) - len(run.failed)} of {len(run.pairs)} {unit} scored", title_justify="left")
-    for column, justify in (("metric", "left"), ("better", "center"), ("mean", "right"),
-                            (f"{confidence}% CI", "right"), ("n", "right"), ("unit", "left")):
-        table.add_column(column, justify=justify)
+    table = TextTable(f"{len(run.pairs) - len(run.failed)} of {len(run.pairs)} {unit} scored",
+                      ["metric", "better", "mean", f"{confidence}% CI", "n", "unit"], left=("metric", "better", "unit"))
     for name, summary in run.metrics.items():
-        ci = "–" if summary.ci_low is None else f"[{fmt(summary.ci_low, 3)}, {fmt(summary.ci_high, 3)}]"
-        table.add_row(escape(name), ARROWS[summary.direction], fmt(summary.mean), ci, str(summary.n),
-                      escape(summary.definition.get("unit", "")))
+        target = summary.definition.get("target")
+        better = (ARROWS.get(summary.direction, "") if target is None
+                  else f"→ {target:g}" if isinstance(target, float) else "→ ref")
+        table.add_row(name, better, *estimate(summary.mean, summary.ci_low, summary.ci_high), str(summary.n),
+                      summary.definition.get("unit", ""))
     return table
 
 
@@ -75,19 +75,18 @@ def run_output_options(command):
     options = (
         click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
                      help="Write a run folder: summary.json, per_video.csv, per_frame.csv."),
-        click.option("--json", "as_json", is_flag=True,
-                     help="Print the summary as JSON on stdout (the table goes to stderr)."),
         click.option("--extra", multiple=True, metavar="NAME=VALUE",
                      help="A run-level figure recorded in summary.json for gates, e.g. --extra latency_overhead=0.319."),
         click.option("--extra-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="A JSON object of run-level figures, recorded like --extra; a generate_manifest.json "
                           "gives the figures `generate` measured (latency_overhead of --encoder hybrid)."),
-        click.option("--bootstrap-resamples", type=int, default=2000, show_default=True, help="Resamples for the CIs."),
+        click.option("--bootstrap-resamples", type=click.IntRange(min=100), default=2000, show_default=True,
+                     help="Resamples for the CIs."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling."),
     )
     for option in reversed(options):
         command = option(command)
-    return command
+    return format_option(command)
 
 
 @click.command("score")
@@ -138,7 +137,7 @@ def run_output_options(command):
                    "parameters) are kept, the rest are scored.")
 @handle_errors
 def score_command(preds, refs, metric_names, params, profile, context, frames, resize, strict, device, batch_size,
-                  weights_dir, cache_dir, out_dir, as_json, extra, extra_file, bootstrap_resamples, seed,
+                  weights_dir, cache_dir, out_dir, output_format, extra, extra_file, bootstrap_resamples, seed,
                   ref_annotations, pred_detections, pred_masks, with_latents, latents_reduce, latents_spatial,
                   resume) -> None:
     """Score predicted clips in PREDS against reference clips in REFS.
@@ -154,7 +153,7 @@ def score_command(preds, refs, metric_names, params, profile, context, frames, r
     130 interrupted (Ctrl-C; --resume finishes the run).
     """
     options = ScoreOptions(context=context, frames=frames, resize=resize, batch_size=batch_size)
-    console = stderr if as_json else stdout
+    console = stdout if output_format == "table" else stderr
     run = run_with_progress(
         score, preds, refs, split_names(metric_names),
         params=parse_metric_params(params), options=options, strict=strict, device=device,
@@ -166,7 +165,7 @@ def score_command(preds, refs, metric_names, params, profile, context, frames, r
     )
     if run is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return
-    finish_run(run, console, out_dir, as_json, write=False)
+    finish_run(run, console, out_dir, output_format, write=False)
 
 
 def run_with_progress(run: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -184,16 +183,14 @@ def run_with_progress(run: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         )
 
 
-def finish_run(run: RunResult, console, out_dir: Path | None, as_json: bool, unit: str = "clip pairs",
+def finish_run(run: RunResult, console, out_dir: Path | None, output_format: str, unit: str = "clip pairs",
                write: bool = True) -> None:
-    """Print the table and notes, write the run folder (unless already written), print the JSON, exit 1
-    if any pair failed."""
-    console.print(render_table(run, unit))
+    """Print the table (``output_format``: table, csv, markdown, or json: the summary) and the notes,
+    write the run folder (unless already written), exit 1 if any pair failed."""
+    emit([render_table(run, unit)], output_format, console, run.summary_dict())
     print_notes(run, console)
     if out_dir is not None:
         if write:
             run.write(out_dir)
         console.print(f"run folder: {escape(str(out_dir))}")
-    if as_json:
-        print_json(run.summary_dict())
     sys.exit(EXIT_FAILED if run.failed else EXIT_OK)

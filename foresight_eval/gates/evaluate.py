@@ -6,9 +6,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from foresight_eval.errors import UsageError, close_matches, did_you_mean
 from foresight_eval.gates.spec import Criterion, GateSet, parse_number
 from foresight_eval.results import json_safe
 from foresight_eval.runs import RunLike, read_summary
+from foresight_eval.targets import badness, metric_target
 
 Status = Literal["pass", "accepted", "fail", "missing"]
 STATUSES: tuple[Status, ...] = ("pass", "accepted", "fail", "missing")
@@ -91,7 +93,12 @@ def _figure(summary: dict[str, Any], criterion: Criterion) -> tuple[float | None
         raw, where = summary["extra"][name], "the run-level figure"
     else:
         reason = summary.get("skipped_metrics", {}).get(name)
-        return None, f"skipped when scoring: {reason}" if reason else "not in the run"
+        if reason:
+            return None, f"skipped when scoring: {reason}"
+        _refuse_typo(summary, criterion)
+        return None, "not in the run"
+    if criterion.direction == "target":
+        return _distance(summary["metrics"], name) if metric is not None else (None, f"{where} has no target")
     if raw is None:
         return None, f"{where} is empty (no video had a value)"
     try:
@@ -101,13 +108,39 @@ def _figure(summary: dict[str, Any], criterion: Criterion) -> tuple[float | None
     return (None, f"{where} is NaN") if math.isnan(value) else (value, "")
 
 
+def _refuse_typo(summary: dict[str, Any], criterion: Criterion) -> None:
+    """A gate metric that no metric of the package or its plugins is called, but that is close to one
+    (or to a figure of the run), is a typo: a usage error (exit 2) rather than a silent "missing"."""
+    from foresight_eval.metrics.registry import metric_classes  # imports torch: only for unknown names
+
+    registered = set(metric_classes())
+    if criterion.metric in registered:
+        return
+    known = registered | set(summary.get("metrics", {})) | set(summary.get("extra", {}))
+    if close_matches(criterion.metric, known):
+        where = f"{criterion.where}: " if criterion.where else ""
+        raise UsageError(f"{where}gate metric {criterion.metric!r} is not a metric foresight-eval knows"
+                         f"{did_you_mean(criterion.metric, known)}")
+
+
+def _distance(metrics: dict[str, Any], name: str) -> tuple[float | None, str]:
+    """A ``direction: target`` gate's value: the metric's distance to its target (foresight_eval.targets)."""
+    if metric_target(name, metrics[name]) is None:
+        return None, f"{name} has no target (best at an extreme): gate it with direction higher or lower"
+    distance = badness(metrics, name)
+    if math.isnan(distance):
+        return None, f"no distance to the target (needs {name}_delta in the run, and a mean)"
+    return distance, ""
+
+
 def _judge(value: float, criterion: Criterion) -> tuple[Status, str]:
-    """pass at or beyond the threshold; accepted when short of it by at most ``tolerance`` x |threshold|."""
+    """pass at or beyond the threshold; accepted when short of it by at most ``tolerance`` x |threshold|.
+    A ``target`` gate's value is a distance: at most the threshold passes."""
     shortfall = criterion.threshold - value if criterion.direction == "higher" else value - criterion.threshold
     if shortfall <= 0:
         return "pass", ""
     relative = shortfall / abs(criterion.threshold) if criterion.threshold else math.inf
-    side = "below" if criterion.direction == "higher" else "above"
+    side = "below" if criterion.direction == "higher" else "above"  # a target gate: the distance is above
     note = f"{relative:.1%} {side} the threshold"
     if relative <= criterion.tolerance:
         return "accepted", f"{note}, within the {criterion.tolerance:.1%} tolerance"

@@ -9,7 +9,11 @@ gates:
     metrics:
       - {metric: lpips, threshold: 0.35, direction: lower}
       - {metric: latency_overhead, threshold: 25%, direction: lower, required: false}
+      - {metric: tc_delta, threshold: 0.02, direction: target}   # |tc_delta - 0| <= 0.02
 ```
+
+``direction: target`` is for metrics whose best value is a target (``*_delta``: 0; ``tc``, ``flicker``:
+the reference's own value, through their delta): the run's distance to it must be at most the threshold.
 
 A file may ``include`` presets or other files (their gates come first) and may list ``metrics`` at the
 top level instead of ``gates`` (one gate named after the file). Every error names the file and line.
@@ -28,7 +32,7 @@ import yaml
 
 from foresight_eval.errors import UsageError
 
-Direction = Literal["higher", "lower"]
+Direction = Literal["higher", "lower", "target"]
 
 _TOP_KEYS = ("name", "description", "source", "tolerance", "include", "gates", "metrics")
 _GATE_KEYS = ("name", "description", "tolerance", "metrics")
@@ -51,6 +55,7 @@ class Criterion:
     required: bool = True
     label: str = ""
     params: dict[str, Any] | None = None
+    where: str = ""  # "file:line" of its metric, for errors found when the gate is evaluated
 
 
 @dataclass(frozen=True)
@@ -262,10 +267,10 @@ class _Parser:
     def criterion(self, entry: _Mapping, default_tolerance: float) -> Criterion:
         metric = self.text(entry, "metric")
         direction = entry.get("direction")
-        if direction not in ("higher", "lower"):
+        if direction not in ("higher", "lower", "target"):
             line = entry.key_lines.get("direction", entry.line)
-            raise self.error(line, f"{metric}: 'direction' must be 'higher' or 'lower' (which side passes), "
-                                   f"got {direction!r}")
+            raise self.error(line, f"{metric}: 'direction' must be 'higher', 'lower' (which side passes) or "
+                                   f"'target' (the distance to the metric's target), got {direction!r}")
         threshold = self.fraction(entry, "threshold")
         tolerance = self.tolerance(entry, default_tolerance)
         if tolerance and threshold == 0:
@@ -278,7 +283,8 @@ class _Parser:
         if params is not None and not isinstance(params, _Mapping):
             raise self.error(entry.key_lines["params"], f"{metric}: 'params' must be a mapping, got {_kind(params)}")
         label = self.text(entry, "label") if "label" in entry else ""
-        return Criterion(metric, threshold, direction, tolerance, required, label, dict(params) if params else None)
+        return Criterion(metric, threshold, direction, tolerance, required, label, dict(params) if params else None,
+                         f"{self.path}:{entry.key_lines.get('metric', entry.line)}")
 
 
 def parse_number(value: Any) -> float:

@@ -51,6 +51,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from foresight_eval.errors import InputError, UsageError
+from foresight_eval.io.files import input_file_hashes
 
 # Boxes may overshoot the frame by float rounding, not more.
 BOX_TOLERANCE = 1e-3
@@ -471,8 +472,11 @@ def load_pred_masks(path: Path, annotations: ReferenceAnnotations | None) -> Pre
 
 def load_spatial_resources(ref_annotations: Path | None = None, pred_detections: Path | None = None,
                            pred_masks: Path | None = None) -> dict[str, Any]:
-    """The ``RunContext.resources`` the spatial metrics read: "annotations", "detections", "pred_masks"."""
-    resources: dict[str, Any] = {}
+    """The ``RunContext.resources`` the spatial metrics read: "annotations", "detections", "pred_masks";
+    and "input_files", the hashes of those inputs that the run's manifest records beside the clips'."""
+    given = {"annotations": ref_annotations, "detections": pred_detections, "masks": pred_masks}
+    resources: dict[str, Any] = {"input_files": {key: input_file_hashes(path) for key, path in given.items()
+                                                 if path is not None}}
     annotations = _checked(load_reference_annotations, ref_annotations) if ref_annotations is not None else None
     if annotations is not None:
         resources["annotations"] = annotations

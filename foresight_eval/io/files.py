@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import stat
 import tempfile
@@ -51,8 +52,47 @@ def _umask() -> int:
     return mask
 
 
+# JSON numbers have no infinity. An infinite value is written as the number 1e999 (-1e999): valid JSON
+# by the grammar of RFC 8259, read back as float("inf") by Python's json module, JavaScript's JSON.parse,
+# pandas and most parsers (their doubles overflow to infinity). NaN, which no JSON number can stand for,
+# is written as null ("no value"). See docs/statistics.md, "Infinities".
+POSITIVE_INFINITY, NEGATIVE_INFINITY = "1e999", "-1e999"
+# Placeholders that json.dumps writes verbatim (a NUL cannot occur in names taken from file paths).
+_INF_TOKENS = {math.inf: "\x00+inf\x00", -math.inf: "\x00-inf\x00"}
+
+
+def dumps_json(payload: Any, indent: int | None = 2) -> str:
+    """``json.dumps`` with the non-finite numbers written as above: +-inf as +-1e999, NaN as null."""
+    text = json.dumps(_tokens(payload), indent=indent, sort_keys=False, allow_nan=False)
+    for value, literal in ((math.inf, POSITIVE_INFINITY), (-math.inf, NEGATIVE_INFINITY)):
+        text = text.replace(json.dumps(_INF_TOKENS[value]), literal)
+    return text
+
+
+def _tokens(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _tokens(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_tokens(item) for item in value]
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return _INF_TOKENS[value]
+    return value
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
-    write_atomic(path, json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    write_atomic(path, dumps_json(payload) + "\n")
+
+
+def input_file_hashes(path: Path) -> dict[str, Any]:
+    """A run input that is not a clip (annotations, detections, masks) for the manifest: its path and the
+    SHA-256 of the file, or of every file under the folder by relative path."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return {"root": str(path), "sha256": {
+        (p.relative_to(path).as_posix() if path.is_dir() else p.name): sha256_file(p) for p in files}}
 
 
 def special_file_kind(mode: int) -> str | None:

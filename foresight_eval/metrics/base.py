@@ -7,16 +7,15 @@ wrapper, a subclass of :class:`Metric`, that the scoring engine drives clip by c
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import torch
 
-from foresight_eval.errors import UsageError
+from foresight_eval.errors import UsageError, did_you_mean
 
 # "none": a descriptive figure (an intrinsic dimension): never ranked; a gate on it names its own direction.
 Direction = Literal["higher", "lower", "none"]
@@ -37,8 +36,13 @@ class MetricInfo:
     granularity: Literal["frame", "video", "set"] = "frame"
     # Things the metric cannot run without, shown by `foresight-eval metrics`: "weights", "gpu", "annotations", ...
     needs: tuple[str, ...] = ()
-    # Whether a plain `score` run without --metrics includes it.
-    default: bool = True
+    # Whether a plain `score` run without --metrics includes it. Unset (None): built-in metrics yes,
+    # plugin metrics no; a plugin joins the default set only by declaring default=True.
+    default: bool | None = None
+    # The best value when it is not an extreme (foresight_eval.targets): a number (0.0 for a ``*_delta``),
+    # or "reference", the reference video's own value (tc, flicker: judged through their ``*_delta``).
+    # Ranking, "best" shading, gates and tiers then use the distance to it; ``direction`` stays descriptive.
+    target: float | Literal["reference"] | None = None
 
 
 @dataclass
@@ -70,12 +74,6 @@ class FrameBatch:
         if key not in self._shared:
             self._shared[key] = compute()
         return self._shared[key]
-
-
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest known name, or nothing when none is close."""
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def coerce_param(label: str, value: Any, default: Any) -> Any:
@@ -174,6 +172,7 @@ class Metric(ABC):
             "unit": info.unit,
             "granularity": info.granularity,
             "description": info.description,
+            **({"target": info.target} if info.target is not None else {}),
             "params": dict(self.params),
         }
 

@@ -134,6 +134,7 @@ class FeatureConsistency(_FeatureConsistency):
         description="DINOv2 feature consistency of the predicted horizon frames (VBench subject consistency: "
         "mean of the clipped cosine to the previous frame and to the first frame)",
         direction="higher",
+        target="reference",
         needs=("weights",),
     )
 
@@ -144,6 +145,7 @@ class FeatureConsistencyDelta(_FeatureConsistency):
         name="feature_consistency_delta",
         description="feature_consistency of the prediction minus that of the reference, frame by frame",
         direction="higher",
+        target=0.0,
         needs=("weights",),
     )
     versus_reference = True

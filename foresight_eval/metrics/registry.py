@@ -12,8 +12,8 @@ import json
 from importlib.metadata import entry_points
 from typing import Any, get_args
 
-from foresight_eval.errors import MetricDeclarationError, UsageError
-from foresight_eval.metrics.base import Direction, Metric, MetricInfo, did_you_mean
+from foresight_eval.errors import MetricDeclarationError, UsageError, did_you_mean
+from foresight_eval.metrics.base import Direction, Metric, MetricInfo
 
 ENTRY_POINT_GROUP = "foresight_eval.metrics"
 _BUILTIN_MODULES = ("pixel", "structural", "perceptual", "temporal", "features", "latent", "spatial", "detection",
@@ -21,6 +21,7 @@ _BUILTIN_MODULES = ("pixel", "structural", "perceptual", "temporal", "features",
 
 _registry: dict[str, type[Metric]] = {}
 _plugin_errors: dict[str, str] = {}
+_plugin_sources: dict[str, tuple[str, str | None]] = {}  # metric -> (distribution, version) of its plugin
 _loaded = False
 
 
@@ -69,16 +70,19 @@ def _load() -> None:
     for module in _BUILTIN_MODULES:
         importlib.import_module(f"foresight_eval.metrics.{module}")
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        before = len(_registry)
+        before = set(_registry)
         try:
             target = entry.load()
             if inspect.isclass(target) and issubclass(target, Metric):
                 register(target)
-            elif len(_registry) == before:
+            elif set(_registry) == before:
                 _plugin_errors[entry.name] = (f"{entry.value}: registered no metric (the entry point must name a "
                                               "Metric subclass or a module that registers metrics on import)")
         except Exception as exc:  # a broken plugin must not take the built-in metrics down with it
             _plugin_errors[entry.name] = f"{entry.value}: {type(exc).__name__}: {exc}"
+        source = (entry.dist.name, entry.dist.version) if entry.dist is not None else (entry.value, None)
+        for name in set(_registry) - before:  # a module entry point may register several metrics
+            _plugin_sources[name] = source
 
 
 def metric_classes() -> dict[str, type[Metric]]:
@@ -91,6 +95,19 @@ def plugin_errors() -> dict[str, str]:
     """Entry points that failed to load, with the reason."""
     _load()
     return dict(_plugin_errors)
+
+
+def in_default_set(name: str) -> bool:
+    """Whether a plain `score` run includes the metric: its ``default``, and for a plugin metric that
+    leaves it unset, no (installing a package must not change what a default run measures)."""
+    default = get_metric_class(name).info.default
+    return default if default is not None else name not in _plugin_sources
+
+
+def plugin_distributions(names) -> dict[str, str | None]:
+    """Distribution -> version of the plugins that provide any of the metrics ``names``, for manifests."""
+    _load()
+    return dict(sorted(_plugin_sources[name] for name in names if name in _plugin_sources))
 
 
 def get_metric_class(name: str) -> type[Metric]:

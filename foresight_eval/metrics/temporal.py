@@ -224,6 +224,7 @@ class TemporalConsistency(_TemporalSSIM):
         description="Temporal consistency: SSIM between consecutive predicted horizon frames (t-1, t), "
         "mean over pairs; 1 for a static video (see `frozen`)",
         direction="higher",
+        target="reference",
     )
 
 
@@ -233,6 +234,7 @@ class TemporalConsistencyDelta(_TemporalSSIM):
         name="tc_delta",
         description="tc of the prediction minus tc of the reference, pair by pair; > 0: steadier than reality",
         direction="higher",
+        target=0.0,
     )
     versus_reference = True
 
@@ -248,6 +250,7 @@ class Flicker(_FrameDifference):
         name="flicker",
         description="Mean absolute difference of consecutive predicted horizon frames on [0, 1]; 0 for a static video",
         direction="lower",
+        target="reference",
     )
 
 
@@ -257,6 +260,7 @@ class FlickerDelta(_FrameDifference):
         name="flicker_delta",
         description="flicker of the prediction minus flicker of the reference, pair by pair",
         direction="lower",
+        target=0.0,
     )
     versus_reference = True
 
@@ -268,6 +272,7 @@ class FlickerScore(_FrameDifference):
         description="VBench temporal flickering score: 1 - mean absolute difference of consecutive frames "
         "((255 - MAE) / 255 on uint8 frames)",
         direction="higher",
+        target="reference",
         default=False,  # 1 - flicker: asked for by name when comparing with VBench
     )
 
@@ -304,6 +309,7 @@ class WarpError(_WarpError):
         "the backward flow (OpenCV), occlusions masked as Lai et al. 2018 (forward-backward consistency and motion "
         "boundaries), masked mean squared error",
         direction="lower",
+        target="reference",
     )
 
 
@@ -313,6 +319,7 @@ class WarpErrorDelta(_WarpError):
         name="warp_error_delta",
         description="warp_error of the prediction minus warp_error of the reference, pair by pair",
         direction="lower",
+        target=0.0,
         default=False,  # four optical flows per pair on the CPU: asked for by name
     )
     versus_reference = True

@@ -10,10 +10,10 @@ from typing import Any
 
 from foresight_eval.io.files import write_atomic
 from foresight_eval.report import plots
-from foresight_eval.report.compare import all_metrics, best_run, incompatibilities, significantly_different
+from foresight_eval.report.compare import all_metrics, best_run, incompatibilities, separations
 from foresight_eval.report.render import metric_cell, metric_header, render
 from foresight_eval.report.runs import Run, load_runs
-from foresight_eval.report.strips import DIFF_GAIN, build_strips
+from foresight_eval.report.strips import DIFF_GAIN, build_strips, strip_problems
 
 REPORT_HTML, REPORT_MARKDOWN = "report.html", "report.md"
 
@@ -22,17 +22,21 @@ REPORT_HTML, REPORT_MARKDOWN = "report.html", "report.md"
 class ReportFiles:
     html: Path
     markdown: Path
+    # Frame strips that could not be shown in full ("run clip: why"), also shown on the page.
+    strip_problems: tuple[str, ...] = ()
 
 
 def report(run_specs: Sequence[str], out_dir: Path, title: str | None = None, gates: Sequence[str] = (),
-           worst_k: int = 3, horizons: int = 3, inputs_root: Path | None = None) -> ReportFiles:
+           worst_k: int = 3, horizons: int = 3, inputs_root: Path | None = None,
+           horizon_tail: bool = False) -> ReportFiles:
     """Load run folders (``DIR`` or ``LABEL=DIR``), check them against ``gates`` (preset names or gate
     files), and write report.html and report.md into ``out_dir``."""
     runs = load_runs(run_specs)
     out_dir = Path(out_dir)
     context = build_report_context(runs, title or out_dir.resolve().name, evaluate_run_gates(runs, gates),
-                                   worst_k=worst_k, horizons=horizons, inputs_root=inputs_root)
-    files = ReportFiles(out_dir / REPORT_HTML, out_dir / REPORT_MARKDOWN)
+                                   worst_k=worst_k, horizons=horizons, inputs_root=inputs_root,
+                                   horizon_tail=horizon_tail)
+    files = ReportFiles(out_dir / REPORT_HTML, out_dir / REPORT_MARKDOWN, tuple(strip_problems(context["strips"])))
     write_atomic(files.html, render("report.html", **context))
     write_atomic(files.markdown, render("report.md", **context))
     return files
@@ -50,20 +54,22 @@ def evaluate_run_gates(runs: Sequence[Run], gate_specs: Sequence[str]) -> dict[s
 
 
 def build_report_context(runs: Sequence[Run], title: str, gate_reports: dict[str, list[tuple[str, Any]]] | None = None,
-                         worst_k: int = 3, horizons: int = 3, inputs_root: Path | None = None) -> dict[str, Any]:
-    """Everything the report templates print; ``gate_reports`` is :func:`evaluate_run_gates`' result."""
+                         worst_k: int = 3, horizons: int = 3, inputs_root: Path | None = None,
+                         horizon_tail: bool = False) -> dict[str, Any]:
+    """Everything the report templates print; ``gate_reports`` is :func:`evaluate_run_gates`' result;
+    ``horizon_tail`` draws horizon curves past the last horizon every clip reaches (dashed)."""
     metrics = all_metrics(runs)
     return {
         "title": title,
         "runs": [_run_view(index, run) for index, run in enumerate(runs)],
         "gates": _gate_tables(runs, gate_reports or {}),
-        "summary": [_summary_row(runs, metric) for metric in metrics],
+        "summary": _summary_rows(runs, metrics),
         "confidence": round(100 * float(runs[0].summary.get("bootstrap", {}).get("confidence", 0.95))),
         "warnings": [reason for run in runs[1:] for reason in incompatibilities(runs[0], run)],
-        "figures": [{"metric": metric, "curve": plots.horizon_curve(runs, metric),
+        "figures": [{"metric": metric, "curve": plots.horizon_curve(runs, metric, tail=horizon_tail),
                      "distribution": plots.clip_distribution(runs, metric)} for metric in metrics],
         "strips": build_strips(runs, metrics, k=worst_k, horizons=horizons, inputs_root=inputs_root)
-        if worst_k > 0 else {},
+        if worst_k > 0 else [],
         "worst_k": worst_k,
         "diff_gain": DIFF_GAIN,
     }
@@ -88,18 +94,23 @@ def _gate_tables(runs: Sequence[Run], gate_reports: dict[str, list[tuple[str, An
     return tables
 
 
-def _summary_row(runs: Sequence[Run], metric: str) -> dict[str, Any]:
-    best = best_run(runs, metric)
-    definition = next(run.metrics[metric] for run in runs if metric in run.metrics)
-    cells = []
-    for run in runs:
-        cell = metric_cell(run.metrics.get(metric))
-        cell["best"] = run is best
-        # Not significantly different from the best (paired test over shared clips): shaded like it.
-        cell["tied"] = (best is not None and run is not best and metric in run.metrics
-                        and not significantly_different(best, run, metric))
-        cells.append(cell)
-    return {**metric_header(metric, definition), "cells": cells}
+def _summary_rows(runs: Sequence[Run], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """A row per metric; the best run's cell marked, and the runs not significantly different from it
+    (paired test over shared clips, Holm-corrected over every run-versus-best test of the table) shaded."""
+    best = {metric: best_run(runs, metric) for metric in metrics}
+    separated = separations([(best[metric], run, metric) for metric in metrics for run in runs
+                             if best[metric] is not None and run is not best[metric] and metric in run.metrics])
+    rows = []
+    for metric in metrics:
+        definition = next(run.metrics[metric] for run in runs if metric in run.metrics)
+        cells = []
+        for run in runs:
+            cell = metric_cell(run.metrics.get(metric))
+            cell["best"] = run is best[metric]
+            cell["tied"] = (run.label, metric) in {(b, m) for (_, b, m), apart in separated.items() if not apart}
+            cells.append(cell)
+        rows.append({**metric_header(metric, definition), "cells": cells})
+    return rows
 
 
 def _run_view(index: int, run: Run) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """What reports and leaderboards need to compare runs fairly: whether two runs measured the same thing,
 which run is best on a metric, and whether two runs differ significantly.
 
-Significance is :func:`foresight_eval.compare.paired_metric`'s paired bootstrap over the clips both runs
-scored, with the runs' own bootstrap settings, at alpha = 1 - their CI level. Pairing by clip removes
-the clip-to-clip spread that makes two runs' separate CIs overlap even when one run is better on nearly
-every clip. A run-level metric (no per-clip values, e.g. COCO mAP) has no test: never significant.
+Significance is :func:`foresight_eval.compare.paired_metric`'s exact sign-flip permutation test over the
+clips both runs scored, at alpha = 1 - the runs' CI level, Holm-corrected over every test one report
+table or leaderboard makes (:func:`separations`). Pairing by clip removes the clip-to-clip spread that
+makes two runs' separate CIs overlap even when one run is better on nearly every clip. A run-level
+metric (no per-clip values, e.g. COCO mAP) has no test: never significant. "Best" follows
+:func:`foresight_eval.targets.badness`: the extreme, or the closest to the metric's target.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from foresight_eval.compare import paired_metric, parameter_differences
-from foresight_eval.report.runs import Run, as_number
+from foresight_eval.compare import correct_family, paired_metric, parameter_differences
+from foresight_eval.report.runs import Run
 from foresight_eval.stats import BootstrapConfig
+from foresight_eval.targets import badness
 
 
 def incompatibilities(a: Run, b: Run) -> list[str]:
@@ -45,22 +48,26 @@ def all_metrics(runs: Sequence[Run]) -> list[str]:
 
 
 def best_run(runs: Sequence[Run], metric: str) -> Run | None:
-    """The run with the best mean on ``metric`` (by its direction); None when no run has a finite mean."""
-    scored = [(as_number(run.metrics[metric].get("mean")), run) for run in runs if metric in run.metrics]
+    """The run with the best mean on ``metric`` (by its direction or its distance to its target; +inf is
+    the best PSNR); None when no run can be judged on it."""
+    scored = [(badness(run.metrics, metric), run) for run in runs if metric in run.metrics]
     scored = [(value, run) for value, run in scored if not math.isnan(value)]
     if not scored:
         return None
-    direction = scored[0][1].metrics[metric]["direction"]
-    if direction == "none":  # a descriptive figure has no best
-        return None
-    higher = direction == "higher"
-    return (max if higher else min)(scored, key=lambda item: item[0])[1]
+    return min(scored, key=lambda item: item[0])[1]
 
 
-def significantly_different(a: Run, b: Run, metric: str) -> bool:
-    """Whether the paired test over shared clips separates the runs; too few shared clips: False."""
-    config = bootstrap_config(a)
-    return paired_metric(a, b, metric, bootstrap=config).better(1.0 - config.confidence) is not None
+def separations(questions: Sequence[tuple[Run, Run, str]]) -> dict[tuple[str, str, str], bool]:
+    """(run a, run b, metric) -> whether the paired test over shared clips separates them, every question
+    answered as one family (Holm-corrected) at alpha = 1 - the first run's CI level; too few clips: False."""
+    if not questions:
+        return {}
+    config = bootstrap_config(questions[0][0])
+    alpha = 1.0 - config.confidence
+    tested = correct_family([paired_metric(a, b, metric, bootstrap=config, alpha=alpha)
+                             for a, b, metric in questions], "holm")
+    return {(a.label, b.label, metric): entry.better(alpha) is not None
+            for (a, b, metric), entry in zip(questions, tested)}
 
 
 def bootstrap_config(run: Run) -> BootstrapConfig:

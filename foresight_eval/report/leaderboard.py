@@ -2,8 +2,12 @@
 different" tiers, split into separate tables when runs were not scored the same way.
 
 Tiers: walking down the ranking, a run joins the current tier when it is not significantly different
-(paired bootstrap over shared clips, :mod:`foresight_eval.report.compare`) from the tier's first run,
-and starts a new tier otherwise. Ranked by mean rank, two runs differ when any ranking metric differs.
+(exact paired sign-flip test over shared clips, :mod:`foresight_eval.report.compare`) from the tier's
+first run, and starts a new tier otherwise. Every pair of runs is tested on every ranking metric, and
+the family of those tests is Holm-corrected, so more runs or metrics do not manufacture tiers. Ranked
+by mean rank, two runs differ when any ranking metric differs. A metric with a target ranks by the
+distance to it (:mod:`foresight_eval.targets`); +inf (PSNR of identical frames) ranks first.
+Means equal within floating-point noise share a rank.
 """
 
 from __future__ import annotations
@@ -19,11 +23,10 @@ from scipy.stats import rankdata
 
 from foresight_eval.errors import UsageError
 from foresight_eval.io.files import csv_quoting, write_atomic
-from foresight_eval.report.compare import (
-    all_metrics, best_run, incompatibilities, shared_metrics, significantly_different,
-)
+from foresight_eval.report.compare import all_metrics, best_run, incompatibilities, separations, shared_metrics
 from foresight_eval.report.render import metric_cell, metric_header, render
 from foresight_eval.report.runs import Run, as_number, load_runs
+from foresight_eval.targets import badness
 
 LEADERBOARD_FILES = ("leaderboard.html", "leaderboard.md", "leaderboard.csv")
 
@@ -130,31 +133,47 @@ def _rank(runs: list[Run], by: str | None, because: list[str]) -> Table:
             raise UsageError(f"--by {by}: a descriptive metric (no direction) ranks nothing")
         ranking = [by]
     else:
-        ranking = [m for m in shared_metrics(runs) if runs[0].metrics[m]["direction"] != "none"
-                   and all(math.isfinite(as_number(run.metrics[m].get("mean"))) for run in runs)]
+        # Every metric each run can be judged on (an infinite PSNR included; a NaN mean is not).
+        ranking = [m for m in shared_metrics(runs) if not any(math.isnan(badness(run.metrics, m)) for run in runs)]
         if not ranking:
-            raise UsageError("no metric has a finite mean in every run; choose one with --by")
-    # Badness per run and metric: lower is better after flipping higher-is-better metrics; NaN ranks last.
-    badness = np.array([[_badness(run, metric) for metric in ranking] for run in runs]).reshape(len(runs), -1)
+            raise UsageError("no metric has a mean every run can be ranked on; choose one with --by")
+    # Badness per run and metric: lower is better (see foresight_eval.targets.badness); NaN ranks last.
+    scores = np.array([[_badness(run, metric) for metric in ranking] for run in runs]).reshape(len(runs), -1)
     if by is not None:
-        keys, mean_ranks = badness[:, 0], None
+        keys, mean_ranks = scores[:, 0], None
     else:
-        mean_ranks = np.mean([rankdata(badness[:, j]) for j in range(len(ranking))], axis=0)
+        mean_ranks = np.mean([rankdata(_denoise(scores[:, j])) for j in range(len(ranking))], axis=0)
         keys = mean_ranks
     order = sorted(range(len(runs)), key=lambda i: keys[i])
+    separated = separations([(runs[i], runs[j], m) for position, i in enumerate(order)
+                             for j in order[position + 1:] for m in ranking])
     entries: list[Entry] = []
     leader, tier = order[0], 1
     for position, i in enumerate(order):
-        rank = entries[-1].rank if entries and keys[i] == keys[order[position - 1]] else position + 1
-        if any(significantly_different(runs[leader], runs[i], m) for m in ranking):
+        tied = entries and _same(keys[i], keys[order[position - 1]])
+        rank = entries[-1].rank if tied else position + 1
+        if any(separated[runs[leader].label, runs[i].label, m] for m in ranking if leader != i):
             leader, tier = i, tier + 1
         entries.append(Entry(runs[i], rank, tier, None if mean_ranks is None else float(mean_ranks[i])))
     return Table(entries, all_metrics(runs), ranking, because)
 
 
+def _same(a: float, b: float) -> bool:
+    """Equal within floating-point noise (sums of the same values in another order differ in the last bits)."""
+    return a == b or bool(np.isclose(a, b, rtol=1e-9, atol=1e-12))
+
+
+def _denoise(values: np.ndarray) -> np.ndarray:
+    """Values equal within floating-point noise made exactly equal, so that they share a rank."""
+    result = values.copy()
+    order = np.argsort(values, kind="stable")
+    for previous, current in zip(order, order[1:]):
+        if _same(result[previous], values[current]):
+            result[current] = result[previous]
+    return result
+
+
 def _badness(run: Run, metric: str) -> float:
-    value = as_number(run.metrics[metric].get("mean"))
-    if math.isnan(value):
-        return math.inf
-    return -value if run.metrics[metric]["direction"] == "higher" else value
+    value = badness(run.metrics, metric)
+    return math.inf if math.isnan(value) else value
 

@@ -13,6 +13,7 @@ from markupsafe import Markup
 
 from foresight_eval.manifest import package_versions
 from foresight_eval.report.runs import as_number
+from foresight_eval.targets import metric_target
 
 ARROWS = {"higher": "↑", "lower": "↓", "none": "·"}  # none: descriptive
 # Characters Markdown would read as formatting, links or table cells.
@@ -61,14 +62,24 @@ def format_number(value: float | None) -> str:
 
 def metric_header(name: str, definition: dict[str, Any]) -> dict[str, str]:
     direction = definition.get("direction", "")
-    return {"name": name, "direction": direction, "arrow": ARROWS.get(direction, ""),
+    target = metric_target(name, definition)
+    if target is not None:  # best at a value, not an extreme: "→ 0", "→ reference"
+        direction, arrow = f"best at {target if isinstance(target, str) else f'{target:g}'}", "→"
+    else:
+        arrow = ARROWS.get(direction, "")
+    return {"name": name, "direction": direction, "arrow": arrow,
             "unit": definition.get("unit", ""), "description": definition.get("description", "")}
 
 
 def metric_cell(figures: dict[str, Any] | None) -> dict[str, str]:
-    """A run's mean and CI on a metric as display strings ("–" where the run lacks the metric)."""
+    """A run's mean and CI on a metric as display strings ("–" where the run lacks the metric), in fixed
+    notation with the decimals the CI's width supports, as the CLI tables print them."""
+    from foresight_eval.cli.tables import estimate
+
     if figures is None:
         return {"mean": "–", "ci": ""}
     low, high = figures.get("ci_low"), figures.get("ci_high")
-    ci = "" if low is None or high is None else f"[{format_number(as_number(low))}, {format_number(as_number(high))}]"
-    return {"mean": format_number(as_number(figures.get("mean"))), "ci": ci}
+    if low is None or high is None:
+        return {"mean": format_number(as_number(figures.get("mean"))), "ci": ""}
+    mean, ci = estimate(as_number(figures.get("mean")), as_number(low), as_number(high))
+    return {"mean": mean, "ci": ci}

@@ -1,8 +1,11 @@
 """Worst clips as frame strips: reference, prediction and their difference at a few horizons.
 
-Frames are read from the input paths the run recorded (per_video.csv ``pred`` / ``ref``; relative
-paths are taken from ``inputs_root``, by default the working directory, as they were when scoring).
-A file that is missing or cannot be decoded becomes a note on the page, never an error of the report.
+Each clip that is among a run's worst on any metric gets one strip, listing the metrics it is worst on
+and its value on every metric. Frames are read from the input paths the run recorded (per_video.csv
+``pred`` / ``ref``); a relative path is looked up under ``inputs_root`` (default: the working directory)
+and, failing that, under the folder the run was scored from (the manifest's ``cwd``), so a report run
+from another folder still finds them. A file that is missing or cannot be decoded becomes a note on the
+page (and in :func:`strip_problems`), never an error of the report.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from PIL import Image
 from foresight_eval.io.clips import open_clip
 from foresight_eval.report.plots import data_uri
 from foresight_eval.report.runs import Run
+from foresight_eval.targets import judged_direction, judged_values
 
 THUMB_HEIGHT = 72
 JPEG_QUALITY = 75
@@ -40,47 +44,78 @@ class StripColumn:
 class ClipStrip:
     run: str
     video: str
-    value: float
-    pred_path: str
+    pred_path: str  # as recorded
     ref_path: str
+    worst_on: list[str] = field(default_factory=list)  # metrics on which the clip is among the run's worst k
+    values: dict[str, float] = field(default_factory=dict)  # the clip's value on every metric of the run
     columns: list[StripColumn] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    pred_file: Path | None = None  # where the recorded paths were found (or looked for)
+    ref_file: Path | None = None
 
 
 def worst_clips(run: Run, metric: str, k: int) -> list[tuple[str, float]]:
-    """The k clips with the worst finite value of ``metric`` (lowest when higher is better)."""
-    if run.metrics[metric]["direction"] == "none":  # a descriptive figure has no worst
+    """The k clips with the worst finite value of ``metric`` (lowest when higher is better; farthest from
+    the target for a metric with one, see foresight_eval.targets), with their values. A descriptive
+    figure (direction "none") has no worst."""
+    if judged_direction(run.metrics, metric) not in ("higher", "lower"):
         return []
+    judged = judged_values(run.metrics, metric, run.per_video)
+    judged = judged[np.isfinite(judged.to_numpy(dtype=float))]
+    higher = judged_direction(run.metrics, metric) == "higher"
+    ordered = judged.sort_values(ascending=higher, kind="stable")
     values = run.video_values(metric)
-    values = values[np.isfinite(values.to_numpy(dtype=float))]
-    higher = run.metrics[metric]["direction"] == "higher"
-    ordered = values.sort_values(ascending=higher, kind="stable")
-    return [(str(video), float(value)) for video, value in ordered.head(k).items()]
+    return [(str(video), float(values.get(video, math.nan))) for video in ordered.head(k).index]
 
 
 def build_strips(runs: Sequence[Run], metrics: Sequence[str], k: int = 3, horizons: int = 3,
-                 inputs_root: Path | None = None) -> dict[str, list[ClipStrip]]:
-    """metric -> the worst-k clip strips of every run, in run order."""
+                 inputs_root: Path | None = None) -> list[ClipStrip]:
+    """One strip per run and clip that is among the run's worst k on some metric, in run order."""
     root = Path.cwd() if inputs_root is None else Path(inputs_root)
-    strips: dict[str, list[ClipStrip]] = {}
-    for metric in metrics:
-        strips[metric] = []
-        for run in runs:
+    strips: list[ClipStrip] = []
+    for run in runs:
+        paths = run.per_video.drop_duplicates("video").set_index("video").reindex(columns=["pred", "ref"])
+        scored_from = run.summary.get("manifest", {}).get("cwd")
+        by_video: dict[str, ClipStrip] = {}
+        for metric in metrics:
             if metric not in run.metrics:
                 continue
-            paths = run.per_video.drop_duplicates("video").set_index("video").reindex(columns=["pred", "ref"])
-            for video, value in worst_clips(run, metric, k):
-                pred, ref = (_recorded_path(paths.at[video, column]) for column in ("pred", "ref"))
-                strip = ClipStrip(run.label, video, value, pred, ref)
-                if not (pred and ref):
-                    strip.problems.append("no input paths recorded for this clip in per_video.csv")
-                else:
-                    strip.columns = [StripColumn(h, f) for h, f in _chosen_frames(run, metric, video, horizons)]
-                    if not strip.columns:
-                        strip.problems.append("no per-frame records for this clip in per_frame.csv")
-                strips[metric].append(strip)
-    _fill_frames([strip for per_metric in strips.values() for strip in per_metric], root)
+            for video, _ in worst_clips(run, metric, k):
+                strip = by_video.get(video)
+                if strip is None:
+                    pred, ref = (_recorded_path(paths.at[video, column]) for column in ("pred", "ref"))
+                    strip = by_video[video] = ClipStrip(run.label, video, pred, ref)
+                    strip.values = {m: float(run.video_values(m).get(video, math.nan)) for m in metrics
+                                    if m in run.metrics}
+                    strip.pred_file, strip.ref_file = (_locate(path, root, scored_from) for path in (pred, ref))
+                    if not (pred and ref):
+                        strip.problems.append("no input paths recorded for this clip in per_video.csv")
+                    else:
+                        strip.columns = [StripColumn(h, f) for h, f in _chosen_frames(run, metric, video, horizons)]
+                        if not strip.columns:
+                            strip.problems.append("no per-frame records for this clip in per_frame.csv")
+                strip.worst_on.append(metric)
+        strips.extend(by_video.values())
+    _fill_frames(strips)
     return strips
+
+
+def strip_problems(strips: Sequence[ClipStrip]) -> list[str]:
+    """``"run clip: problem"`` for every strip that could not be shown in full."""
+    return [f"{strip.run} {strip.video}: {problem}" for strip in strips for problem in strip.problems]
+
+
+def _locate(recorded: str, root: Path, scored_from: str | None) -> Path | None:
+    """The recorded path itself if absolute; else under ``root``, or under the folder the run was scored
+    from when it is not under ``root``."""
+    if not recorded:
+        return None
+    path = Path(recorded)
+    if path.is_absolute():
+        return path
+    if not (root / path).exists() and scored_from and (Path(scored_from) / path).exists():
+        return Path(scored_from) / path
+    return root / path
 
 
 def _recorded_path(value: object) -> str:
@@ -100,17 +135,17 @@ def _chosen_frames(run: Run, metric: str, video: str, count: int) -> list[tuple[
     return [pairs[i] for i in picks]
 
 
-def _fill_frames(strips: list[ClipStrip], root: Path) -> None:
+def _fill_frames(strips: list[ClipStrip]) -> None:
     """Decode every clip once, keeping only the frames some strip shows."""
-    wanted: dict[str, set[int]] = defaultdict(set)
+    wanted: dict[Path, set[int]] = defaultdict(set)
     for strip in strips:
         for column in strip.columns:
-            wanted[strip.pred_path].add(column.frame)
-            wanted[strip.ref_path].add(column.frame)
-    decoded = {path: _read_frames(root / path, indices) for path, indices in wanted.items()}
+            wanted[strip.pred_file].add(column.frame)
+            wanted[strip.ref_file].add(column.frame)
+    decoded = {path: _read_frames(path, indices) for path, indices in wanted.items()}
     for strip in strips:
-        ref_frames, ref_problem = decoded.get(strip.ref_path, ({}, None))
-        pred_frames, pred_problem = decoded.get(strip.pred_path, ({}, None))
+        ref_frames, ref_problem = decoded.get(strip.ref_file, ({}, None))
+        pred_frames, pred_problem = decoded.get(strip.pred_file, ({}, None))
         for role, path, problem in (("reference", strip.ref_path, ref_problem),
                                     ("prediction", strip.pred_path, pred_problem)):
             if problem:
