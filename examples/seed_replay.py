@@ -9,7 +9,7 @@ Per encoder E, under OUT/E/:
   preds/    `generate --encoder E --save-latents latents --refs REFS`: clips, generate_manifest.json
   frames/   `score preds REFS --context K --ref-annotations REFS --extra-file preds/generate_manifest.json`:
             pixel, spatial and temporal metrics, and the manifest's figures (latency_overhead for hybrid)
-  dino-vs-fused/  (hybrid) `latents latents/dino latents/fused --reduce per-timestep -m cka,probe_r2`: per clip,
+  dino-vs-fused/  (hybrid) `latents latents/dino latents/fused --reduce per-timestep -m cka,rsa_spearman`: per clip,
             how much of the DINOv2 tokens' structure the fused sequence keeps (its tokens are the items)
   q1/       `latents` over clips (the research log's Q1 comparison): A = the representation the query adapter
             reads (E=vlm: the VLM's hidden states; E=hybrid: the fused sequence), B = LTX-Video's VAE latents of
@@ -107,7 +107,7 @@ def replay(preset: str, out: Path, *, contexts: Path, refs: Path, context: int, 
             # How much of DINOv2's structure the fused sequence keeps: per clip, its patch tokens are the items
             # (the fused sequence has one token per DINOv2 token, in the same order).
             run("latents", str(latents / "dino"), str(latents / "fused"), "--reduce", "per-timestep", "-m",
-                "cka,probe_r2", "--device", device, "--out", str(root / "dino-vs-fused"), "--seed", str(seed))
+                "cka,rsa_spearman", "--device", device, "--out", str(root / "dino-vs-fused"), "--seed", str(seed))
         # Exit 1 is a failed gate: expected with untrained models, and not a failure of the replay.
         gate_args = [arg for gate in GATES for arg in ("--gates", gate)]
         run("check", str(root / "frames"), *gate_args, "--json", ok=(0, 1), stdout=root / "check-gates.json")

@@ -37,7 +37,7 @@ def test_seed_replay_runs_end_to_end(tmp_path, capsys):
         verdict = json.loads((out / encoder / "check-gates.json").read_text())
         assert verdict["decision"] == "fail"
     kept = json.loads((out / "hybrid" / "dino-vs-fused" / "summary.json").read_text())
-    assert set(kept["metrics"]) == {"cka", "probe_r2"} and not (out / "vlm" / "dino-vs-fused").exists()
+    assert set(kept["metrics"]) == {"cka", "rsa_spearman"} and not (out / "vlm" / "dino-vs-fused").exists()
     hybrid = json.loads((out / "hybrid" / "frames" / "summary.json").read_text())
     assert hybrid["extra"]["latency_overhead"] == summary["latency_overhead"]
     report = (out / "report" / "report.md").read_text()
