@@ -50,12 +50,14 @@ def test_coco_and_sidecar_annotations_agree(coco_refs, fixtures_dir):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"annotations": [{"image_id": 1, "category_id": 1, "bbox": [120, 10, 20, 20]}]},
-     r"annotations\[0\]: bbox \[120, 10, 20, 20\] lies outside the 128x96 frame"),
+    ({"annotations": [{"image_id": 1, "category_id": 1, "bbox": [130, 10, 20, 20]}]},
+     r"annotations\[0\]: bbox \[130, 10, 20, 20\] lies wholly outside the 128x96 frame"),
     ({"annotations": [{"image_id": 1, "category_id": 7, "bbox": [1, 1, 2, 2]}]},
      r"annotations\[0\]: unknown category_id 7"),
     ({"annotations": [{"image_id": 5, "category_id": 1, "bbox": [1, 1, 2, 2]}]}, r"annotations\[0\]: unknown image_id 5"),
-    ({"annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 2]}]}, r"non-positive width or height"),
+    ({"annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 1, -1, 2]}]}, r"negative width or height"),
+    ({"annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2], "iscrowd": 2}]},
+     r"annotations\[0\]: iscrowd must be 0 or 1, got 2"),
     ({"annotations": [{"image_id": 1, "category_id": 1}]}, r"annotations\[0\]: missing field 'bbox'"),
     ({"annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2],
                        "segmentation": {"size": [10, 10], "counts": "x"}}]},
@@ -82,7 +84,7 @@ def test_unreadable_annotation_file(tmp_path):
 
 def test_bad_sidecars(tmp_path, fixtures_dir):
     sidecar = json.loads((fixtures_dir / "refs" / "clip00.boxes.json").read_text())
-    sidecar["frames"][3]["objects"][0]["bbox"] = [-5, 0, 10, 10]
+    sidecar["frames"][3]["objects"][0]["bbox"] = [-15, 0, 10, 10]
     _write(tmp_path / "clip00.boxes.json", sidecar)
     with pytest.raises(AnnotationError, match=r"clip00.boxes.json: frames\[3\].objects\[0\]: bbox .* outside"):
         load_reference_annotations(tmp_path)
@@ -121,8 +123,8 @@ def test_detections_by_image_id_or_video_and_frame(tmp_path, coco_refs):
     ({"video": "clip00", "frame": 20, "category_id": 1, "bbox": [1, 1, 2, 2], "score": 1},
      r"\[0\]: unannotated frame of video 'clip00' frame 20"),
     ({"image_id": 1, "category_id": 4, "bbox": [1, 1, 2, 2], "score": 1}, r"\[0\]: unknown category_id 4"),
-    ({"image_id": 1, "category_id": 1, "bbox": [100, 80, 40, 20], "score": 1},
-     r"\[0\]: bbox \[100, 80, 40, 20\] lies outside the 128x96 frame"),
+    ({"image_id": 1, "category_id": 1, "bbox": [100, 100, 40, 20], "score": 1},
+     r"\[0\]: bbox \[100, 100, 40, 20\] lies wholly outside the 128x96 frame"),
     ({"image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2], "score": "high"}, r"\[0\]: score must be a finite number"),
     ({"image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]}, r"\[0\]: missing field 'score'"),
     ({"category_id": 1, "bbox": [1, 1, 2, 2], "score": 1}, r"\[0\]: needs image_id, or video and frame"),

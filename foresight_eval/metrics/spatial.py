@@ -29,6 +29,8 @@ Two empty masks agree perfectly: IoU 1 (as in Physics-IQ).
 
 Annotation metrics (need ``--ref-annotations``, see :mod:`foresight_eval.io.annotations`)
 ----------------------------------------------------------------------------------------
+Crowd regions (``iscrowd: 1``) are not objects to match: both metrics leave them out.
+
 * ``mask_iou``: reference object masks against predicted masks (``--pred-masks``, or the
   ``segmentation`` of ``--pred-detections``). ``mode=foreground`` (default): IoU of the union of all
   object masks; ``mode=instances``: Hungarian matching of instance masks as for ``box_iou``.
@@ -116,8 +118,10 @@ def weighted_iou(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 
 def box_iou_matrix(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """IoU of every pair of COCO [x, y, w, h] boxes: (N, 4) and (M, 4) in, (N, M) out (torchvision)."""
-    return torchvision_box_iou(box_convert(pred.double(), "xywh", "xyxy"), box_convert(ref.double(), "xywh", "xyxy"))
+    """IoU of every pair of COCO [x, y, w, h] boxes: (N, 4) and (M, 4) in, (N, M) out (torchvision); a
+    zero-area box has IoU 0 with every box, as in COCO (torchvision gives 0/0 for two of them)."""
+    iou = torchvision_box_iou(box_convert(pred.double(), "xywh", "xyxy"), box_convert(ref.double(), "xywh", "xyxy"))
+    return torch.nan_to_num(iou, nan=0.0)
 
 
 def mask_iou_matrix(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -516,7 +520,7 @@ class BoxIoU(_ClipAwareMetric):
     def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         values = []
         for image_id in _image_ids(self.annotations, self.batch):
-            refs = self.annotations.objects[image_id]
+            refs = [obj for obj in self.annotations.objects[image_id] if not obj.iscrowd]
             preds = [obj for obj in self.detections.by_image[image_id] if obj.score >= self.params["score_threshold"]]
             iou = box_iou_matrix(torch.tensor([o.bbox for o in preds]).view(-1, 4),
                                  torch.tensor([o.bbox for o in refs]).view(-1, 4))
@@ -555,7 +559,8 @@ class MaskIoU(_ClipAwareMetric):
         height, width = ref.shape[-2:]
         values = []
         for frame, image_id in zip(self.batch.frame_index.tolist(), _image_ids(self.annotations, self.batch)):
-            ref_masks = torch.from_numpy(decode_masks(self.annotations.objects[image_id], height, width))
+            objects = [obj for obj in self.annotations.objects[image_id] if not obj.iscrowd]
+            ref_masks = torch.from_numpy(decode_masks(objects, height, width))
             pred_masks = torch.from_numpy(np.asarray(self.pred_masks.frame_masks(
                 self.batch.video, frame, height, width, self.params["score_threshold"])))
             if self.params["mode"] == "foreground":
