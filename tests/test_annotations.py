@@ -157,3 +157,46 @@ def test_cli_reports_bad_inputs_with_exit_2(tmp_path, fixtures_dir):
     result = runner.invoke(main, ["score", preds, refs, "--metrics", "box_iou"])
     assert result.exit_code == 2
     assert "box_iou" in result.output and "needs --ref-annotations" in result.output
+
+
+def test_crowd_regions_boxes_partly_outside_and_zero_size_boxes_are_read(tmp_path):
+    """As COCOeval reads them: crowd kept (iscrowd 1 in the COCO dataset), boxes kept as given."""
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "iscrowd": 1},
+                   {"id": 2, "image_id": 1, "category_id": 1, "bbox": [120, 80, 20, 20]},
+                   {"id": 3, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 7]}]
+    refs = load_reference_annotations(_write(tmp_path / "refs.json", _coco(annotations=annotations)))
+    assert [obj.iscrowd for obj in refs.objects[1]] == [True, False, False]
+    assert [a["iscrowd"] for a in refs.coco_dataset["annotations"]] == [1, 0, 0]
+    assert [a["area"] for a in refs.coco_dataset["annotations"]] == [400, 400, 0]
+    assert refs.objects[1][1].bbox == (120.0, 80.0, 20.0, 20.0)
+
+
+def test_box_iou_leaves_crowd_out_and_zero_size_boxes_have_iou_zero():
+    import torch
+
+    from foresight_eval.io.annotations import FrameObject
+    from foresight_eval.metrics.spatial import box_iou_matrix
+
+    zero = torch.tensor([[5.0, 5.0, 0.0, 7.0]])
+    assert box_iou_matrix(zero, zero).tolist() == [[0.0]]  # torchvision alone gives 0/0 = NaN
+    assert box_iou_matrix(zero, torch.tensor([[0.0, 0.0, 20.0, 20.0]])).tolist() == [[0.0]]
+    assert FrameObject(category_id=1, bbox=(0, 0, 1, 1)).iscrowd is False
+
+
+def test_box_iou_metric_does_not_match_crowd_regions(tmp_path):
+    import torch
+
+    from foresight_eval.metrics.base import FrameBatch, RunContext
+    from foresight_eval.metrics.registry import create
+
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]},
+                   {"id": 2, "image_id": 1, "category_id": 1, "bbox": [60, 40, 30, 30], "iscrowd": 1}]
+    refs = _write(tmp_path / "refs.json", _coco(annotations=annotations))
+    dets = _write(tmp_path / "dets.json", [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9}])
+    metric = create("box_iou")
+    metric.setup(RunContext(resources=load_spatial_resources(refs, dets)))
+    metric.reset()
+    frames = torch.zeros(1, 3, 96, 128)
+    batch = FrameBatch("clip00", frames, frames, torch.tensor([1]), torch.tensor([0]))
+    # The crowd region is neither a target nor a miss: the one object is matched exactly.
+    assert metric.update(batch).tolist() == [1.0]
