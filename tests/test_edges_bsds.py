@@ -133,7 +133,8 @@ def _bsds_case() -> tuple[list[np.ndarray], list[np.ndarray]]:
 def test_bsds_matching_against_correspond_pixels():
     """BSDS's correspondPixels solves a min-cost assignment where an unmatched pixel costs 100 radii, on a
     sparse random graph of outlier edges: it maximises the matched count up to a few pixels that its
-    outlier graph leaves out. Ours is the exact maximum, so never below, and within 1% of it."""
+    outlier graph leaves out. Ours is the exact maximum, so never below. BSDS seeds that random graph from
+    the clock, so its shortfall varies between runs: up to 0.56% of the predicted pixels in 8 repetitions."""
     correspond_pixels = pytest.importorskip("pyEdgeEval._lib", reason="pyEdgeEval is a test dependency").correspond_pixels
     shortfall = []
     for strength, ref in zip(*_bsds_case()):
@@ -146,12 +147,12 @@ def test_bsds_matching_against_correspond_pixels():
             assert ours >= (theirs > 0).sum()
             shortfall.append((ours - (theirs > 0).sum()) / edges.sum())
     assert_parity("bsds matched pixels vs correspondPixels (fraction of predicted pixels)", shortfall,
-                  np.zeros(len(shortfall)), atol=1e-2)
+                  np.zeros(len(shortfall)), atol=2e-2)
 
 
 def test_bsds_scores_against_pyedgeeval():
     """ODS/OIS: the arithmetic on the same counts is pyEdgeEval's exactly; end to end (its thinning and
-    matcher, our thinning and matcher) within the few pixels the two tests above measure."""
+    clock-seeded matcher, ours) within the few pixels the two tests above measure: 7e-5 to 1.7e-3 in 6 runs."""
     evaluation = pytest.importorskip("pyEdgeEval.common.binary_label", reason="pyEdgeEval is a test dependency")
     from pyEdgeEval.common.metrics import compute_rec_prec_f1, interpolated_max_scores
 
@@ -173,7 +174,7 @@ def test_bsds_scores_against_pyedgeeval():
                                                                 max_dist=0.0075),
         9, samples, nproc=1)
     assert_parity("bsds ODS/OIS F1 vs pyEdgeEval end to end", [ours["ods"]["f1"], ours["ois"]["f1"]],
-                  [overall["ODS_f1"], overall["OIS_f1"]], atol=2e-3)
+                  [overall["ODS_f1"], overall["OIS_f1"]], atol=5e-3)
 
 
 def test_bsds_pools_counts_over_frames_and_empty_scores_zero():
