@@ -248,3 +248,16 @@ def test_bsds_mode_through_the_engine(edge_clips):
     assert figures["n_frames"] == sum(pair.frames for pair in run.pairs)
     assert 0 < summary.mean == figures["ods"]["f1"] < 1
     assert [row["horizon"] for row in figures["per_horizon"]] == sorted({row["horizon"] for row in figures["per_horizon"]})
+
+
+def test_bsds_mode_on_edge_map_clips_scores_every_threshold(edge_clips):
+    """edges=input: the frames' luminance is the edge strength, binarised at each of the thresholds."""
+    run = score(edge_clips / "preds" / "shift_mild", edge_clips / "refs", ["edge_f1"], device="cpu",
+                params={"edge_f1": {"mode": "bsds", "edges": "input", "thresholds": 3}},
+                options=ScoreOptions(context=18))
+    assert not run.failed
+    figures = run.metrics["edge_f1"].set_values
+    assert [row["threshold"] for row in figures["per_threshold"]] == pytest.approx([0.25, 0.5, 0.75])
+    assert 0 <= figures["ods"]["f1"] <= 1 and 0 <= figures["ois"]["f1"] <= 1
+    # The ODS lies on the curve interpolated between thresholds: never below its best sampled point.
+    assert figures["ods"]["f1"] >= max(row["f1"] for row in figures["per_threshold"]) - 1e-12
