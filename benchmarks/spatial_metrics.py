@@ -8,7 +8,7 @@
                      OpenCV calls alone (CPU, one frame at a time: cvtColor, GaussianBlur,
                      accumulateWeighted, absdiff, threshold, open, close) for both clips and a NumPy IoU.
                      motion_iou and motion_iou_weighted share the masks and cost the same.
-  edge_f1 exact      scikit-image Canny + one-to-one matching (SciPy Hopcroft-Karp), CPU whatever --device
+  edge_f1 exact      scikit-image Canny + one-to-one matching (max flow, SciPy Dinic), CPU whatever --device
   edge_f1 approx     scikit-image Canny + distance transform; ratio to exact
 
 Frames are synthetic moving shapes (foresight_eval.synthetic), already on the device: decoding is not

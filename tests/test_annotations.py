@@ -50,12 +50,14 @@ def test_coco_and_sidecar_annotations_agree(coco_refs, fixtures_dir):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"annotations": [{"image_id": 1, "category_id": 1, "bbox": [120, 10, 20, 20]}]},
-     r"annotations\[0\]: bbox \[120, 10, 20, 20\] lies outside the 128x96 frame"),
+    ({"annotations": [{"image_id": 1, "category_id": 1, "bbox": [130, 10, 20, 20]}]},
+     r"annotations\[0\]: bbox \[130, 10, 20, 20\] lies wholly outside the 128x96 frame"),
     ({"annotations": [{"image_id": 1, "category_id": 7, "bbox": [1, 1, 2, 2]}]},
      r"annotations\[0\]: unknown category_id 7"),
     ({"annotations": [{"image_id": 5, "category_id": 1, "bbox": [1, 1, 2, 2]}]}, r"annotations\[0\]: unknown image_id 5"),
-    ({"annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 2]}]}, r"non-positive width or height"),
+    ({"annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 1, -1, 2]}]}, r"negative width or height"),
+    ({"annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2], "iscrowd": 2}]},
+     r"annotations\[0\]: iscrowd must be 0 or 1, got 2"),
     ({"annotations": [{"image_id": 1, "category_id": 1}]}, r"annotations\[0\]: missing field 'bbox'"),
     ({"annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2],
                        "segmentation": {"size": [10, 10], "counts": "x"}}]},
@@ -82,7 +84,7 @@ def test_unreadable_annotation_file(tmp_path):
 
 def test_bad_sidecars(tmp_path, fixtures_dir):
     sidecar = json.loads((fixtures_dir / "refs" / "clip00.boxes.json").read_text())
-    sidecar["frames"][3]["objects"][0]["bbox"] = [-5, 0, 10, 10]
+    sidecar["frames"][3]["objects"][0]["bbox"] = [-15, 0, 10, 10]
     _write(tmp_path / "clip00.boxes.json", sidecar)
     with pytest.raises(AnnotationError, match=r"clip00.boxes.json: frames\[3\].objects\[0\]: bbox .* outside"):
         load_reference_annotations(tmp_path)
@@ -121,8 +123,8 @@ def test_detections_by_image_id_or_video_and_frame(tmp_path, coco_refs):
     ({"video": "clip00", "frame": 20, "category_id": 1, "bbox": [1, 1, 2, 2], "score": 1},
      r"\[0\]: unannotated frame of video 'clip00' frame 20"),
     ({"image_id": 1, "category_id": 4, "bbox": [1, 1, 2, 2], "score": 1}, r"\[0\]: unknown category_id 4"),
-    ({"image_id": 1, "category_id": 1, "bbox": [100, 80, 40, 20], "score": 1},
-     r"\[0\]: bbox \[100, 80, 40, 20\] lies outside the 128x96 frame"),
+    ({"image_id": 1, "category_id": 1, "bbox": [100, 100, 40, 20], "score": 1},
+     r"\[0\]: bbox \[100, 100, 40, 20\] lies wholly outside the 128x96 frame"),
     ({"image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2], "score": "high"}, r"\[0\]: score must be a finite number"),
     ({"image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]}, r"\[0\]: missing field 'score'"),
     ({"category_id": 1, "bbox": [1, 1, 2, 2], "score": 1}, r"\[0\]: needs image_id, or video and frame"),
@@ -155,3 +157,46 @@ def test_cli_reports_bad_inputs_with_exit_2(tmp_path, fixtures_dir):
     result = runner.invoke(main, ["score", preds, refs, "--metrics", "box_iou"])
     assert result.exit_code == 2
     assert "box_iou" in result.output and "needs --ref-annotations" in result.output
+
+
+def test_crowd_regions_boxes_partly_outside_and_zero_size_boxes_are_read(tmp_path):
+    """As COCOeval reads them: crowd kept (iscrowd 1 in the COCO dataset), boxes kept as given."""
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "iscrowd": 1},
+                   {"id": 2, "image_id": 1, "category_id": 1, "bbox": [120, 80, 20, 20]},
+                   {"id": 3, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 7]}]
+    refs = load_reference_annotations(_write(tmp_path / "refs.json", _coco(annotations=annotations)))
+    assert [obj.iscrowd for obj in refs.objects[1]] == [True, False, False]
+    assert [a["iscrowd"] for a in refs.coco_dataset["annotations"]] == [1, 0, 0]
+    assert [a["area"] for a in refs.coco_dataset["annotations"]] == [400, 400, 0]
+    assert refs.objects[1][1].bbox == (120.0, 80.0, 20.0, 20.0)
+
+
+def test_box_iou_leaves_crowd_out_and_zero_size_boxes_have_iou_zero():
+    import torch
+
+    from foresight_eval.io.annotations import FrameObject
+    from foresight_eval.metrics.spatial import box_iou_matrix
+
+    zero = torch.tensor([[5.0, 5.0, 0.0, 7.0]])
+    assert box_iou_matrix(zero, zero).tolist() == [[0.0]]  # torchvision alone gives 0/0 = NaN
+    assert box_iou_matrix(zero, torch.tensor([[0.0, 0.0, 20.0, 20.0]])).tolist() == [[0.0]]
+    assert FrameObject(category_id=1, bbox=(0, 0, 1, 1)).iscrowd is False
+
+
+def test_box_iou_metric_does_not_match_crowd_regions(tmp_path):
+    import torch
+
+    from foresight_eval.metrics.base import FrameBatch, RunContext
+    from foresight_eval.metrics.registry import create
+
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]},
+                   {"id": 2, "image_id": 1, "category_id": 1, "bbox": [60, 40, 30, 30], "iscrowd": 1}]
+    refs = _write(tmp_path / "refs.json", _coco(annotations=annotations))
+    dets = _write(tmp_path / "dets.json", [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9}])
+    metric = create("box_iou")
+    metric.setup(RunContext(resources=load_spatial_resources(refs, dets)))
+    metric.reset()
+    frames = torch.zeros(1, 3, 96, 128)
+    batch = FrameBatch("clip00", frames, frames, torch.tensor([1]), torch.tensor([0]))
+    # The crowd region is neither a target nor a miss: the one object is matched exactly.
+    assert metric.update(batch).tolist() == [1.0]

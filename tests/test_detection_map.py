@@ -7,12 +7,17 @@ import contextlib
 import io
 import json
 
+import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from foresight_eval import ScoreOptions, score
+from foresight_eval.errors import UsageError
 from foresight_eval.io.annotations import load_spatial_resources
+from foresight_eval.metrics.base import RunContext
+from foresight_eval.metrics.registry import create
 from tests.parity import assert_parity
 
 MAPS = ["map50", "map50_95"]
@@ -100,3 +105,91 @@ def test_bigger_shift_gives_lower_map(fixtures_dir):
     assert blur["map50_95"].mean == 1.0  # blur leaves the objects where they are
     assert blur["map50_95"].mean > mild["map50_95"].mean > strong["map50_95"].mean
     assert mild["map50"].mean >= strong["map50"].mean
+
+
+# --- max_dets, crowd regions, boxes partly outside the frame, zero-size boxes ---------------------------
+
+def _hard_coco_set(fixtures_dir, tmp_path):
+    """The fixture set with what COCOeval evaluates and we used to refuse: crowd regions (with RLE masks),
+    reference and detected boxes partly outside the frame, zero-width and zero-height boxes, and several
+    detections per image so that max_dets 1 and 10 cut."""
+    rng = np.random.default_rng(3)
+    gt = json.loads((fixtures_dir / "coco" / "refs.json").read_text())
+    detections = json.loads((fixtures_dir / "coco" / "detections" / "shift_strong.json").read_text())
+    next_id = max(a["id"] for a in gt["annotations"]) + 1
+    for image in gt["images"][::3]:
+        mask = np.zeros((96, 128), np.uint8, order="F")
+        x, y = int(rng.integers(0, 90)), int(rng.integers(0, 60))
+        mask[y:y + 30, x:x + 36] = 1
+        rle = mask_utils.encode(mask)
+        gt["annotations"].append({"id": next_id, "image_id": image["id"], "category_id": 1, "iscrowd": 1,
+                                  "bbox": [x, y, 36, 30], "area": 36 * 30,
+                                  "segmentation": {"size": [96, 128], "counts": rle["counts"].decode()}})
+        next_id += 1
+        # Detections inside the crowd region: ignored by COCOeval, not false positives.
+        detections.append({"image_id": image["id"], "category_id": 1, "bbox": [x + 2, y + 2, 30, 25],
+                           "score": float(rng.uniform(0.2, 0.9))})
+    for image in gt["images"][1::4]:
+        gt["annotations"].append({"id": next_id, "image_id": image["id"], "category_id": 2, "bbox": [118, 40, 20, 20],
+                                  "area": 400, "iscrowd": 0})
+        gt["annotations"].append({"id": next_id + 1, "image_id": image["id"], "category_id": 3, "bbox": [30, 30, 0, 12],
+                                  "area": 0, "iscrowd": 0})
+        next_id += 2
+        detections.append({"image_id": image["id"], "category_id": 2, "bbox": [120, 41, 20, 20], "score": 0.7})
+        detections.append({"image_id": image["id"], "category_id": 3, "bbox": [30, 30, 0, 12], "score": 0.6})
+        detections.append({"image_id": image["id"], "category_id": 2, "bbox": [-6, 80, 14, 20], "score": 0.3})
+        detections.append({"image_id": image["id"], "category_id": 1, "bbox": [10, 10, 8, 0], "score": 0.95})
+    for det in detections[::2]:  # near-duplicates with lower scores: more than one detection per image
+        detections.append({**det, "bbox": [v + float(rng.normal(0, 1.5)) for v in det["bbox"][:2]] + det["bbox"][2:],
+                           "score": det["score"] * 0.8})
+    gt_file, dt_file = tmp_path / "refs.json", tmp_path / "dets.json"
+    gt_file.write_text(json.dumps(gt))
+    dt_file.write_text(json.dumps(detections))
+    return gt_file, dt_file
+
+
+def _our_set_value(name, gt_file, dt_file, **params):
+    metric = create(name, **params)
+    metric.setup(RunContext(resources=load_spatial_resources(gt_file, dt_file)))
+    images = json.loads(gt_file.read_text())["images"]
+    return metric.compute_set([[[image["id"], image["frame"] + 1] for image in images]])["value"]
+
+
+def _reference_ap(evaluator, iou_index, max_dets_index):
+    """AP as COCOeval.summarize computes it, at any maxDets entry of the accumulated precision."""
+    values = evaluator.eval["precision"][iou_index, :, :, 0, max_dets_index]
+    return float(values[values > -1].mean())
+
+
+def test_map_on_crowd_outside_and_zero_size_boxes_and_max_dets_equals_pycocotools(fixtures_dir, tmp_path):
+    from faster_coco_eval import COCO as FasterCOCO
+    from faster_coco_eval import COCOeval_faster
+
+    gt_file, dt_file = _hard_coco_set(fixtures_dir, tmp_path)
+    evaluators = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for tool, (coco_class, eval_class) in {"pycocotools": (COCO, COCOeval),
+                                               "faster-coco-eval": (FasterCOCO, COCOeval_faster)}.items():
+            gt = coco_class(str(gt_file))
+            evaluator = eval_class(gt, gt.loadRes(str(dt_file)), "bbox")
+            evaluator.params.maxDets = [1, 10, 100]
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+            evaluators[tool] = evaluator
+    for index, max_dets in enumerate((1, 10, 100)):
+        for name, iou_index in (("map50", slice(0, 1)), ("map50_95", slice(None))):
+            ours = _our_set_value(name, gt_file, dt_file, max_dets=max_dets)
+            assert_parity(f"{name} (crowd, outside, zero-size, max_dets 1/10/100) vs pycocotools", ours,
+                          _reference_ap(evaluators["pycocotools"], iou_index, index), atol=1e-12)
+            assert_parity(f"{name} (crowd, outside, zero-size, max_dets 1/10/100) vs faster-coco-eval", ours,
+                          _reference_ap(evaluators["faster-coco-eval"], iou_index, index), atol=1e-6)
+    # The headline at 100 is the summary's own number, and max_dets 1 really cuts.
+    assert _our_set_value("map50_95", gt_file, dt_file) == pytest.approx(evaluators["pycocotools"].stats[0], abs=1e-12)
+    assert _our_set_value("map50", gt_file, dt_file, max_dets=1) < _our_set_value("map50", gt_file, dt_file)
+
+
+def test_max_dets_must_be_a_positive_integer():
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(UsageError, match=r"map50.max_dets must be an integer >= 1"):
+            create("map50", max_dets=bad)

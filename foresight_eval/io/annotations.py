@@ -17,6 +17,8 @@ Reference annotations (``--ref-annotations``), either
 
   ``segmentation`` (RLE, compressed or not, or polygons) is optional; ``area`` defaults to the mask
   area (else ``w * h``) and ``iscrowd`` to 0. An image without annotations is a frame with no object.
+  ``iscrowd: 1`` marks a crowd region: COCO mAP treats it as COCOeval does (an ignore region: a
+  detection on it is neither a true nor a false positive); ``box_iou`` and ``mask_iou`` leave it out.
 * or a folder of per-clip sidecars, ``<video>.boxes.json`` and optionally ``<video>.masks.npz``
   (the format ``fixtures/generate.py`` writes)::
 
@@ -35,8 +37,10 @@ Predicted masks (``--pred-masks``): a folder of ``<video>.masks.npz`` (same form
 sidecars; e.g. the predictions folder itself), or a COCO results JSON whose entries all carry
 ``segmentation``.
 
-Every check names the file and the entry: a box outside its frame, an unknown image, video or
-frame, an unknown category, a mask of the wrong size.
+Boxes are taken as COCOeval takes them: partly outside the frame, or of zero width or height (IoU 0
+with every box), they are scored as given; a box wholly outside its frame or of negative size is
+refused. Every check names the file and the entry: such a box, an unknown image, video or frame, an
+unknown category, a mask of the wrong size.
 """
 
 from __future__ import annotations
@@ -53,8 +57,6 @@ from pycocotools import mask as mask_utils
 from foresight_eval.errors import InputError, UsageError
 from foresight_eval.io.files import input_file_hashes
 
-# Boxes may overshoot the frame by float rounding, not more.
-BOX_TOLERANCE = 1e-3
 BOXES_SUFFIX, MASKS_SUFFIX = ".boxes.json", ".masks.npz"
 
 
@@ -71,6 +73,7 @@ class FrameObject:
     segmentation: Any = None  # COCO RLE dict or polygon list; None when the object has no mask
     score: float = 1.0
     area: float | None = None  # as given in a COCO file; None: the mask's area, else the box's
+    iscrowd: bool = False  # a COCO crowd region: an ignore region for mAP, not an object to match
 
 
 @dataclass
@@ -202,10 +205,11 @@ def _check_bbox(bbox: Any, height: int, width: int, path: Path, where: str) -> t
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)):
         raise _fail(path, where, f"bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
     x, y, w, h = (float(v) for v in bbox)
-    if w <= 0 or h <= 0:
-        raise _fail(path, where, f"bbox {list(bbox)} has a non-positive width or height")
-    if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE or y + h > height + BOX_TOLERANCE:
-        raise _fail(path, where, f"bbox {list(bbox)} lies outside the {width}x{height} frame")
+    if w < 0 or h < 0:
+        raise _fail(path, where, f"bbox {list(bbox)} has a negative width or height")
+    # COCOeval scores boxes partly outside the image as given; one wholly outside is a coordinate mistake.
+    if x > width or y > height or x + w < 0 or y + h < 0:
+        raise _fail(path, where, f"bbox {list(bbox)} lies wholly outside the {width}x{height} frame")
     return x, y, w, h
 
 
@@ -254,7 +258,7 @@ def _assemble(source: Path, categories: dict[int, str], images: list[dict[str, A
                 area = float(mask_utils.area(decode_rle(obj.segmentation, image["height"], image["width"]))) \
                     if obj.segmentation is not None else w * h
             annotations.append({"id": len(annotations) + 1, "image_id": image["id"], "category_id": obj.category_id,
-                                "bbox": list(obj.bbox), "area": area, "iscrowd": 0,
+                                "bbox": list(obj.bbox), "area": area, "iscrowd": int(obj.iscrowd),
                                 **({"segmentation": obj.segmentation} if obj.segmentation is not None else {})})
     dataset = {"images": images, "annotations": annotations,
                "categories": [{"id": cid, "name": name} for cid, name in sorted(categories.items())]}
@@ -308,8 +312,9 @@ def load_coco_annotations(path: Path) -> ReferenceAnnotations:
         if _int(ann["image_id"], path, at, "image_id") not in sizes:
             raise _fail(path, at, f"unknown image_id {ann['image_id']!r}")
         height, width = sizes[ann["image_id"]]
-        if ann.get("iscrowd", 0):
-            raise _fail(path, at, "iscrowd annotations are not supported; annotate each object")
+        iscrowd = ann.get("iscrowd", 0)
+        if iscrowd not in (0, 1):
+            raise _fail(path, at, f"iscrowd must be 0 or 1, got {iscrowd!r}")
         segmentation = ann.get("segmentation")
         if segmentation is not None:
             segmentation = _check_segmentation(segmentation, height, width, path, at)
@@ -321,6 +326,7 @@ def load_coco_annotations(path: Path) -> ReferenceAnnotations:
             bbox=_check_bbox(ann["bbox"], height, width, path, at),
             segmentation=segmentation,
             area=None if area is None else float(area),
+            iscrowd=bool(iscrowd),
         ))
     return _assemble(path, categories, images, objects)
 

@@ -2,7 +2,8 @@
 
 The reference annotations are the ground truth and every scored frame (after ``--context``) of every
 successfully scored clip is one COCO image; ``--pred-detections`` holds the detector's output on the
-predicted frames (COCO results format). ``COCOeval`` (iouType ``bbox``, area ``all``, maxDets 100)
+predicted frames (COCO results format). ``COCOeval`` (iouType ``bbox``, area ``all``, at most
+``max_dets`` detections per image, default 100, as ``params.maxDets``: any value >= 1 is honoured)
 runs once over the whole prediction set and once per horizon, so:
 
 * ``map50``: AP at IoU 0.5 (``COCOeval.stats[1]``);
@@ -11,6 +12,9 @@ runs once over the whole prediction set and once per horizon, so:
 Both are run-level (``granularity="set"``): the summary's ``set`` holds ``value`` (the headline),
 ``per_horizon`` and ``per_category`` AP. AP is averaged over categories that have ground truth in the
 evaluated frames (-1 entries are left out, as COCO does); a frame set without ground truth gives NaN.
+Crowd annotations (``iscrowd: 1``) are ignore regions and boxes partly outside the frame or of zero
+size count as given, all inside COCOeval itself (tests/test_detection_map.py: parity with pycocotools
+and faster-coco-eval).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from foresight_eval.errors import MetricUnavailable
+from foresight_eval.errors import MetricUnavailable, UsageError
 from foresight_eval.io.annotations import Detections, ReferenceAnnotations
 from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext
 from foresight_eval.metrics.registry import register
@@ -57,10 +61,13 @@ def coco_results(gt: COCO, entries: list[dict[str, Any]]) -> COCO:
 
 
 def coco_precision(gt: COCO, dt: COCO, image_ids: list[int], max_dets: int = 100) -> tuple[np.ndarray, COCOeval]:
-    """COCOeval's accumulated precision array [T, R, K, A, M] over ``image_ids`` (bbox)."""
+    """COCOeval's accumulated precision array [T, R, K, A, M] over ``image_ids`` (bbox), M = 1: ``max_dets``.
+
+    COCOeval matches each image's detections greedily in score order, so evaluating ``max_dets`` alone
+    gives its entry of a [1, 10, 100] evaluation, and the last M entry is always the one asked for."""
     evaluator = COCOeval(gt, dt, iouType="bbox")
     evaluator.params.imgIds = sorted(image_ids)
-    evaluator.params.maxDets = sorted({1, 10, max_dets})
+    evaluator.params.maxDets = [max_dets]
     with _quiet():
         evaluator.evaluate()
         evaluator.accumulate()
@@ -68,7 +75,7 @@ def coco_precision(gt: COCO, dt: COCO, image_ids: list[int], max_dets: int = 100
 
 
 def average_precision(precision: np.ndarray, iou_index: slice, category_index: int | slice = slice(None)) -> float:
-    """Mean precision over the valid (> -1) entries: COCOeval.summarize's rule (area all, largest maxDets)."""
+    """Mean precision over the valid (> -1) entries: COCOeval.summarize's rule (area all, the one maxDets)."""
     values = precision[iou_index, :, category_index, 0, -1]
     valid = values[values > -1]
     return float(valid.mean()) if valid.size else math.nan
@@ -77,6 +84,12 @@ def average_precision(precision: np.ndarray, iou_index: slice, category_index: i
 class _CocoMAP(Metric):
     iou_index: ClassVar[slice]
     defaults = {"max_dets": 100}
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        max_dets = self.params["max_dets"]
+        if isinstance(max_dets, bool) or not isinstance(max_dets, int) or max_dets < 1:
+            raise UsageError(f"{self.info.name}.max_dets must be an integer >= 1, got {max_dets!r}")
 
     def setup(self, context: RunContext) -> None:
         super().setup(context)
