@@ -81,7 +81,7 @@ def test_fid_and_kid_match_torchmetrics(inception_home, clips, monkeypatch, tmp_
     assert exact > 1.0
     assert run.metrics["fid"].mean == pytest.approx(exact, rel=1e-5)
     # and torchmetrics' own compute() (eigenvalues of S1 S2, returned in float32): 2e-7 relative measured.
-    assert run.metrics["fid"].mean == pytest.approx(float(fid.compute()), rel=1e-5)
+    assert run.metrics["fid"].mean == pytest.approx(float(fid.compute()), rel=1e-4)
     expected_kid, expected_std = (float(v) for v in kid.compute())
     assert expected_kid > 1e-6
     # 4 frames per side: every subset is the whole set, so torchmetrics' random subsets change nothing.
