@@ -145,9 +145,12 @@ def summarize(
     for name, definition in definitions.items():
         if definition["granularity"] == "set":
             figures = set_values.get(name) or {}
-            # A set metric's own CI (e.g. FVD's bootstrap over clips on both sides), when it gives one.
+            # A set metric's own CI (e.g. FVD's bootstrap over clips on both sides), when it gives one, and
+            # its per-horizon values when they come as the horizon curves' rows (horizon, mean, ci_low, ci_high, n).
+            rows = figures.get("per_horizon") or []
+            curve = rows if all("mean" in row for row in rows) else []
             summaries[name] = MetricSummary(name, definition, figures.get("value", math.nan), figures.get("ci_low"),
-                                            figures.get("ci_high"), len(ok_pairs), set_values=figures)
+                                            figures.get("ci_high"), len(ok_pairs), curve, set_values=figures)
             continue
         values = np.array([pair.values[name] for pair in ok_pairs if name in pair.values], dtype=np.float64)
         estimate = mean_with_ci(values, bootstrap)

@@ -5,6 +5,7 @@ published zeros-vs-255 case."""
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def write_random_i3d(folder: Path, seed: int = 0) -> Path:
 def test_weights_list_finds_the_standard_file(tmp_path):
     write_random_i3d(tmp_path / "weights")
     result = CliRunner().invoke(main, ["weights", "list", "--weights-dir", str(tmp_path / "weights"), "--json"])
-    row = next(r for r in __import__("json").loads(result.output) if r["name"] == "i3d-k400")
+    row = next(r for r in json.loads(result.output) if r["name"] == "i3d-k400")
     assert row["found_at"] == str(tmp_path / "weights" / "i3d_k400.safetensors")
 
 

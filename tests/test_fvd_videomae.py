@@ -57,3 +57,29 @@ def test_fvd_videomae_features_and_value(videomae_dir, tmp_path):
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(UsageError, match="4-frame model"):
         score(tmp_path / "preds", tmp_path / "refs", ["fvd_videomae"], device="cpu", weights_dir=videomae_dir.parent)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_give_the_single_process_value(videomae_dir, tmp_path):
+    """Features are gathered from the ranks before the Fréchet distance: same value, CI and protocol."""
+    import os
+    import subprocess
+    import sys
+
+    for side, offset in (("preds", 4), ("refs", 0)):
+        (tmp_path / side).mkdir()
+        for index in range(4):
+            np.save(tmp_path / side / f"c{index}.npy", gradient_clip(5, 24, 40, seed=index + offset))
+    args = ["score", str(tmp_path / "preds"), str(tmp_path / "refs"), "-m", "fvd_videomae", "-p", "fvd_videomae.frames=4",
+            "-p", "fvd_videomae.resamples=10", "--device", "cpu", "--weights-dir", str(videomae_dir.parent)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "foresight_eval", *args, "--cache-dir", str(tmp_path / "c1"),
+                    "--out", str(tmp_path / "single")], check=True, capture_output=True, env=env, timeout=300)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                    "-m", "foresight_eval", *args, "--cache-dir", str(tmp_path / "c2"), "--out", str(tmp_path / "dist")],
+                   check=True, capture_output=True, env=env, timeout=300)
+    single, dist = (json.loads((tmp_path / name / "summary.json").read_text())["metrics"]["fvd_videomae"]
+                    for name in ("single", "dist"))
+    for summary in (single, dist):
+        summary["set"].pop("cache")  # each rank counts its own cache hits
+    assert single["mean"] > 0 and single == dist

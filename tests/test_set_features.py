@@ -145,7 +145,8 @@ def test_all_windows_give_per_horizon_values(tmp_path, tiny):
     run = _score(preds, refs, tiny, window="all", stride=1)
     figures = run.metrics["tiny_fd"].set_values
     assert [row["horizon"] for row in figures["per_horizon"]] == [1, 2, 3, 4]
-    assert all(row["n"] == 4 and row["value"] > 0 for row in figures["per_horizon"])
+    assert all(row["n"] == 4 and row["mean"] > 0 for row in figures["per_horizon"])
+    assert run.metrics["tiny_fd"].per_horizon == figures["per_horizon"]  # the report's horizon curve
     assert figures["protocol"]["n_windows"] == {"pred": 16, "ref": 16}
 
 

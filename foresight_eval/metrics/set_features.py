@@ -225,5 +225,5 @@ class WindowFeatureMetric(Metric):
         for horizon in sorted(by_start):
             pred, ref = (np.asarray(by_start[horizon][side], np.float64) for side in ("pred", "ref"))
             value = self.statistic(pred, ref) if len(pred) >= 2 else math.nan
-            rows.append({"horizon": horizon, "value": value, "n": len(pred)})
+            rows.append({"horizon": horizon, "mean": value, "ci_low": None, "ci_high": None, "n": len(pred)})
         return rows
