@@ -25,13 +25,14 @@ from foresight_eval.errors import UsageError, did_you_mean
 from foresight_eval.gates.spec import parse_number
 from foresight_eval.metrics.registry import get_metric_class
 from foresight_eval.metrics.structural import canonical_ssim_params
-from foresight_eval.results import RunResult, json_safe
+from foresight_eval.results import RunResult
 from foresight_eval.runs import Run, load_run
 from foresight_eval.stats import (
     DEFAULT_CORRECTION, DEFAULT_TEST, BootstrapConfig, PairedDifference, adjust_p_values, minimum_detectable_effect,
     paired_test, small_n_warning,
 )
 from foresight_eval.targets import describe_target, judged_direction, judged_values
+from foresight_eval.io.files import json_safe
 
 # Options that change what a metric's number means; batch size, device and strictness do not.
 SCORING_OPTIONS = ("context", "frames", "resize")

@@ -37,8 +37,8 @@ import yaml
 from foresight_eval.engine import ScoreOptions, score
 from foresight_eval.errors import UsageError
 from foresight_eval.io.clips import CLIP_FILE_SUFFIXES
-from foresight_eval.io.files import write_json_atomic
-from foresight_eval.results import PER_FRAME_FILE, PER_VIDEO_FILE, RunResult, json_safe, load_summary
+from foresight_eval.io.files import json_safe, write_json_atomic
+from foresight_eval.results import PER_FRAME_FILE, PER_VIDEO_FILE, RunResult, load_summary
 
 PROFILE = Path(__file__).resolve().parent / "profiles" / "physics-iq.yaml"
 SPATIAL, WEIGHTED, SPATIOTEMPORAL, MSE = "motion_iou", "motion_iou_weighted", "motion_iou_st", "mse"

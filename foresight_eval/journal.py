@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 from foresight_eval.distributed import current_world
 from foresight_eval.errors import UsageError
-from foresight_eval.io.files import dumps_json
-from foresight_eval.results import PER_FRAME_FILE, PER_VIDEO_FILE, SUMMARY_FILE, PairResult, json_safe, load_summary
+from foresight_eval.io.files import dumps_json, json_safe
+from foresight_eval.results import PER_FRAME_FILE, PER_VIDEO_FILE, SUMMARY_FILE, PairResult, load_summary
 
 PARTIAL_DIR = "partial"
 LOCK_FILE = ".lock"

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from foresight_eval.io.files import csv_quoting, write_atomic, write_json_atomic
+from foresight_eval.io.files import csv_quoting, json_safe, write_atomic, write_json_atomic
 from foresight_eval.stats import BootstrapConfig, mean_with_ci
 
 SCHEMA = "foresight-eval/run/v1"
@@ -165,23 +165,6 @@ def summarize(
         summaries[name] = MetricSummary(name, definition, estimate.mean, estimate.ci_low, estimate.ci_high, estimate.n,
                                         per_horizon, set_values.get(name))
     return summaries
-
-
-def json_safe(value: Any) -> Any:
-    """Plain JSON-ready Python: NaN becomes None (null), NumPy scalars Python numbers, paths strings;
-    +-inf stay floats, which :func:`foresight_eval.io.files.dumps_json` writes as the numbers +-1e999."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return None if math.isnan(value) else value
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _cell(value: float | None) -> str:

@@ -15,8 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from foresight_eval.errors import UsageError
-from foresight_eval.io.files import dumps_json
-from foresight_eval.results import json_safe
+from foresight_eval.io.files import dumps_json, json_safe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 128 + 2  # killed by SIGINT (Ctrl-C), as shells report it

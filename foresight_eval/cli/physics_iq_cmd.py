@@ -13,7 +13,7 @@ from foresight_eval.cli.common import EXIT_FAILED, EXIT_OK, fmt, handle_errors, 
 from foresight_eval.cli.score_cmd import print_notes, run_with_progress
 from foresight_eval.engine import ScoreOptions
 from foresight_eval.iq_score import RESULT_FILE, load_categories, score_physics_iq
-from foresight_eval.results import json_safe
+from foresight_eval.io.files import json_safe
 
 _TERMS = {"spatial_iou": "spatial", "weighted_spatial_iou": "weighted", "spatiotemporal_iou": "spatiotemporal",
           "mse": "mse"}

@@ -13,7 +13,7 @@ from rich.markup import escape
 from foresight_eval.cli.common import EXIT_FAILED, handle_errors, print_json, stderr, stdout
 from foresight_eval.report import leaderboard, report
 from foresight_eval.report.leaderboard import leaderboard_frame
-from foresight_eval.results import json_safe
+from foresight_eval.io.files import json_safe
 
 
 @click.command("report")

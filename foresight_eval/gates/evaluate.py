@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 from foresight_eval.errors import UsageError, close_matches, did_you_mean
 from foresight_eval.gates.spec import Criterion, GateSet, parse_number
-from foresight_eval.results import json_safe
 from foresight_eval.runs import RunLike, read_summary
 from foresight_eval.targets import badness, metric_target
+from foresight_eval.io.files import json_safe
 
 Status = Literal["pass", "accepted", "fail", "missing"]
 STATUSES: tuple[Status, ...] = ("pass", "accepted", "fail", "missing")

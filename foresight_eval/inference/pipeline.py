@@ -48,10 +48,9 @@ from foresight_eval.engine import input_hashes
 from foresight_eval.errors import InputError, UsageError
 from foresight_eval.inference.models import DEFAULT_PROMPT, LoadedModels
 from foresight_eval.io.clips import ClipSource, discover_clips, open_clip
-from foresight_eval.io.files import write_atomic, write_json_atomic
+from foresight_eval.io.files import json_safe, write_atomic, write_json_atomic
 from foresight_eval.io.video import write_video
 from foresight_eval.manifest import build_manifest, package_versions, utc_now
-from foresight_eval.results import json_safe
 
 MANIFEST_FILE = "generate_manifest.json"
 WRITER_THREADS = max(1, min(4, (os.cpu_count() or 2) - 1))

@@ -10,6 +10,8 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+
+import numpy as np
 from collections.abc import Iterable
 from typing import Any
 
@@ -59,6 +61,23 @@ def _umask() -> int:
 POSITIVE_INFINITY, NEGATIVE_INFINITY = "1e999", "-1e999"
 # Placeholders that json.dumps writes verbatim (a NUL cannot occur in names taken from file paths).
 _INF_TOKENS = {math.inf: "\x00+inf\x00", -math.inf: "\x00-inf\x00"}
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON-ready Python: NaN becomes None (null), NumPy scalars Python numbers, paths strings;
+    +-inf stay floats, which :func:`dumps_json` writes as the numbers +-1e999."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return None if math.isnan(value) else value
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def dumps_json(payload: Any, indent: int | None = 2) -> str:
