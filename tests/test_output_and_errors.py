@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from foresight_eval.cli import main
-from foresight_eval.cli.tables import decimals_for, estimate
+from foresight_eval.formatting import decimals_for, estimate
 from foresight_eval.io.annotations import load_spatial_resources
 from foresight_eval.io.files import sha256_file
 from tests.fake_runs import write_run
@@ -81,7 +81,7 @@ def test_usage_errors_not_tracebacks(two_runs, tmp_path, monkeypatch, fixtures_d
 
     from foresight_eval import weights
 
-    def offline(self):
+    def offline(self, weights_dir=None):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(weights.TorchvisionCheckpoint, "fetch", offline)

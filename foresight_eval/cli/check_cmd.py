@@ -10,9 +10,8 @@ import click
 from foresight_eval.check import CheckResult, check, github_annotations, junit_xml
 from foresight_eval.cli.common import EXIT_FAILED, EXIT_OK, handle_errors, split_names, stderr, stdout
 from foresight_eval.cli.compare_cmd import family_sentence, paired_test_options, print_parameter_differences
-from foresight_eval.cli.tables import (
-    STATUS_STYLE, TextTable, decimals_for, emit, estimate, fixed, format_option, p_cell,
-)
+from foresight_eval.cli.tables import STATUS_STYLE, TextTable, emit, format_option
+from foresight_eval.formatting import decimals_for, estimate, fixed, p_cell
 from foresight_eval.compare import RegressionReport, parse_tolerances
 from foresight_eval.gates import GateReport, preset_names
 from foresight_eval.io.files import write_atomic

@@ -11,7 +11,8 @@ import click
 from rich.markup import escape
 
 from foresight_eval.cli.common import EXIT_OK, handle_errors, split_names, stderr, stdout
-from foresight_eval.cli.tables import TextTable, decimals_for, emit, estimate, fixed, format_option, p_cell
+from foresight_eval.cli.tables import TextTable, emit, format_option
+from foresight_eval.formatting import decimals_for, estimate, fixed, p_cell
 from foresight_eval.compare import DEFAULT_ALPHA, Comparison, compare
 from foresight_eval.stats import CORRECTIONS, DEFAULT_CORRECTION, DEFAULT_TEST, PAIRED_TESTS, BootstrapConfig
 

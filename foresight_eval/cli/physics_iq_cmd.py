@@ -9,7 +9,8 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from foresight_eval.cli.common import EXIT_FAILED, EXIT_OK, fmt, handle_errors, print_json, stderr, stdout
+from foresight_eval.cli.common import EXIT_FAILED, EXIT_OK, handle_errors, print_json, stderr, stdout
+from foresight_eval.formatting import fmt
 from foresight_eval.cli.score_cmd import print_notes, run_with_progress
 from foresight_eval.engine import ScoreOptions
 from foresight_eval.iq_score import RESULT_FILE, load_categories, score_physics_iq

@@ -16,7 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from foresight_eval.cli.common import (
     EXIT_FAILED, EXIT_OK, handle_errors, parse_assignments, parse_metric_params, split_names, stderr, stdout,
 )
-from foresight_eval.cli.tables import TextTable, emit, estimate, format_option
+from foresight_eval.cli.tables import TextTable, emit, format_option
+from foresight_eval.formatting import estimate
 from foresight_eval.engine import ScoreOptions, score
 from foresight_eval.errors import UsageError
 from foresight_eval.io.annotations import load_spatial_resources

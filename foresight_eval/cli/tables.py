@@ -7,7 +7,6 @@ Rich tables fold long cells instead of cutting them: a p-value or a status is ne
 from __future__ import annotations
 
 import csv
-import math
 import functools
 import io
 from collections.abc import Callable, Sequence
@@ -117,36 +116,3 @@ def format_option(command: Callable) -> Callable:
         return command(*args, output_format="json" if as_json else output_format or "table", **kwargs)
 
     return wrapper
-
-
-def decimals_for(low: float | None, high: float | None, default: int = 4) -> int:
-    """Decimal places that show a CI of this width to about two significant digits (a CI of 0.23 gets
-    2 places, of 3.4 dB gets 1): a mean is shown no more precisely than it is known."""
-    if low is None or high is None or not math.isfinite(high - low) or high - low <= 0:
-        return default
-    return min(10, max(0, 1 - math.floor(math.log10(high - low))))
-
-
-def fixed(value: float | None, decimals: int) -> str:
-    """Fixed notation only (never scientific, so a column reads the same way all down); inf stays inf."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:.{decimals}f}"
-
-
-def estimate(mean: float | None, low: float | None, high: float | None, signed: bool = False) -> tuple[str, str]:
-    """(mean, "[low, high]") with decimals from the CI's width."""
-    places = decimals_for(low, high)
-    text = fixed(mean, places)
-    if signed and mean is not None and math.isfinite(mean) and mean >= 0:
-        text = "+" + text
-    return text, "–" if low is None else f"[{fixed(low, places)}, {fixed(high, places)}]"
-
-
-def p_cell(p: float | None) -> str:
-    """A p-value in fixed notation: 4 decimals, "<0.0001" below."""
-    if p is None:
-        return "–"
-    return "<0.0001" if p < 0.0001 else f"{p:.4f}"

@@ -11,6 +11,7 @@ from typing import Any
 from jinja2 import ChainableUndefined, Environment, PackageLoader
 from markupsafe import Markup
 
+from foresight_eval.formatting import estimate, fmt
 from foresight_eval.manifest import package_versions
 from foresight_eval.report.runs import as_number
 from foresight_eval.targets import metric_target
@@ -54,9 +55,6 @@ def render(template: str, **context: Any) -> str:
 
 def format_number(value: float | None) -> str:
     """Numbers as the CLI tables print them."""
-    # Imported here: foresight_eval.cli imports the report commands, which import this module.
-    from foresight_eval.cli.common import fmt
-
     return fmt(value)
 
 
@@ -74,8 +72,6 @@ def metric_header(name: str, definition: dict[str, Any]) -> dict[str, str]:
 def metric_cell(figures: dict[str, Any] | None) -> dict[str, str]:
     """A run's mean and CI on a metric as display strings ("–" where the run lacks the metric), in fixed
     notation with the decimals the CI's width supports, as the CLI tables print them."""
-    from foresight_eval.cli.tables import estimate
-
     if figures is None:
         return {"mean": "–", "ci": ""}
     low, high = figures.get("ci_low"), figures.get("ci_high")
