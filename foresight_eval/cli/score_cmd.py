@@ -18,12 +18,14 @@ from foresight_eval.cli.common import (
     EXIT_FAILED, EXIT_OK, fmt, handle_errors, parse_assignments, parse_metric_params, print_json, split_names,
     stderr, stdout,
 )
+from foresight_eval.cli.study_options import category_table, prediction_input, study_options
 from foresight_eval.engine import ScoreOptions, score
 from foresight_eval.errors import UsageError
 from foresight_eval.io.annotations import load_spatial_resources
 from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES, LatentOptions
 from foresight_eval.results import RunResult
 from foresight_eval.stats import BootstrapConfig
+from foresight_eval.study import Study
 
 ARROWS = {"higher": "↑", "lower": "↓"}
 T = TypeVar("T")
@@ -31,7 +33,10 @@ T = TypeVar("T")
 
 def render_table(run: RunResult, unit: str = "clip pairs") -> Table:
     confidence = int(round(run.bootstrap.get("confidence", 0.95) * 100))
-    table = Table(title=f"{len(run.pairs) - len(run.failed)} of {len(run.pairs)} {unit} scored", title_justify="left")
+    subset = run.study.get("subset", {})
+    marker = f" (subset: {subset['selected']} of {subset['found']} clips)" if subset.get("is_subset") else ""
+    table = Table(title=f"{len(run.pairs) - len(run.failed)} of {len(run.pairs)} {unit} scored{marker}",
+                  title_justify="left")
     for column, justify in (("metric", "left"), ("better", "center"), ("mean", "right"),
                             (f"{confidence}% CI", "right"), ("n", "right"), ("unit", "left")):
         table.add_column(column, justify=justify)
@@ -125,11 +130,13 @@ def run_output_options(command):
 @click.option("--resume", is_flag=True,
               help="Finish the interrupted run in --out: pairs it already scored (same input files, same metric "
                    "parameters) are kept, the rest are scored.")
+@study_options
 @handle_errors
 def score_command(preds, refs, metric_names, params, context, frames, resize, strict, device, batch_size,
                   weights_dir, out_dir, as_json, extra, extra_file, bootstrap_resamples, seed,
                   ref_annotations, pred_detections, pred_masks, with_latents, latents_reduce, latents_spatial,
-                  resume) -> None:
+                  resume, preds_seeds, seeds_folder, categories, by, limit, include, exclude, fps, fps_mismatch,
+                  horizon_seconds) -> None:
     """Score predicted clips in PREDS against reference clips in REFS.
 
     Clips are videos (mp4, webm, mkv, avi, mov, gif), folders of png/jpg frames, or .npy/.npz arrays
@@ -141,19 +148,25 @@ def score_command(preds, refs, metric_names, params, context, frames, resize, st
 
     Exit status: 0 all pairs scored, 1 some pair failed (see its error row), 2 usage error.
     """
-    options = ScoreOptions(context=context, frames=frames, resize=resize, batch_size=batch_size)
+    options = ScoreOptions(context=context, frames=frames, resize=resize, batch_size=batch_size, fps=fps,
+                           fps_mismatch=fps_mismatch, horizon_seconds=horizon_seconds)
+    if by == "category" and not categories:
+        raise UsageError("--by category needs --categories")
     console = stderr if as_json else stdout
     run = run_with_progress(
-        score, preds, refs, split_names(metric_names),
+        score, prediction_input(preds, preds_seeds, seeds_folder), refs, split_names(metric_names),
         params=parse_metric_params(params), options=options, strict=strict, device=device,
         weights_dir=weights_dir, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
         extra=_load_extra(extra, extra_file),
         resources=load_spatial_resources(ref_annotations, pred_detections, pred_masks),
         run_dir=out_dir, resume=resume,
         latents=LatentOptions(reduce=latents_reduce, spatial=latents_spatial, sidecars_only=True) if with_latents else None,
+        study=Study(limit=limit, include=include, exclude=exclude, categories=categories),
     )
     if run is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return
+    if by == "category":
+        console.print(category_table(run, int(round(run.bootstrap.get("confidence", 0.95) * 100))))
     finish_run(run, console, out_dir, as_json, write=False)
 
 

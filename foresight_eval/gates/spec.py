@@ -32,7 +32,7 @@ Direction = Literal["higher", "lower"]
 
 _TOP_KEYS = ("name", "description", "source", "tolerance", "include", "gates", "metrics")
 _GATE_KEYS = ("name", "description", "tolerance", "metrics")
-_CRITERION_KEYS = ("metric", "label", "threshold", "direction", "tolerance", "required", "params")
+_CRITERION_KEYS = ("metric", "label", "threshold", "direction", "tolerance", "required", "params", "category")
 
 
 class GateFileError(UsageError):
@@ -42,7 +42,8 @@ class GateFileError(UsageError):
 @dataclass(frozen=True)
 class Criterion:
     """One metric line of a gate. ``tolerance`` is a fraction of ``|threshold|``; ``params`` (optional)
-    must match the parameters the run recorded for the metric, e.g. ``{k: 10}`` for neighbourhood_recall."""
+    must match the parameters the run recorded for the metric, e.g. ``{k: 10}`` for neighbourhood_recall;
+    ``category`` (optional) judges the metric's mean over that category's clips (``score --categories``)."""
 
     metric: str
     threshold: float
@@ -51,6 +52,7 @@ class Criterion:
     required: bool = True
     label: str = ""
     params: dict[str, Any] | None = None
+    category: str | None = None
 
 
 @dataclass(frozen=True)
@@ -263,8 +265,10 @@ class _Parser:
         params = entry.get("params")
         if params is not None and not isinstance(params, _Mapping):
             raise self.error(entry.key_lines["params"], f"{metric}: 'params' must be a mapping, got {_kind(params)}")
-        label = self.text(entry, "label") if "label" in entry else ""
-        return Criterion(metric, threshold, direction, tolerance, required, label, dict(params) if params else None)
+        category = self.text(entry, "category") if "category" in entry else None
+        label = self.text(entry, "label") if "label" in entry else (f"{metric} [{category}]" if category else "")
+        return Criterion(metric, threshold, direction, tolerance, required, label, dict(params) if params else None,
+                         category)
 
 
 def parse_number(value: Any) -> float:
