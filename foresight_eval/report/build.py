@@ -14,6 +14,7 @@ from foresight_eval.report.compare import all_metrics, best_run, incompatibiliti
 from foresight_eval.report.render import metric_cell, metric_header, render
 from foresight_eval.report.runs import Run, load_runs
 from foresight_eval.report.strips import DIFF_GAIN, build_strips
+from foresight_eval.report.study import category_tables, seeds_note, subset_note
 
 REPORT_HTML, REPORT_MARKDOWN = "report.html", "report.md"
 
@@ -66,6 +67,7 @@ def build_report_context(runs: Sequence[Run], title: str, gate_reports: dict[str
         if worst_k > 0 else {},
         "worst_k": worst_k,
         "diff_gain": DIFF_GAIN,
+        "categories": category_tables(runs),
     }
 
 
@@ -107,6 +109,8 @@ def _run_view(index: int, run: Run) -> dict[str, Any]:
     return {
         "label": run.label,
         "path": str(run.path),
+        "subset": subset_note(run),
+        "seeds": seeds_note(run),
         "colour": plots.run_colour(index),
         "videos": summary.get("videos", {}),
         "options": summary.get("options", {}),
