@@ -132,9 +132,10 @@ def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, dev
         if pair.problem:
             raise InputError(pair.problem)
         pred_clip, ref_clip = open_clip(pair.pred), open_clip(pair.ref)
-        streams = PairStreams(pred_clip, ref_clip, fps=options.fps, fps_mismatch=options.fps_mismatch,
-                              context=options.context, horizon_seconds=options.horizon_seconds, frames=options.frames)
-        result.media = streams.media  # kept on an error row: its frame rates explain many failures
+        # result.media is kept on an error row: frame rates explain many failures
+        streams = PairStreams(pred_clip, ref_clip, media=result.media, fps=options.fps,
+                              fps_mismatch=options.fps_mismatch, context=options.context,
+                              horizon_seconds=options.horizon_seconds, frames=options.frames)
         for metric in metrics:
             metric.reset()
             result.per_frame[metric.name] = []

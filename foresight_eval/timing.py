@@ -120,15 +120,17 @@ def horizon_frame_count(ref: Timing, context: int, seconds: float) -> int:
 
 
 class PairStreams:
-    """A clip pair's frame streams, aligned and cut to ``--horizon-seconds``, and its per-clip media record.
+    """A clip pair's frame streams, aligned and cut to ``--horizon-seconds``; its media record goes to ``media``.
 
     Raises InputError for a refused frame-rate mismatch, or a frame-count mismatch under ``frames="error"``
     when the counts are known before decoding."""
 
-    def __init__(self, pred_clip, ref_clip, *, fps: float | None, fps_mismatch: str, context: int,
+    def __init__(self, pred_clip, ref_clip, *, media: dict, fps: float | None, fps_mismatch: str, context: int,
                  horizon_seconds: float | None, frames: str):
         self.pred_timing, self.ref_timing = clip_timing(pred_clip, fps), clip_timing(ref_clip, fps)
-        self.media: dict = dict.fromkeys(MEDIA_COLUMNS)
+        # Filled in place before any check can fail, so that an error row keeps the clips' frame rates.
+        self.media = media
+        self.media.update(dict.fromkeys(MEDIA_COLUMNS))
         self.media.update(fps=_rounded(self.ref_timing.fps), duration=_rounded(self.ref_timing.duration),
                           pred_fps=_rounded(self.pred_timing.fps), pred_duration=_rounded(self.pred_timing.duration))
         self.alignment = self.media["alignment"] = alignment(self.pred_timing, self.ref_timing, fps_mismatch)
