@@ -24,7 +24,7 @@ from foresight_eval.runs import Run, load_run
 from foresight_eval.stats import BootstrapConfig, PairedDifference, paired_test
 
 # Options that change what a metric's number means; batch size, device and strictness do not.
-SCORING_OPTIONS = ("context", "frames", "resize")
+SCORING_OPTIONS = ("context", "frames", "resize", "horizon_seconds")
 DEFAULT_ALPHA = 0.05
 
 

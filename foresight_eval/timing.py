@@ -2,8 +2,8 @@
 
 A video's frame times come from its packets' presentation timestamps (:meth:`VideoReader.timestamps`);
 frame folders and arrays carry no time and take ``--fps`` (frame ``i`` at ``i / fps``). A clip is
-variable-frame-rate (VFR) when its frame intervals differ by more than ``VFR_TOLERANCE`` of the median
-interval; its frame rate is then its average (frames / duration).
+variable-frame-rate (VFR) when a frame interval differs from the median interval by more than
+``VFR_TOLERANCE`` of it (and more than ``VFR_FLOOR``, the container's tick rounding); its frame rate is then its average (frames / duration).
 
 Alignment of a prediction to its reference:
 
@@ -30,6 +30,8 @@ import numpy as np
 from foresight_eval.errors import InputError
 
 VFR_TOLERANCE = 0.05  # a frame interval this far (relative) from the median makes a clip variable-rate
+# ... and at least this far (seconds): Matroska's millisecond ticks put 60 fps frames 16 or 17 ms apart.
+VFR_FLOOR = 0.0015
 FPS_TOLERANCE = 1e-3  # relative: 29.97 and 30 differ, 30 and 30.0001 do not
 FPS_MISMATCH_MODES = ("error", "resample-pred", "ignore")
 # Per-clip columns of per_video.csv, in order (the prediction's with a pred_ prefix).
@@ -61,7 +63,7 @@ def clip_timing(reader, fps: float | None = None) -> Timing:
             return Timing(times, getattr(reader, "fps", None) or fps)
         intervals = np.diff(times)
         median = float(np.median(intervals))
-        vfr = bool(median > 0 and np.max(np.abs(intervals - median)) > VFR_TOLERANCE * median)
+        vfr = bool(median > 0 and np.max(np.abs(intervals - median)) > max(VFR_TOLERANCE * median, VFR_FLOOR))
         # A constant-rate clip keeps its stream's declared rate (exact, e.g. 30000/1001); a VFR one its average.
         rate = (len(times) - 1) / float(times[-1]) if vfr else (getattr(reader, "fps", None) or 1.0 / median)
         return Timing(times, rate, vfr)

@@ -313,3 +313,25 @@ def test_worked_example_on_the_fixtures(tmp_path):
     assert summary["study"]["categories"]["clips"] == {"collision": 3, "falling": 2, "occlusion": 1, UNLABELLED: 1}
     assert summary["metrics"]["mae"]["by_category"][UNLABELLED]["n"] == 1
     assert "by category" in result.output and "unlabelled" in result.output
+
+
+def test_cli_seeds_subset_and_a_report_of_category_gates(seeded, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "score", str(seeded / "preds" / "seed0"), str(seeded / "refs"), "--preds-seed", str(seeded / "preds" / "seed1"),
+        "--include", "a", "--include", "b", "-m", "mae", "--categories", "regex:^(a)$", "--bootstrap-resamples", "100",
+        "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "4 of 4 clip pairs scored (subset: 2 of 3 clips)" in result.output
+    rows = list(csv.DictReader((out / "per_video.csv").open()))
+    assert [(r["video"], r["seed"]) for r in rows] == [("a", "seed0"), ("a", "seed1"), ("b", "seed0"), ("b", "seed1")]
+    gates = tmp_path / "gates.yaml"
+    gates.write_text("name: cats\nmetrics:\n  - {metric: mae, category: a, threshold: 1, direction: lower}\n"
+                     "  - {metric: mae, category: unlabelled, threshold: 0, direction: lower}\n")
+    from foresight_eval.report.build import report
+
+    markdown = report([str(out)], tmp_path / "report", gates=[str(gates)], worst_k=0).markdown.read_text()
+    # one gate row per (metric, category), labelled by both
+    gate_rows = [line for line in markdown.splitlines() if line.startswith("| cats | mae")]
+    assert [row.split(" | ")[1] for row in gate_rows] == ["mae \\[a\\]", "mae \\[unlabelled\\]"]
+    assert "2 seeds (seed0, seed1)" in markdown

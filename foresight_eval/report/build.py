@@ -76,11 +76,13 @@ def _gate_tables(runs: Sequence[Run], gate_reports: dict[str, list[tuple[str, An
     tables = []
     for spec in dict.fromkeys(spec for reports in gate_reports.values() for spec, _ in reports):
         results = {label: result for label, reports in gate_reports.items() for s, result in reports if s == spec}
-        entries = {(label, entry.gate, entry.metric): entry
+        # A gate may judge one metric on several categories: (metric, category) names a row.
+        entries = {(label, entry.gate, (entry.metric, getattr(entry, "category", None))): entry
                    for label, result in results.items() for entry in result.entries}
         rows = []
-        for gate, metric in dict.fromkeys((gate, metric) for _, gate, metric in entries):
-            cells = [entries.get((run.label, gate, metric)) for run in runs]
+        for gate, key in dict.fromkeys((gate, key) for _, gate, key in entries):
+            metric = key[0] if key[1] is None else f"{key[0]} [{key[1]}]"
+            cells = [entries.get((run.label, gate, key)) for run in runs]
             first = next(cell for cell in cells if cell is not None)
             rows.append({"gate": gate, "metric": metric, "label": getattr(first, "label", metric),
                          "threshold": first.threshold, "direction": first.direction, "required": first.required,
