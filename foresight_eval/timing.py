@@ -1,9 +1,11 @@
 """Frame rate, duration and time alignment of a clip pair.
 
 A video's frame times come from its packets' presentation timestamps (:meth:`VideoReader.timestamps`);
-frame folders and arrays carry no time and take ``--fps`` (frame ``i`` at ``i / fps``). A clip is
-variable-frame-rate (VFR) when a frame interval differs from the median interval by more than
-``VFR_TOLERANCE`` of it (and more than ``VFR_FLOOR``, the container's tick rounding); its frame rate is then its average (frames / duration).
+frame folders and arrays carry no time: they take the frame rate of their sidecar ``<clip>.fps.json``
+(``{"fps": 24}`` beside ``clip.npy`` or the folder ``clip/``), else ``--fps`` (frame ``i`` at ``i / fps``).
+A clip is variable-frame-rate (VFR) when a frame interval differs from the median interval by more than
+``VFR_TOLERANCE`` of it (and more than ``VFR_FLOOR``, the container's tick rounding); its frame rate is
+then its average (frames / duration).
 
 Alignment of a prediction to its reference:
 
@@ -21,9 +23,11 @@ the first horizon frame's (``ceil(S x fps)`` frames at a constant rate, as Physi
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +38,7 @@ VFR_TOLERANCE = 0.05  # a frame interval this far (relative) from the median mak
 VFR_FLOOR = 0.0015
 FPS_TOLERANCE = 1e-3  # relative: 29.97 and 30 differ, 30 and 30.0001 do not
 FPS_MISMATCH_MODES = ("error", "resample-pred", "ignore")
+FPS_SIDECAR = ".fps.json"
 # Per-clip columns of per_video.csv, in order (the prediction's with a pred_ prefix).
 MEDIA_COLUMNS = ("fps", "duration", "width", "height", "pred_fps", "pred_duration", "pred_width", "pred_height",
                  "alignment")
@@ -56,7 +61,8 @@ class Timing:
 
 
 def clip_timing(reader, fps: float | None = None) -> Timing:
-    """A clip's timing: a video's own timestamps; a frame folder or array at ``fps`` (``--fps``) if given."""
+    """A clip's timing: a video's own timestamps; a frame folder or array at its sidecar's rate, else ``fps``
+    (``--fps``), else unknown."""
     if hasattr(reader, "timestamps"):
         times = reader.timestamps()
         if len(times) < 2:
@@ -67,9 +73,26 @@ def clip_timing(reader, fps: float | None = None) -> Timing:
         # A constant-rate clip keeps its stream's declared rate (exact, e.g. 30000/1001); a VFR one its average.
         rate = (len(times) - 1) / float(times[-1]) if vfr else (getattr(reader, "fps", None) or 1.0 / median)
         return Timing(times, rate, vfr)
+    fps = sidecar_fps(reader.path) or fps
     if fps is None or reader.num_frames is None:
         return Timing(None, None)
     return Timing(np.arange(reader.num_frames) / fps, float(fps))
+
+
+def sidecar_fps(path: Path) -> float | None:
+    """The ``fps`` of ``<clip>.fps.json`` beside a frame folder or array file, if there is one."""
+    path = Path(path)
+    sidecar = path.parent / f"{path.stem if path.is_file() else path.name}{FPS_SIDECAR}"
+    if not sidecar.is_file():
+        return None
+    try:
+        value = json.loads(sidecar.read_text(encoding="utf-8"))["fps"]
+        rate = float(value)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{sidecar}: expected {{\"fps\": <frames per second>}} ({exc})") from exc
+    if not (math.isfinite(rate) and rate > 0):
+        raise InputError(f"{sidecar}: fps must be a positive number, got {value!r}")
+    return rate
 
 
 def fps_differ(a: float | None, b: float | None) -> bool:

@@ -335,3 +335,19 @@ def test_cli_seeds_subset_and_a_report_of_category_gates(seeded, tmp_path):
     gate_rows = [line for line in markdown.splitlines() if line.startswith("| cats | mae")]
     assert [row.split(" | ")[1] for row in gate_rows] == ["mae \\[a\\]", "mae \\[unlabelled\\]"]
     assert "2 seeds (seed0, seed1)" in markdown
+
+
+def test_fps_sidecar_of_a_frame_folder_or_array(seeded, tmp_path):
+    from foresight_eval.io.clips import open_clip
+
+    (seeded / "refs" / "a.fps.json").write_text('{"fps": 8}')
+    assert clip_timing(open_clip(seeded / "refs" / "a.npy"), fps=4.0).fps == 8.0  # the clip's own rate wins
+    assert clip_timing(open_clip(seeded / "refs" / "b.npy"), fps=4.0).fps == 4.0
+    run = score(seeded / "preds" / "seed0", seeded / "refs", ["mae"], device="cpu", bootstrap=FAST,
+                options=ScoreOptions(fps=4.0))
+    by_clip = {p.video: p for p in run.pairs}
+    assert by_clip["a"].status == "error" and "prediction is 4 fps, reference is 8 fps" in by_clip["a"].error
+    assert by_clip["b"].ok and by_clip["b"].media["fps"] == 4.0
+    (seeded / "refs" / "c.fps.json").write_text('{"fps": -1}')
+    with pytest.raises(Exception, match="fps must be a positive number"):
+        clip_timing(open_clip(seeded / "refs" / "c.npy"))

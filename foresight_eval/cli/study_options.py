@@ -34,7 +34,8 @@ def study_options(command):
                                                 "the run is marked as a subset."),
         click.option("--include", multiple=True, metavar="GLOB", help="Score only clip keys matching GLOB (repeatable)."),
         click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out clip keys matching GLOB (repeatable)."),
-        click.option("--fps", type=float, help="Frame rate of frame folders and arrays (videos carry their own)."),
+        click.option("--fps", type=float, help="Frame rate of frame folders and arrays without a <clip>.fps.json "
+                                                "sidecar (videos carry their own)."),
         click.option("--fps-mismatch", type=click.Choice(FPS_MISMATCH_CHOICES), default="error", show_default=True,
                      help="Prediction and reference frame rates differ: error row, resample the prediction to the "
                           "reference's frame times (nearest frame by timestamp), or pair frames by index."),
