@@ -351,3 +351,28 @@ def test_fps_sidecar_of_a_frame_folder_or_array(seeded, tmp_path):
     (seeded / "refs" / "c.fps.json").write_text('{"fps": -1}')
     with pytest.raises(Exception, match="fps must be a positive number"):
         clip_timing(open_clip(seeded / "refs" / "c.npy"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_give_the_single_process_seeded_study(tmp_path):
+    """Seeds, categories and a subset under torchrun: rank 0's run folder equals one process's."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_scale_out import assert_same_run_folder
+
+    args = [str(FIXTURES / "study" / "seeds"), str(FIXTURES / "refs"), "--seeds", "--context", "4", "-m", "mae",
+            "--categories", str(FIXTURES / "study" / "categories.csv"), "--limit", "3", "--device", "cpu",
+            "--bootstrap-resamples", "200"]
+    single, distributed = tmp_path / "single", tmp_path / "distributed"
+    subprocess.run([sys.executable, "-m", "foresight_eval", "score", *args, "--out", str(single)],
+                   capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "foresight_eval", "score", *args, "--out", str(distributed)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_same_run_folder(single, distributed)
+    summary = json.loads((distributed / "summary.json").read_text())
+    assert summary["study"]["subset"]["selected"] == 3 and summary["study"]["seeds"]["rows"] == {"seed0": 3, "seed1": 3}
