@@ -57,9 +57,10 @@ class ScoreOptions:
             raise UsageError("--resize must be 'error' or 'ref'")
         if self.fps_mismatch not in FPS_MISMATCH_MODES:
             raise UsageError(f"--fps-mismatch must be one of {', '.join(FPS_MISMATCH_MODES)}")
-        for name, value in (("--fps", self.fps), ("--horizon-seconds", self.horizon_seconds)):
+        for name, value, unit in (("--fps", self.fps, "frames per second"),
+                                  ("--horizon-seconds", self.horizon_seconds, "seconds")):
             if value is not None and not (math.isfinite(value) and value > 0):
-                raise UsageError(f"{name} must be a positive number of {'frames per second' if name == '--fps' else 'seconds'}")
+                raise UsageError(f"{name} must be a positive number of {unit}")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -113,8 +113,8 @@ def select_work(pairings: Mapping[str, Pairing], roots: Mapping[str, Path], stud
             if pair.key in wanted:
                 by_key[pair.key].append(WorkItem(seed, pair, roots[seed]))
     items = [item for key in chosen for item in by_key[key]]
-    subset = {**study.as_dict(), "found": len(keys), "selected": len(chosen), "is_subset": len(chosen) < len(keys)}
-    subset.pop("categories")
+    subset = {"limit": study.limit, "include": list(study.include), "exclude": list(study.exclude),
+              "found": len(keys), "selected": len(chosen), "is_subset": len(chosen) < len(keys)}
     return items, subset
 
 
@@ -299,7 +299,7 @@ def summarize_study(pairs: list[PairResult], definitions: dict[str, dict[str, An
                     set_values: dict[str, Any], seeds: Sequence[str], categories: Mapping[str, list[str]] | None):
     """The run's metric summaries, with the seeded headline (mean over seeds per clip, two-level CI) and
     the per-category and between-seed breakdowns; and the run-level study record's figures."""
-    seeded = len(seeds) > 1 or (len(seeds) == 1 and seeds[0] != "")
+    seeded = "" not in seeds  # a single prediction set is named ""
     summaries = summarize(clip_level(pairs) if seeded else pairs, definitions, bootstrap, set_values)
     for name, summary in summaries.items():
         if summary.definition["granularity"] == "set":
@@ -329,7 +329,6 @@ def timing_record(pairs: Sequence[PairResult]) -> dict[str, Any]:
     rates = [m["fps"] for m in media if m.get("fps") is not None]
     durations = [m["duration"] for m in media if m.get("duration") is not None]
     sizes = [f"{m['width']}x{m['height']}" for m in media if m.get("width") is not None]
-    count = lambda items: {str(k): items.count(k) for k in sorted(set(items), key=str)}  # noqa: E731
     return {
         "fps": count(rates), "pred_fps": count([m["pred_fps"] for m in media if m.get("pred_fps") is not None]),
         "sizes": count(sizes), "alignment": count([m.get("alignment") for m in media if m.get("alignment")]),
@@ -338,6 +337,11 @@ def timing_record(pairs: Sequence[PairResult]) -> dict[str, Any]:
         # One reference frame rate for the whole run: horizons can be read in seconds (horizon / fps).
         "common_fps": rates[0] if rates and len(set(rates)) == 1 and len(rates) == len(media) else None,
     }
+
+
+def count(items: list) -> dict[str, int]:
+    """How often each value occurs, keyed by its text."""
+    return {str(value): items.count(value) for value in sorted(set(items), key=str)}
 
 
 def add_horizon_seconds(summaries: Mapping[str, Any], fps: float | None) -> None:

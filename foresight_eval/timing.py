@@ -28,6 +28,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -175,8 +176,8 @@ class PairStreams:
         if limit is not None:
             self.pred, self.ref = itertools.islice(self.pred, limit), itertools.islice(self.ref, limit)
 
-    def record_sizes(self, pred: np.ndarray | object, ref: np.ndarray | object) -> None:
-        """Frame sizes from the first host batch, (B, H, W, 3) each."""
+    def record_sizes(self, pred: Any, ref: Any) -> None:
+        """Frame sizes from the first host batch: (B, H, W, 3) tensors."""
         if self.media["width"] is None:
             self.media.update(width=ref.shape[2], height=ref.shape[1], pred_width=pred.shape[2],
                               pred_height=pred.shape[1])

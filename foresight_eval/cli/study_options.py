@@ -3,6 +3,7 @@ see :mod:`foresight_eval.study` and :mod:`foresight_eval.timing`."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,6 @@ def category_table(run, confidence: int) -> Table:
 
 def worst_first(by_category: dict[str, dict[str, Any]], direction: str) -> list[tuple[str, dict[str, Any]]]:
     """Categories ordered worst mean first; a category without a mean goes last."""
-    import math
-
     def badness(item):
         mean = item[1].get("mean")
         mean = math.nan if mean is None else float(mean)
