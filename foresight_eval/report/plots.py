@@ -57,6 +57,12 @@ def horizon_curve(runs: Sequence[Run], metric: str) -> str | None:
             ax.fill_between(horizon, low, high, color=colour, alpha=0.16, linewidth=0)
         definition = next(run.metrics[metric] for _, run, _ in series)
         ax.set_xlabel("horizon (frames after the context)")
+        # Runs of one common frame rate (foresight_eval.study) also read in seconds, on the top axis.
+        rates = {round(p["horizon"] / p["seconds"], 3) for _, _, points in series for p in points if p.get("seconds")}
+        if len(rates) == 1 and all(p.get("seconds") for _, _, points in series for p in points):
+            fps = rates.pop()
+            ax.secondary_xaxis("top", functions=(lambda h: h / fps, lambda t: t * fps)).set_xlabel(
+                "seconds after the context")
         ax.set_ylabel(_axis_label(metric, definition))
         ax.set_title(f"{plain_text(metric)} by horizon, mean and CI over clips", loc="left")
         # Under the axes: inside, the legend would hide the curves it names.
