@@ -313,6 +313,11 @@ def test_worked_example_on_the_fixtures(tmp_path):
     assert summary["study"]["categories"]["clips"] == {"collision": 3, "falling": 2, "occlusion": 1, UNLABELLED: 1}
     assert summary["metrics"]["mae"]["by_category"][UNLABELLED]["n"] == 1
     assert "by category" in result.output and "unlabelled" in result.output
+    assert [h["seconds"] for h in summary["metrics"]["mae"]["per_horizon"][:2]] == [0.1, 0.2]  # 10 fps
+    from foresight_eval.report import plots
+    from foresight_eval.report.runs import load_run
+
+    assert plots.horizon_curve([load_run(out)], "mae").startswith("data:image/png")  # with its seconds axis
 
 
 def test_cli_seeds_subset_and_a_report_of_category_gates(seeded, tmp_path):
