@@ -295,15 +295,16 @@ def score(
     if latents is not None:
         if len(sets) > 1:
             raise UsageError("--latents scores one prediction set; it does not take seeds")
-        latent_scorer = SidecarLatents(next(iter(sets.values())), refs, latents, latent_names, _params_for(params, "latents"),
-                                       run_context)
+        latent_scorer = SidecarLatents(next(iter(sets.values())), refs, latents, latent_names,
+                                       _params_for(params, "latents"), run_context)
         skipped.update(latent_scorer.skipped)
     definitions = {metric.name: metric.describe() for metric in active + (latent_scorer.metrics if latent_scorer else [])}
     journal_header = {"metrics": definitions, "options": {"context": options.context, "frames": options.frames,
                                                           "resize": options.resize, "fps": options.fps,
                                                           "fps_mismatch": options.fps_mismatch,
-                                                          "horizon_seconds": options.horizon_seconds},
-                      "seeds": {seed: str(root) for seed, root in sets.items()}}
+                                                          "horizon_seconds": options.horizon_seconds}}
+    if "" not in sets:  # a seeded study: its pairs are (seed, clip); the files' hashes tie them to their folders
+        journal_header["seeds"] = list(sets)
     finished = load_finished_pairs(Path(run_dir), journal_header) if resume else {}
     journal = Journal(Path(run_dir), world.rank, journal_header) if run_dir is not None else None
     my_items = world.shard(work)
