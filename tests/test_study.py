@@ -381,3 +381,16 @@ def test_torchrun_two_ranks_give_the_single_process_seeded_study(tmp_path):
     assert_same_run_folder(single, distributed)
     summary = json.loads((distributed / "summary.json").read_text())
     assert summary["study"]["subset"]["selected"] == 3 and summary["study"]["seeds"]["rows"] == {"seed0": 3, "seed1": 3}
+
+
+def test_check_baseline_on_a_seeded_run_pairs_clips_averaged_over_seeds(seeded, tmp_path):
+    from foresight_eval.check import check
+    from foresight_eval.compare import Tolerance
+
+    sets = {f"s{s}": seeded / "preds" / f"seed{s}" for s in range(3)}
+    score(sets, seeded / "refs", ["mae"], device="cpu", bootstrap=FAST, run_dir=tmp_path / "seeded")
+    score(seeded / "preds" / "seed0", seeded / "refs", ["mae"], device="cpu", bootstrap=FAST, run_dir=tmp_path / "base")
+    # seeds 1 and 2 are noisier than seed 0: the seeded run's clip means are worse on every clip
+    result = check(tmp_path / "seeded", baseline=tmp_path / "base", max_regression=Tolerance(0.0), bootstrap=FAST)
+    entry = result.regression.entries[0]
+    assert entry.comparison.n == 3 and entry.comparison.diff > 0 and result.decision == "fail"
