@@ -124,10 +124,13 @@ class RunResult:
         names = list(self.metrics)
         # A seeded study adds a seed column; clips with a known frame rate add their media columns.
         seed = ["seed"] if any(p.seed for p in self.pairs) else []
+        labels = self.study.get("categories", {}).get("labels")  # a categorised run: a category column
+        category = ["category"] if labels else []
         media = list(dict.fromkeys(key for p in self.pairs for key in p.media))
         write_atomic(run_dir / PER_VIDEO_FILE, _csv(
-            ["video", *seed, "status", "error", "frames", "pred", "ref", *media, *names],
-            ([p.video, *([p.seed] if seed else []), p.status, p.error or "", p.frames, p.pred, p.ref,
+            ["video", *seed, *category, "status", "error", "frames", "pred", "ref", *media, *names],
+            ([p.video, *([p.seed] if seed else []), *([";".join(labels.get(p.video, []))] if labels else []),
+              p.status, p.error or "", p.frames, p.pred, p.ref,
               *(_media_cell(p.media.get(k)) for k in media), *(_cell(p.values.get(n)) for n in names)]
              for p in self.pairs),
         ))

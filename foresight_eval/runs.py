@@ -57,7 +57,8 @@ def load_run(run: str | Path | RunResult, name: str | None = None) -> Run:
     summary = read_summary(path)
     try:
         # Video names stay strings ("007" is not 7); metric cells are floats, "inf" included.
-        per_video = pd.read_csv(path / PER_VIDEO_FILE, dtype={"video": str, "seed": str, "status": str, "error": str})
+        text = {"video": str, "seed": str, "category": str, "status": str, "error": str}
+        per_video = pd.read_csv(path / PER_VIDEO_FILE, dtype=text)
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path / PER_VIDEO_FILE}: {exc}") from exc
     missing = {"video", "status"} - set(per_video.columns)

@@ -195,6 +195,8 @@ def test_category_means_and_a_gate_on_one_category_through_check_junit(seeded, t
     assert set(by_category) == {"hard", "easy", UNLABELLED}
     assert by_category["hard"]["mean"] == pytest.approx((values["a"] + values["b"]) / 2)
     assert by_category[UNLABELLED] == {"mean": values["c"], "ci_low": None, "ci_high": None, "n": 1}
+    rows = list(csv.DictReader((out / "per_video.csv").open()))
+    assert [r["category"] for r in rows] == ["hard", "hard;easy", UNLABELLED]
     hard = by_category["hard"]["mean"]
     gates = tmp_path / "gates.yaml"
     gates.write_text(f"name: cats\nmetrics:\n"
