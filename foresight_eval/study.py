@@ -194,10 +194,10 @@ def two_level_bootstrap(values: Sequence[Sequence[float]], config: BootstrapConf
 
     Each resample draws clips with replacement, then, within every drawn clip, its seeds with
     replacement (Davison & Hinkley 1997, *Bootstrap Methods and their Application*, section 3.8,
-    "strategy 2" resampling at both stages). Clips may have different numbers of seeds. Resampling both
-    stages makes the bootstrap variance a little larger than the estimator's, by about
-    ``sigma_seed^2 (k - 1) / (n k^2)`` for ``n`` clips of ``k`` seeds: the CI errs on the wide side when seeds
-    vary much more than clips do (see docs/study.md for the coverage measured)."""
+    hierarchical data: resampling at both stages). Clips may have different numbers of seeds.
+    Resampling both stages makes the bootstrap variance a little larger than the estimator's, by about
+    ``sigma_seed^2 (k - 1) / (n k^2)`` for ``n`` clips of ``k`` seeds: the CI errs on the wide side when
+    seeds vary much more than clips do (see docs/study.md for the coverage measured)."""
     rows = [np.asarray([v for v in row if math.isfinite(v)], dtype=np.float64) for row in values]
     rows = [row for row in rows if row.size]
     n = len(rows)
