@@ -65,7 +65,8 @@ def check(
 
 def gate_message(entry: GateEntry) -> str:
     value = "no value" if entry.value is None else f"{entry.value:.4g}"
-    message = f"{entry.metric} = {value}, needs {OPERATORS[entry.direction]} {entry.threshold:.4g}: {entry.status}"
+    where = "" if entry.category is None else f" (category {entry.category})"
+    message = f"{entry.metric}{where} = {value}, needs {OPERATORS[entry.direction]} {entry.threshold:.4g}: {entry.status}"
     kind = "" if entry.required else " (informational)"
     return message + kind + (f"; {entry.note}" if entry.note else "")
 
@@ -97,7 +98,8 @@ def junit_xml(result: CheckResult) -> str:
     for report in result.gate_reports:
         suite = ET.SubElement(root, "testsuite", name=f"gates {report.gate_set}")
         for entry in report.entries:
-            case = ET.SubElement(suite, "testcase", classname=f"{report.gate_set}.{entry.gate}", name=entry.metric)
+            case = ET.SubElement(suite, "testcase", classname=f"{report.gate_set}.{entry.gate}",
+                                 name=entry.metric if entry.category is None else f"{entry.metric}[{entry.category}]")
             if entry.blocking:
                 ET.SubElement(case, "failure", message=gate_message(entry), type=entry.status)
             elif entry.status in ("fail", "missing"):

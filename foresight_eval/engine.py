@@ -31,8 +31,12 @@ from foresight_eval.metrics.base import FrameBatch, Metric, RunContext
 from foresight_eval.metrics.registry import create, get_metric_class, in_default_set, metric_classes
 from foresight_eval.pipeline import PairFrames
 from foresight_eval.profiles import Profile, apply_profile, load_profile
-from foresight_eval.results import PairResult, RunResult, summarize
+from foresight_eval.results import PairResult, RunResult
 from foresight_eval.stats import BootstrapConfig
+from foresight_eval.study import (
+    Study, add_horizon_seconds, load_categories, prediction_sets, select_work, study_record, summarize_study, unmatched,
+)
+from foresight_eval.timing import FPS_MISMATCH_MODES, PairStreams
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ class ScoreOptions:
     frames: Literal["error", "min"] = "error"  # frame-count mismatch: error row, or score the shorter length
     resize: Literal["error", "ref"] = "error"  # size mismatch: error row, or resize predictions to the reference
     batch_size: int = 16
+    fps: float | None = None  # frame rate of frame folders and arrays, which carry none (foresight_eval.timing)
+    fps_mismatch: Literal["error", "resample-pred", "ignore"] = "error"  # pred and ref frame rates differ
+    horizon_seconds: float | None = None  # score only this many seconds of horizon frames
 
     def __post_init__(self) -> None:
         if self.context < 0:
@@ -51,6 +58,12 @@ class ScoreOptions:
             raise UsageError("--frames must be 'error' or 'min'")
         if self.resize not in ("error", "ref"):
             raise UsageError("--resize must be 'error' or 'ref'")
+        if self.fps_mismatch not in FPS_MISMATCH_MODES:
+            raise UsageError(f"--fps-mismatch must be one of {', '.join(FPS_MISMATCH_MODES)}")
+        for name, value, unit in (("--fps", self.fps, "frames per second"),
+                                  ("--horizon-seconds", self.horizon_seconds, "seconds")):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UsageError(f"{name} must be a positive number of {unit}")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -126,22 +139,23 @@ def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, dev
         if pair.problem:
             raise InputError(pair.problem)
         pred_clip, ref_clip = open_clip(pair.pred), open_clip(pair.ref)
-        if options.frames == "error" and None not in (pred_clip.num_frames, ref_clip.num_frames) \
-                and pred_clip.num_frames != ref_clip.num_frames:
-            raise InputError(f"prediction has {pred_clip.num_frames} frames, reference has {ref_clip.num_frames} "
-                             "(--frames min scores the shorter length)")
+        # result.media is kept on an error row: frame rates explain many failures
+        streams = PairStreams(pred_clip, ref_clip, media=result.media, fps=options.fps,
+                              fps_mismatch=options.fps_mismatch, context=options.context,
+                              horizon_seconds=options.horizon_seconds, frames=options.frames)
         for metric in metrics:
             metric.reset()
             result.per_frame[metric.name] = []
-        frames = PairFrames(pred_clip.frames(), ref_clip.frames(), context=options.context,
+        frames = PairFrames(streams.pred, streams.ref, context=options.context,
                             batch_size=options.batch_size, frames_mode=options.frames, pin_memory=device.type == "cuda")
         for host in frames:
+            streams.record_sizes(host.pred, host.ref)
             frame_index = torch.from_numpy(host.frame_index)
             horizon = frame_index - options.context + 1
             ref = _to_device(host.ref, device)
             pred = _match_size(_to_device(host.pred, device), ref, options.resize)
             batch = FrameBatch(pair.key, pred, ref, horizon.to(device), frame_index.to(device),
-                               fps=getattr(ref_clip, "fps", None))
+                               fps=streams.ref_timing.fps)
             for metric in metrics:
                 values = metric.update(batch)
                 if values is not None:
@@ -254,7 +268,7 @@ class SidecarLatents:
 
 @holds_run_folder
 def score(
-    preds: str | Path,
+    preds: str | Path | Mapping[str, str | Path] | Sequence[str | Path],
     refs: str | Path,
     metrics: Sequence[str] | None = None,
     *,
@@ -273,8 +287,13 @@ def score(
     on_pair: Callable[[PairResult], None] | None = None,
     command: str | None = None,
     profile: str | Path | Profile | None = None,
+    study: Study = Study(),
 ) -> RunResult | None:
     """Score every prediction clip under ``preds`` against its reference under ``refs``.
+
+    ``preds`` may also be several prediction sets of one model (seeds): a mapping seed name -> folder,
+    or a list of folders (named by folder); ``study`` selects a subset of the clips and labels them with
+    categories (see :mod:`foresight_eval.study`).
 
     ``metrics`` names the metrics to run (default: every default frame metric that can run here);
     ``params`` maps a metric name to its parameters, e.g. ``{"ssim": {"mode": "skimage"}}``.
@@ -296,7 +315,7 @@ def score(
         chosen = load_profile(profile)
         metrics, params, options = apply_profile(chosen, metrics, params, options)
         profile_record = chosen.record()
-    preds, refs = Path(preds), Path(refs)
+    sets, refs = prediction_sets(preds), Path(refs)
     if resume and run_dir is None:
         raise UsageError("--resume needs the run folder of the interrupted run (--out)")
     world = current_world()
@@ -304,39 +323,48 @@ def score(
     run_context = RunContext(
         device=torch_device, weights_dir=Path(weights_dir) if weights_dir else None, resources=dict(resources or {})
     )
-    pairing = pair_clips(preds, refs, strict=strict)
+    pairings = {seed: pair_clips(root, refs, strict=strict) for seed, root in sets.items()}
+    work, subset = select_work(pairings, sets, study)
     frame_names, latent_names = _split_by_inputs(metrics, latents is not None)
     # Only latent metrics named: the clips are still read (pairing, frame counts), but no frame metric runs.
     active, skipped = ([], {}) if frame_names == [] else prepare_metrics(
         frame_names, _params_for(params, "frames"), run_context)
     latent_scorer = None
     if latents is not None:
-        latent_scorer = SidecarLatents(preds, refs, latents, latent_names, _params_for(params, "latents"),
-                                       run_context)
+        if len(sets) > 1:
+            raise UsageError("--latents scores one prediction set; it does not take seeds")
+        latent_scorer = SidecarLatents(next(iter(sets.values())), refs, latents, latent_names,
+                                       _params_for(params, "latents"), run_context)
         skipped.update(latent_scorer.skipped)
     definitions = {metric.name: metric.describe() for metric in active + (latent_scorer.metrics if latent_scorer else [])}
     journal_header = {"metrics": definitions, "options": {"context": options.context, "frames": options.frames,
-                                                          "resize": options.resize},
+                                                          "resize": options.resize, "fps": options.fps,
+                                                          "fps_mismatch": options.fps_mismatch,
+                                                          "horizon_seconds": options.horizon_seconds},
                       "profile": profile_record and {"name": profile_record["name"], "sha256": profile_record["sha256"]}}
+    if "" not in sets:  # a seeded study: its pairs are (seed, clip); the files' hashes tie them to their folders
+        journal_header["seeds"] = list(sets)
     finished = load_finished_pairs(Path(run_dir), journal_header) if resume else {}
     journal = Journal(Path(run_dir), world.rank, journal_header, world_size=world.size, resume=resume) \
         if run_dir is not None else None
-    my_pairs = world.shard(pairing.pairs)
+    my_items = world.shard(work)
     if on_start:
-        on_start(len(my_pairs))
+        on_start(len(my_items))
     results = []
     # Hashing reads every input file once more; hashlib releases the GIL, so it runs ahead in a thread.
     with _hashing_thread() as hasher, torch.inference_mode():
-        hashes = [hasher.submit(pair_input_hashes, pair, preds, refs) for pair in my_pairs]
-        for pair, pending_hashes in zip(my_pairs, hashes):
+        hashes = [hasher.submit(pair_input_hashes, item.pair, item.root, refs) for item in my_items]
+        for item, pending_hashes in zip(my_items, hashes):
+            pair = item.pair
             try:
                 inputs, unreadable = pending_hashes.result(), None
             except (OSError, InputError) as exc:  # unreadable, or not a regular file: one error row
                 inputs, unreadable = {}, f"cannot read input: {exc}" if isinstance(exc, OSError) else str(exc)
-            result = finished.get(pair.key)
+            result = finished.get((item.seed, pair.key))
             if unreadable or result is None or result.inputs != inputs:
                 result = score_pair(pair if unreadable is None else replace(pair, problem=unreadable),
                                     active, options, torch_device)
+                result.seed = item.seed
                 if latent_scorer is not None and result.ok:
                     latent_scorer.add_to(result)
                 result.inputs = inputs
@@ -350,34 +378,45 @@ def score(
     gathered = gather_to_main(results, world)
     if not world.is_main:
         return None
-    order = {pair.key: index for index, pair in enumerate(pairing.pairs)}
-    pair_results = sorted((r for rank_results in gathered for r in rank_results), key=lambda r: order[r.video])
+    order = {(item.seed, item.pair.key): index for index, item in enumerate(work)}
+    pair_results = sorted((r for rank_results in gathered for r in rank_results), key=lambda r: order[r.seed, r.video])
     set_values = {
         metric.name: metric.compute_set([r.set_parts[metric.name] for r in pair_results if metric.name in r.set_parts])
         for metric in active
     }
+    categories = None if study.categories is None else load_categories(
+        study.categories, list(dict.fromkeys(item.pair.key for item in work)))
+    record = study_record(pair_results, sets, subset, study, categories)
+    summaries = summarize_study(pair_results, definitions, bootstrap, set_values, list(sets), categories)
+    add_horizon_seconds(summaries, record["timing"].get("common_fps"))
     # Annotation, detection and mask files are inputs too: their hashes come with the resources.
-    inputs = {**_manifest_inputs(preds, refs, pair_results), **run_context.resources.get("input_files", {})}
+    inputs = {**_manifest_inputs(sets, refs, pair_results), **run_context.resources.get("input_files", {})}
     run = RunResult(
         pairs=pair_results,
-        metrics=summarize(pair_results, definitions, bootstrap, set_values),
+        metrics=summaries,
         skipped_metrics=skipped,
-        unmatched_preds=pairing.unmatched_preds,
-        unmatched_refs=pairing.unmatched_refs,
+        unmatched_preds=unmatched(pairings, "unmatched_preds"),
+        unmatched_refs=unmatched(pairings, "unmatched_refs"),
         options={**asdict(options), "strict": strict, "device": str(torch_device), "world_size": world.size},
         bootstrap=bootstrap.as_dict(),
         extra=dict(extra or {}),
-        manifest=build_manifest(torch_device, command, started, utc_now(), inputs, metrics=[m.name for m in active]),
+        manifest={**build_manifest(torch_device, command, started, utc_now(), inputs, metrics=[m.name for m in active]),
+                  "study": study.as_dict()},
         profile=profile_record,
+        study=record,
     )
     if run_dir is not None:
         run.write(Path(run_dir))
     return run
 
 
-def _manifest_inputs(preds: Path, refs: Path, results: list[PairResult]) -> dict[str, Any]:
-    return {
-        side: {"root": str(root), "sha256": dict(sorted(
-            (name, digest) for result in results for name, digest in result.inputs.get(key, {}).items()))}
-        for side, key, root in (("predictions", "pred", preds), ("references", "ref", refs))
-    }
+def _manifest_inputs(sets: Mapping[str, Path], refs: Path, results: list[PairResult]) -> dict[str, Any]:
+    """Input roots and file hashes; a seeded run's prediction files are named ``<seed>/<path>``."""
+    def hashes(key: str, prefixed: bool) -> dict[str, str]:
+        return dict(sorted((f"{r.seed}/{name}" if prefixed and r.seed else name, digest)
+                           for r in results for name, digest in r.inputs.get(key, {}).items()))
+
+    seeded = "" not in sets
+    predictions = {"root": {seed: str(root) for seed, root in sets.items()} if seeded else str(sets[""]),
+                   "sha256": hashes("pred", seeded)}
+    return {"predictions": predictions, "references": {"root": str(refs), "sha256": hashes("ref", False)}}

@@ -41,7 +41,7 @@ def _pair_record(result: PairResult) -> dict[str, Any]:
         "video": result.video, "pred": result.pred, "ref": result.ref, "status": result.status,
         "error": result.error, "frames": result.frames, "values": result.values,
         "per_frame": {name: [list(row) for row in rows] for name, rows in result.per_frame.items()},
-        "set_parts": result.set_parts, "inputs": result.inputs,
+        "set_parts": result.set_parts, "inputs": result.inputs, "seed": result.seed, "media": result.media,
     }
 
 
@@ -56,7 +56,8 @@ def _pair_from_record(record: dict[str, Any]) -> PairResult:
         error=record["error"], frames=record["frames"],
         values={name: _number(v) for name, v in record["values"].items()},
         per_frame={name: [(int(h), int(f), _number(v)) for h, f, v in rows] for name, rows in record["per_frame"].items()},
-        set_parts=record["set_parts"], inputs=record["inputs"],
+        set_parts=record["set_parts"], inputs=record["inputs"], seed=record.get("seed", ""),
+        media=record.get("media", {}),
     )
 
 
@@ -106,8 +107,8 @@ def _header_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = 
     return differences
 
 
-def load_finished_pairs(run_dir: Path, header: dict[str, Any]) -> dict[str, PairResult]:
-    """Pairs already finished in ``run_dir``'s journals, by video; refuses journals scored differently.
+def load_finished_pairs(run_dir: Path, header: dict[str, Any]) -> dict[tuple[str, str], PairResult]:
+    """Pairs already finished in ``run_dir``'s journals, by (seed, video); refuses journals scored differently.
 
     A line cut short by a crash is ignored: its pair is simply scored again.
     """
@@ -135,7 +136,7 @@ def load_finished_pairs(run_dir: Path, header: dict[str, Any]) -> dict[str, Pair
                     matches = not differences
                 elif "pair" in record and matches:
                     pair = _pair_from_record(record["pair"])
-                    finished[pair.video] = pair
+                    finished[pair.seed, pair.video] = pair
     return finished
 
 

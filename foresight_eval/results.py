@@ -40,6 +40,9 @@ class PairResult:
     set_parts: dict[str, Any] = field(default_factory=dict)
     # SHA-256 of the pair's input files: {"pred": {relative path: hash}, "ref": {...}}
     inputs: dict[str, dict[str, str]] = field(default_factory=dict)
+    seed: str = ""  # the prediction set of a seeded study (foresight_eval.study); "" for a single set
+    # frame rate, duration and size of the clips (foresight_eval.timing.MEDIA_COLUMNS)
+    media: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +60,8 @@ class MetricSummary:
     per_horizon: list[dict[str, Any]] = field(default_factory=list)
     # Run-level figures of the metric (set-granular metrics: the value itself, e.g. COCO mAP per category).
     set_values: dict[str, Any] | None = None
+    # Study figures written beside the headline: "by_category", "seeds" (see foresight_eval.study).
+    breakdown: dict[str, Any] = field(default_factory=dict)
 
     @property
     def direction(self) -> str:
@@ -75,6 +80,7 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] | None = None  # the compatibility profile it was scored under (Profile.record())
+    study: dict[str, Any] = field(default_factory=dict)  # subset, seeds, categories, timing (foresight_eval.study)
 
     @property
     def failed(self) -> list[PairResult]:
@@ -93,6 +99,7 @@ class RunResult:
                         "n": summary.n,
                         "per_horizon": summary.per_horizon,
                         **({"set": summary.set_values} if summary.set_values is not None else {}),
+                        **summary.breakdown,
                     }
                     for name, summary in self.metrics.items()
                 },
@@ -109,6 +116,7 @@ class RunResult:
                 "bootstrap": self.bootstrap,
                 "extra": self.extra,
                 "manifest": self.manifest,
+                **({"study": self.study} if self.study else {}),
             }
         )
 
@@ -116,14 +124,22 @@ class RunResult:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         names = list(self.metrics)
+        # A seeded study adds a seed column; clips with a known frame rate add their media columns.
+        seed = ["seed"] if any(p.seed for p in self.pairs) else []
+        labels = self.study.get("categories", {}).get("labels")  # a categorised run: a category column
+        category = ["category"] if labels else []
+        media = list(dict.fromkeys(key for p in self.pairs for key in p.media))
         write_atomic(run_dir / PER_VIDEO_FILE, _csv(
-            ["video", "status", "error", "frames", "pred", "ref", *names],
-            ([p.video, p.status, p.error or "", p.frames, p.pred, p.ref, *(_cell(p.values.get(n)) for n in names)]
+            ["video", *seed, *category, "status", "error", "frames", "pred", "ref", *media, *names],
+            ([p.video, *([p.seed] if seed else []), *([";".join(labels.get(p.video, []))] if labels else []),
+              p.status, p.error or "", p.frames, p.pred, p.ref,
+              *(_media_cell(p.media.get(k)) for k in media), *(_cell(p.values.get(n)) for n in names)]
              for p in self.pairs),
         ))
         write_atomic(run_dir / PER_FRAME_FILE, _csv(
-            ["video", "horizon", "frame", "metric", "value"],
-            ([p.video, h, f, name, _cell(v)] for p in self.pairs for name, rows in p.per_frame.items() for h, f, v in rows),
+            ["video", *seed, "horizon", "frame", "metric", "value"],
+            ([p.video, *([p.seed] if seed else []), h, f, name, _cell(v)]
+             for p in self.pairs for name, rows in p.per_frame.items() for h, f, v in rows),
         ))
         # The summary goes last: its presence marks a complete run folder.
         write_json_atomic(run_dir / SUMMARY_FILE, self.summary_dict())
@@ -171,6 +187,10 @@ def _cell(value: float | None) -> str:
     if value is None:
         return ""
     return repr(float(value))
+
+
+def _media_cell(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _csv(header: list[str], rows) -> str:

@@ -38,11 +38,13 @@ class Run:
     per_video: pd.DataFrame
 
     def video_values(self, metric: str) -> pd.Series:
-        """Per-video values of ``metric`` over the successfully scored videos, indexed by video."""
+        """Per-video values of ``metric`` over the successfully scored videos, indexed by video; a seeded
+        run's (several rows per video) averaged over the video's seeds."""
         if metric not in self.per_video.columns:
             return pd.Series(dtype=float)
         rows = self.per_video[self.per_video["status"] == "ok"]
-        return pd.to_numeric(rows.set_index("video")[metric], errors="coerce").dropna()
+        values = pd.to_numeric(rows.set_index("video")[metric], errors="coerce").dropna()
+        return values.groupby(level=0, sort=False).mean() if "seed" in rows.columns else values
 
 
 def read_run_csv(path: Path, text: tuple[str, ...]) -> pd.DataFrame:
@@ -57,13 +59,15 @@ def read_run_csv(path: Path, text: tuple[str, ...]) -> pd.DataFrame:
 
 def load_run(run: str | Path | RunResult, name: str | None = None) -> Run:
     if isinstance(run, RunResult):
-        rows = [{"video": p.video, "status": p.status, **p.values} for p in run.pairs]
-        return Run(name or "run", run.summary_dict(), pd.DataFrame(rows, columns=["video", "status", *run.metrics]))
+        seed = ["seed"] if any(p.seed for p in run.pairs) else []
+        rows = [{"video": p.video, "seed": p.seed, "status": p.status, **p.values} for p in run.pairs]
+        return Run(name or "run", run.summary_dict(),
+                   pd.DataFrame(rows, columns=["video", *seed, "status", *run.metrics]))
     path = Path(run)
     summary = read_summary(path)
     try:
         # Video names stay strings ("007" is not 7); metric cells are floats, "inf" included.
-        per_video = read_run_csv(path / PER_VIDEO_FILE, text=("video", "status", "error"))
+        per_video = read_run_csv(path / PER_VIDEO_FILE, text=("video", "seed", "category", "status", "error"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path / PER_VIDEO_FILE}: {exc}") from exc
     missing = {"video", "status"} - set(per_video.columns)

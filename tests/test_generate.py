@@ -22,7 +22,8 @@ from foresight_eval.io.clips import open_clip
 
 # Fixture references have 20 frames of 128x96: 4 context frames, 16 to predict.
 CONTEXT, FRAMES, WIDTH, HEIGHT = 4, 16, 128, 96
-OPTIONS = GenerateOptions(context=CONTEXT, frames=FRAMES)
+# The fixtures are 10 fps: score refuses a prediction written at another rate (--fps-mismatch).
+OPTIONS = GenerateOptions(context=CONTEXT, frames=FRAMES, fps=10)
 KEYS = ["clip00", "clip01"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from foresight_eval.cli.common import (
     EXIT_FAILED, EXIT_OK, handle_errors, parse_assignments, parse_metric_params, split_names, stderr, stdout,
 )
+from foresight_eval.cli.study_options import category_table, prediction_input, study_options
 from foresight_eval.cli.tables import TextTable, emit, format_option
 from foresight_eval.formatting import estimate
 from foresight_eval.engine import ScoreOptions, score
@@ -24,6 +25,7 @@ from foresight_eval.io.annotations import load_spatial_resources
 from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES, LatentOptions
 from foresight_eval.results import RunResult
 from foresight_eval.stats import BootstrapConfig
+from foresight_eval.study import Study
 
 ARROWS = {"higher": "↑", "lower": "↓", "none": "·"}  # none: descriptive
 T = TypeVar("T")
@@ -32,7 +34,9 @@ T = TypeVar("T")
 def render_table(run: RunResult, unit: str = "clip pairs") -> TextTable:
     """Mean and CI per metric, both with the decimals the CI's width supports."""
     confidence = int(round(run.bootstrap.get("confidence", 0.95) * 100))
-    table = TextTable(f"{len(run.pairs) - len(run.failed)} of {len(run.pairs)} {unit} scored",
+    subset = run.study.get("subset", {})
+    marker = f" (subset: {subset['selected']} of {subset['found']} clips)" if subset.get("is_subset") else ""
+    table = TextTable(f"{len(run.pairs) - len(run.failed)} of {len(run.pairs)} {unit} scored{marker}",
                       ["metric", "better", "mean", f"{confidence}% CI", "n", "unit"], left=("metric", "better", "unit"))
     for name, summary in run.metrics.items():
         target = summary.definition.get("target")
@@ -136,11 +140,13 @@ def run_output_options(command):
 @click.option("--resume", is_flag=True,
               help="Finish the interrupted run in --out: pairs it already scored (same input files, same metric "
                    "parameters) are kept, the rest are scored.")
+@study_options
 @handle_errors
 def score_command(preds, refs, metric_names, params, profile, context, frames, resize, strict, device, batch_size,
                   weights_dir, cache_dir, out_dir, output_format, extra, extra_file, bootstrap_resamples, seed,
                   ref_annotations, pred_detections, pred_masks, with_latents, latents_reduce, latents_spatial,
-                  resume) -> None:
+                  resume, preds_seeds, seeds_folder, categories, by, limit, include, exclude, fps, fps_mismatch,
+                  horizon_seconds) -> None:
     """Score predicted clips in PREDS against reference clips in REFS.
 
     Clips are videos (mp4, webm, mkv, avi, mov, gif), folders of png/jpg frames, or .npy/.npz arrays
@@ -153,20 +159,25 @@ def score_command(preds, refs, metric_names, params, profile, context, frames, r
     Exit status: 0 all pairs scored, 1 some pair failed (see its error row), 2 usage error,
     130 interrupted (Ctrl-C; --resume finishes the run).
     """
-    options = ScoreOptions(context=context, frames=frames, resize=resize, batch_size=batch_size)
+    options = ScoreOptions(context=context, frames=frames, resize=resize, batch_size=batch_size, fps=fps,
+                           fps_mismatch=fps_mismatch, horizon_seconds=horizon_seconds)
+    if by == "category" and not categories:
+        raise UsageError("--by category needs --categories")
     console = stdout if output_format == "table" else stderr
     run = run_with_progress(
-        score, preds, refs, split_names(metric_names),
+        score, prediction_input(preds, preds_seeds, seeds_folder), refs, split_names(metric_names),
         params=parse_metric_params(params), options=options, strict=strict, device=device,
         weights_dir=weights_dir, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
         extra=_load_extra(extra, extra_file),
         resources={**load_spatial_resources(ref_annotations, pred_detections, pred_masks), "cache_dir": cache_dir},
         run_dir=out_dir, resume=resume, profile=profile,
         latents=LatentOptions(reduce=latents_reduce, spatial=latents_spatial, sidecars_only=True) if with_latents else None,
+        study=Study(limit=limit, include=include, exclude=exclude, categories=categories),
     )
     if run is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return
-    finish_run(run, console, out_dir, output_format, write=False)
+    by_category = [category_table(run)] if by == "category" else []
+    finish_run(run, console, out_dir, output_format, write=False, extra_tables=by_category)
 
 
 def run_with_progress(run: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -185,10 +196,10 @@ def run_with_progress(run: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def finish_run(run: RunResult, console, out_dir: Path | None, output_format: str, unit: str = "clip pairs",
-               write: bool = True) -> None:
+               write: bool = True, extra_tables: Sequence[TextTable] = ()) -> None:
     """Print the table (``output_format``: table, csv, markdown, or json: the summary) and the notes,
     write the run folder (unless already written), exit 1 if any pair failed."""
-    emit([render_table(run, unit)], output_format, console, run.summary_dict())
+    emit([render_table(run, unit), *extra_tables], output_format, console, run.summary_dict())
     print_notes(run, console)
     if out_dir is not None:
         if write:

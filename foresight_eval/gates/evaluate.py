@@ -30,6 +30,7 @@ class GateEntry:
     required: bool
     status: Status
     note: str = ""
+    category: str | None = None  # judged on this category's clips only
 
     @property
     def blocking(self) -> bool:
@@ -73,7 +74,7 @@ def evaluate_gates(run: RunLike, gate_set: GateSet) -> GateReport:
             status, judged = _judge(value, criterion) if value is not None else ("missing", note)
             entries.append(GateEntry(gate.name, criterion.metric, criterion.label or criterion.metric, value,
                                      criterion.threshold, criterion.direction, criterion.tolerance,
-                                     criterion.required, status, judged))
+                                     criterion.required, status, judged, criterion.category))
     decisions = {gate.name: "fail" if any(e.blocking for e in entries if e.gate == gate.name) else "pass"
                  for gate in gate_set.gates}
     return GateReport(gate_set.name, entries, gate_set.source, gate_set.path, decisions)
@@ -89,7 +90,14 @@ def _figure(summary: dict[str, Any], criterion: Criterion) -> tuple[float | None
             if recorded.get(key) != wanted:
                 return None, f"scored with {key}={recorded.get(key)!r}; the gate is defined for {key}={wanted!r}"
         raw, where = metric.get("mean"), "its mean"
-    elif name in summary.get("extra", {}):
+        if criterion.category is not None:
+            categories = metric.get("by_category")
+            if categories is None:
+                return None, "the run has no categories (score --categories)"
+            if criterion.category not in categories:
+                return None, f"no clip of category {criterion.category!r} (categories: {', '.join(categories)})"
+            raw, where = categories[criterion.category].get("mean"), f"its mean over category {criterion.category!r}"
+    elif name in summary.get("extra", {}) and criterion.category is None:
         raw, where = summary["extra"][name], "the run-level figure"
     else:
         reason = summary.get("skipped_metrics", {}).get(name)

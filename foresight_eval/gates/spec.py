@@ -36,7 +36,7 @@ Direction = Literal["higher", "lower", "target"]
 
 _TOP_KEYS = ("name", "description", "source", "tolerance", "include", "gates", "metrics")
 _GATE_KEYS = ("name", "description", "tolerance", "metrics")
-_CRITERION_KEYS = ("metric", "label", "threshold", "direction", "tolerance", "required", "params")
+_CRITERION_KEYS = ("metric", "label", "threshold", "direction", "tolerance", "required", "params", "category")
 
 
 class GateFileError(UsageError):
@@ -46,7 +46,8 @@ class GateFileError(UsageError):
 @dataclass(frozen=True)
 class Criterion:
     """One metric line of a gate. ``tolerance`` is a fraction of ``|threshold|``; ``params`` (optional)
-    must match the parameters the run recorded for the metric, e.g. ``{k: 10}`` for neighbourhood_recall."""
+    must match the parameters the run recorded for the metric, e.g. ``{k: 10}`` for neighbourhood_recall;
+    ``category`` (optional) judges the metric's mean over that category's clips (``score --categories``)."""
 
     metric: str
     threshold: float
@@ -56,6 +57,7 @@ class Criterion:
     label: str = ""
     params: dict[str, Any] | None = None
     where: str = ""  # "file:line" of its metric, for errors found when the gate is evaluated
+    category: str | None = None
 
 
 @dataclass(frozen=True)
@@ -282,9 +284,10 @@ class _Parser:
         params = entry.get("params")
         if params is not None and not isinstance(params, _Mapping):
             raise self.error(entry.key_lines["params"], f"{metric}: 'params' must be a mapping, got {_kind(params)}")
-        label = self.text(entry, "label") if "label" in entry else ""
+        category = self.text(entry, "category") if "category" in entry else None
+        label = self.text(entry, "label") if "label" in entry else (f"{metric} [{category}]" if category else "")
         return Criterion(metric, threshold, direction, tolerance, required, label, dict(params) if params else None,
-                         f"{self.path}:{entry.key_lines.get('metric', entry.line)}")
+                         f"{self.path}:{entry.key_lines.get('metric', entry.line)}", category)
 
 
 def parse_number(value: Any) -> float:

@@ -32,6 +32,22 @@ class VideoReader:
     def num_frames(self) -> int | None:
         return self._declared_frames
 
+    def timestamps(self) -> np.ndarray:
+        """Presentation time of every frame in seconds from the first, in display order.
+
+        Read from the packets' timestamps without decoding (a demux pass), so variable-frame-rate
+        clips are placed in time as they play, not by frame index."""
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                ticks = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
+                time_base = stream.time_base
+        except av.FFmpegError as exc:
+            raise InputError(f"{self.path}: not a readable video ({_ffmpeg_reason(exc)})") from exc
+        if not ticks:
+            raise InputError(f"{self.path}: video has no frames with a timestamp")
+        return np.array([float((tick - ticks[0]) * time_base) for tick in ticks])
+
     def frames(self) -> Iterator[np.ndarray]:
         count = 0
         try:

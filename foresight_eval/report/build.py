@@ -14,6 +14,7 @@ from foresight_eval.report.compare import all_metrics, best_run, incompatibiliti
 from foresight_eval.report.render import metric_cell, metric_header, render
 from foresight_eval.report.runs import Run, load_runs
 from foresight_eval.report.strips import DIFF_GAIN, build_strips, strip_problems
+from foresight_eval.report.study import category_tables, seeds_note, subset_note
 
 REPORT_HTML, REPORT_MARKDOWN = "report.html", "report.md"
 
@@ -72,6 +73,7 @@ def build_report_context(runs: Sequence[Run], title: str, gate_reports: dict[str
         if worst_k > 0 else [],
         "worst_k": worst_k,
         "diff_gain": DIFF_GAIN,
+        "categories": category_tables(runs),
     }
 
 
@@ -80,11 +82,13 @@ def _gate_tables(runs: Sequence[Run], gate_reports: dict[str, list[tuple[str, An
     tables = []
     for spec in dict.fromkeys(spec for reports in gate_reports.values() for spec, _ in reports):
         results = {label: result for label, reports in gate_reports.items() for s, result in reports if s == spec}
-        entries = {(label, entry.gate, entry.metric): entry
+        # A gate may judge one metric on several categories: (metric, category) names a row.
+        entries = {(label, entry.gate, (entry.metric, getattr(entry, "category", None))): entry
                    for label, result in results.items() for entry in result.entries}
         rows = []
-        for gate, metric in dict.fromkeys((gate, metric) for _, gate, metric in entries):
-            cells = [entries.get((run.label, gate, metric)) for run in runs]
+        for gate, key in dict.fromkeys((gate, key) for _, gate, key in entries):
+            metric = key[0] if key[1] is None else f"{key[0]} [{key[1]}]"
+            cells = [entries.get((run.label, gate, key)) for run in runs]
             first = next(cell for cell in cells if cell is not None)
             rows.append({"gate": gate, "metric": metric, "label": getattr(first, "label", metric),
                          "threshold": first.threshold, "direction": first.direction, "required": first.required,
@@ -118,6 +122,8 @@ def _run_view(index: int, run: Run) -> dict[str, Any]:
     return {
         "label": run.label,
         "path": str(run.path),
+        "subset": subset_note(run),
+        "seeds": seeds_note(run),
         "colour": plots.run_colour(index),
         "videos": summary.get("videos", {}),
         "options": summary.get("options", {}),

@@ -26,6 +26,7 @@ from foresight_eval.io.files import csv_quoting, write_atomic
 from foresight_eval.report.compare import all_metrics, best_run, incompatibilities, separations, shared_metrics
 from foresight_eval.report.render import metric_cell, metric_header, render
 from foresight_eval.report.runs import Run, as_number, load_runs
+from foresight_eval.report.study import categories_of, category_columns, subset_note
 from foresight_eval.targets import badness
 
 LEADERBOARD_FILES = ("leaderboard.html", "leaderboard.md", "leaderboard.csv")
@@ -87,7 +88,8 @@ def leaderboard(run_specs: Sequence[str], out_dir: Path, by: str | None = None, 
 
 def write_leaderboard(board: Leaderboard, out_dir: Path) -> list[Path]:
     html, markdown, csv = (Path(out_dir) / name for name in LEADERBOARD_FILES)
-    context = {"board": board, "title": board.title, "cell": metric_cell}
+    context = {"board": board, "title": board.title, "cell": metric_cell, "subset_note": subset_note,
+               "categories_of": categories_of}
     write_atomic(html, render("leaderboard.html", **context))
     write_atomic(markdown, render("leaderboard.md", **context))
     frame = leaderboard_frame(board)
@@ -102,11 +104,12 @@ def leaderboard_frame(board: Leaderboard) -> pd.DataFrame:
     for number, table in enumerate(board.tables, start=1):
         for entry in table.entries:
             row = {"table": number, "rank": entry.rank, "tier": entry.tier, "run": entry.run.label,
-                   "run_dir": str(entry.run.path), "mean_rank": entry.mean_rank}
+                   "run_dir": str(entry.run.path), "subset": subset_note(entry.run), "mean_rank": entry.mean_rank}
             for metric in table.metrics:
                 figures = entry.run.metrics.get(metric, {})
                 for key in ("mean", "ci_low", "ci_high"):
                     row[metric if key == "mean" else f"{metric}_{key}"] = as_number(figures.get(key))
+            row.update(category_columns(entry.run, table.metrics))
             rows.append(row)
     return pd.DataFrame(rows)
 

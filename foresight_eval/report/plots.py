@@ -107,6 +107,12 @@ def horizon_curve(runs: Sequence[Run], metric: str, tail: bool = False) -> str |
         counts_ax.set_xlabel("horizon (frames after the context)")
         counts_ax.set_ylabel("clips", fontsize=7.5)
         counts_ax.grid(axis="x", visible=False)
+        # Runs of one common frame rate (foresight_eval.study) also read in seconds, on the top axis.
+        rates = {round(p["horizon"] / p["seconds"], 3) for _, _, points in series for p in points if p.get("seconds")}
+        if len(rates) == 1 and all(p.get("seconds") for _, _, points in series for p in points):
+            fps = rates.pop()
+            ax.secondary_xaxis("top", functions=(lambda h: h / fps, lambda t: t * fps)).set_xlabel(
+                "seconds after the context")
         ax.set_ylabel(_axis_label(metric, definition))
         note = "" if not cut_somewhere else (", dashed: fewer clips" if tail else ", up to the horizon all clips reach")
         ax.set_title(f"{plain_text(metric)} by horizon, mean and CI over clips{note}", loc="left")
