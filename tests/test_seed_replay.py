@@ -22,8 +22,8 @@ def load_script():
 @pytest.mark.slow
 def test_seed_replay_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "replay"
-    # Three clips: CKA needs >= 2 items, RSA >= 3; eight frames keep it quick.
-    summary = load_script().main(["--preset", "tiny", "--clips", "3", "--frames", "8", "--device", "cpu",
+    # Four clips: debiased CKA needs >= 4 items, RSA >= 3; eight frames keep it quick.
+    summary = load_script().main(["--preset", "tiny", "--clips", "4", "--frames", "8", "--device", "cpu",
                                   "--out", str(out)])
     assert summary["trained"] is False and "fusion" in summary["random_weights"]
     assert summary["latency_overhead"] > 0
