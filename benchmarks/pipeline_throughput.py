@@ -17,7 +17,8 @@ import torch
 
 from common import best_time, ensure_alexnet_weights, make_pairs
 from foresight_eval import ScoreOptions, score
-from foresight_eval.engine import _to_device, resolve_device
+from foresight_eval.engine import _to_device
+from foresight_eval.distributed import resolve_device
 from foresight_eval.io.clips import open_clip
 from foresight_eval.io.pairing import pair_clips
 from foresight_eval.pipeline import PairFrames

@@ -11,7 +11,7 @@ from typing import Any
 # Public name -> the module that defines it. Imported on first use (PEP 562), so that `import
 # foresight_eval.cli` -- every start of the command line -- does not pay for torch and SciPy.
 _EXPORTS = {
-    "ScoreOptions": "foresight_eval.engine", "score": "foresight_eval.engine",
+    "ScoreOptions": "foresight_eval.options", "score": "foresight_eval.engine",
     "FrameBatch": "foresight_eval.metrics.base", "FrameMetric": "foresight_eval.metrics.base",
     "Metric": "foresight_eval.metrics.base", "MetricInfo": "foresight_eval.metrics.base",
     "RunContext": "foresight_eval.metrics.base",

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from foresight_eval.engine import resolve_device
+from foresight_eval.distributed import resolve_device
 from foresight_eval.errors import ForesightError
 from foresight_eval.metrics.base import RunContext
 from foresight_eval.metrics.registry import in_default_set, metric_classes, plugin_errors

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from foresight_eval.errors import UsageError
+
 T = TypeVar("T")
 
 
@@ -61,3 +63,15 @@ def gather_to_main(payload: Any, world: World) -> list[Any] | None:
     gathered = [None] * world.size if world.is_main else None
     dist.gather_object(payload, gathered, dst=0)
     return gathered
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:  # torch's message lists twenty device types; these are the ones scoring uses
+        raise UsageError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but no CUDA device is available")
+    return resolved

@@ -8,109 +8,36 @@ A clip pair that fails for any reason becomes one error row; the run goes on wit
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from foresight_eval.distributed import current_world, gather_to_main, rank_device
-from foresight_eval.errors import InputError, MetricUnavailable, UsageError
-from foresight_eval.io.latents import LatentOptions
+from foresight_eval.distributed import current_world, gather_to_main, rank_device, resolve_device
+from foresight_eval.errors import InputError, UsageError
+from foresight_eval.io.latents import LatentOptions, pair_latents
 from foresight_eval.io.clips import open_clip
-from foresight_eval.io.files import sha256_file
+from foresight_eval.io.files import pair_input_hashes
 from foresight_eval.io.pairing import ClipPair, pair_clips
 from foresight_eval.journal import Journal, holds_run_folder, load_finished_pairs
 from foresight_eval.manifest import build_manifest, utc_now
 from foresight_eval.metrics.base import FrameBatch, Metric, RunContext
-from foresight_eval.metrics.registry import create, get_metric_class, in_default_set, metric_classes
+from foresight_eval.latents import score_latent_pair
+from foresight_eval.metrics.registry import get_metric_class, prepare_metrics
 from foresight_eval.pipeline import PairFrames
 from foresight_eval.profiles import Profile, apply_profile, load_profile
-from foresight_eval.results import PairResult, RunResult
+from foresight_eval.options import ScoreOptions
+from foresight_eval.results import PairResult, RunResult, fail_pair
 from foresight_eval.stats import BootstrapConfig
 from foresight_eval.study import (
     Study, add_horizon_seconds, load_categories, prediction_sets, select_work, study_record, summarize_study, unmatched,
 )
-from foresight_eval.timing import FPS_MISMATCH_MODES, PairStreams
-
-
-@dataclass(frozen=True)
-class ScoreOptions:
-    context: int = 0  # conditioning frames skipped at the start of every clip
-    frames: Literal["error", "min"] = "error"  # frame-count mismatch: error row, or score the shorter length
-    resize: Literal["error", "ref"] = "error"  # size mismatch: error row, or resize predictions to the reference
-    batch_size: int = 16
-    fps: float | None = None  # frame rate of frame folders and arrays, which carry none (foresight_eval.timing)
-    fps_mismatch: Literal["error", "resample-pred", "ignore"] = "error"  # pred and ref frame rates differ
-    horizon_seconds: float | None = None  # score only this many seconds of horizon frames
-
-    def __post_init__(self) -> None:
-        if self.context < 0:
-            raise UsageError("--context must be >= 0")
-        if self.batch_size < 1:
-            raise UsageError("--batch-size must be >= 1")
-        if self.frames not in ("error", "min"):
-            raise UsageError("--frames must be 'error' or 'min'")
-        if self.resize not in ("error", "ref"):
-            raise UsageError("--resize must be 'error' or 'ref'")
-        if self.fps_mismatch not in FPS_MISMATCH_MODES:
-            raise UsageError(f"--fps-mismatch must be one of {', '.join(FPS_MISMATCH_MODES)}")
-        for name, value, unit in (("--fps", self.fps, "frames per second"),
-                                  ("--horizon-seconds", self.horizon_seconds, "seconds")):
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise UsageError(f"{name} must be a positive number of {unit}")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:  # torch's message lists twenty device types; these are the ones scoring uses
-        raise UsageError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked for, but no CUDA device is available")
-    return resolved
-
-
-def prepare_metrics(
-    names: Sequence[str] | None,
-    params: Mapping[str, Mapping[str, Any]] | None,
-    context: RunContext,
-    inputs: str = "frames",
-) -> tuple[list[Metric], dict[str, str]]:
-    """Create and set up metrics. Without ``names``, every default metric of that input kind runs and
-    those that cannot run are skipped with their reason; metrics asked for by name must run."""
-    params = dict(params or {})
-    explicit = names is not None
-    if names is None:
-        names = [n for n, cls in metric_classes().items() if cls.info.inputs == inputs and in_default_set(n)]
-    for name in names:
-        if get_metric_class(name).info.inputs != inputs:
-            raise UsageError(f"metric {name!r} scores {get_metric_class(name).info.inputs}, not {inputs}")
-    for name in params:
-        get_metric_class(name)
-        if name not in names:
-            raise UsageError(f"parameters given for metric {name!r}, which is not being scored")
-    metrics, skipped = [], {}
-    for name in dict.fromkeys(names):
-        metric = create(name, **params.get(name, {}))
-        try:
-            metric.setup(context)
-        except MetricUnavailable as exc:
-            if explicit:
-                raise UsageError(f"metric {name!r} cannot run: {exc}") from exc
-            skipped[name] = str(exc)
-            continue
-        metrics.append(metric)
-    if not metrics:
-        raise UsageError("no metric can run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    return metrics, skipped
+from foresight_eval.timing import PairStreams
 
 
 def _to_device(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -179,35 +106,6 @@ def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, dev
     return result
 
 
-# Terminal colour and cursor codes (CSI and OSC sequences) that library error texts may carry.
-_ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
-
-
-def fail_pair(result: PairResult, reason: str) -> None:
-    """Turn ``result`` into an error row: the reason, and no values."""
-    result.status, result.error = "error", _ANSI_ESCAPE.sub("", reason)
-    result.values, result.per_frame, result.set_parts, result.frames = {}, {}, {}, 0
-
-
-def file_hashes(root: Path, path: Path) -> dict[str, str]:
-    """SHA-256 of a clip's files (every frame of a frame folder), keyed by path relative to ``root``."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    base = root if root.is_dir() else root.parent
-    return {file.relative_to(base).as_posix(): sha256_file(file) for file in files if file.exists()}
-
-
-def input_hashes(root: Path, paths: list[Path]) -> dict[str, str]:
-    """SHA-256 of every file of several clips under ``root``, for a manifest; a clip that cannot be read is
-    left out (it is an error row)."""
-    hashes = {}
-    for path in paths:
-        try:
-            hashes.update(file_hashes(root, path))
-        except (OSError, InputError):
-            continue
-    return hashes
-
-
 @contextmanager
 def _hashing_thread() -> Iterator[ThreadPoolExecutor]:
     """One background thread for input hashing; leaving early (Ctrl-C, an error) cancels the hashes not
@@ -217,10 +115,6 @@ def _hashing_thread() -> Iterator[ThreadPoolExecutor]:
         yield executor
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
-
-
-def pair_input_hashes(pair: ClipPair, preds: Path, refs: Path) -> dict[str, dict[str, str]]:
-    return {"pred": file_hashes(preds, pair.pred), "ref": file_hashes(refs, pair.ref)}
 
 
 def _split_by_inputs(names: Sequence[str] | None, with_latents: bool) -> tuple[list[str] | None, list[str] | None]:
@@ -244,16 +138,12 @@ class SidecarLatents:
 
     def __init__(self, preds: Path, refs: Path, options: LatentOptions, names: list[str] | None,
                  params: Mapping[str, Mapping[str, Any]], context: RunContext):
-        from foresight_eval.io.latents import pair_latents
-
         self.options, self.device = options, context.device
         self.metrics, self.skipped = prepare_metrics(names, params, context, inputs="latents")
         self.pairs = {pair.key: pair for pair in pair_latents(preds, refs, sidecars_only=True).pairs}
 
     def add_to(self, result: PairResult) -> None:
         """Score the clip's latents into its row; a missing or broken sidecar makes it an error row."""
-        from foresight_eval.latents import score_latent_pair
-
         pair = self.pairs.get(result.video)
         if pair is None:
             fail_pair(result, f"latents: no {result.video}.latents.* file beside both the prediction and the reference")

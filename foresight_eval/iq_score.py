@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from foresight_eval.engine import ScoreOptions, score
+from foresight_eval.engine import score
+from foresight_eval.options import ScoreOptions
 from foresight_eval.errors import UsageError
 from foresight_eval.io.clips import CLIP_FILE_SUFFIXES
 from foresight_eval.io.files import json_safe, write_json_atomic

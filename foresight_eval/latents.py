@@ -25,7 +25,10 @@ from typing import Any
 import torch
 
 from foresight_eval.distributed import current_world, gather_to_main, rank_device
-from foresight_eval.engine import fail_pair, input_hashes, prepare_metrics, resolve_device
+from foresight_eval.results import fail_pair
+from foresight_eval.io.files import input_hashes
+from foresight_eval.metrics.registry import prepare_metrics
+from foresight_eval.distributed import resolve_device
 from foresight_eval.errors import InputError
 from foresight_eval.io.latents import LatentOptions, load_latent_pair, pair_latents
 from foresight_eval.io.pairing import ClipPair

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,16 @@ class PairResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+# Terminal colour and cursor codes (CSI and OSC sequences) that library error texts may carry.
+_ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def fail_pair(result: PairResult, reason: str) -> None:
+    """Turn ``result`` into an error row: the reason, and no values."""
+    result.status, result.error = "error", _ANSI_ESCAPE.sub("", reason)
+    result.values, result.per_frame, result.set_parts, result.frames = {}, {}, {}, 0
 
 
 @dataclass

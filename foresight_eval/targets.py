@@ -63,14 +63,17 @@ def badness(metrics: dict[str, dict[str, Any]], metric: str) -> float:
 
 
 def judged_values(metrics: dict[str, dict[str, Any]], metric: str, per_video: pd.DataFrame) -> pd.Series:
-    """Per-video values the paired tests compare for ``metric``, indexed by video: the values themselves,
-    or for a metric with a target their distance to it (then lower is better)."""
+    """Per-video values the paired tests compare for ``metric``, indexed by video (a seeded run's averaged
+    over its seeds): the values themselves, or for a metric with a target their distance to it (then lower
+    is better)."""
     target = metric_target(metric, metrics[metric])
     column = delta_name(metric) if target == REFERENCE else metric
     if column not in per_video.columns:
         return pd.Series(dtype=float)
     rows = per_video[per_video["status"] == "ok"]
     values = pd.to_numeric(rows.set_index("video")[column], errors="coerce").dropna()
+    if "seed" in rows.columns:  # a seeded run: a clip's value is its mean over seeds (foresight_eval.study)
+        values = values.groupby(level=0, sort=False).mean()
     if target is None:
         return values
     return (values - (0.0 if target == REFERENCE else float(target))).abs()

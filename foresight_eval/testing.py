@@ -86,7 +86,8 @@ def _assert_close(what: str, ours: Any, expected: Any, rtol: float, atol: float)
 
 
 def _scored(pair: Any, metric: Metric, batch_size: int, context_frames: int) -> dict[str, Any]:
-    from foresight_eval.engine import ScoreOptions, score_pair
+    from foresight_eval.engine import score_pair
+    from foresight_eval.options import ScoreOptions
 
     result = score_pair(pair, [metric], ScoreOptions(context=context_frames, batch_size=batch_size), metric.device)
     assert result.status == "ok", f"{metric.name} failed on {pair.key} (batch size {batch_size}): {result.error}"
@@ -148,7 +149,8 @@ def check_metric(
                   _scored(second, fresh(), 3, context_frames), rtol, atol)
 
     # A clip that fails part-way leaves one error row and nothing else.
-    from foresight_eval.engine import ScoreOptions, score_pair
+    from foresight_eval.engine import score_pair
+    from foresight_eval.options import ScoreOptions
     from foresight_eval.io.clips import open_clip
 
     good = np.stack([np.asarray(frame, dtype=np.float32) / (255.0 if frame.dtype == np.uint8 else 1.0)

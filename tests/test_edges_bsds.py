@@ -22,7 +22,8 @@ from scipy.sparse.csgraph import maximum_bipartite_matching
 from scipy.spatial import cKDTree
 from skimage.morphology import thin
 
-from foresight_eval.engine import ScoreOptions, score
+from foresight_eval.engine import score
+from foresight_eval.options import ScoreOptions
 from foresight_eval.errors import UsageError
 from foresight_eval.metrics.registry import create
 from foresight_eval.metrics.spatial import (

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from foresight_eval import RunContext, create, score
 from foresight_eval.cli import main
-from foresight_eval.engine import prepare_metrics
+from foresight_eval.metrics.registry import prepare_metrics
 from foresight_eval.errors import MetricUnavailable
 from foresight_eval.io.files import sha256_file
 from foresight_eval.metrics.base import FrameBatch

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from foresight_eval.cli import main
-from foresight_eval.engine import ScoreOptions, score
+from foresight_eval.engine import score
+from foresight_eval.options import ScoreOptions
 from foresight_eval.inference import GenerateOptions, generate, load_models
 from foresight_eval.inference.pipeline import MANIFEST_FILE
 from foresight_eval.io.clips import open_clip

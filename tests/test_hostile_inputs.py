@@ -39,7 +39,7 @@ from foresight_eval.io.annotations import AnnotationError, load_spatial_resource
 from foresight_eval.io.clips import discover_clips
 from foresight_eval.journal import LOCK_FILE, RunLock
 from foresight_eval.report.render import markdown_escape
-from foresight_eval.results import PairResult
+from foresight_eval.results import PairResult, fail_pair
 from foresight_eval.runs import load_run, read_run_csv
 from tests.clipmaker import gradient_clip, write_container, write_frames_folder
 
@@ -615,7 +615,7 @@ def test_terminal_colour_codes_are_stripped_from_error_rows(sides, tmp_path, mon
     assert code == 1
     assert_consistent(tmp_path / "run", {"colour": "RuntimeError: CUDA error: out of memory"}, {"good0", "good1"})
     result = PairResult(video="v", pred="p", ref="r")
-    engine.fail_pair(result, "\x1b[31mred\x1b[0m")
+    fail_pair(result, "\x1b[31mred\x1b[0m")
     assert result.error == "red"
 
 

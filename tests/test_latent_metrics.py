@@ -15,7 +15,7 @@ from sklearn.metrics import make_scorer, r2_score
 from sklearn.model_selection import KFold, cross_val_score
 from sklearn.neighbors import NearestNeighbors
 
-from foresight_eval.engine import prepare_metrics
+from foresight_eval.metrics.registry import prepare_metrics
 from foresight_eval.errors import InputError
 from foresight_eval.io.latents import LatentPair
 from foresight_eval.metrics import latent as lm

@@ -317,7 +317,7 @@ def test_profile_yaml_names_metrics_and_parameters_that_exist():
 def test_clips_failed_in_either_run_are_left_out_and_listed(golden_runs):
     import copy
 
-    from foresight_eval.engine import fail_pair
+    from foresight_eval.results import fail_pair
 
     _, model, variance, _ = golden_runs
     broken = copy.deepcopy(variance)

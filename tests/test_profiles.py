@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from foresight_eval.cli import main
 from foresight_eval.compare import ParameterMismatch, compare
-from foresight_eval.engine import ScoreOptions, score
+from foresight_eval.engine import score
+from foresight_eval.options import ScoreOptions
 from foresight_eval.errors import UsageError
 from foresight_eval.io.files import sha256_file
 from foresight_eval.metrics.registry import create

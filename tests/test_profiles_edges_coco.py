@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import foresight_eval
-from foresight_eval.engine import ScoreOptions
+from foresight_eval.options import ScoreOptions
 from foresight_eval.metrics.registry import create, metric_classes
 
 PROFILES = Path(foresight_eval.__file__).parent / "profiles"

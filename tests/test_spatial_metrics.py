@@ -16,7 +16,7 @@ from skimage.feature import canny
 
 from foresight_eval import RunContext, ScoreOptions, score
 from foresight_eval.errors import UsageError
-from foresight_eval.engine import prepare_metrics
+from foresight_eval.metrics.registry import prepare_metrics
 from foresight_eval.io.annotations import load_reference_annotations, load_spatial_resources
 from foresight_eval.io.clips import open_clip
 from foresight_eval.metrics.spatial import (

@@ -12,7 +12,7 @@ from rich.table import Table
 from foresight_eval.cli.common import EXIT_FAILED, EXIT_OK, handle_errors, print_json, stderr, stdout
 from foresight_eval.formatting import fmt
 from foresight_eval.cli.score_cmd import print_notes, run_with_progress
-from foresight_eval.engine import ScoreOptions
+from foresight_eval.options import ScoreOptions
 from foresight_eval.iq_score import RESULT_FILE, load_categories, score_physics_iq
 from foresight_eval.io.files import json_safe
 

@@ -19,7 +19,8 @@ from foresight_eval.cli.common import (
 from foresight_eval.cli.study_options import category_table, prediction_input, study_options
 from foresight_eval.cli.tables import TextTable, emit, format_option
 from foresight_eval.formatting import estimate
-from foresight_eval.engine import ScoreOptions, score
+from foresight_eval.engine import score
+from foresight_eval.options import ScoreOptions
 from foresight_eval.errors import UsageError
 from foresight_eval.io.annotations import load_spatial_resources
 from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES, LatentOptions

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from foresight_eval.distributed import current_world, rank_device
-from foresight_eval.engine import resolve_device
+from foresight_eval.distributed import resolve_device
 from foresight_eval.errors import UsageError, WeightsNotFound
 from foresight_eval.inference.adapter import AdapterConfig, QueryAdapter, load_adapter_state
 from foresight_eval.inference.fusion import FusionConfig, FusionModule, load_fusion_state

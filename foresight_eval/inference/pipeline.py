@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from safetensors.torch import save
 
 from foresight_eval.distributed import current_world, gather_to_main
-from foresight_eval.engine import input_hashes
+from foresight_eval.io.files import input_hashes
 from foresight_eval.errors import InputError, UsageError
 from foresight_eval.inference.models import DEFAULT_PROMPT, LoadedModels
 from foresight_eval.io.clips import ClipSource, discover_clips, open_clip

@@ -135,3 +135,27 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_hashes(root: Path, path: Path) -> dict[str, str]:
+    """SHA-256 of a clip's files (every frame of a frame folder), keyed by path relative to ``root``."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    base = root if root.is_dir() else root.parent
+    return {file.relative_to(base).as_posix(): sha256_file(file) for file in files if file.exists()}
+
+
+def input_hashes(root: Path, paths: list[Path]) -> dict[str, str]:
+    """SHA-256 of every file of several clips under ``root``, for a manifest; a clip that cannot be read is
+    left out (it is an error row)."""
+    hashes = {}
+    for path in paths:
+        try:
+            hashes.update(file_hashes(root, path))
+        except (OSError, InputError):
+            continue
+    return hashes
+
+
+def pair_input_hashes(pair: Any, preds: Path, refs: Path) -> dict[str, dict[str, str]]:
+    """SHA-256 of a clip pair's files (a :class:`foresight_eval.io.pairing.ClipPair`), by side."""
+    return {"pred": file_hashes(preds, pair.pred), "ref": file_hashes(refs, pair.ref)}

@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any, get_args
 
-from foresight_eval.errors import MetricDeclarationError, UsageError, did_you_mean
-from foresight_eval.metrics.base import Direction, Metric, MetricInfo
+from foresight_eval.errors import MetricDeclarationError, MetricUnavailable, UsageError, did_you_mean
+from foresight_eval.metrics.base import Direction, Metric, MetricInfo, RunContext
 
 ENTRY_POINT_GROUP = "foresight_eval.metrics"
 _BUILTIN_MODULES = ("pixel", "structural", "perceptual", "temporal", "features", "latent", "spatial", "detection",
@@ -120,3 +121,38 @@ def get_metric_class(name: str) -> type[Metric]:
 def create(name: str, **params: Any) -> Metric:
     """Instantiate a metric by name with the given parameters (defaults for the rest)."""
     return get_metric_class(name)(**params)
+
+
+def prepare_metrics(
+    names: Sequence[str] | None,
+    params: Mapping[str, Mapping[str, Any]] | None,
+    context: RunContext,
+    inputs: str = "frames",
+) -> tuple[list[Metric], dict[str, str]]:
+    """Create and set up metrics. Without ``names``, every default metric of that input kind runs and
+    those that cannot run are skipped with their reason; metrics asked for by name must run."""
+    params = dict(params or {})
+    explicit = names is not None
+    if names is None:
+        names = [n for n, cls in metric_classes().items() if cls.info.inputs == inputs and in_default_set(n)]
+    for name in names:
+        if get_metric_class(name).info.inputs != inputs:
+            raise UsageError(f"metric {name!r} scores {get_metric_class(name).info.inputs}, not {inputs}")
+    for name in params:
+        get_metric_class(name)
+        if name not in names:
+            raise UsageError(f"parameters given for metric {name!r}, which is not being scored")
+    metrics, skipped = [], {}
+    for name in dict.fromkeys(names):
+        metric = create(name, **params.get(name, {}))
+        try:
+            metric.setup(context)
+        except MetricUnavailable as exc:
+            if explicit:
+                raise UsageError(f"metric {name!r} cannot run: {exc}") from exc
+            skipped[name] = str(exc)
+            continue
+        metrics.append(metric)
+    if not metrics:
+        raise UsageError("no metric can run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return metrics, skipped

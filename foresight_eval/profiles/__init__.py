@@ -62,7 +62,7 @@ class Profile:
     def settings(self) -> list[tuple[str, Any, Any]]:
         """Every setting the profile fixes, as (``metric.key`` or ``options.key``, default, profile's value);
         a profile may fix a setting to its default so that a contradicting ``-p`` is refused."""
-        from foresight_eval.engine import ScoreOptions
+        from foresight_eval.options import ScoreOptions
 
         rows = []
         for metric, values in self.params.items():
@@ -159,7 +159,7 @@ def _known_metric(metric: Any, error):
 
 
 def _check_options(options: Mapping[str, Any], error) -> None:
-    from foresight_eval.engine import ScoreOptions
+    from foresight_eval.options import ScoreOptions
 
     fields = [f.name for f in dataclasses.fields(ScoreOptions) if f.name not in _EXECUTION_OPTIONS]
     for key in options:
@@ -182,7 +182,7 @@ def apply_profile(
     ``metrics`` may name a subset of the profile's metrics (None: all of them). A parameter in ``params``
     that the profile fixes to another value is refused, naming both; other parameters are kept. An option
     the profile fixes replaces the default; one set to another non-default value is refused."""
-    from foresight_eval.engine import ScoreOptions
+    from foresight_eval.options import ScoreOptions
 
     if metrics is None:
         names = list(profile.metrics)
