@@ -26,7 +26,7 @@ from foresight_eval.gates.spec import parse_number
 from foresight_eval.metrics.registry import get_metric_class
 from foresight_eval.metrics.structural import canonical_ssim_params
 from foresight_eval.results import RunResult
-from foresight_eval.runs import Run, load_run
+from foresight_eval.runs import Run, load_runs
 from foresight_eval.stats import (
     DEFAULT_CORRECTION, DEFAULT_TEST, BootstrapConfig, PairedDifference, adjust_p_values, minimum_detectable_effect,
     paired_test, small_n_warning,
@@ -204,15 +204,6 @@ class Comparison:
         })
 
 
-def _load_all(runs: Sequence[str | Path | RunResult | Run]) -> list[Run]:
-    loaded = [run if isinstance(run, Run) else load_run(run) for run in runs]
-    names = [run.name for run in loaded]
-    if len(set(names)) < len(names):  # same folder names from different parents: number them
-        for index, run in enumerate(loaded):
-            run.name = f"{index + 1}:{run.name}"
-    return loaded
-
-
 def _shared_metrics(runs: Sequence[Run], metrics: Sequence[str] | None) -> list[str]:
     present = [set(run.summary.get("metrics", {})) for run in runs]
     if metrics is None:
@@ -247,7 +238,7 @@ def compare(
     unless ``force``."""
     if len(runs) < 2:
         raise UsageError("compare needs at least two runs")
-    loaded = _load_all(runs)
+    loaded = load_runs(runs)
     names = _shared_metrics(loaded, metrics)
     if not names:
         raise UsageError("the runs share no metric")
@@ -367,7 +358,7 @@ def check_regression(
     family (``correction``); each entry also gets the minimum detectable effect of its paired differences
     (:func:`foresight_eval.stats.minimum_detectable_effect`): a pass on few videos is not "no regression"."""
     per_metric = dict(per_metric or {})
-    base_run, new_run = _load_all([baseline, run])
+    base_run, new_run = load_runs([baseline, run])
     present = [set(r.summary.get("metrics", {})) for r in (base_run, new_run)]
     names = list(metrics) if metrics is not None else [n for n in base_run.summary.get("metrics", {}) if n in present[1]]
     names += [n for n in per_metric if n not in names]

@@ -12,7 +12,7 @@ import pytest
 from foresight_eval.io.files import dumps_json
 from foresight_eval.report import build_leaderboard, load_runs, plots
 from foresight_eval.report.compare import best_run
-from foresight_eval.report.runs import Run
+from foresight_eval.runs import Run
 from foresight_eval.results import load_summary
 from tests.fake_runs import write_run
 

@@ -162,8 +162,12 @@ def test_cli(runs, tmp_path):
     assert (tmp_path / "r" / "report.html").is_file() and '"markdown"' in result.output
     result = CliRunner().invoke(main, ["report", str(tmp_path / "nowhere"), "-o", str(tmp_path / "r2")])
     assert result.exit_code == 2 and "not a finished run folder" in result.output
-    result = CliRunner().invoke(main, ["report", str(runs.mild), f"mild={runs.strong}", "-o", str(tmp_path / "r3")])
-    assert result.exit_code == 2 and "LABEL=RUN_DIR" in result.output
+    # Runs named alike are numbered (foresight_eval.runs.load_runs: one rule for every command).
+    result = CliRunner().invoke(main, ["report", str(runs.mild), f"mild={runs.strong}", "-o", str(tmp_path / "r3"),
+                                       "--worst", "0"])
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "r3" / "report.md").read_text()
+    assert "1:mild" in markdown and "2:mild" in markdown
 
 
 def test_report_from_another_folder_finds_frames_through_the_manifest(tmp_path, monkeypatch):

@@ -318,7 +318,7 @@ def test_worked_example_on_the_fixtures(tmp_path):
     assert "by category" in result.output and "unlabelled" in result.output
     assert [h["seconds"] for h in summary["metrics"]["mae"]["per_horizon"][:2]] == [0.1, 0.2]  # 10 fps
     from foresight_eval.report import plots
-    from foresight_eval.report.runs import load_run
+    from foresight_eval.runs import load_run
 
     assert plots.horizon_curve([load_run(out)], "mae").startswith("data:image/png")  # with its seconds axis
 

@@ -12,7 +12,7 @@ from foresight_eval.io.files import write_atomic
 from foresight_eval.report import plots
 from foresight_eval.report.compare import all_metrics, best_run, incompatibilities, separations
 from foresight_eval.report.render import metric_cell, metric_header, render
-from foresight_eval.report.runs import Run, load_runs
+from foresight_eval.runs import Run, load_runs
 from foresight_eval.report.strips import DIFF_GAIN, build_strips, strip_problems
 from foresight_eval.report.study import category_tables, seeds_note, subset_note
 

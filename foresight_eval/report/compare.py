@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from foresight_eval.compare import correct_family, paired_metric, parameter_differences
-from foresight_eval.report.runs import Run
+from foresight_eval.runs import Run
 from foresight_eval.stats import BootstrapConfig
 from foresight_eval.targets import badness
 

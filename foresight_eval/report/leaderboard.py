@@ -25,7 +25,8 @@ from foresight_eval.errors import UsageError
 from foresight_eval.io.files import csv_quoting, write_atomic
 from foresight_eval.report.compare import all_metrics, best_run, incompatibilities, separations, shared_metrics
 from foresight_eval.report.render import metric_cell, metric_header, render
-from foresight_eval.report.runs import Run, as_number, load_runs
+from foresight_eval.runs import Run, load_runs
+from foresight_eval.report.runs import as_number
 from foresight_eval.report.study import categories_of, category_columns, subset_note
 from foresight_eval.targets import badness
 

@@ -12,7 +12,8 @@ matplotlib.use("Agg")  # no display, no GUI toolkit: reports are written on serv
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from foresight_eval.report.runs import Run, as_number  # noqa: E402
+from foresight_eval.runs import Run  # noqa: E402
+from foresight_eval.report.runs import as_number  # noqa: E402
 
 FIGSIZE, DPI = (5.2, 3.0), 110
 STYLE = {

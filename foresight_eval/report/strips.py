@@ -23,7 +23,7 @@ from PIL import Image
 
 from foresight_eval.io.clips import open_clip
 from foresight_eval.report.plots import data_uri
-from foresight_eval.report.runs import Run
+from foresight_eval.runs import Run
 from foresight_eval.targets import judged_direction, judged_values
 
 THUMB_HEIGHT = 72

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from foresight_eval.report.render import metric_cell, metric_header
-from foresight_eval.report.runs import Run, as_number
+from foresight_eval.runs import Run
+from foresight_eval.report.runs import as_number
 
 
 def subset_note(run: Run) -> str:
