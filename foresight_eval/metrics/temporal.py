@@ -31,7 +31,8 @@ import cv2
 import numpy as np
 import torch
 
-from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo
+from foresight_eval.feature_cache import ReferenceCache
+from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext
 from foresight_eval.metrics.registry import register
 from foresight_eval.metrics.structural import SSIM_MODES, ssim
 
@@ -135,6 +136,13 @@ class ConsecutivePairMetric(Metric):
         """The quantity for each pair: (N, 3, H, W) twice in, (N,) out."""
         raise NotImplementedError
 
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        # The reference's pair values depend on its frames only: cached across runs when a cache folder is set.
+        pair_values = type(self).pair_values
+        self._ref_cache = ReferenceCache.from_resources(
+            context.resources, f"{pair_values.__module__}.{pair_values.__qualname__}", self.params)
+
     def reset(self) -> None:
         self._last: dict[str, torch.Tensor] = {}  # "pred" / "ref" -> the last frame seen (or its features)
         self._sum = 0.0
@@ -162,10 +170,16 @@ class ConsecutivePairMetric(Metric):
                 return torch.zeros(0, device=frames.device)
             return torch.cat([self.pair_values(earlier, later) for earlier, later in chunks])
 
+        def computed_or_cached() -> torch.Tensor:
+            cache = getattr(self, "_ref_cache", None)  # None: no cache folder, or a metric used without setup
+            if role != "ref" or cache is None:
+                return compute()
+            return cache((last, frames), lambda: {"values": compute()})["values"].to(frames.device)
+
         # A metric and its delta compute the same pair values from the same batches: the first computes,
         # the other reuses them (the key holds everything the values depend on).
         key = (type(self).pair_values, role, last is None, tuple(sorted(self.params.items())))
-        return batch.shared(key, compute)
+        return batch.shared(key, computed_or_cached)
 
     def update(self, batch: FrameBatch) -> torch.Tensor:
         first_batch = not self._last
