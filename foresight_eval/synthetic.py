@@ -136,7 +136,7 @@ def camera_like_clip(seed: int, n_frames: int, height: int = 360, width: int = 6
     margin = 2 * n_frames + 8
     big = (height + 2 * margin, width + 2 * margin)
     texture = np.zeros(big + (3,), np.float32)
-    for scale, weight in ((24.0, 0.35), (6.0, 0.2), (1.5, 0.08)):
+    for scale, weight in ((24.0, 0.35), (6.0, 0.15), (1.5, 0.03)):
         layer = ndimage.gaussian_filter(rng.normal(size=big + (3,)).astype(np.float32), (scale, scale, 0))
         texture += weight * layer / (layer.std() + 1e-8)
     texture = 0.45 + 0.5 * texture

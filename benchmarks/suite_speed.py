@@ -1,0 +1,144 @@
+"""Speed of the whole default metric suite, CPU against GPU, on camera-like clips (issue 17).
+
+    python benchmarks/suite_speed.py --out DIR [--devices cpu,cuda] [--clips 3 --frames 32 --size 640x360]
+
+Synthesises the clips deterministically (``synthetic.camera_like_clip``: multi-scale texture panning under
+moving shapes, sensor noise; H.264), then per device, each timed once after an untimed warm-up on a short clip:
+
+* decode-only: the engine's pipeline (background decoding, batching, upload to the device), no metric;
+* the default suite in one run, without a cache; then with a fresh ``cache_dir`` (cold: computes and writes
+  the reference side) and again (warm: reads it), the speed-up of scoring a second model;
+* each default metric alone (``--per-metric``), whose sum against the suite's time shows the sharing.
+
+Writes ``DIR/suite_speed.json`` (every figure, the machine) and ``DIR/suite_speed.md`` (the tables).
+LPIPS uses the cached AlexNet checkpoint, else seeded random weights (timing does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ensure_alexnet_weights  # noqa: E402
+from pipeline_throughput import decode_only  # noqa: E402
+
+from foresight_eval import RunContext, ScoreOptions, score, synthetic  # noqa: E402
+from foresight_eval.engine import prepare_metrics, resolve_device  # noqa: E402
+from foresight_eval.io.video import write_video  # noqa: E402
+
+
+def make_clips(root: Path, clips: int, frames: int, height: int, width: int) -> tuple[Path, Path]:
+    """Camera-like references and predictions of them (blurred, noisy, one frame late) as H.264 files."""
+    for index in range(clips):
+        truth = synthetic.camera_like_clip(index, frames + 1, height=height, width=width)
+        write_video(root / "refs" / f"clip{index:02d}.mp4", synthetic.to_uint8(truth[1:]))
+        pred = synthetic.add_noise(synthetic.blur(truth[:-1], 1.0), 0.02, seed=index)
+        write_video(root / "preds" / f"clip{index:02d}.mp4", synthetic.to_uint8(pred))
+    return root / "preds", root / "refs"
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result
+
+
+def bench_device(device_name: str, clips: tuple[Path, Path], warmup: tuple[Path, Path], args, tmp: Path) -> dict:
+    device = resolve_device(device_name)
+    options = ScoreOptions(batch_size=args.batch_size)
+    suite = [m.name for m in prepare_metrics(None, {}, RunContext(device=device))[0]]
+    frames = args.clips * args.frames
+    print(f"[{device}] default suite: {', '.join(suite)}", flush=True)
+    score(*warmup, suite, options=options, device=device)  # imports, weights, kernels, thread pools
+    decode_s, _ = timed(lambda: decode_only(*clips, options, device))
+    out = {"device": str(device), "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "threads": torch.get_num_threads(), "suite": suite, "frame_pairs": frames, "decode_only_s": decode_s}
+    print(f"[{device}] decode-only {decode_s:.2f} s", flush=True)
+    runs = {}
+    cache = tmp / f"cache-{device.type}"
+    for label, resources in (("no cache", {}), ("cold cache", {"cache_dir": cache}), ("warm cache", {"cache_dir": cache})):
+        seconds, run = timed(lambda: score(*clips, suite, options=options, device=device, resources=resources))
+        failed = [pair.error for pair in run.pairs if not pair.ok]
+        if failed:
+            raise RuntimeError(f"{device}, {label}: {failed[0]}")
+        runs[label] = {"seconds": seconds, "values": {m: s.mean for m, s in run.metrics.items()}}
+        print(f"[{device}] suite, {label}: {seconds:.2f} s", flush=True)
+    out["suite_runs"] = runs
+    if args.per_metric:
+        out["per_metric_s"] = {}
+        for name in suite:
+            seconds, _ = timed(lambda: score(*clips, [name], options=options, device=device))
+            out["per_metric_s"][name] = seconds
+            print(f"[{device}] {name}: {seconds:.2f} s", flush=True)
+    return out
+
+
+def markdown(results: dict) -> str:
+    devices = results["devices"]
+    head = "| measure | " + " | ".join(f"{d['device']} ({d['name']}, {d['threads']} threads)" for d in devices) + " |"
+    lines = [f"{results['clips']} clips x {results['frames']} frame pairs, {results['size']}, batch {results['batch_size']}, "
+             f"{results['machine']}", "", head, "|---" * (len(devices) + 1) + "|"]
+
+    def row(label, values):
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+
+    row("decode-only (s)", [f"{d['decode_only_s']:.2f}" for d in devices])
+    for label in ("no cache", "cold cache", "warm cache"):
+        row(f"default suite, {label} (s)", [f"{d['suite_runs'][label]['seconds']:.2f}" for d in devices])
+    row("suite / decode-only", [f"{d['suite_runs']['no cache']['seconds'] / d['decode_only_s']:.1f}x" for d in devices])
+    row("second model (warm cache) speed-up",
+        [f"{d['suite_runs']['no cache']['seconds'] / d['suite_runs']['warm cache']['seconds']:.2f}x" for d in devices])
+    row("frame pairs / s (suite)", [f"{d['frame_pairs'] / d['suite_runs']['no cache']['seconds']:.1f}" for d in devices])
+    if all("per_metric_s" in d for d in devices):
+        for name in devices[0]["per_metric_s"]:
+            row(f"{name} alone (s, incl. decode)", [f"{d['per_metric_s'].get(name, float('nan')):.2f}" for d in devices])
+    if len(devices) > 1:
+        cpu = next((d for d in devices if d["device"] == "cpu"), None)
+        for d in devices:
+            if cpu is not None and d is not cpu:
+                lines.append(f"\nGPU ({d['device']}) over CPU, default suite: "
+                             f"{cpu['suite_runs']['no cache']['seconds'] / d['suite_runs']['no cache']['seconds']:.2f}x")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--clips", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--per-metric", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        ensure_alexnet_weights(tmp)
+        clips = make_clips(tmp / "clips", args.clips, args.frames, height, width)
+        warmup = make_clips(tmp / "warmup", 1, 6, height, width)
+        devices = [bench_device(d, clips, warmup, args, tmp) for d in args.devices.split(",")]
+        shutil.rmtree(tmp / "clips")
+    results = {"clips": args.clips, "frames": args.frames, "size": args.size, "batch_size": args.batch_size,
+               "machine": f"{platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__}", "devices": devices}
+    (args.out / "suite_speed.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    (args.out / "suite_speed.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
