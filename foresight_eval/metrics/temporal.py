@@ -30,9 +30,11 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from foresight_eval.feature_cache import ReferenceCache
 from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext
+from foresight_eval.metrics.flow_torch import farneback
 from foresight_eval.metrics.registry import register
 from foresight_eval.metrics.structural import SSIM_MODES, ssim
 
@@ -104,12 +106,17 @@ def valid_flow_mask(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     return inside & (round_trip <= OCCLUSION_ALPHA1 * magnitudes + OCCLUSION_ALPHA2)
 
 
-def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneback") -> torch.Tensor:
+def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneback", backend: str = "opencv") -> torch.Tensor:
     """Flow warping error of each frame pair: (N, 3, H, W) twice in, (N,) float64 out.
 
-    Flow runs on the CPU (OpenCV), whatever the frames' device. A pair with no valid pixel gives NaN."""
+    ``backend="opencv"``: flow, warp and masks through OpenCV on the CPU, whatever the frames' device;
+    ``"torch"``: Farnebäck's flow and the rest in torch ops on the frames' device
+    (:func:`warp_error_torch`); ``"auto"``: torch for frames on a GPU, else OpenCV (DIS flow: OpenCV only).
+    A pair with no valid pixel gives NaN."""
     if len(earlier) == 0:
         return torch.zeros(0, dtype=torch.float64)
+    if method == "farneback" and (backend == "torch" or (backend == "auto" and earlier.device.type != "cpu")):
+        return warp_error_torch(earlier, later)
     earlier_gray, later_gray = to_gray_uint8(earlier), to_gray_uint8(later)
     earlier_rgb = earlier.permute(0, 2, 3, 1).float().cpu().numpy()
     later_rgb = later.permute(0, 2, 3, 1).float().cpu().numpy()
@@ -121,6 +128,42 @@ def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneb
         squared = np.square(later_rgb[i] - backward_warp(earlier_rgb[i], backward)).mean(axis=-1)
         errors.append(float(squared[valid].mean(dtype=np.float64)) if valid.any() else float("nan"))
     return torch.tensor(errors, dtype=torch.float64)
+
+
+def _warp_torch(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) sampled at p + flow(p) (flow (N, H, W, 2)): bilinear, outside the frame the nearest edge."""
+    height, width = images.shape[-2:]
+    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=flow.device)
+    yy, xx = torch.meshgrid(torch.arange(height, device=flow.device, dtype=torch.float32),
+                            torch.arange(width, device=flow.device, dtype=torch.float32), indexing="ij")
+    grid = (torch.stack([xx, yy], dim=-1) + flow) * scale - 1
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def warp_error_torch(earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
+    """:func:`warp_error` with Farnebäck's flow in torch (:mod:`foresight_eval.metrics.flow_torch`) and the
+    warp, consistency mask and masked mean in torch ops, batched over pairs on the frames' device. OpenCV's
+    remap rounds sampling positions to 1/32 pixel and this bilinear warp does not, so values differ from the
+    OpenCV path by rounding (tests/test_flow_torch.py measures it)."""
+    from foresight_eval.metrics.spatial import _gray_u8  # OpenCV's RGB2GRAY; spatial's imports are heavy
+
+
+    earlier_gray, later_gray = _gray_u8(earlier)[:, 0], _gray_u8(later)[:, 0]
+    flows = farneback(torch.cat([later_gray, earlier_gray]), torch.cat([earlier_gray, later_gray]), **FARNEBACK_PARAMS)
+    backward, forward = flows.chunk(2)
+    height, width = earlier.shape[-2:]
+    xx = torch.arange(width, device=backward.device, dtype=torch.float32)
+    yy = torch.arange(height, device=backward.device, dtype=torch.float32)[:, None]
+    map_x, map_y = xx + backward[..., 0], yy + backward[..., 1]
+    inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
+    forward_there = _warp_torch(forward.permute(0, 3, 1, 2), backward).permute(0, 2, 3, 1)
+    round_trip = (backward + forward_there).square().sum(dim=-1)
+    magnitudes = backward.square().sum(dim=-1) + forward_there.square().sum(dim=-1)
+    valid = inside & (round_trip <= OCCLUSION_ALPHA1 * magnitudes + OCCLUSION_ALPHA2)
+    squared = (later.float() - _warp_torch(earlier.float(), backward)).square().mean(dim=1).double()
+    count = valid.flatten(1).sum(dim=1)
+    total = torch.where(valid, squared, 0.0).flatten(1).sum(dim=1)
+    return torch.where(count > 0, total / count.clamp(min=1), float("nan")).cpu()
 
 
 # ---- stateful wrappers -----------------------------------------------------------------------------
@@ -269,8 +312,8 @@ class FlickerScore(_FrameDifference):
 
 
 class _WarpError(ConsecutivePairMetric):
-    defaults = {"flow": "farneback"}
-    choices = {"flow": FLOW_METHODS}
+    defaults = {"flow": "farneback", "backend": "auto"}
+    choices = {"flow": FLOW_METHODS, "backend": ("auto", "opencv", "torch")}
 
     def describe(self) -> dict[str, Any]:
         described = super().describe()
@@ -283,7 +326,7 @@ class _WarpError(ConsecutivePairMetric):
         return described
 
     def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
-        return warp_error(earlier, later, self.params["flow"])
+        return warp_error(earlier, later, self.params["flow"], self.params["backend"])
 
 
 @register
