@@ -79,18 +79,24 @@ class FeatureCache:
         write_atomic(self._path(clip_sha256), data)
 
 
-def tensor_sha256(*tensors: torch.Tensor | None) -> str:
-    """SHA-256 of tensors' shapes, dtypes and bytes (None hashes as absent): the key of an entry computed
-    from exactly these inputs."""
+def tensor_sha256(*tensors: torch.Tensor | str | int | None) -> str:
+    """SHA-256 of tensors' shapes, dtypes and bytes (None hashes as absent; a string or integer, such as the
+    digest of a tensor hashed before, as itself): the key of an entry computed from exactly these inputs."""
     digest = hashlib.sha256()
     for tensor in tensors:
-        if tensor is None:
-            digest.update(b"none;")
+        if tensor is None or isinstance(tensor, (str, int)):
+            digest.update(f"{type(tensor).__name__}:{tensor};".encode())
             continue
         tensor = tensor.detach().contiguous().cpu()
         digest.update(f"{tuple(tensor.shape)}{tensor.dtype};".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        if tensor.numel():
+            digest.update(tensor.view(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
     return digest.hexdigest()
+
+
+def reference_sha256(batch: Any) -> str:
+    """SHA-256 of a FrameBatch's reference frames, hashed once per batch whichever metric asks first."""
+    return batch.shared(("sha256", "ref"), lambda: tensor_sha256(batch.ref))
 
 
 class ReferenceCache:
@@ -113,9 +119,10 @@ class ReferenceCache:
         root = resources.get("cache_dir")
         return None if root is None else cls(Path(root), computation, params)
 
-    def __call__(self, inputs: tuple[torch.Tensor | None, ...],
+    def __call__(self, inputs: tuple[torch.Tensor | str | int | None, ...],
                  compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """The cached outputs of ``compute`` for these inputs (on the CPU), computing and storing on a miss."""
+        """The cached outputs of ``compute`` for these inputs (on the CPU), computing and storing on a miss.
+        ``inputs`` may name a tensor by its :func:`tensor_sha256` digest (the batch's, hashed once)."""
         key = tensor_sha256(*inputs)
         cached = self.store.get_tensors(key)
         if cached is not None:

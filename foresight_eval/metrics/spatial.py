@@ -78,7 +78,7 @@ from torchvision.ops import box_convert
 from torchvision.ops import box_iou as torchvision_box_iou
 
 from foresight_eval.errors import MetricUnavailable
-from foresight_eval.feature_cache import ReferenceCache
+from foresight_eval.feature_cache import ReferenceCache, reference_sha256
 from foresight_eval.io.annotations import ReferenceAnnotations, decode_masks
 from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, RunContext
 from foresight_eval.metrics.edges_torch import canny as canny_torch
@@ -325,7 +325,8 @@ class MotionMaskStream:
         # round trip keeps encoder state that cannot be, so it is never cached.
         self.cache_resources = cache_resources if self.roundtrip == "none" else None
 
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, frames_sha256: str | None = None) -> torch.Tensor:
+        """``frames_sha256``: the frames' digest when known (hashed once per batch), else they are hashed."""
         if not self.cache_resources:
             return self._compute(frames)
         backend = "opencv" if frames.device.type == "cpu" else "torch"  # motion_masks' "auto"
@@ -333,7 +334,7 @@ class MotionMaskStream:
                                               {**self.mask_params, "downscale": self.downscale, "backend": backend})
         if cache is None:
             return self._compute(frames)
-        entry = cache((frames, self.background), lambda: {"masks": self._compute(frames), "background": self.background})
+        entry = cache((frames_sha256 or frames, self.background), lambda: {"masks": self._compute(frames), "background": self.background})
         self.background = entry["background"].to(frames.device)
         return entry["masks"].to(frames.device)
 
@@ -372,7 +373,10 @@ class _MotionMaskMetric(WindowedFrameMetric):
         stream = self._streams[side] or MotionMaskStream(
             clip_fps(self._batch, self.params), self.params,
             getattr(self, "_resources", None) if side == "ref" else None)
-        masks, self._streams[side] = self._batch.shared(key, lambda: (stream(frames), stream))
+        # The frames are the batch's, up to the window's end: its digest and their count name them.
+        cached = side == "ref" and stream.cache_resources
+        digest = f"{reference_sha256(self._batch)}[:{len(frames)}]" if cached else None
+        masks, self._streams[side] = self._batch.shared(key, lambda: (stream(frames, digest), stream))
         return masks
 
     def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -547,10 +551,16 @@ class EdgeF1(FrameMetric):
         # The reference's edges depend on its frames only: cached across runs when a cache folder is set.
         self._ref_cache = ReferenceCache.from_resources(context.resources, "canny_edges", canny_params)
 
+    def update(self, batch: FrameBatch) -> torch.Tensor:
+        self._batch = batch  # per_frame's reference frames are the batch's: hashed once per batch
+        return super().update(batch)
+
     def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         cache, p = getattr(self, "_ref_cache", None), self.params
         ref_edges = None
         if cache is not None:
             canny_params = {k: p[k] for k in ("sigma", "low_threshold", "high_threshold", "detector")}
-            ref_edges = cache((ref,), lambda: {"edges": torch.from_numpy(edge_maps(ref, **canny_params))})["edges"].numpy()
+            entry = cache((reference_sha256(self._batch),),
+                          lambda: {"edges": torch.from_numpy(edge_maps(ref, **canny_params))})
+            ref_edges = entry["edges"].numpy()
         return edge_f1(pred, ref, **p, ref_edges=ref_edges)

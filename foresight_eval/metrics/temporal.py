@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from foresight_eval.feature_cache import ReferenceCache
+from foresight_eval.feature_cache import ReferenceCache, reference_sha256
 from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext
 from foresight_eval.metrics.flow_torch import farneback
 from foresight_eval.metrics.registry import register
@@ -217,7 +217,7 @@ class ConsecutivePairMetric(Metric):
             cache = getattr(self, "_ref_cache", None)  # None: no cache folder, or a metric used without setup
             if role != "ref" or cache is None:
                 return compute()
-            return cache((last, frames), lambda: {"values": compute()})["values"].to(frames.device)
+            return cache((last, reference_sha256(batch)), lambda: {"values": compute()})["values"].to(frames.device)
 
         # A metric and its delta compute the same pair values from the same batches: the first computes,
         # the other reuses them (the key holds everything the values depend on).
