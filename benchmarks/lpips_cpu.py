@@ -39,6 +39,49 @@ def conv_inputs(model: torch.nn.Module, batch: torch.Tensor) -> list[torch.Tenso
     return seen
 
 
+def measure(width: int, height: int, pairs: int, repeats: int) -> dict:
+    """Seconds per call of LPIPS (float32, bf16) and of its convolutions alone, GFLOP counted, largest bf16 error."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ensure_alexnet_weights(Path(tmp))
+        model = load_lpips("alex", LPIPS_BACKBONES["alex"].locate())
+    truth = synthetic.camera_like_clip(0, pairs, height=height, width=width)
+    pred = synthetic.add_noise(synthetic.blur(truth, 1.0), 0.02, seed=0)
+    ref_t, pred_t = (torch.from_numpy(x).permute(0, 3, 1, 2).contiguous() for x in (truth, pred))
+    with torch.inference_mode():
+        fp32_s, fp32 = best_time(lambda: lpips_distance(model, pred_t, ref_t), repeats)
+        bf16_s, bf16 = best_time(lambda: lpips_distance(model, pred_t, ref_t, precision="bf16"), repeats)
+        batch = model.scaling_layer(torch.cat([pred_t, ref_t]) * 2 - 1).contiguous(memory_format=torch.channels_last)
+        inputs = conv_inputs(model, batch)
+        convs = conv_layers(model)
+        flops = sum(2 * F.conv2d(x, c.weight, c.bias, c.stride, c.padding).numel() * c.weight[0].numel()
+                    for x, c in zip(inputs, convs))
+
+        def convs_only(bf16: bool = False) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                for x, c in zip(inputs, convs):
+                    c(x)
+
+        ceiling_s, _ = best_time(convs_only, repeats)
+        ceiling_bf16_s, _ = best_time(lambda: convs_only(True), repeats)
+    return {"size": f"{width}x{height}", "pairs": pairs, "threads": torch.get_num_threads(), "gflop": flops / 1e9,
+            "lpips_float32_s": fp32_s, "lpips_bf16_s": bf16_s, "convs_float32_s": ceiling_s,
+            "convs_bf16_s": ceiling_bf16_s, "max_abs_bf16_minus_float32": float((bf16 - fp32).abs().max())}
+
+
+def report(r: dict) -> str:
+    pairs, flops = r["pairs"], r["gflop"]
+    return "\n".join([
+        f"{pairs} pairs at {r['size']}, {r['threads']} threads, {flops / 4 / pairs:.2f} GMAC per image",
+        f"lpips float32      {pairs / r['lpips_float32_s']:7.2f} pairs/s  {flops / r['lpips_float32_s']:6.1f} GFLOP/s",
+        f"lpips bf16         {pairs / r['lpips_bf16_s']:7.2f} pairs/s  {flops / r['lpips_bf16_s']:6.1f} GFLOP/s  "
+        f"({r['lpips_float32_s'] / r['lpips_bf16_s']:.2f}x, max |bf16 - float32| {r['max_abs_bf16_minus_float32']:.2e})",
+        f"convs alone fp32   {pairs / r['convs_float32_s']:7.2f} pairs/s  {flops / r['convs_float32_s']:6.1f} GFLOP/s  "
+        f"(lpips float32 reaches {r['convs_float32_s'] / r['lpips_float32_s']:.0%} of it)",
+        f"convs alone bf16   {pairs / r['convs_bf16_s']:7.2f} pairs/s  {flops / r['convs_bf16_s']:6.1f} GFLOP/s  "
+        f"(lpips bf16 reaches {r['convs_bf16_s'] / r['lpips_bf16_s']:.0%} of it)",
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="640x360")
@@ -46,37 +89,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    with tempfile.TemporaryDirectory() as tmp:
-        ensure_alexnet_weights(Path(tmp))
-        model = load_lpips("alex", LPIPS_BACKBONES["alex"].locate())
-    truth = synthetic.camera_like_clip(0, args.pairs, height=height, width=width)
-    pred = synthetic.add_noise(synthetic.blur(truth, 1.0), 0.02, seed=0)
-    ref_t, pred_t = (torch.from_numpy(x).permute(0, 3, 1, 2).contiguous() for x in (truth, pred))
-    with torch.inference_mode():
-        fp32_s, fp32 = best_time(lambda: lpips_distance(model, pred_t, ref_t), args.repeats)
-        bf16_s, bf16 = best_time(lambda: lpips_distance(model, pred_t, ref_t, precision="bf16"), args.repeats)
-        batch = model.scaling_layer(torch.cat([pred_t, ref_t]) * 2 - 1).contiguous(memory_format=torch.channels_last)
-        inputs = conv_inputs(model, batch)
-        convs = conv_layers(model)
-        flops = sum(2 * F.conv2d(x, c.weight, c.bias, c.stride, c.padding).numel() * c.weight[0].numel()
-                    for x, c in zip(inputs, convs))
-
-        def convs_only(dtype=None):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
-                for x, c in zip(inputs, convs):
-                    c(x)
-
-        ceiling_s, _ = best_time(convs_only, args.repeats)
-        ceiling_bf16_s, _ = best_time(lambda: convs_only(torch.bfloat16), args.repeats)
-    pairs = args.pairs
-    print(f"{pairs} pairs at {width}x{height}, {torch.get_num_threads()} threads, {flops / 2 / 2 / pairs / 1e9:.2f} GMAC per image")
-    print(f"lpips float32      {pairs / fp32_s:7.2f} pairs/s  {flops / fp32_s / 1e9:6.1f} GFLOP/s")
-    print(f"lpips bf16         {pairs / bf16_s:7.2f} pairs/s  {flops / bf16_s / 1e9:6.1f} GFLOP/s  "
-          f"({fp32_s / bf16_s:.2f}x, max |bf16 - float32| {float((bf16 - fp32).abs().max()):.2e})")
-    print(f"convs alone fp32   {pairs / ceiling_s:7.2f} pairs/s  {flops / ceiling_s / 1e9:6.1f} GFLOP/s  "
-          f"(lpips float32 reaches {ceiling_s / fp32_s:.0%} of it)")
-    print(f"convs alone bf16   {pairs / ceiling_bf16_s:7.2f} pairs/s  {flops / ceiling_bf16_s / 1e9:6.1f} GFLOP/s  "
-          f"(lpips bf16 reaches {ceiling_bf16_s / bf16_s:.0%} of it)")
+    print(report(measure(width, height, args.pairs, args.repeats)))
 
 
 if __name__ == "__main__":

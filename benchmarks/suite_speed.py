@@ -8,7 +8,8 @@ moving shapes, sensor noise; H.264), then per device, each timed once after an u
 * decode-only: the engine's pipeline (background decoding, batching, upload to the device), no metric;
 * the default suite in one run, without a cache; then with a fresh ``cache_dir`` (cold: computes and writes
   the reference side) and again (warm: reads it), the speed-up of scoring a second model;
-* each default metric alone (``--per-metric``), whose sum against the suite's time shows the sharing.
+* each default metric alone (``--per-metric``), whose sum against the suite's time shows the sharing;
+* on the CPU, LPIPS float32 / bf16 against its convolutions alone (``benchmarks/lpips_cpu.py``).
 
 Writes ``DIR/suite_speed.json`` (every figure, the machine) and ``DIR/suite_speed.md`` (the tables).
 LPIPS uses the cached AlexNet checkpoint, else seeded random weights (timing does not depend on them).
@@ -30,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ensure_alexnet_weights  # noqa: E402
+from lpips_cpu import measure as lpips_cpu_measure, report as lpips_cpu_report  # noqa: E402
 from pipeline_throughput import decode_only  # noqa: E402
 
 from foresight_eval import RunContext, ScoreOptions, score, synthetic  # noqa: E402
@@ -76,6 +78,9 @@ def bench_device(device_name: str, clips: tuple[Path, Path], warmup: tuple[Path,
         runs[label] = {"seconds": seconds, "values": {m: s.mean for m, s in run.metrics.items()}}
         print(f"[{device}] suite, {label}: {seconds:.2f} s", flush=True)
     out["suite_runs"] = runs
+    if device.type == "cpu" and args.lpips_ceiling:
+        out["lpips_cpu"] = lpips_cpu_measure(args.width, args.height, pairs=4, repeats=2)
+        print(lpips_cpu_report(out["lpips_cpu"]), flush=True)
     if args.per_metric:
         out["per_metric_s"] = {}
         for name in suite:
@@ -104,6 +109,9 @@ def markdown(results: dict) -> str:
     if all("per_metric_s" in d for d in devices):
         for name in devices[0]["per_metric_s"]:
             row(f"{name} alone (s, incl. decode)", [f"{d['per_metric_s'].get(name, float('nan')):.2f}" for d in devices])
+    for d in devices:
+        if "lpips_cpu" in d:
+            lines.append("\n```\n" + lpips_cpu_report(d["lpips_cpu"]) + "\n```")
     if len(devices) > 1:
         cpu = next((d for d in devices if d["device"] == "cpu"), None)
         for d in devices:
@@ -122,8 +130,10 @@ def main() -> None:
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--per-metric", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--lpips-ceiling", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.split("x"))
+    args.width, args.height = (int(v) for v in args.size.split("x"))
+    width, height = args.width, args.height
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
