@@ -334,7 +334,8 @@ class MotionMaskStream:
                                               {**self.mask_params, "downscale": self.downscale, "backend": backend})
         if cache is None:
             return self._compute(frames)
-        entry = cache((frames_sha256 or frames, self.background), lambda: {"masks": self._compute(frames), "background": self.background})
+        entry = cache((frames_sha256 or frames, self.background),
+                      lambda: {"masks": self._compute(frames), "background": self.background})
         self.background = entry["background"].to(frames.device)
         return entry["masks"].to(frames.device)
 
@@ -548,8 +549,10 @@ class EdgeF1(FrameMetric):
     def setup(self, context: RunContext) -> None:
         super().setup(context)
         canny_params = {k: self.params[k] for k in ("sigma", "low_threshold", "high_threshold", "detector")}
-        # The reference's edges depend on its frames only: cached across runs when a cache folder is set.
-        self._ref_cache = ReferenceCache.from_resources(context.resources, "canny_edges", canny_params)
+        # The reference's edges depend on its frames only: cached across runs when a cache folder is set
+        # (the device type in the key: detector=auto picks the implementation by device).
+        self._ref_cache = ReferenceCache.from_resources(context.resources, "canny_edges",
+                                                        {**canny_params, "device_type": context.device.type})
 
     def update(self, batch: FrameBatch) -> torch.Tensor:
         self._batch = batch  # per_frame's reference frames are the batch's: hashed once per batch

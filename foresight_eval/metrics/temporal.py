@@ -147,7 +147,6 @@ def warp_error_torch(earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor
     OpenCV path by rounding (tests/test_flow_torch.py measures it)."""
     from foresight_eval.metrics.spatial import _gray_u8  # OpenCV's RGB2GRAY; spatial's imports are heavy
 
-
     earlier_gray, later_gray = _gray_u8(earlier)[:, 0], _gray_u8(later)[:, 0]
     flows = farneback(torch.cat([later_gray, earlier_gray]), torch.cat([earlier_gray, later_gray]), **FARNEBACK_PARAMS)
     backward, forward = flows.chunk(2)
@@ -181,10 +180,12 @@ class ConsecutivePairMetric(Metric):
 
     def setup(self, context: RunContext) -> None:
         super().setup(context)
-        # The reference's pair values depend on its frames only: cached across runs when a cache folder is set.
+        # The reference's pair values depend on its frames only: cached across runs when a cache folder is set
+        # (the device type in the key: GPU and CPU paths agree only to rounding).
         pair_values = type(self).pair_values
         self._ref_cache = ReferenceCache.from_resources(
-            context.resources, f"{pair_values.__module__}.{pair_values.__qualname__}", self.params)
+            context.resources, f"{pair_values.__module__}.{pair_values.__qualname__}",
+            {**self.params, "device_type": context.device.type})
 
     def reset(self) -> None:
         self._last: dict[str, torch.Tensor] = {}  # "pred" / "ref" -> the last frame seen (or its features)
