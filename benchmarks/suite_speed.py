@@ -84,6 +84,9 @@ def bench_device(device_name: str, clips: tuple[Path, Path], warmup: tuple[Path,
     if args.per_metric:
         out["per_metric_s"] = {}
         for name in suite:
+            if time.monotonic() > args.deadline:  # the whole command must fit the time it was given
+                out["per_metric_skipped"] = f"--budget-s {args.budget_s} reached"
+                break
             seconds, _ = timed(lambda: score(*clips, [name], options=options, device=device))
             out["per_metric_s"][name] = seconds
             print(f"[{device}] {name}: {seconds:.2f} s", flush=True)
@@ -107,7 +110,7 @@ def markdown(results: dict) -> str:
         [f"{d['suite_runs']['no cache']['seconds'] / d['suite_runs']['warm cache']['seconds']:.2f}x" for d in devices])
     row("frame pairs / s (suite)", [f"{d['frame_pairs'] / d['suite_runs']['no cache']['seconds']:.1f}" for d in devices])
     if all("per_metric_s" in d for d in devices):
-        for name in devices[0]["per_metric_s"]:
+        for name in devices[0]["suite"]:
             row(f"{name} alone (s, incl. decode)", [f"{d['per_metric_s'].get(name, float('nan')):.2f}" for d in devices])
     for d in devices:
         if "lpips_cpu" in d:
@@ -118,34 +121,51 @@ def markdown(results: dict) -> str:
             if cpu is not None and d is not cpu:
                 lines.append(f"\nGPU ({d['device']}) over CPU, default suite: "
                              f"{cpu['suite_runs']['no cache']['seconds'] / d['suite_runs']['no cache']['seconds']:.2f}x")
+                gpu_values, cpu_values = d["suite_runs"]["no cache"]["values"], cpu["suite_runs"]["no cache"]["values"]
+                gaps = {m: abs(gpu_values[m] - cpu_values[m]) for m in gpu_values if m in cpu_values}
+                worst = max(gaps, key=lambda m: gaps[m] if gaps[m] == gaps[m] else -1.0, default=None)
+                if worst is not None:
+                    lines.append(f"Largest |GPU - CPU| difference of a metric's mean over clips: {worst} {gaps[worst]:.3g}")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--devices", default="cuda,cpu" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--clips", type=int, default=3)
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--per-metric", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--lpips-ceiling", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--budget-s", type=float, default=420,
+                        help="no per-metric run starts after this many seconds (the suite runs always do)")
     args = parser.parse_args()
+    args.deadline = time.monotonic() + args.budget_s
     args.width, args.height = (int(v) for v in args.size.split("x"))
     width, height = args.width, args.height
     args.out.mkdir(parents=True, exist_ok=True)
+    failures: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         ensure_alexnet_weights(tmp)
         clips = make_clips(tmp / "clips", args.clips, args.frames, height, width)
         warmup = make_clips(tmp / "warmup", 1, 6, height, width)
-        devices = [bench_device(d, clips, warmup, args, tmp) for d in args.devices.split(",")]
+        devices = []
+        for name in args.devices.split(","):
+            try:
+                devices.append(bench_device(name, clips, warmup, args, tmp))
+            except Exception as exc:  # noqa: BLE001 - one device failing must not lose the other's figures
+                print(f"[{name}] failed: {type(exc).__name__}: {exc}", flush=True)
+                failures[name] = f"{type(exc).__name__}: {exc}"
         shutil.rmtree(tmp / "clips")
     results = {"clips": args.clips, "frames": args.frames, "size": args.size, "batch_size": args.batch_size,
-               "machine": f"{platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__}", "devices": devices}
+               "machine": f"{platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__}", "devices": devices,
+               "failures": failures}
     (args.out / "suite_speed.json").write_text(json.dumps(results, indent=2))
-    table = markdown(results)
+    table = markdown(results) if devices else ""
+    table += "".join(f"\n{name} failed: {reason}\n" for name, reason in failures.items())
     (args.out / "suite_speed.md").write_text(table)
     print(table)
 

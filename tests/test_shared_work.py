@@ -92,3 +92,18 @@ def test_reference_side_is_cached_across_runs(clips, calls, tmp_path):
     assert sum(repairing.values()) > sum(reading.values())
     assert _values(repaired) == _values(first)
     assert len(entries[0].read_bytes()) > 40
+
+
+def test_the_gpu_paths_through_the_engine_agree_with_the_cpu_paths(clips, calls, tmp_path):
+    # On a GPU, detector=auto / backend=auto pick the torch paths; forced here on the CPU, cache included.
+    metrics = ["edge_f1", "warp_error", "warp_error_delta"]
+    forced = {"edge_f1": {"detector": "torch"}, "warp_error": {"backend": "torch"},
+              "warp_error_delta": {"backend": "torch"}}
+    default, _ = _run(clips, metrics, calls)
+    for resources in ({}, {"cache_dir": tmp_path / "cache"}, {"cache_dir": tmp_path / "cache"}):
+        torch_paths, counted = _run(clips, metrics, calls, params=forced, resources=resources)
+        assert counted["flow"] == 0  # OpenCV's flow never ran
+        ours, reference = torch_paths.pairs[0].values, default.pairs[0].values
+        assert ours["edge_f1"] == reference["edge_f1"]
+        for name in ("warp_error", "warp_error_delta"):
+            assert abs(ours[name] - reference[name]) <= 2e-6
