@@ -118,7 +118,8 @@ def run_output_options(command):
 @click.option("--weights-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FORESIGHT_WEIGHTS",
               help="Extra folder searched first for weight files (also $FORESIGHT_WEIGHTS).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FORESIGHT_CACHE",
-              help="Cache of reference-clip features for set metrics such as fvd (default ~/.cache/foresight-eval).")
+              help="Cache of reference-clip features for set metrics such as fvd (default ~/.cache/foresight-eval); "
+                   "when given, also of the reference side of frame metrics (docs/speed.md).")
 @run_output_options
 @click.option("--ref-annotations", type=click.Path(exists=True, path_type=Path),
               help="Reference boxes/masks for box_iou, mask_iou, map50, map50_95: a COCO JSON whose images carry "

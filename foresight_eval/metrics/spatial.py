@@ -58,6 +58,9 @@ bipartite matching between edge pixels within the tolerance (:func:`max_edge_mat
 tolerance (OpenCV's exact Euclidean distance transform); it is not one to one, so it is never below
 the exact value. Precision = matched predicted / predicted pixels, recall = matched reference /
 reference pixels; an empty map has precision (or recall) 1, so two empty maps give F1 = 1.
+``detector=auto`` (default) runs the same Canny in torch ops when the frames are on a GPU
+(:mod:`foresight_eval.metrics.edges_torch`, equal maps on the test fixtures), scikit-image's on the CPU;
+``skimage`` / ``torch`` force one.
 
 ``mode=bsds``: the BSDS boundary benchmark's protocol (Martin et al. 2004; Arbelaez et al. 2011,
 ``boundaryBench``; as pyEdgeEval 0.2.8 reimplements it, ``evaluate_boundaries_threshold`` and
@@ -98,8 +101,10 @@ from torchvision.ops import box_convert
 from torchvision.ops import box_iou as torchvision_box_iou
 
 from foresight_eval.errors import MetricUnavailable, UsageError
+from foresight_eval.feature_cache import ReferenceCache, reference_sha256
 from foresight_eval.io.annotations import ReferenceAnnotations, decode_masks
 from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, RunContext
+from foresight_eval.metrics.edges_torch import canny as canny_torch
 from foresight_eval.metrics.physics_iq import (
     PIPELINE_DEFAULTS, Mp4vRoundTrip, WindowedFrameMetric, clip_fps, downscale_u8,
 )
@@ -258,9 +263,17 @@ def _motion_masks_torch(frames, background, threshold, alpha, morph_kernel) -> t
 # --- edges -----------------------------------------------------------------------------------------
 
 
+EDGE_DETECTORS = ("auto", "skimage", "torch")
+
+
 def edge_maps(frames: torch.Tensor, sigma: float = 1.0, low_threshold: float = 0.1,
-              high_threshold: float = 0.2) -> np.ndarray:
-    """Canny edges of (B, 3, H, W) frames in [0, 1] through scikit-image: (B, H, W) bool."""
+              high_threshold: float = 0.2, detector: str = "skimage") -> np.ndarray:
+    """Canny edges of (B, 3, H, W) frames in [0, 1]: (B, H, W) bool. ``detector="skimage"``: scikit-image's
+    ``feature.canny`` of ``color.rgb2gray``, frame by frame on the CPU; ``"torch"``: the same steps in torch
+    ops on the frames' device (:mod:`foresight_eval.metrics.edges_torch`); ``"auto"``: torch on a GPU,
+    scikit-image on the CPU (where it is the faster of the two)."""
+    if detector == "torch" or (detector == "auto" and frames.device.type != "cpu"):
+        return canny_torch(frames, sigma=sigma, low_threshold=low_threshold, high_threshold=high_threshold).cpu().numpy()
     images = frames.detach().permute(0, 2, 3, 1).double().cpu().numpy()
     return np.stack([canny(rgb2gray(image), sigma=sigma, low_threshold=low_threshold,
                            high_threshold=high_threshold) for image in images])
@@ -325,10 +338,13 @@ def edge_precision_recall_f1(pred: np.ndarray, ref: np.ndarray, max_dist: float 
 
 
 def edge_f1(pred: torch.Tensor, ref: torch.Tensor, *, max_dist: float = 0.0075, matching: str = "exact",
-            sigma: float = 1.0, low_threshold: float = 0.1, high_threshold: float = 0.2) -> torch.Tensor:
-    """Edge F1 per frame: (B, 3, H, W) pairs in [0, 1] in, (B,) float64 out."""
-    canny_params = {"sigma": sigma, "low_threshold": low_threshold, "high_threshold": high_threshold}
-    pred_edges, ref_edges = edge_maps(pred, **canny_params), edge_maps(ref, **canny_params)
+            sigma: float = 1.0, low_threshold: float = 0.1, high_threshold: float = 0.2, detector: str = "auto",
+            ref_edges: np.ndarray | None = None) -> torch.Tensor:
+    """Edge F1 per frame: (B, 3, H, W) pairs in [0, 1] in, (B,) float64 out (``ref_edges``: the reference's
+    edge maps when already known)."""
+    canny_params = {"sigma": sigma, "low_threshold": low_threshold, "high_threshold": high_threshold, "detector": detector}
+    pred_edges = edge_maps(pred, **canny_params)
+    ref_edges = edge_maps(ref, **canny_params) if ref_edges is None else ref_edges
     return torch.tensor([edge_precision_recall_f1(p, r, max_dist, matching)[2]
                          for p, r in zip(pred_edges, ref_edges)], dtype=torch.float64)
 
@@ -407,13 +423,30 @@ class MotionMaskStream:
     running background carried over, then the mp4v round trip and the 1/4 resize with re-binarisation at > 127
     (:mod:`foresight_eval.metrics.physics_iq`). (B, 3, H, W) frames in, (B, h, w) bool masks out."""
 
-    def __init__(self, rate: Fraction, params: dict[str, Any]):
+    def __init__(self, rate: Fraction, params: dict[str, Any], cache_resources: dict[str, Any] | None = None):
         self.rate, self.roundtrip, self.downscale = rate, params["roundtrip"], params["downscale"]
         self.mask_params = {key: params[key] for key in ("threshold", "alpha", "morph_kernel")}
         self.background: torch.Tensor | None = None
         self.encoder: Mp4vRoundTrip | None = None
+        # Reference masks across runs: the running background is part of the key and of the entry; the mp4v
+        # round trip keeps encoder state that cannot be, so it is never cached.
+        self.cache_resources = cache_resources if self.roundtrip == "none" else None
 
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, frames_sha256: str | None = None) -> torch.Tensor:
+        """``frames_sha256``: the frames' digest when known (hashed once per batch), else they are hashed."""
+        if not self.cache_resources:
+            return self._compute(frames)
+        backend = "opencv" if frames.device.type == "cpu" else "torch"  # motion_masks' "auto"
+        cache = ReferenceCache.from_resources(self.cache_resources, "motion_masks",
+                                              {**self.mask_params, "downscale": self.downscale, "backend": backend})
+        if cache is None:
+            return self._compute(frames)
+        entry = cache((frames_sha256 or frames, self.background),
+                      lambda: {"masks": self._compute(frames), "background": self.background})
+        self.background = entry["background"].to(frames.device)
+        return entry["masks"].to(frames.device)
+
+    def _compute(self, frames: torch.Tensor) -> torch.Tensor:
         masks, self.background = motion_masks(frames, self.background, **self.mask_params)
         if self.roundtrip == "none" and self.downscale == 1:
             return masks
@@ -431,6 +464,10 @@ class _MotionMaskMetric(WindowedFrameMetric):
     defaults = {"threshold": 10, "alpha": 0.3, "morph_kernel": 5, "roundtrip": "none", **PIPELINE_DEFAULTS}
     choices = {"roundtrip": ("none", "mp4v")}
 
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        self._resources = context.resources
+
     def reset(self) -> None:
         super().reset()
         self._streams: dict[str, MotionMaskStream | None] = {"pred": None, "ref": None}
@@ -441,8 +478,13 @@ class _MotionMaskMetric(WindowedFrameMetric):
         # Each metric's mask state is the same too (same start, same updates), so every metric adopts the
         # stream that computed the batch, and its state stays what it would be alone.
         key = ("motion_masks", side, tuple(sorted(self.params.items())))
-        stream = self._streams[side] or MotionMaskStream(clip_fps(self._batch, self.params), self.params)
-        masks, self._streams[side] = self._batch.shared(key, lambda: (stream(frames), stream))
+        stream = self._streams[side] or MotionMaskStream(
+            clip_fps(self._batch, self.params), self.params,
+            getattr(self, "_resources", None) if side == "ref" else None)
+        # The frames are the batch's, up to the window's end: its digest and their count name them.
+        cached = side == "ref" and stream.cache_resources
+        digest = f"{reference_sha256(self._batch)}[:{len(frames)}]" if cached else None
+        masks, self._streams[side] = self._batch.shared(key, lambda: (stream(frames, digest), stream))
         return masks
 
     def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -610,8 +652,9 @@ class EdgeF1(FrameMetric):
         direction="higher",
     )
     defaults = {"mode": "frame", "max_dist": 0.0075, "matching": "exact", "edges": "canny", "thresholds": 99,
-                "sigma": 1.0, "low_threshold": 0.1, "high_threshold": 0.2}
-    choices = {"mode": ("frame", "bsds"), "matching": ("exact", "approx"), "edges": ("canny", "input")}
+                "sigma": 1.0, "low_threshold": 0.1, "high_threshold": 0.2, "detector": "auto"}
+    choices = {"mode": ("frame", "bsds"), "matching": ("exact", "approx"), "edges": ("canny", "input"),
+               "detector": EDGE_DETECTORS}
 
     def __init__(self, **params: Any):
         super().__init__(**params)
@@ -628,26 +671,44 @@ class EdgeF1(FrameMetric):
             # Canny edges are binary: one level. Edge-map inputs are soft: BSDS's evenly spaced thresholds.
             self.levels = bsds_thresholds(count) if self.params["edges"] == "input" else np.array([0.5])
 
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        # The reference's edges depend on its frames only: cached across runs when a cache folder is set
+        # (the device type in the key: detector=auto picks the implementation by device).
+        self._ref_cache = ReferenceCache.from_resources(context.resources, "canny_edges",
+                                                        {**self._canny_params(), "device_type": context.device.type})
+
     def reset(self) -> None:
         super().reset()
         self._parts: list[list[Any]] = []
 
+    def _canny_params(self) -> dict[str, Any]:
+        return {key: self.params[key] for key in ("sigma", "low_threshold", "high_threshold", "detector")}
+
     def _edges(self, frames: torch.Tensor) -> np.ndarray:
         if self.params["edges"] == "input":
             return edge_strength(frames) >= 0.5
-        return edge_maps(frames, sigma=self.params["sigma"], low_threshold=self.params["low_threshold"],
-                         high_threshold=self.params["high_threshold"])
+        return edge_maps(frames, **self._canny_params())
+
+    def _ref_edges(self, batch: FrameBatch) -> np.ndarray:
+        """The batch's reference edges, from the reference cache when there is one (hashed once per batch)."""
+        cache = getattr(self, "_ref_cache", None)
+        if cache is None or self.params["edges"] == "input":
+            return self._edges(batch.ref)
+        entry = cache((reference_sha256(batch),), lambda: {"edges": torch.from_numpy(self._edges(batch.ref))})
+        return entry["edges"].numpy()
 
     def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         max_dist, matching = self.params["max_dist"], self.params["matching"]
         return torch.tensor([edge_precision_recall_f1(p, r, max_dist, matching)[2]
-                             for p, r in zip(self._edges(pred), self._edges(ref))], dtype=torch.float64)
+                             for p, r in zip(self._edges(pred), self._ref_edges(self._batch))], dtype=torch.float64)
 
     def update(self, batch: FrameBatch) -> torch.Tensor | None:
+        self._batch = batch  # per_frame's reference frames are the batch's
         if self.params["mode"] == "frame":
             return super().update(batch)
         strengths = edge_strength(batch.pred) if self.params["edges"] == "input" else self._edges(batch.pred)
-        for horizon, strength, ref in zip(batch.horizon.tolist(), strengths, self._edges(batch.ref)):
+        for horizon, strength, ref in zip(batch.horizon.tolist(), strengths, self._ref_edges(batch)):
             counts = bsds_edge_counts(strength, ref, self.levels, self.params["max_dist"])
             self._parts.append([horizon, counts.tolist()])
         return None

@@ -35,8 +35,11 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo
+from foresight_eval.feature_cache import ReferenceCache, reference_sha256
+from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext
+from foresight_eval.metrics.flow_torch import farneback
 from foresight_eval.metrics.registry import register
 from foresight_eval.metrics.structural import SSIM_CHOICES, SSIM_DEFAULTS, SSIM_MODES, ssim, ssim_kwargs
 
@@ -124,13 +127,17 @@ def valid_flow_mask(backward: np.ndarray, forward: np.ndarray, occlusion: str = 
 
 
 def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneback",
-               occlusion: str = "lai") -> torch.Tensor:
+               occlusion: str = "lai", backend: str = "opencv") -> torch.Tensor:
     """Flow warping error of each frame pair: (N, 3, H, W) twice in, (N,) float64 out.
 
-    Flow runs on the CPU (OpenCV), whatever the frames' device. A pair with no valid pixel is scored over
-    all its pixels (see the module doc)."""
+    ``backend="opencv"``: flow, warp and masks through OpenCV on the CPU, whatever the frames' device;
+    ``"torch"``: Farnebäck's flow and the rest in torch ops on the frames' device
+    (:func:`warp_error_torch`); ``"auto"``: torch for frames on a GPU, else OpenCV (DIS flow: OpenCV only).
+    A pair with no valid pixel is scored over all its pixels (see the module doc)."""
     if len(earlier) == 0:
         return torch.zeros(0, dtype=torch.float64)
+    if method == "farneback" and (backend == "torch" or (backend == "auto" and earlier.device.type != "cpu")):
+        return warp_error_torch(earlier, later, occlusion)
     earlier_gray, later_gray = to_gray_uint8(earlier), to_gray_uint8(later)
     earlier_rgb = earlier.permute(0, 2, 3, 1).float().cpu().numpy()
     later_rgb = later.permute(0, 2, 3, 1).float().cpu().numpy()
@@ -142,6 +149,56 @@ def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneb
         squared = np.square(later_rgb[i] - backward_warp(earlier_rgb[i], backward)).mean(axis=-1)
         errors.append(float((squared[valid] if valid.any() else squared).mean(dtype=np.float64)))
     return torch.tensor(errors, dtype=torch.float64)
+
+
+def _warp_torch(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) sampled at p + flow(p) (flow (N, H, W, 2)): bilinear, outside the frame the nearest edge."""
+    height, width = images.shape[-2:]
+    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=flow.device)
+    yy, xx = torch.meshgrid(torch.arange(height, device=flow.device, dtype=torch.float32),
+                            torch.arange(width, device=flow.device, dtype=torch.float32), indexing="ij")
+    grid = (torch.stack([xx, yy], dim=-1) + flow) * scale - 1
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def _motion_boundary_torch(flow: torch.Tensor) -> torch.Tensor:
+    """:func:`motion_boundary` for a batch of flows (N, H, W, 2), in torch ops on their device."""
+    flow = flow.double()
+    along_x, along_y = torch.zeros_like(flow), torch.zeros_like(flow)
+    along_x[:, :, :-1] = flow[:, :, :-1] - flow[:, :, 1:]
+    along_y[:, :-1, :] = flow[:, :-1, :] - flow[:, 1:, :]
+    gradient = along_x.square().sum(dim=-1) + along_y.square().sum(dim=-1)
+    return gradient > BOUNDARY_BETA1 * flow.square().sum(dim=-1) + BOUNDARY_BETA2
+
+
+def warp_error_torch(earlier: torch.Tensor, later: torch.Tensor, occlusion: str = "lai") -> torch.Tensor:
+    """:func:`warp_error` with Farnebäck's flow in torch (:mod:`foresight_eval.metrics.flow_torch`) and the
+    warp, occlusion mask and masked mean in torch ops, batched over pairs on the frames' device. OpenCV's
+    remap rounds sampling positions to 1/32 pixel and this bilinear warp does not, so values differ from the
+    OpenCV path by rounding (tests/test_flow_torch.py measures it)."""
+    if occlusion not in OCCLUSION_MODES:
+        raise ValueError(f"unknown occlusion mode {occlusion!r} (one of {OCCLUSION_MODES})")
+    from foresight_eval.metrics.spatial import _gray_u8  # OpenCV's RGB2GRAY; spatial's imports are heavy
+
+    earlier_gray, later_gray = _gray_u8(earlier)[:, 0], _gray_u8(later)[:, 0]
+    flows = farneback(torch.cat([later_gray, earlier_gray]), torch.cat([earlier_gray, later_gray]), **FARNEBACK_PARAMS)
+    backward, forward = flows.chunk(2)
+    height, width = earlier.shape[-2:]
+    xx = torch.arange(width, device=backward.device, dtype=torch.float32)
+    yy = torch.arange(height, device=backward.device, dtype=torch.float32)[:, None]
+    map_x, map_y = xx + backward[..., 0], yy + backward[..., 1]
+    inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
+    forward_there = _warp_torch(forward.permute(0, 3, 1, 2), backward).permute(0, 2, 3, 1)
+    round_trip = (backward + forward_there).square().sum(dim=-1)
+    magnitudes = backward.square().sum(dim=-1) + forward_there.square().sum(dim=-1)
+    valid = inside & (round_trip <= OCCLUSION_ALPHA1 * magnitudes + OCCLUSION_ALPHA2)
+    if occlusion == "lai":
+        valid &= ~_motion_boundary_torch(backward)
+    squared = (later.float() - _warp_torch(earlier.float(), backward)).square().mean(dim=1).double()
+    count = valid.flatten(1).sum(dim=1)
+    total = torch.where(valid, squared, 0.0).flatten(1).sum(dim=1)
+    # A pair with no valid pixel is scored over all its pixels, as on the OpenCV path.
+    return torch.where(count > 0, total / count.clamp(min=1), squared.flatten(1).mean(dim=1)).cpu()
 
 
 # ---- stateful wrappers -----------------------------------------------------------------------------
@@ -156,6 +213,15 @@ class ConsecutivePairMetric(Metric):
     def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
         """The quantity for each pair: (N, 3, H, W) twice in, (N,) out."""
         raise NotImplementedError
+
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        # The reference's pair values depend on its frames only: cached across runs when a cache folder is set
+        # (the device type in the key: GPU and CPU paths agree only to rounding).
+        pair_values = type(self).pair_values
+        self._ref_cache = ReferenceCache.from_resources(
+            context.resources, f"{pair_values.__module__}.{pair_values.__qualname__}",
+            {**self.params, "device_type": context.device.type})
 
     def reset(self) -> None:
         self._last: dict[str, torch.Tensor] = {}  # "pred" / "ref" -> the last frame seen (or its features)
@@ -184,10 +250,16 @@ class ConsecutivePairMetric(Metric):
                 return torch.zeros(0, device=frames.device)
             return torch.cat([self.pair_values(earlier, later) for earlier, later in chunks])
 
+        def computed_or_cached() -> torch.Tensor:
+            cache = getattr(self, "_ref_cache", None)  # None: no cache folder, or a metric used without setup
+            if role != "ref" or cache is None:
+                return compute()
+            return cache((last, reference_sha256(batch)), lambda: {"values": compute()})["values"].to(frames.device)
+
         # A metric and its delta compute the same pair values from the same batches: the first computes,
         # the other reuses them (the key holds everything the values depend on).
         key = (type(self).pair_values, role, last is None, tuple(sorted(self.params.items())))
-        return batch.shared(key, compute)
+        return batch.shared(key, computed_or_cached)
 
     def update(self, batch: FrameBatch) -> torch.Tensor:
         first_batch = not self._last
@@ -281,8 +353,8 @@ class FlickerScore(_FrameDifference):
 
 
 class _WarpError(ConsecutivePairMetric):
-    defaults = {"flow": "farneback", "occlusion": "lai"}
-    choices = {"flow": FLOW_METHODS, "occlusion": OCCLUSION_MODES}
+    defaults = {"flow": "farneback", "occlusion": "lai", "backend": "auto"}
+    choices = {"flow": FLOW_METHODS, "occlusion": OCCLUSION_MODES, "backend": ("auto", "opencv", "torch")}
 
     def describe(self) -> dict[str, Any]:
         described = super().describe()
@@ -298,7 +370,7 @@ class _WarpError(ConsecutivePairMetric):
         return described
 
     def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
-        return warp_error(earlier, later, self.params["flow"], self.params["occlusion"])
+        return warp_error(earlier, later, self.params["flow"], self.params["occlusion"], self.params["backend"])
 
 
 @register

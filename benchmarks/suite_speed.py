@@ -1,0 +1,174 @@
+"""Speed of the whole default metric suite, CPU against GPU, on camera-like clips (issue 17).
+
+    python benchmarks/suite_speed.py --out DIR [--devices cpu,cuda] [--clips 3 --frames 32 --size 640x360]
+
+Synthesises the clips deterministically (``synthetic.camera_like_clip``: multi-scale texture panning under
+moving shapes, sensor noise; H.264), then per device, each timed once after an untimed warm-up on a short clip:
+
+* decode-only: the engine's pipeline (background decoding, batching, upload to the device), no metric;
+* the default suite in one run, without a cache; then with a fresh ``cache_dir`` (cold: computes and writes
+  the reference side) and again (warm: reads it), the speed-up of scoring a second model;
+* each default metric alone (``--per-metric``), whose sum against the suite's time shows the sharing;
+* on the CPU, LPIPS float32 / bf16 against its convolutions alone (``benchmarks/lpips_cpu.py``).
+
+Writes ``DIR/suite_speed.json`` (every figure, the machine) and ``DIR/suite_speed.md`` (the tables).
+LPIPS uses the cached AlexNet checkpoint, else seeded random weights (timing does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ensure_alexnet_weights  # noqa: E402
+from lpips_cpu import measure as lpips_cpu_measure, report as lpips_cpu_report  # noqa: E402
+from pipeline_throughput import decode_only  # noqa: E402
+
+from foresight_eval import RunContext, ScoreOptions, score, synthetic  # noqa: E402
+from foresight_eval.engine import prepare_metrics, resolve_device  # noqa: E402
+from foresight_eval.io.video import write_video  # noqa: E402
+
+
+def make_clips(root: Path, clips: int, frames: int, height: int, width: int) -> tuple[Path, Path]:
+    """Camera-like references and predictions of them (blurred, noisy, one frame late) as H.264 files."""
+    for index in range(clips):
+        truth = synthetic.camera_like_clip(index, frames + 1, height=height, width=width)
+        write_video(root / "refs" / f"clip{index:02d}.mp4", synthetic.to_uint8(truth[1:]))
+        pred = synthetic.add_noise(synthetic.blur(truth[:-1], 1.0), 0.02, seed=index)
+        write_video(root / "preds" / f"clip{index:02d}.mp4", synthetic.to_uint8(pred))
+    return root / "preds", root / "refs"
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result
+
+
+def bench_device(device_name: str, clips: tuple[Path, Path], warmup: tuple[Path, Path], args, tmp: Path) -> dict:
+    device = resolve_device(device_name)
+    options = ScoreOptions(batch_size=args.batch_size)
+    suite = [m.name for m in prepare_metrics(None, {}, RunContext(device=device))[0]]
+    frames = args.clips * args.frames
+    print(f"[{device}] default suite: {', '.join(suite)}", flush=True)
+    score(*warmup, suite, options=options, device=device)  # imports, weights, kernels, thread pools
+    decode_s, _ = timed(lambda: decode_only(*clips, options, device))
+    out = {"device": str(device), "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "threads": torch.get_num_threads(), "suite": suite, "frame_pairs": frames, "decode_only_s": decode_s}
+    print(f"[{device}] decode-only {decode_s:.2f} s", flush=True)
+    runs = {}
+    cache = tmp / f"cache-{device.type}"
+    for label, resources in (("no cache", {}), ("cold cache", {"cache_dir": cache}), ("warm cache", {"cache_dir": cache})):
+        seconds, run = timed(lambda: score(*clips, suite, options=options, device=device, resources=resources))
+        failed = [pair.error for pair in run.pairs if not pair.ok]
+        if failed:
+            raise RuntimeError(f"{device}, {label}: {failed[0]}")
+        runs[label] = {"seconds": seconds, "values": {m: s.mean for m, s in run.metrics.items()}}
+        print(f"[{device}] suite, {label}: {seconds:.2f} s", flush=True)
+    out["suite_runs"] = runs
+    if device.type == "cpu" and args.lpips_ceiling:
+        out["lpips_cpu"] = lpips_cpu_measure(args.width, args.height, pairs=4, repeats=2)
+        print(lpips_cpu_report(out["lpips_cpu"]), flush=True)
+    if args.per_metric:
+        out["per_metric_s"] = {}
+        for name in suite:
+            if time.monotonic() > args.deadline:  # the whole command must fit the time it was given
+                out["per_metric_skipped"] = f"--budget-s {args.budget_s} reached"
+                break
+            seconds, _ = timed(lambda: score(*clips, [name], options=options, device=device))
+            out["per_metric_s"][name] = seconds
+            print(f"[{device}] {name}: {seconds:.2f} s", flush=True)
+    return out
+
+
+def markdown(results: dict) -> str:
+    devices = results["devices"]
+    head = "| measure | " + " | ".join(f"{d['device']} ({d['name']}, {d['threads']} threads)" for d in devices) + " |"
+    lines = [f"{results['clips']} clips x {results['frames']} frame pairs, {results['size']}, batch {results['batch_size']}, "
+             f"{results['machine']}", "", head, "|---" * (len(devices) + 1) + "|"]
+
+    def row(label, values):
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+
+    row("decode-only (s)", [f"{d['decode_only_s']:.2f}" for d in devices])
+    for label in ("no cache", "cold cache", "warm cache"):
+        row(f"default suite, {label} (s)", [f"{d['suite_runs'][label]['seconds']:.2f}" for d in devices])
+    row("suite / decode-only", [f"{d['suite_runs']['no cache']['seconds'] / d['decode_only_s']:.1f}x" for d in devices])
+    row("second model (warm cache) speed-up",
+        [f"{d['suite_runs']['no cache']['seconds'] / d['suite_runs']['warm cache']['seconds']:.2f}x" for d in devices])
+    row("frame pairs / s (suite)", [f"{d['frame_pairs'] / d['suite_runs']['no cache']['seconds']:.1f}" for d in devices])
+    if all("per_metric_s" in d for d in devices):
+        for name in devices[0]["suite"]:
+            row(f"{name} alone (s, incl. decode)", [f"{d['per_metric_s'].get(name, float('nan')):.2f}" for d in devices])
+    for d in devices:
+        if "lpips_cpu" in d:
+            lines.append("\n```\n" + lpips_cpu_report(d["lpips_cpu"]) + "\n```")
+    if len(devices) > 1:
+        cpu = next((d for d in devices if d["device"] == "cpu"), None)
+        for d in devices:
+            if cpu is not None and d is not cpu:
+                lines.append(f"\nGPU ({d['device']}) over CPU, default suite: "
+                             f"{cpu['suite_runs']['no cache']['seconds'] / d['suite_runs']['no cache']['seconds']:.2f}x")
+                gpu_values, cpu_values = d["suite_runs"]["no cache"]["values"], cpu["suite_runs"]["no cache"]["values"]
+                gaps = {m: abs(gpu_values[m] - cpu_values[m]) for m in gpu_values if m in cpu_values}
+                worst = max(gaps, key=lambda m: gaps[m] if gaps[m] == gaps[m] else -1.0, default=None)
+                if worst is not None:
+                    lines.append(f"Largest |GPU - CPU| difference of a metric's mean over clips: {worst} {gaps[worst]:.3g}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--devices", default="cuda,cpu" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--clips", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--per-metric", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--lpips-ceiling", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--budget-s", type=float, default=420,
+                        help="no per-metric run starts after this many seconds (the suite runs always do)")
+    args = parser.parse_args()
+    args.deadline = time.monotonic() + args.budget_s
+    args.width, args.height = (int(v) for v in args.size.split("x"))
+    width, height = args.width, args.height
+    args.out.mkdir(parents=True, exist_ok=True)
+    failures: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        ensure_alexnet_weights(tmp)
+        clips = make_clips(tmp / "clips", args.clips, args.frames, height, width)
+        warmup = make_clips(tmp / "warmup", 1, 6, height, width)
+        devices = []
+        for name in args.devices.split(","):
+            try:
+                devices.append(bench_device(name, clips, warmup, args, tmp))
+            except Exception as exc:  # noqa: BLE001 - one device failing must not lose the other's figures
+                print(f"[{name}] failed: {type(exc).__name__}: {exc}", flush=True)
+                failures[name] = f"{type(exc).__name__}: {exc}"
+        shutil.rmtree(tmp / "clips")
+    results = {"clips": args.clips, "frames": args.frames, "size": args.size, "batch_size": args.batch_size,
+               "machine": f"{platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__}", "devices": devices,
+               "failures": failures}
+    (args.out / "suite_speed.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results) if devices else ""
+    table += "".join(f"\n{name} failed: {reason}\n" for name, reason in failures.items())
+    (args.out / "suite_speed.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

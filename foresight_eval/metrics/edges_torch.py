@@ -1,0 +1,119 @@
+"""Canny edges in torch ops, for frames already on a GPU: scikit-image's ``feature.canny`` step by step.
+
+scikit-image's Canny (``skimage/feature/_canny.py``, after Canny 1986) on the ``rgb2gray`` luminance:
+
+1. Gaussian smoothing with ``scipy.ndimage.gaussian_filter`` (kernel truncated at 4 sigma, zero padding),
+   divided by the same smoothing of an all-ones image, so the border is not darkened;
+2. Sobel gradients (``scipy.ndimage.sobel``: [-1, 0, 1] across, [1, 2, 1] along, the edge pixel repeated at
+   the border) and their Euclidean magnitude;
+3. non-maximum suppression along the gradient direction, with the two neighbours on each side linearly
+   interpolated by the gradient's slope (its ``_nonmaximum_suppression_bilinear``), the one-pixel frame
+   border excluded and the low threshold applied (in float32, as its Cython signature takes it);
+4. hysteresis: 8-connected components of the surviving pixels that hold a pixel >= the high threshold.
+
+Step 4 is a connected-component labelling in scikit-image; here it is iterated binary dilation of the
+strong pixels inside the weak ones until nothing changes, which reaches exactly the same components and
+runs as a handful of pooling ops per iteration on a GPU. Everything runs in float64 by default, as
+scikit-image does, so the maps agree to the last pixel but for magnitude ties at the thresholds
+(tests/test_edges_torch.py measures it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# skimage.color.rgb2gray: ITU-R BT.709 luma weights on linear values.
+RGB2GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
+# Hysteresis checks for convergence every this many dilations: a sync per check costs more than a dilation.
+_CHECK_EVERY = 8
+
+
+def _gaussian_kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """scipy.ndimage's 1-D Gaussian: radius int(4 sigma + 0.5), normalised to sum 1."""
+    radius = int(4.0 * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 / sigma**2 * x * x)
+    return (kernel / kernel.sum()).to(device=device, dtype=dtype)
+
+
+def _separable(image: torch.Tensor, along_rows: torch.Tensor, along_cols: torch.Tensor) -> torch.Tensor:
+    """Correlate (B, 1, H, W) with a column kernel then a row kernel, 'valid' (the caller pads)."""
+    image = F.conv2d(image, along_rows.view(1, 1, -1, 1))
+    return F.conv2d(image, along_cols.view(1, 1, 1, -1))
+
+
+def smooth(gray: torch.Tensor, sigma: float) -> torch.Tensor:
+    """scikit-image's Canny pre-smoothing of (B, 1, H, W): Gaussian with zero padding over the Gaussian of ones."""
+    kernel = _gaussian_kernel(sigma, gray.dtype, gray.device)
+    radius = (len(kernel) - 1) // 2
+    blurred = _separable(F.pad(gray, (radius,) * 4), kernel, kernel)
+    ones = torch.ones_like(gray[:1])
+    bleed_over = _separable(F.pad(ones, (radius,) * 4), kernel, kernel) + torch.finfo(gray.dtype).eps
+    return blurred / bleed_over
+
+
+def sobel(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """scipy.ndimage.sobel along rows (axis 0) and columns (axis 1) of (B, 1, H, W), edge pixel repeated."""
+    padded = F.pad(image, (1, 1, 1, 1), mode="replicate")  # one pixel: scipy's 'reflect' repeats the edge
+    derivative = torch.tensor([-1.0, 0.0, 1.0], dtype=image.dtype, device=image.device)
+    smoothing = torch.tensor([1.0, 2.0, 1.0], dtype=image.dtype, device=image.device)
+    return _separable(padded, derivative, smoothing), _separable(padded, smoothing, derivative)
+
+
+def _non_maximum(isobel: torch.Tensor, jsobel: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """Whether each pixel of (B, H, W) is a local maximum across its edge, with scikit-image's bilinear
+    interpolation of the neighbours in the gradient's octant (the caller masks the border)."""
+    padded = F.pad(magnitude, (1, 1, 1, 1))
+    height, width = magnitude.shape[-2:]
+
+    def at(dx: int, dy: int) -> torch.Tensor:  # magnitude[x + dx, y + dy]
+        return padded[:, 1 + dx:1 + dx + height, 1 + dy:1 + dy + width]
+
+    abs_i, abs_j = isobel.abs(), jsobel.abs()
+    same_sign = ((isobel >= 0) & (jsobel >= 0)) | ((isobel <= 0) & (jsobel <= 0))
+    # Four cases, each with its weight and the (near, diagonal) neighbour on either side.
+    rows_major = torch.where(same_sign, abs_i > abs_j, abs_i >= abs_j)
+    larger, smaller = torch.where(rows_major, abs_i, abs_j), torch.where(rows_major, abs_j, abs_i)
+    w = smaller / torch.where(larger > 0, larger, torch.ones_like(larger))
+    n1_1 = torch.where(rows_major, torch.where(same_sign, at(1, 0), at(-1, 0)), at(0, 1))
+    n2_1 = torch.where(rows_major, torch.where(same_sign, at(-1, 0), at(1, 0)), at(0, -1))
+    n1_2 = torch.where(same_sign, at(1, 1), at(-1, 1))
+    n2_2 = torch.where(same_sign, at(-1, -1), at(1, -1))
+    return ((n1_2 * w + n1_1 * (1.0 - w)) <= magnitude) & ((n2_2 * w + n2_1 * (1.0 - w)) <= magnitude)
+
+
+def hysteresis(weak: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
+    """The 8-connected components of ``weak`` (B, H, W) bool that contain a ``strong`` pixel, by
+    iterated 3x3 dilation of ``strong`` inside ``weak`` until it stops growing."""
+    grown, weak_f = (strong & weak).float().unsqueeze(1), weak.float().unsqueeze(1)
+    while True:
+        before = grown
+        for _ in range(_CHECK_EVERY):
+            grown = F.max_pool2d(grown, 3, stride=1, padding=1) * weak_f
+        if torch.equal(grown, before):
+            return grown[:, 0] > 0
+
+
+def gray(frames: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """skimage.color.rgb2gray of (B, 3, H, W) RGB in [0, 1]: (B, 1, H, W) in ``dtype``."""
+    weights = torch.tensor(RGB2GRAY_WEIGHTS, dtype=dtype, device=frames.device).view(1, 3, 1, 1)
+    return (frames.to(dtype) * weights).sum(dim=1, keepdim=True)
+
+
+def canny(frames: torch.Tensor, *, sigma: float = 1.0, low_threshold: float = 0.1, high_threshold: float = 0.2,
+          dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Canny edges of (B, 3, H, W) RGB frames in [0, 1], as ``skimage.feature.canny(rgb2gray(frame), sigma,
+    low_threshold, high_threshold)`` per frame: (B, H, W) bool on the frames' device."""
+    if low_threshold > high_threshold:
+        raise ValueError("low_threshold should be lower than high_threshold")
+    smoothed = smooth(gray(frames, dtype), sigma)
+    isobel, jsobel = (g[:, 0] for g in sobel(smoothed))
+    magnitude = torch.sqrt(isobel * isobel + jsobel * jsobel)
+    # scikit-image's Cython NMS takes the low threshold as a C float; the high one stays a double.
+    low = float(np.float32(low_threshold)) or 1e-14
+    interior = torch.zeros_like(magnitude, dtype=torch.bool)
+    interior[:, 1:-1, 1:-1] = True
+    weak = interior & (magnitude >= low) & _non_maximum(isobel, jsobel, magnitude)
+    return hysteresis(weak, weak & (magnitude >= high_threshold))

@@ -1,0 +1,181 @@
+"""Farnebäck dense optical flow in torch ops, batched over frame pairs, for ``warp_error`` on a GPU.
+
+Farnebäck (2003), "Two-frame motion estimation based on polynomial expansion", as OpenCV's CPU
+``calcOpticalFlowFarneback`` computes it (modules/video/src/optflowgf.cpp), step by step:
+
+1. a pyramid of ``levels`` + 1 images: level k is the 8-bit image as float, Gaussian-blurred with
+   sigma = (1 / scale - 1) / 2 (kernel size round(5 sigma) made odd, at least 3; reflect-101 border),
+   then resized bilinearly to round(scale x size), scale = pyr_scale ** k; levels stop above 32 pixels;
+2. per level, coarsest first, the polynomial expansion of both images: separable Gaussian-weighted
+   moments over (2 poly_n + 1)^2 neighbourhoods (replicated border) times the inverse of the moment
+   matrix, five coefficients per pixel;
+3. the flow, upsampled from the coarser level (bilinear, / pyr_scale), then ``iterations`` times: the
+   matrices G and h of each pixel from the first image's coefficients and the second's sampled along the
+   flow (bilinear; outside the image the first image's own), damped within 5 pixels of the border;
+   a ``winsize`` box average of them (replicated border); the flow solving G flow = h per pixel.
+
+The arithmetic is float32 as OpenCV's, with the box average and the solve in float64 as there; the
+remaining differences are rounding order, so the flows agree closely but not to the bit
+(tests/test_flow_torch.py measures the end-point error and the warp_error values against OpenCV's).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MIN_LEVEL_SIZE = 32  # OpenCV stops the pyramid before a side falls under this
+_BORDER_WEIGHTS = (0.14, 0.14, 0.4472, 0.4472, 0.4472)
+
+
+def _opencv_gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
+    """cv::getGaussianKernel(size, sigma, CV_32F): the fixed binomial table for small sizes when sigma <= 0."""
+    if sigma <= 0 and size == 3:
+        return torch.tensor([0.25, 0.5, 0.25], dtype=torch.float32)
+    sigma = sigma if sigma > 0 else ((size - 1) * 0.5 - 1) * 0.3 + 0.8
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) * 0.5
+    kernel = torch.exp(-0.5 / sigma**2 * x * x)
+    return (kernel / kernel.sum()).float()
+
+
+def _blur_reflect101(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable blur of (N, 1, H, W) with OpenCV's default BORDER_REFLECT_101 (torch's "reflect")."""
+    radius = (len(kernel) - 1) // 2
+    kernel = kernel.to(images.device)
+    padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    return F.conv2d(F.conv2d(padded, kernel.view(1, 1, -1, 1)), kernel.view(1, 1, 1, -1))
+
+
+def _poly_filters(n: int, sigma: float) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
+    """The 1-D weights g, x g, x^2 g (3, 2n + 1) and the entries of the inverse moment matrix that
+    OpenCV's FarnebackPrepareGaussian derives (ig11, ig03, ig33, ig55)."""
+    if sigma < 1.1920929e-07:
+        sigma = n * 0.3
+    x = torch.arange(-n, n + 1, dtype=torch.float64)
+    g = torch.exp(-x * x / (2 * sigma * sigma)).float()
+    g = (g.double() / g.double().sum()).float()
+    xf = x.float()
+    weights = torch.stack([g, xf * g, xf * xf * g])
+    gd, xd = g.double(), x
+    outer = gd[:, None] * gd[None, :]  # [y, x]
+    xx, yy = xd[None, :] ** 2, xd[:, None] ** 2
+    moments = torch.zeros(6, 6, dtype=torch.float64)
+    moments[0, 0] = outer.sum()
+    moments[1, 1] = (outer * xx).sum()
+    moments[3, 3] = (outer * xx * xx).sum()
+    moments[5, 5] = (outer * xx * yy).sum()
+    moments[0, 3] = moments[0, 4] = moments[3, 0] = moments[4, 0] = moments[2, 2] = moments[1, 1]
+    moments[3, 4] = moments[4, 3] = moments[5, 5]
+    moments[4, 4] = moments[3, 3]
+    inverse = torch.linalg.inv(moments)
+    return weights, (float(inverse[1, 1]), float(inverse[0, 3]), float(inverse[3, 3]), float(inverse[5, 5]))
+
+
+def poly_expansion(images: torch.Tensor, n: int, sigma: float) -> torch.Tensor:
+    """OpenCV's FarnebackPolyExp of (N, 1, H, W) float32: (N, 5, H, W) coefficients per pixel."""
+    weights, (ig11, ig03, ig33, ig55) = _poly_filters(n, sigma)
+    weights = weights.to(images.device)
+    vertical = F.conv2d(F.pad(images, (0, 0, n, n), mode="replicate"), weights.view(3, 1, -1, 1))
+    t = F.pad(vertical, (n, n, 0, 0), mode="replicate")
+    t0, t1, t2 = t[:, 0:1], t[:, 1:2], t[:, 2:3]
+    b1, b2, b4 = F.conv2d(t0, weights.view(3, 1, 1, -1)).unbind(1)
+    b3, b6 = F.conv2d(t1, weights[:2].reshape(2, 1, 1, -1)).unbind(1)
+    b5 = F.conv2d(t2, weights[:1].view(1, 1, 1, -1))[:, 0]
+    return torch.stack([b3 * ig11, b2 * ig11, b1 * ig03 + b5 * ig33, b1 * ig03 + b4 * ig33, b6 * ig55], dim=1)
+
+
+def _border_damping(height: int, width: int, device: torch.device) -> torch.Tensor:
+    def along(size: int) -> torch.Tensor:
+        weights = torch.ones(size)
+        for i, w in enumerate(_BORDER_WEIGHTS):
+            if i < size:
+                weights[i] = weights[i] * w
+                weights[size - 1 - i] = weights[size - 1 - i] * w
+        return weights
+
+    return (along(height)[:, None] * along(width)[None, :]).to(device)
+
+
+def update_matrices(r0: torch.Tensor, r1: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """OpenCV's FarnebackUpdateMatrices: (N, 5, H, W) coefficients of both images and the flow (N, 2, H, W)
+    to the per-pixel entries (G11, G12, G22, h1, h2) as (N, 5, H, W)."""
+    batch, _, height, width = r0.shape
+    yy, xx = torch.meshgrid(torch.arange(height, device=r0.device, dtype=torch.float32),
+                            torch.arange(width, device=r0.device, dtype=torch.float32), indexing="ij")
+    dx, dy = flow[:, 0], flow[:, 1]
+    fx, fy = xx + dx, yy + dy
+    x1, y1 = torch.floor(fx), torch.floor(fy)
+    fx, fy = fx - x1, fy - y1
+    inside = (x1 >= 0) & (x1 < width - 1) & (y1 >= 0) & (y1 < height - 1)
+    x1 = x1.clamp(0, width - 2).long()
+    y1 = y1.clamp(0, height - 2).long()
+    flat = r1.flatten(2)
+    index = (y1 * width + x1).flatten(1)
+
+    def corner(offset: int) -> torch.Tensor:
+        return flat.gather(2, (index + offset)[:, None].expand(-1, 5, -1)).view(batch, 5, height, width)
+
+    a00, a01 = (1 - fx) * (1 - fy), fx * (1 - fy)
+    a10, a11 = (1 - fx) * fy, fx * fy
+    sampled = (a00[:, None] * corner(0) + a01[:, None] * corner(1)
+               + a10[:, None] * corner(width) + a11[:, None] * corner(width + 1))
+    r2 = torch.where(inside, sampled[:, 0], 0.0)
+    r3 = torch.where(inside, sampled[:, 1], 0.0)
+    r4 = torch.where(inside, (r0[:, 2] + sampled[:, 2]) * 0.5, r0[:, 2])
+    r5 = torch.where(inside, (r0[:, 3] + sampled[:, 3]) * 0.5, r0[:, 3])
+    r6 = torch.where(inside, (r0[:, 4] + sampled[:, 4]) * 0.25, r0[:, 4] * 0.5)
+    r2 = (r0[:, 0] - r2) * 0.5
+    r3 = (r0[:, 1] - r3) * 0.5
+    r2 = r2 + r4 * dy + r6 * dx
+    r3 = r3 + r6 * dy + r5 * dx
+    damping = _border_damping(height, width, r0.device)
+    r2, r3, r4, r5, r6 = (r * damping for r in (r2, r3, r4, r5, r6))
+    return torch.stack([r4 * r4 + r6 * r6, (r4 + r5) * r6, r5 * r5 + r6 * r6, r4 * r2 + r6 * r3, r6 * r2 + r5 * r3], dim=1)
+
+
+def solve_flow(matrices: torch.Tensor, winsize: int) -> torch.Tensor:
+    """OpenCV's FarnebackUpdateFlow_Blur: a winsize box average of (N, 5, H, W) (replicated border, float64),
+    then G flow = h per pixel. (N, 2, H, W) float32 flow (dx, dy) out."""
+    m = winsize // 2
+    padded = F.pad(matrices.double(), (m, m, m, m), mode="replicate")
+    g11, g12, g22, h1, h2 = F.avg_pool2d(padded, winsize, stride=1).unbind(1)
+    inverse_det = 1.0 / (g11 * g22 - g12 * g12 + 1e-3)
+    return torch.stack([(g11 * h2 - g12 * h1) * inverse_det, (g22 * h1 - g12 * h2) * inverse_det], dim=1).float()
+
+
+def farneback(source: torch.Tensor, target: torch.Tensor, *, pyr_scale: float = 0.5, levels: int = 3,
+              winsize: int = 15, iterations: int = 3, poly_n: int = 5, poly_sigma: float = 1.2) -> torch.Tensor:
+    """Dense flow from 8-bit grayscale ``source`` to ``target`` images (N, H, W) (any dtype holding 0..255):
+    (N, H, W, 2) float32 with source(y, x) ~ target(y + flow[..., 1], x + flow[..., 0]), as
+    ``cv2.calcOpticalFlowFarneback(source, target, None, pyr_scale, levels, winsize, iterations, poly_n,
+    poly_sigma, 0)`` per pair."""
+    height, width = source.shape[-2:]
+    scale = 1.0
+    for k in range(levels):
+        scale *= pyr_scale
+        if width * scale < MIN_LEVEL_SIZE or height * scale < MIN_LEVEL_SIZE:
+            levels = k
+            break
+    images = torch.stack([source, target]).float().flatten(0, 1)[:, None]  # (2N, 1, H, W)
+    flow = None
+    for k in range(levels, -1, -1):
+        scale = pyr_scale**k
+        sigma = (1.0 / scale - 1) * 0.5
+        size = max(int(round(sigma * 5)) | 1, 3)
+        level_size = (int(round(height * scale)), int(round(width * scale)))
+        blurred = _blur_reflect101(images, _opencv_gaussian_kernel(size, sigma))
+        level = blurred if level_size == (height, width) else F.interpolate(
+            blurred, size=level_size, mode="bilinear", align_corners=False)
+        coefficients = poly_expansion(level, poly_n, poly_sigma)
+        r0, r1 = coefficients.chunk(2)
+        if flow is None:
+            flow = torch.zeros(r0.shape[0], 2, *level_size, device=r0.device)
+        else:
+            flow = F.interpolate(flow, size=level_size, mode="bilinear", align_corners=False) * (1.0 / pyr_scale)
+        matrices = update_matrices(r0, r1, flow)
+        for i in range(iterations):
+            flow = solve_flow(matrices, winsize)
+            if i < iterations - 1:
+                matrices = update_matrices(r0, r1, flow)
+    return flow.permute(0, 2, 3, 1).contiguous()
+

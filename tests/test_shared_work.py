@@ -1,0 +1,109 @@
+"""No work done twice: a metric and its delta (and the three motion IoUs) compute their shared part once per
+batch, and with a cache folder the reference side is computed once across runs (a corrupt entry is recomputed)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from foresight_eval import ScoreOptions, score, synthetic
+from foresight_eval.metrics import spatial, temporal
+
+FRAMES, BATCH = 9, 4  # three batches: pairs bridge batch boundaries, masks carry their background across them
+COUNTED = {"ssim": (temporal, "consecutive_ssim"), "difference": (temporal, "frame_difference"),
+           "flow": (temporal, "optical_flow"), "masks": (spatial, "motion_masks"), "edges": (spatial, "edge_maps")}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shared_work")
+    ref = synthetic.camera_like_clip(3, FRAMES, height=48, width=64)
+    pred = synthetic.add_noise(synthetic.blur(ref, 1.0), 0.03, seed=3)
+    for side, frames in (("preds", pred), ("refs", ref)):
+        (root / side).mkdir()
+        np.save(root / side / "clip.npy", synthetic.to_uint8(frames))
+    return root
+
+
+@pytest.fixture
+def calls(monkeypatch) -> Counter:
+    counter: Counter = Counter()
+    for label, (module, name) in COUNTED.items():
+        original = getattr(module, name)
+
+        def counting(*args, _original=original, _label=label, **kwargs):
+            counter[_label] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counting)
+    return counter
+
+
+def _run(clips, metrics, calls, **kwargs):
+    calls.clear()
+    run = score(clips / "preds", clips / "refs", metrics, options=ScoreOptions(batch_size=BATCH), device="cpu",
+                **kwargs)
+    assert all(pair.ok for pair in run.pairs), [pair.error for pair in run.pairs]
+    return run, Counter(calls)
+
+
+@pytest.mark.parametrize("metric, delta, part", [("tc", "tc_delta", "ssim"), ("flicker", "flicker_delta", "difference"),
+                                                 ("warp_error", "warp_error_delta", "flow")])
+def test_a_metric_and_its_delta_compute_the_shared_part_once(clips, calls, metric, delta, part):
+    _, alone = _run(clips, [metric], calls)
+    _, delta_alone = _run(clips, [delta], calls)
+    _, both = _run(clips, [metric, delta], calls)
+    assert alone[part] > 0 and delta_alone[part] == 2 * alone[part]  # the delta needs the reference's too
+    assert both[part] == delta_alone[part]
+
+
+def test_the_three_motion_ious_compute_the_masks_once(clips, calls):
+    _, one = _run(clips, ["motion_iou"], calls)
+    _, three = _run(clips, ["motion_iou", "motion_iou_st", "motion_iou_weighted"], calls)
+    assert one["masks"] == 2 * -(-FRAMES // BATCH)  # per batch, one call per side
+    assert three["masks"] == one["masks"]
+
+
+SUITE = ["tc_delta", "flicker_delta", "warp_error_delta", "motion_iou", "motion_iou_st", "edge_f1"]
+
+
+def _values(run):
+    pair = run.pairs[0]
+    return pair.values, pair.per_frame
+
+
+def test_reference_side_is_cached_across_runs(clips, calls, tmp_path):
+    uncached, first_calls = _run(clips, SUITE, calls)
+    assert not (tmp_path / "cache").exists()
+    cache = {"cache_dir": tmp_path / "cache"}
+    first, writing = _run(clips, SUITE, calls, resources=cache)
+    assert writing == first_calls
+    second, reading = _run(clips, SUITE, calls, resources=cache)
+    # Second run: only the prediction side is computed.
+    assert reading == Counter({part: count // 2 for part, count in first_calls.items()})
+    assert _values(second) == _values(first) == _values(uncached)
+
+    entries = sorted((tmp_path / "cache").rglob("*.safetensors"))
+    assert len(entries) >= 3 * 5  # three batches of each of five cached computations
+    entries[0].write_bytes(entries[0].read_bytes()[:40])  # truncated: unreadable, so recomputed and rewritten
+    repaired, repairing = _run(clips, SUITE, calls, resources=cache)
+    assert sum(repairing.values()) > sum(reading.values())
+    assert _values(repaired) == _values(first)
+    assert len(entries[0].read_bytes()) > 40
+
+
+def test_the_gpu_paths_through_the_engine_agree_with_the_cpu_paths(clips, calls, tmp_path):
+    # On a GPU, detector=auto / backend=auto pick the torch paths; forced here on the CPU, cache included.
+    metrics = ["edge_f1", "warp_error", "warp_error_delta"]
+    forced = {"edge_f1": {"detector": "torch"}, "warp_error": {"backend": "torch"},
+              "warp_error_delta": {"backend": "torch"}}
+    default, _ = _run(clips, metrics, calls)
+    for resources in ({}, {"cache_dir": tmp_path / "cache"}, {"cache_dir": tmp_path / "cache"}):
+        torch_paths, counted = _run(clips, metrics, calls, params=forced, resources=resources)
+        assert counted["flow"] == 0  # OpenCV's flow never ran
+        ours, reference = torch_paths.pairs[0].values, default.pairs[0].values
+        assert ours["edge_f1"] == reference["edge_f1"]
+        for name in ("warp_error", "warp_error_delta"):
+            assert abs(ours[name] - reference[name]) <= 2e-6
