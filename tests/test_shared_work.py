@@ -12,7 +12,7 @@ from foresight_eval import ScoreOptions, score, synthetic
 from foresight_eval.metrics import spatial, temporal
 
 FRAMES, BATCH = 9, 4  # three batches: pairs bridge batch boundaries, masks carry their background across them
-COUNTED = {"ssim": (temporal, "consecutive_ssim"), "difference": (temporal, "frame_difference"),
+COUNTED = {"ssim": (temporal, "ssim"), "difference": (temporal, "frame_difference"),
            "flow": (temporal, "optical_flow"), "masks": (spatial, "motion_masks"), "edges": (spatial, "edge_maps")}
 
 
