@@ -35,7 +35,8 @@ from lpips_cpu import measure as lpips_cpu_measure, report as lpips_cpu_report  
 from pipeline_throughput import decode_only  # noqa: E402
 
 from foresight_eval import RunContext, ScoreOptions, score, synthetic  # noqa: E402
-from foresight_eval.engine import prepare_metrics, resolve_device  # noqa: E402
+from foresight_eval.distributed import resolve_device  # noqa: E402
+from foresight_eval.metrics.registry import prepare_metrics  # noqa: E402
 from foresight_eval.io.video import write_video  # noqa: E402
 
 
