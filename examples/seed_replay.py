@@ -37,7 +37,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from foresight_eval.cli import main as cli
-from foresight_eval.io.video import VideoReader
 
 ENCODERS = ("vlm", "hybrid")
 ENCODER_LABELS = {"vlm": "VLM-only encoder (C1/C2)", "hybrid": "hybrid DINOv2 + VLM encoder (P2)"}
@@ -85,9 +84,6 @@ def replay(preset: str, out: Path, *, contexts: Path, refs: Path, context: int, 
                 target.symlink_to(path.resolve())
         contexts = subset
     generate_options = ["--random-weights"] if random_weights else []
-    # Written at the references' frame rate: score refuses pairs whose rates differ (--fps-mismatch).
-    reference_fps = VideoReader(next(p for p in sorted(refs.iterdir()) if p.suffix == ".mp4")).fps
-    generate_options += ["--fps", str(round(reference_fps))] if reference_fps else []
     verdicts: dict[str, dict] = {}
     for encoder in ENCODERS:
         root = out / encoder

@@ -182,3 +182,16 @@ def test_cli_usage_errors(contexts, tmp_path):
     missing = runner.invoke(main, ["generate", "-i", str(contexts), "-o", str(tmp_path), "--preset", "tiny",
                                    "--vlm", str(tmp_path / "no-such-vlm")])
     assert missing.exit_code == 2 and "Qwen2.5-VL weights" in missing.stderr and "no-such-vlm" in missing.stderr
+
+
+def test_generated_clips_take_the_context_clips_frame_rate_by_default(tmp_path):
+    """score refuses pairs whose frame rates differ, so by default generate writes at the context's rate."""
+    from foresight_eval.inference.pipeline import DEFAULT_FPS, GenerateOptions, _resolve_fps
+    from foresight_eval.io.clips import discover_clips
+    from tests.conftest import FIXTURES
+
+    videos = discover_clips(FIXTURES / "refs")
+    assert _resolve_fps(GenerateOptions(), videos).fps == 10  # the fixtures are 10 fps
+    assert _resolve_fps(replace(GenerateOptions(), fps=24), videos).fps == 24
+    np.save(tmp_path / "clip.npy", np.zeros((3, 8, 8, 3), np.uint8))
+    assert _resolve_fps(GenerateOptions(), discover_clips(tmp_path)).fps == DEFAULT_FPS

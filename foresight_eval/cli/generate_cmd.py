@@ -64,7 +64,9 @@ def warn_loudly(notes: list[str], console) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise (per clip: seed and clip name) "
               "and of any random weights. Same seed, same output.")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Clips per batch.")
-@click.option("--fps", type=int, default=25, show_default=True, help="Frame rate given to LTX-Video and written.")
+@click.option("--fps", type=int, default=None,
+              help="Frame rate given to LTX-Video and written (default: the first context clip's, else 25), so the "
+                   "predictions score against references of that rate.")
 @click.option("--include-context/--no-include-context", default=True, show_default=True,
               help="Write the context frames before the predictions (then `score --context K` scores the predictions).")
 @click.option("--prompt", default=DEFAULT_PROMPT, show_default=True, help="Text given to the VLM with the frames "

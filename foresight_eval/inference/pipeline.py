@@ -34,7 +34,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,9 @@ class GenerateOptions:
     guidance: float = 3.0  # classifier-free guidance scale (<= 1 turns it off)
     seed: int = 0
     batch_size: int = 1
-    fps: int = 25  # LTX-Video's frame-rate conditioning and the written video's rate
+    # LTX-Video's frame-rate conditioning and the written video's rate; None: the first context clip's own
+    # (rounded; DEFAULT_FPS for frame folders and arrays), so predictions score against references of that rate.
+    fps: int | None = None
     include_context: bool = True
     prompt: str = DEFAULT_PROMPT
 
@@ -378,9 +380,20 @@ def _reference_index(refs: Path | None) -> dict[str, Path]:
     return {source.key: source.path for source in discover_clips(refs)}
 
 
+DEFAULT_FPS = 25  # when neither --fps nor the context clips give a frame rate
+
+
+def _resolve_fps(options: GenerateOptions, sources: list[ClipSource]) -> GenerateOptions:
+    """``options`` with ``fps`` set: as given, else the first context clip's frame rate (rounded)."""
+    if options.fps is not None:
+        return options
+    rate = getattr(open_clip(sources[0].path), "fps", None)
+    return replace(options, fps=max(1, round(rate)) if rate else DEFAULT_FPS)
+
+
 def _check_options(options: GenerateOptions) -> None:
     for name in ("context", "frames", "batch_size", "fps"):
-        if getattr(options, name) < 1:
+        if getattr(options, name) is not None and getattr(options, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(options, name)}")
     if options.steps is not None and options.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {options.steps}")
@@ -421,6 +434,7 @@ def generate(
     all_sources = discover_clips(inputs)
     if not all_sources:
         raise UsageError(f"no clips found under {inputs} (videos, .npy/.npz arrays, or folders of png/jpg frames)")
+    options = _resolve_fps(options, all_sources)
     world = current_world()
     sources = world.shard(all_sources)  # under torchrun each rank predicts its share of the clips
     references = _reference_index(Path(refs) if refs is not None else None)
