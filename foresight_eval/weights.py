@@ -131,6 +131,28 @@ class HuggingFaceModel(WeightSpec):
 _specs: dict[str, WeightSpec] = {}
 
 
+@dataclass(frozen=True)
+class TorchHubFile(WeightSpec):
+    """A checkpoint that its library downloads with ``torch.hub.load_state_dict_from_url`` into
+    ``$TORCH_HOME/hub/checkpoints`` under the URL's file name."""
+
+    name: str
+    used_by: str
+    url: str
+
+    @property
+    def filename(self) -> str:
+        return os.path.basename(self.url)
+
+    def candidates(self, weights_dir: Path | None) -> list[tuple[str, Path]]:
+        places = user_weight_dirs(weights_dir) + [("torch hub cache", Path(torch.hub.get_dir()) / "checkpoints")]
+        return [(label, folder / self.filename) for label, folder in places]
+
+    def fetch(self, weights_dir: Path | None = None) -> Path:
+        torch.hub.load_state_dict_from_url(self.url, progress=True, weights_only=True)
+        return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
+
+
 def register_weights(spec: WeightSpec) -> WeightSpec:
     _specs[spec.name] = spec
     return spec

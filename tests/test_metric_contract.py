@@ -170,3 +170,14 @@ def test_an_entry_point_that_registers_nothing_is_reported(monkeypatch):
     monkeypatch.setattr(registry, "entry_points", lambda group: [EntryPoint()])
     errors = registry.plugin_errors()
     assert "registered no metric" in errors["empty_plugin"]
+
+
+def test_every_weight_file_can_be_fetched_into_the_weights_folder():
+    """`weights fetch NAME --weights-dir DIR` calls every spec's fetch with the folder."""
+    import inspect
+
+    from foresight_eval.weights import weight_specs
+
+    metric_classes()  # importing the metrics registers their weight files
+    for name, spec in weight_specs().items():
+        assert "weights_dir" in inspect.signature(spec.fetch).parameters, name

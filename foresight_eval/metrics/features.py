@@ -43,7 +43,7 @@ from foresight_eval.io.files import sha256_file
 from foresight_eval.metrics.base import FrameBatch, MetricInfo, RunContext
 from foresight_eval.metrics.registry import register
 from foresight_eval.metrics.temporal import ConsecutivePairMetric
-from foresight_eval.weights import HuggingFaceModel, WeightSpec, register_weights, user_weight_dirs
+from foresight_eval.weights import HuggingFaceModel, TorchHubFile, register_weights, user_weight_dirs
 
 DINOV2_MODELS = {
     variant: register_weights(HuggingFaceModel(
@@ -159,19 +159,11 @@ VBENCH_SHORT_SIDE = 224
 
 
 @dataclass(frozen=True)
-class DinoCheckpoint(WeightSpec):
+class DinoCheckpoint(TorchHubFile):
     """DINO v1's released state dict, under its own file name: looked up in the user's weight folders,
     VBench's cache (``$VBENCH_CACHE_DIR`` or ``~/.cache/vbench``, ``dino_model/``, where VBench puts it) and
     torch hub's checkpoint cache (where ``torch.hub.load('facebookresearch/dino:main', 'dino_vitb16')``
     downloads it). Read with ``torch.load(weights_only=True)``: tensors only, never pickled objects."""
-
-    name: str
-    used_by: str
-    url: str
-
-    @property
-    def filename(self) -> str:
-        return os.path.basename(self.url)
 
     def candidates(self, weights_dir: Path | None) -> list[tuple[str, Path]]:
         vbench_cache = Path(os.environ.get("VBENCH_CACHE_DIR") or Path.home() / ".cache" / "vbench")
@@ -179,10 +171,6 @@ class DinoCheckpoint(WeightSpec):
         places += [("VBench cache", vbench_cache / "dino_model"),
                    ("torch hub cache", Path(torch.hub.get_dir()) / "checkpoints")]
         return [(label, folder / self.filename) for label, folder in places]
-
-    def fetch(self) -> Path:
-        torch.hub.load_state_dict_from_url(self.url, progress=True)
-        return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
 
 
 DINO_VITB16 = register_weights(DinoCheckpoint("dino-vitb16", "subject_consistency", DINO_VITB16_URL))

@@ -16,8 +16,6 @@ would unpickle it unrestricted, so the state dict is handed to the extractor ins
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 from unittest import mock
@@ -30,31 +28,9 @@ from foresight_eval.metrics.base import MetricInfo, RunContext
 from foresight_eval.metrics.distributions import kid
 from foresight_eval.metrics.registry import register
 from foresight_eval.metrics.set_features import WindowFeatureMetric
-from foresight_eval.weights import WeightSpec, register_weights, user_weight_dirs
+from foresight_eval.weights import TorchHubFile, register_weights
 
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-
-
-@dataclass(frozen=True)
-class TorchHubFile(WeightSpec):
-    """A checkpoint that its library downloads with ``torch.hub.load_state_dict_from_url`` into
-    ``$TORCH_HOME/hub/checkpoints`` under the URL's file name."""
-
-    name: str
-    used_by: str
-    url: str
-
-    @property
-    def filename(self) -> str:
-        return os.path.basename(self.url)
-
-    def candidates(self, weights_dir: Path | None) -> list[tuple[str, Path]]:
-        places = user_weight_dirs(weights_dir) + [("torch hub cache", Path(torch.hub.get_dir()) / "checkpoints")]
-        return [(label, folder / self.filename) for label, folder in places]
-
-    def fetch(self, weights_dir: Path | None = None) -> Path:
-        torch.hub.load_state_dict_from_url(self.url, progress=True, weights_only=True)
-        return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
 
 
 INCEPTION_WEIGHTS = register_weights(TorchHubFile("inception-fid", "fid, kid (torch-fidelity InceptionV3)", INCEPTION_URL))
