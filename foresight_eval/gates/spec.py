@@ -31,6 +31,7 @@ from typing import Any, Literal
 import yaml
 
 from foresight_eval.errors import UsageError
+from foresight_eval.io.files import named_or_packaged_yaml, packaged_yaml_names
 
 Direction = Literal["higher", "lower", "target"]
 
@@ -77,7 +78,7 @@ class GateSet:
 
 
 def preset_names() -> list[str]:
-    return sorted(entry.name[:-5] for entry in _presets().iterdir() if entry.name.endswith(".yaml"))
+    return packaged_yaml_names(_presets())
 
 
 def _presets():
@@ -90,18 +91,7 @@ def load_gates(name_or_path: str | Path) -> GateSet:
 
 
 def _resolve(name_or_path: str | Path, base: Path) -> Path:
-    candidate = Path(name_or_path)
-    if not candidate.is_absolute():
-        candidate = base / candidate
-    if candidate.is_file():
-        return candidate
-    text = str(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or "/" in text or "\\" in text:
-        raise GateFileError(f"gate file {text} not found")
-    preset = _presets() / f"{text.lower()}.yaml"
-    if not preset.is_file():
-        raise GateFileError(f"{text!r} is neither a gate file nor a preset (presets: {', '.join(preset_names())})")
-    return Path(str(preset))
+    return named_or_packaged_yaml(name_or_path, _presets(), "gate", "preset", GateFileError, base)
 
 
 def _load(name_or_path: str | Path, base: Path, seen: tuple[Path, ...]) -> GateSet:

@@ -159,3 +159,30 @@ def input_hashes(root: Path, paths: list[Path]) -> dict[str, str]:
 def pair_input_hashes(pair: Any, preds: Path, refs: Path) -> dict[str, dict[str, str]]:
     """SHA-256 of a clip pair's files (a :class:`foresight_eval.io.pairing.ClipPair`), by side."""
     return {"pred": file_hashes(preds, pair.pred), "ref": file_hashes(refs, pair.ref)}
+
+
+def packaged_yaml_names(folder: Any) -> list[str]:
+    """The names (without the suffix) of the YAML files in a folder the package ships
+    (``importlib.resources.files(...)``: gate presets, profiles)."""
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def named_or_packaged_yaml(name_or_path: str | Path, folder: Any, kind: str, named: str, error: type[Exception],
+                           base: Path | None = None) -> Path:
+    """A YAML file given by path (relative to ``base`` when given) or by the name of one in ``folder``, a
+    folder the package ships; errors call the files ``kind`` files ("gate") and the names ``named``
+    ("preset"). Something that looks like a path (a .yaml suffix, a slash) is never taken for a name, so a
+    mistyped path is not silently a preset."""
+    candidate = Path(name_or_path)
+    if base is not None and not candidate.is_absolute():
+        candidate = base / candidate
+    if candidate.is_file():
+        return candidate
+    text = str(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or "/" in text or "\\" in text:
+        raise error(f"{kind} file {text} not found")
+    packaged = folder / f"{text.lower()}.yaml"
+    if not packaged.is_file():
+        raise error(f"{text!r} is neither a {kind} file nor a {named} "
+                    f"({named}s: {', '.join(packaged_yaml_names(folder))})")
+    return Path(str(packaged))

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from foresight_eval.errors import UsageError
+from foresight_eval.io.files import named_or_packaged_yaml, packaged_yaml_names
 from foresight_eval.metrics.registry import get_metric_class
 
 _TOP_KEYS = ("name", "description", "reference", "metrics", "params", "options")
@@ -74,24 +75,11 @@ class Profile:
 
 
 def profile_names() -> list[str]:
-    return sorted(entry.name[:-5] for entry in _packaged().iterdir() if entry.name.endswith(".yaml"))
-
-
-def _packaged():
-    return resources.files("foresight_eval.profiles")
+    return packaged_yaml_names(resources.files(__name__))
 
 
 def _resolve(name_or_path: str | Path) -> Path:
-    candidate = Path(name_or_path)
-    if candidate.is_file():
-        return candidate
-    text = str(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or "/" in text or "\\" in text:
-        raise ProfileError(f"profile file {text} not found")
-    packaged = _packaged() / f"{text.lower()}.yaml"
-    if not packaged.is_file():
-        raise ProfileError(f"{text!r} is neither a profile file nor a profile name (profiles: {', '.join(profile_names())})")
-    return Path(str(packaged))
+    return named_or_packaged_yaml(name_or_path, resources.files(__name__), "profile", "profile name", ProfileError)
 
 
 def load_profile(name_or_path: str | Path | Profile) -> Profile:
