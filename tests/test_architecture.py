@@ -95,3 +95,17 @@ def test_no_upward_imports():
             and not target.startswith(("foresight_eval.io", "foresight_eval.errors")))
     )
     assert upward == []
+
+
+def test_the_readme_layout_names_every_module():
+    """The README's layout table is kept from the tree: every top-level module and package is named in it."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):readme.index("<!-- Feature sections follow")]
+    missing = [
+        entry.name for entry in sorted(PACKAGE.iterdir())
+        if (entry.suffix == ".py" and entry.stem not in ("__init__", "__main__") or
+            entry.is_dir() and (entry / "__init__.py").exists())
+        and f"{entry.stem}{'.py' if entry.is_file() else '/'}`" not in layout
+        and f"`{entry.stem}.py`" not in layout
+    ]
+    assert missing == []
