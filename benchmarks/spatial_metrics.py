@@ -26,7 +26,7 @@ import torch
 from scipy import ndimage
 
 from foresight_eval import create
-from foresight_eval.metrics.spatial import motion_masks
+from foresight_eval.metrics.motion import motion_masks
 from temporal_metrics import drive, frames_per_second, make_clip  # benchmarks/ is on sys.path when run as a script
 
 

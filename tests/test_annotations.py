@@ -175,7 +175,7 @@ def test_box_iou_leaves_crowd_out_and_zero_size_boxes_have_iou_zero():
     import torch
 
     from foresight_eval.io.annotations import FrameObject
-    from foresight_eval.metrics.spatial import box_iou_matrix
+    from foresight_eval.metrics.objects import box_iou_matrix
 
     zero = torch.tensor([[5.0, 5.0, 0.0, 7.0]])
     assert box_iou_matrix(zero, zero).tolist() == [[0.0]]  # torchvision alone gives 0/0 = NaN

@@ -26,7 +26,7 @@ from foresight_eval.engine import score
 from foresight_eval.options import ScoreOptions
 from foresight_eval.errors import UsageError
 from foresight_eval.metrics.registry import create
-from foresight_eval.metrics.spatial import (
+from foresight_eval.metrics.edges import (
     bsds_edge_counts, bsds_scores, bsds_thresholds, edge_precision_recall_f1, max_edge_matching,
 )
 from tests.parity import assert_parity

@@ -13,7 +13,7 @@ from skimage.feature import canny as skimage_canny
 from foresight_eval import synthetic
 from foresight_eval.io.clips import open_clip
 from foresight_eval.metrics.edges_torch import canny, hysteresis
-from foresight_eval.metrics.spatial import edge_f1, edge_precision_recall_f1
+from foresight_eval.metrics.edges import edge_f1, edge_precision_recall_f1
 from tests.parity import assert_parity
 
 

@@ -138,7 +138,7 @@ def test_score_refuses_runs_scored_under_other_settings(golden_runs):
 def test_mp4v_round_trip_equals_opencv_videowriter(clip, tmp_path):
     """Masks through PyAV's mpeg4 with OpenCV's settings decode to exactly what cv2.VideoWriter + VideoCapture
     give (Physics-IQ's own round trip), frame by frame."""
-    from foresight_eval.metrics.spatial import motion_masks
+    from foresight_eval.metrics.motion import motion_masks
 
     frames = np.stack(list(VideoReader(GOLDEN / "clips" / "refs" / f"{clip}.mp4").frames()))
     masks, _ = motion_masks(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)

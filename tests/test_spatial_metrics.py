@@ -19,10 +19,9 @@ from foresight_eval.errors import UsageError
 from foresight_eval.metrics.registry import prepare_metrics
 from foresight_eval.io.annotations import load_reference_annotations, load_spatial_resources
 from foresight_eval.io.clips import open_clip
-from foresight_eval.metrics.spatial import (
-    binary_iou, box_iou_matrix, edge_f1, edge_maps, edge_match_counts, edge_precision_recall_f1, mask_iou_matrix,
-    matched_mean_iou, motion_masks, weighted_iou,
-)
+from foresight_eval.metrics.motion import binary_iou, motion_masks, weighted_iou
+from foresight_eval.metrics.objects import box_iou_matrix, mask_iou_matrix, matched_mean_iou
+from foresight_eval.metrics.edges import edge_f1, edge_maps, edge_match_counts, edge_precision_recall_f1
 from tests.parity import assert_parity
 
 SPATIAL = ["motion_iou", "motion_iou_st", "motion_iou_weighted", "edge_f1", "box_iou", "mask_iou"]

@@ -17,7 +17,7 @@ from foresight_eval.errors import MetricDeclarationError, MetricUnavailable, Usa
 from foresight_eval.metrics.base import Direction, Metric, MetricInfo, RunContext
 
 ENTRY_POINT_GROUP = "foresight_eval.metrics"
-_BUILTIN_MODULES = ("pixel", "structural", "perceptual", "temporal", "features", "latent", "spatial", "detection",
+_BUILTIN_MODULES = ("pixel", "structural", "perceptual", "temporal", "features", "latent", "motion", "objects", "edges", "detection",
                     "fvd", "inception", "videomae")
 
 _registry: dict[str, type[Metric]] = {}

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
 from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext
 from foresight_eval.metrics.flow_torch import farneback
+from foresight_eval.metrics.motion import _gray_u8  # OpenCV's RGB2GRAY, shared with the motion masks
 from foresight_eval.metrics.registry import register
 from foresight_eval.metrics.structural import SSIM_CHOICES, SSIM_DEFAULTS, SSIM_MODES, ssim, ssim_kwargs
 
@@ -178,8 +179,6 @@ def warp_error_torch(earlier: torch.Tensor, later: torch.Tensor, occlusion: str 
     OpenCV path by rounding (tests/test_flow_torch.py measures it)."""
     if occlusion not in OCCLUSION_MODES:
         raise ValueError(f"unknown occlusion mode {occlusion!r} (one of {OCCLUSION_MODES})")
-    from foresight_eval.metrics.spatial import _gray_u8  # OpenCV's RGB2GRAY; spatial's imports are heavy
-
     earlier_gray, later_gray = _gray_u8(earlier)[:, 0], _gray_u8(later)[:, 0]
     flows = farneback(torch.cat([later_gray, earlier_gray]), torch.cat([earlier_gray, later_gray]), **FARNEBACK_PARAMS)
     backward, forward = flows.chunk(2)

@@ -1,0 +1,315 @@
+"""Motion metrics: is motion where it should be?
+
+Motion-mask IoU (Physics-IQ, Motamed et al. 2025), no annotations needed
+--------------------------------------------------------------------------
+Each clip's motion masks follow Physics-IQ's ``binary_mask_generator.py`` step by step. On the CPU
+they are its OpenCV calls themselves; on a GPU, a torch transcription on 8-bit values that matches them
+except where OpenCV's fused multiply-add in the running background breaks a rounding tie the other
+way (4e-4 of the pixels of a fixture clip; tests/test_spatial_metrics.py measures it):
+
+1. grayscale (OpenCV ``BGR2GRAY`` fixed point: 0.299 R + 0.587 G + 0.114 B, rounded), then a 5x5
+   Gaussian blur (OpenCV's ``sigma=0`` kernel, binomial [1 4 6 4 1] / 16, reflected border);
+2. a running-average background, ``bg = 0.3 * gray + 0.7 * bg`` (``accumulateWeighted``, alpha 0.3),
+   seeded by the first frame, whose mask is empty;
+3. motion where ``|gray - round(bg)| > threshold`` (default 10 of 255);
+4. morphological opening, then closing, with a 5x5 square.
+
+The scoring engine hands metrics only the frames after ``--context``, so the background is seeded by
+the first scored frame (horizon 1), whose masks are empty on both sides, as Physics-IQ's first frame.
+By default these metrics compare the masks at full resolution over every frame. Physics-IQ's own pipeline
+also sends the masks through a lossy mp4v video, compares them at 1/4 resolution and only over the first
+5 seconds: the parameters ``roundtrip="mp4v"``, ``downscale=4`` and ``window_seconds=5`` (the ``physics-iq``
+profile) do the same, to its published numbers (:mod:`foresight_eval.metrics.physics_iq`, docs/physics-iq.md).
+
+* ``motion_iou`` (Physics-IQ "Spatial IoU"): each side's masks are OR-ed over time into one map of
+  where motion happened; IoU of the two maps. Per-frame rows hold the value over horizons 1..h, so the
+  clip's value is its last row.
+* ``motion_iou_st`` ("Spatiotemporal IoU"): IoU of the masks frame by frame, mean over frames.
+* ``motion_iou_weighted`` ("Weighted spatial IoU"): each side's masks averaged over time (the fraction
+  of frames with motion at each pixel), then sum(min) / sum(max); per-frame rows over horizons 1..h.
+
+Two empty masks agree perfectly: IoU 1 (as in Physics-IQ).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from foresight_eval.feature_cache import ReferenceCache, reference_sha256
+from foresight_eval.metrics.base import MetricInfo, RunContext
+from foresight_eval.metrics.physics_iq import (
+    PIPELINE_DEFAULTS, Mp4vRoundTrip, WindowedFrameMetric, clip_fps, downscale_u8,
+)
+from foresight_eval.metrics.registry import register
+
+# --- IoU cores --------------------------------------------------------------------------------------
+
+
+def binary_iou(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """IoU of binary masks: (B, H, W) pairs in, (B,) float64 out; two empty masks give 1."""
+    pred, ref = pred.flatten(1).bool(), ref.flatten(1).bool()
+    # int32 counts: summing bools into torch's default int64 is many times slower on the CPU.
+    intersection = (pred & ref).sum(dim=1, dtype=torch.int32).double()
+    union = (pred | ref).sum(dim=1, dtype=torch.int32).double()
+    return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+
+
+def weighted_iou(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """sum(min) / sum(max) of non-negative maps: (B, H, W) pairs in, (B,) out; two zero maps give 1."""
+    pred, ref = pred.flatten(1).double(), ref.flatten(1).double()
+    low, high = torch.minimum(pred, ref).sum(dim=1), torch.maximum(pred, ref).sum(dim=1)
+    return torch.where(high > 0, low / high.clamp(min=1e-300), torch.ones_like(high))
+
+
+# --- Physics-IQ motion masks -----------------------------------------------------------------------
+
+_BINOMIAL_5 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+
+
+def _round_half_even(x: torch.Tensor) -> torch.Tensor:
+    """Round non-negative values to the nearest integer, ties to even (as OpenCV's cvRound).
+
+    Adding and removing 2**52 (float64) or 2**23 (float32) leaves the rounding to the FPU's own
+    round-to-nearest-even; it is exact below that bound and, unlike torch.round/floor on this CPU
+    build, costs no thread wake-ups on small tensors."""
+    magic = 2.0**52 if x.dtype == torch.float64 else 2.0**23
+    return (x + magic) - magic
+
+
+def _gray_u8(frames: torch.Tensor) -> torch.Tensor:
+    """OpenCV's 8-bit RGB -> gray in fixed point (weights scaled by 2**15, rounded): (B, 3, H, W) -> (B, 1, H, W)."""
+    q = _round_half_even(frames.clamp(0, 1) * 255).to(torch.int32)
+    gray = (q[:, 0] * 9798 + q[:, 1] * 19235 + q[:, 2] * 3735 + (1 << 14)) >> 15
+    return gray.unsqueeze(1).float()
+
+
+def _blur_u8(gray: torch.Tensor) -> torch.Tensor:
+    """OpenCV ``GaussianBlur(gray, (5, 5), 0)`` on 8-bit values: binomial kernel, reflect-101 border, round."""
+    kernel = _BINOMIAL_5.to(gray.device)
+    padded = F.pad(gray, (2, 2, 2, 2), mode="reflect")  # torch's "reflect" is OpenCV's BORDER_REFLECT_101
+    summed = F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, 5)), kernel.view(1, 1, 5, 1))
+    # Integer sums up to 65280 are exact in float32; OpenCV's fixed point rounds half up.
+    return ((summed.to(torch.int32) + 128) >> 8).float()
+
+
+def _morphology(mask: torch.Tensor, size: int, op: str) -> torch.Tensor:
+    """Binary opening or closing with a size x size square (pixels outside the frame never count)."""
+    def dilate(x: torch.Tensor) -> torch.Tensor:  # a square is separable: a row max, then a column max
+        x = F.max_pool2d(x, (1, size), stride=1, padding=(0, size // 2))
+        return F.max_pool2d(x, (size, 1), stride=1, padding=(size // 2, 0))
+
+    def erode(x: torch.Tensor) -> torch.Tensor:
+        return -dilate(-x)
+
+    return dilate(erode(mask)) if op == "open" else erode(dilate(mask))
+
+
+def motion_masks(
+    frames: torch.Tensor,
+    background: torch.Tensor | None = None,
+    *,
+    threshold: float = 10,
+    alpha: float = 0.3,
+    morph_kernel: int = 5,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Physics-IQ motion masks of consecutive frames of one clip.
+
+    (B, 3, H, W) frames in [0, 1] and the running background left by the previous batch (None at the
+    clip's start: the first frame seeds it and gets an empty mask) in; (B, H, W) bool masks and the new
+    background (H, W) float64 out. ``backend="opencv"``: Physics-IQ's own OpenCV calls, one frame at a
+    time on the CPU; ``"torch"``: the same 8-bit arithmetic in torch ops, for GPUs; ``"auto"``: OpenCV
+    for CPU frames (an order of magnitude faster there than torch's small-kernel ops), else torch.
+    """
+    if backend == "opencv" or (backend == "auto" and frames.device.type == "cpu"):
+        return _motion_masks_opencv(frames.cpu(), background, threshold, alpha, morph_kernel)
+    return _motion_masks_torch(frames, background, threshold, alpha, morph_kernel)
+
+
+def _motion_masks_opencv(frames, background, threshold, alpha, morph_kernel) -> tuple[torch.Tensor, torch.Tensor]:
+    kernel = np.ones((morph_kernel, morph_kernel), np.uint8)
+    # NumPy from here: on small CPU tensors, torch's per-op thread dispatch costs more than the work.
+    images = np.rint(np.clip(frames.numpy().transpose(0, 2, 3, 1), 0, 1) * 255).astype(np.uint8)
+    masks = []
+    for image in images:
+        gray = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (5, 5), 0)
+        if background is None:
+            background = torch.from_numpy(gray.astype(np.float64))
+            masks.append(np.zeros_like(gray, dtype=bool))
+            continue
+        cv2.accumulateWeighted(gray, background.numpy(), alpha)  # in place, through the shared memory
+        _, binary = cv2.threshold(cv2.absdiff(gray, cv2.convertScaleAbs(background.numpy())), threshold, 255,
+                                  cv2.THRESH_BINARY)
+        binary = cv2.morphologyEx(cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel), cv2.MORPH_CLOSE, kernel)
+        masks.append(binary > 0)
+    return torch.from_numpy(np.stack(masks)), background
+
+
+def _motion_masks_torch(frames, background, threshold, alpha, morph_kernel) -> tuple[torch.Tensor, torch.Tensor]:
+    blurred = _blur_u8(_gray_u8(frames))[:, 0].double()
+    diffs = torch.empty_like(blurred)
+    for index, gray in enumerate(blurred):  # the background is a recurrence over time
+        if background is None:
+            background = gray.clone()
+            diffs[index] = 0
+            continue
+        # accumulateWeighted's order; OpenCV fuses the multiply-add, so float64 ties in the rounding
+        # below can break the other way on a few pixels (tests/test_spatial_metrics.py measures it).
+        background = background * (1 - alpha) + gray * alpha
+        diffs[index] = (gray - _round_half_even(background).clamp(0, 255)).abs()
+    masks = (diffs > threshold).float().unsqueeze(1)
+    masks = _morphology(_morphology(masks, morph_kernel, "open"), morph_kernel, "close")
+    return masks[:, 0] > 0.5, background
+
+
+# --- metric wrappers -------------------------------------------------------------------------------
+
+
+class MotionMaskStream:
+    """One clip side's motion masks batch after batch, through the optional Physics-IQ conventions: the
+    running background carried over, then the mp4v round trip and the 1/4 resize with re-binarisation at > 127
+    (:mod:`foresight_eval.metrics.physics_iq`). (B, 3, H, W) frames in, (B, h, w) bool masks out."""
+
+    def __init__(self, rate: Fraction, params: dict[str, Any], cache_resources: dict[str, Any] | None = None):
+        self.rate, self.roundtrip, self.downscale = rate, params["roundtrip"], params["downscale"]
+        self.mask_params = {key: params[key] for key in ("threshold", "alpha", "morph_kernel")}
+        self.background: torch.Tensor | None = None
+        self.encoder: Mp4vRoundTrip | None = None
+        # Reference masks across runs: the running background is part of the key and of the entry; the mp4v
+        # round trip keeps encoder state that cannot be, so it is never cached.
+        self.cache_resources = cache_resources if self.roundtrip == "none" else None
+
+    def __call__(self, frames: torch.Tensor, frames_sha256: str | None = None) -> torch.Tensor:
+        """``frames_sha256``: the frames' digest when known (hashed once per batch), else they are hashed."""
+        if not self.cache_resources:
+            return self._compute(frames)
+        backend = "opencv" if frames.device.type == "cpu" else "torch"  # motion_masks' "auto"
+        cache = ReferenceCache.from_resources(self.cache_resources, "motion_masks",
+                                              {**self.mask_params, "downscale": self.downscale, "backend": backend})
+        if cache is None:
+            return self._compute(frames)
+        entry = cache((frames_sha256 or frames, self.background),
+                      lambda: {"masks": self._compute(frames), "background": self.background})
+        self.background = entry["background"].to(frames.device)
+        return entry["masks"].to(frames.device)
+
+    def _compute(self, frames: torch.Tensor) -> torch.Tensor:
+        masks, self.background = motion_masks(frames, self.background, **self.mask_params)
+        if self.roundtrip == "none" and self.downscale == 1:
+            return masks
+        height, width = frames.shape[-2:]
+        images = masks.cpu().numpy().astype(np.uint8) * 255
+        if self.roundtrip == "mp4v":
+            self.encoder = self.encoder or Mp4vRoundTrip(width, height, self.rate)
+            images = self.encoder(images)
+        if self.downscale > 1:  # the target size is the frame's, even when the round trip dropped a row
+            images = downscale_u8(images, self.downscale, (width // self.downscale, height // self.downscale))
+        return torch.from_numpy(images > 127)
+
+
+class _MotionMaskMetric(WindowedFrameMetric):
+    defaults = {"threshold": 10, "alpha": 0.3, "morph_kernel": 5, "roundtrip": "none", **PIPELINE_DEFAULTS}
+    choices = {"roundtrip": ("none", "mp4v")}
+
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        self._resources = context.resources
+
+    def reset(self) -> None:
+        super().reset()
+        self._streams: dict[str, MotionMaskStream | None] = {"pred": None, "ref": None}
+        self._last = math.nan
+
+    def _masks(self, side: str, frames: torch.Tensor) -> torch.Tensor:
+        # The three motion metrics derive the same masks from the same frames: computed once per batch.
+        # Each metric's mask state is the same too (same start, same updates), so every metric adopts the
+        # stream that computed the batch, and its state stays what it would be alone.
+        key = ("motion_masks", side, tuple(sorted(self.params.items())))
+        stream = self._streams[side] or MotionMaskStream(
+            clip_fps(self._batch, self.params), self.params,
+            getattr(self, "_resources", None) if side == "ref" else None)
+        # The frames are the batch's, up to the window's end: its digest and their count name them.
+        cached = side == "ref" and stream.cache_resources
+        digest = f"{reference_sha256(self._batch)}[:{len(frames)}]" if cached else None
+        masks, self._streams[side] = self._batch.shared(key, lambda: (stream(frames, digest), stream))
+        return masks
+
+    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        values = self.compare(self._masks("pred", pred), self._masks("ref", ref))
+        self._last = float(values[-1])
+        return values
+
+    def compare(self, pred_masks: torch.Tensor, ref_masks: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _CumulativeMotionMetric(_MotionMaskMetric):
+    """Compares masks accumulated over horizons 1..h; the clip's value is the one over all its frames."""
+
+    def reset(self) -> None:
+        super().reset()
+        self._totals: dict[str, torch.Tensor | None] = {"pred": None, "ref": None}
+
+    def _accumulate(self, side: str, masks: torch.Tensor) -> torch.Tensor:
+        running = masks.to(torch.int32).cumsum(dim=0)
+        if self._totals[side] is not None:
+            running += self._totals[side]
+        self._totals[side] = running[-1]
+        return running
+
+    def compare(self, pred_masks: torch.Tensor, ref_masks: torch.Tensor) -> torch.Tensor:
+        return self.compare_totals(self._accumulate("pred", pred_masks), self._accumulate("ref", ref_masks))
+
+    def compare_totals(self, pred_counts: torch.Tensor, ref_counts: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def compute(self) -> float:
+        return self._last
+
+
+@register
+class MotionIoU(_CumulativeMotionMetric):
+    info = MetricInfo(
+        name="motion_iou",
+        description="Physics-IQ spatial IoU: IoU of where motion happened (motion masks OR-ed over time); "
+        "per-frame rows are over horizons 1..h",
+        direction="higher",
+        granularity="video",
+    )
+
+    def compare_totals(self, pred_counts: torch.Tensor, ref_counts: torch.Tensor) -> torch.Tensor:
+        return binary_iou(pred_counts > 0, ref_counts > 0)
+
+
+@register
+class MotionIoUWeighted(_CumulativeMotionMetric):
+    info = MetricInfo(
+        name="motion_iou_weighted",
+        description="Physics-IQ weighted spatial IoU: sum(min)/sum(max) of the per-pixel fraction of frames "
+        "with motion; per-frame rows are over horizons 1..h",
+        direction="higher",
+        granularity="video",
+    )
+
+    def compare_totals(self, pred_counts: torch.Tensor, ref_counts: torch.Tensor) -> torch.Tensor:
+        # Both counts cover the same frames, so dividing each by the frame count cancels in the ratio.
+        return weighted_iou(pred_counts, ref_counts)
+
+
+@register
+class MotionIoUST(_MotionMaskMetric):
+    info = MetricInfo(
+        name="motion_iou_st",
+        description="Physics-IQ spatiotemporal IoU: IoU of the motion masks frame by frame, mean over frames",
+        direction="higher",
+    )
+
+    def compare(self, pred_masks: torch.Tensor, ref_masks: torch.Tensor) -> torch.Tensor:
+        return binary_iou(pred_masks, ref_masks)
