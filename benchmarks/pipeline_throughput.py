@@ -21,7 +21,7 @@ from foresight_eval.engine import _to_device
 from foresight_eval.distributed import resolve_device
 from foresight_eval.io.clips import open_clip
 from foresight_eval.io.pairing import pair_clips
-from foresight_eval.pipeline import PairFrames
+from foresight_eval.decoding import PairFrames
 
 
 def decode_only(preds: Path, refs: Path, options: ScoreOptions, device: torch.device) -> int:

@@ -1,7 +1,7 @@
 """The scoring engine: pair clips, stream their frames in batches through every metric, summarise.
 
 Frames are decoded in background threads and grouped into batches of ``batch_size`` frame pairs
-(:mod:`foresight_eval.pipeline`), so peak memory is bounded by the batch, not by the clip's length.
+(:mod:`foresight_eval.decoding`), so peak memory is bounded by the batch, not by the clip's length.
 A clip pair that fails for any reason becomes one error row; the run goes on with the others.
 """
 
@@ -29,7 +29,7 @@ from foresight_eval.manifest import build_manifest, utc_now
 from foresight_eval.metrics.base import FrameBatch, Metric, RunContext
 from foresight_eval.latents import score_latent_pair
 from foresight_eval.metrics.registry import get_metric_class, prepare_metrics
-from foresight_eval.pipeline import PairFrames
+from foresight_eval.decoding import PairFrames
 from foresight_eval.profiles import Profile, apply_profile, load_profile
 from foresight_eval.options import ScoreOptions
 from foresight_eval.results import PairResult, RunResult, fail_pair
