@@ -85,6 +85,19 @@ def test_the_command_line_wins_over_the_file(runner, clips, tmp_path, fixtures_d
     assert "command line" in runner.invoke(main, ["score", "--help"], terminal_width=200).output
 
 
+def test_environment_variables_fill_only_what_the_file_leaves_out(runner, clips, tmp_path, monkeypatch):
+    preds, refs = clips
+    monkeypatch.setenv("FORESIGHT_WEIGHTS", str(tmp_path / "from_env"))
+    args = ["-m", "mae", "--bootstrap-resamples", "200", "--json"]
+    assert runner.invoke(main, ["score", str(preds), str(refs), *args, "--out", str(tmp_path / "a")]).exit_code == 0
+    assert read_config_file(tmp_path / "a" / CONFIG_FILE)["weights_dir"] == tmp_path / "from_env"
+    config = write_yaml(tmp_path / "run.yaml", {"weights_dir": str(tmp_path / "from_file")})
+    result = runner.invoke(main, ["score", str(preds), str(refs), "--config", str(config), *args,
+                                  "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert read_config_file(tmp_path / "b" / CONFIG_FILE)["weights_dir"] == tmp_path / "from_file"
+
+
 @pytest.mark.parametrize("data, expected", [
     ({"contxt": 2}, "unknown key 'contxt' (did you mean 'context'?)"),
     ({"nonsense_key": 1}, "unknown key 'nonsense_key'"),

@@ -187,7 +187,7 @@ def _run_config(config_file: Path | None, given: dict[str, Any]) -> RunConfig:
         target = from_environment if source is ParameterSource.ENVIRONMENT else values
         target[_CONFIG_FIELDS.get(name, name)] = value
     if config_file is None:
-        return RunConfig(**values)
+        return RunConfig(**values, **from_environment)
     file_values = read_config_file(config_file)
     environment = {name: value for name, value in from_environment.items() if name not in file_values}
     return RunConfig(**merge(file_values, {**environment, **values}))
