@@ -171,3 +171,20 @@ def test_an_old_run_folder_without_config_yaml_still_loads(runner, clips, tmp_pa
     (tmp_path / "old" / CONFIG_FILE).unlink()
     run = load_run(tmp_path / "old")
     assert "mae" in run.metrics and len(run.per_video) == 2
+
+
+def test_seeds_come_from_the_file_and_replay(runner, clips, tmp_path, fixtures_dir):
+    preds, refs = clips
+    second = tmp_path / "second"
+    second.mkdir()
+    for name in ("clip00.mp4", "clip01.mp4"):
+        shutil.copy(fixtures_dir / "preds" / "noise_mild" / name, second / name)
+    config = write_yaml(tmp_path / "seeds.yaml", {"preds": str(preds), "refs": str(refs), "preds_seed": [str(second)],
+                                                  "metrics": ["mae"], "bootstrap_resamples": 200,
+                                                  "out": str(tmp_path / "seeded")})
+    result, first = score(runner, "--config", config)
+    assert result.exit_code == 0, result.output
+    assert first["study"]["seeds"]["names"] == ["preds", "second"]
+    result, replay = score(runner, "--config", tmp_path / "seeded" / CONFIG_FILE, "--out", tmp_path / "again")
+    assert result.exit_code == 0, result.output
+    assert means(replay) == means(first) and replay["study"]["seeds"] == first["study"]["seeds"]

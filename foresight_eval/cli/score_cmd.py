@@ -168,29 +168,43 @@ _CONFIG_FIELDS = {"metric_names": "metrics", "out_dir": "out", "with_latents": "
 def _run_config(config_file: Path | None, given: dict[str, Any]) -> RunConfig:
     """The run's config: the command line's values alone, or over those of ``config_file`` (given options
     replace the file's; environment variables fill only what the file leaves out)."""
-    context = click.get_current_context()
+    ctx = click.get_current_context()
     values, from_environment = {}, {}
     for name, value in given.items():
-        source = context.get_parameter_source(name)
+        source = ctx.get_parameter_source(name)
         if value is None and name in ("preds", "refs"):
             continue
         if config_file is not None and source in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
             continue
-        value = {"metric_names": split_names, "params": parse_metric_params,
-                 "extra": lambda v: parse_assignments(v, "--extra")}.get(name, lambda v: v)(value)
-        if isinstance(value, list):  # split_names
-            value = tuple(value)
-        if config_file is not None:  # the file's cwd is not this one: the command line's paths are from here
-            value = (Path.cwd() / value if isinstance(value, Path)
-                     else tuple(Path.cwd() / v for v in value) if isinstance(value, tuple) and name == "preds_seeds"
-                     else value)
         target = from_environment if source is ParameterSource.ENVIRONMENT else values
-        target[_CONFIG_FIELDS.get(name, name)] = value
+        target[_CONFIG_FIELDS.get(name, name)] = _field_value(name, value, from_here=config_file is not None)
     if config_file is None:
         return RunConfig(**values, **from_environment)
     file_values = read_config_file(config_file)
     environment = {name: value for name, value in from_environment.items() if name not in file_values}
     return RunConfig(**merge(file_values, {**environment, **values}))
+
+
+def _field_value(name: str, value: Any, from_here: bool) -> Any:
+    """A command-line value as its RunConfig field takes it. ``from_here``: over a config file, whose paths
+    are relative to its own cwd, a relative path given here is made absolute."""
+    if name == "metric_names":
+        names = split_names(value)
+        return None if names is None else tuple(names)
+    if name == "params":
+        return parse_metric_params(value)
+    if name == "extra":
+        return parse_assignments(value, "--extra")
+    if not from_here:
+        return value
+    here = Path.cwd()
+    if isinstance(value, Path):
+        return here / value
+    if name == "preds_seeds":
+        return tuple(here / path for path in value)
+    if name in ("profile", "categories") and value is not None and (here / value).exists():
+        return str(here / value)
+    return value
 
 
 def run_with_progress(run: Callable[..., T], *args: Any, **kwargs: Any) -> T:
