@@ -141,6 +141,7 @@ def score_command(config_file, resume, by, output_format, **given) -> None:
     Clips are videos (mp4, webm, mkv, avi, mov, gif), folders of png/jpg frames, or .npy/.npz arrays
     shaped (T, H, W, C). They pair by relative path without extension: preds/a/clip01.mp4 with
     refs/a/clip01/ or refs/a/clip01.npy. Prints mean and 95% bootstrap CI over clips per metric.
+    PREDS and REFS may come from --config FILE instead (a run folder's config.yaml replays that run).
 
     Under `torchrun --nproc-per-node N foresight-eval score ...` the pairs are shared out over the ranks
     and rank 0 writes the one run folder.
