@@ -32,7 +32,7 @@ def test_score_prints_the_table_and_writes_the_run_folder(runner, fixtures_dir, 
     assert result.exit_code == 0, result.output
     for text in ("psnr", "ssim", "mae", "95% CI", "clip pairs scored"):
         assert text in result.output
-    assert {p.name for p in out.iterdir()} == {"summary.json", "per_video.csv", "per_frame.csv", "partial"}
+    assert {p.name for p in out.iterdir()} == {"summary.json", "per_video.csv", "per_frame.csv", "config.yaml", "partial"}
 
 
 def test_json_output_is_machine_readable(runner, fixtures_dir):

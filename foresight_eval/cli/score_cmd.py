@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -10,23 +9,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from foresight_eval.cli.common import (
     EXIT_FAILED, EXIT_OK, handle_errors, parse_assignments, parse_metric_params, split_names, stderr, stdout,
 )
-from foresight_eval.cli.study_options import category_table, prediction_input, study_options
+from foresight_eval.cli.study_options import category_table, study_options
 from foresight_eval.cli.tables import TextTable, emit, format_option
+from foresight_eval.config import RunConfig, merge, read_config_file, read_extra_file
 from foresight_eval.formatting import estimate
-from foresight_eval.engine import score
-from foresight_eval.options import ScoreOptions
 from foresight_eval.errors import UsageError
-from foresight_eval.io.annotations import load_spatial_resources
-from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES, LatentOptions
+from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES
 from foresight_eval.results import RunResult
-from foresight_eval.stats import BootstrapConfig
-from foresight_eval.study import Study
 
 ARROWS = {"higher": "↑", "lower": "↓", "none": "·"}  # none: descriptive
 T = TypeVar("T")
@@ -62,18 +58,7 @@ def print_notes(run: RunResult, console) -> None:
 
 
 def _load_extra(extra: tuple[str, ...], extra_file: Path | None) -> dict:
-    figures = {}
-    if extra_file is not None:
-        try:
-            figures.update(json.loads(extra_file.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"--extra-file {extra_file}: {exc}") from exc
-        if not isinstance(figures, dict):
-            raise UsageError(f"--extra-file {extra_file}: expected a JSON object of named figures")
-        if str(figures.get("schema", "")).startswith("foresight-eval/generate/"):  # a generate_manifest.json
-            figures = dict(figures.get("figures") or {})
-    figures.update(parse_assignments(extra, "--extra"))
-    return figures
+    return {**read_extra_file(extra_file), **parse_assignments(extra, "--extra")}
 
 
 def run_output_options(command):
@@ -96,8 +81,14 @@ def run_output_options(command):
 
 
 @click.command("score")
-@click.argument("preds", type=click.Path(exists=True, path_type=Path))
-@click.argument("refs", type=click.Path(exists=True, path_type=Path))
+@click.argument("preds", type=click.Path(exists=True, path_type=Path), required=False)
+@click.argument("refs", type=click.Path(exists=True, path_type=Path), required=False)
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE",
+              help="Take the run from a YAML file: keys are the long option names with _ for - (batch_size, "
+                   "ref_annotations; PREDS and REFS as preds and refs). Every run folder gets its config.yaml, so "
+                   "--config RUN/config.yaml replays that run. An option or argument given on the command line "
+                   "wins over the file's value (-p and --extra per key); the file wins over environment variables.")
 @click.option("--metrics", "-m", "metric_names", metavar="NAMES",
               help="Comma-separated metrics (default: every default metric that can run here; "
                    "see `foresight-eval metrics`). A metric named here that cannot run is an error.")
@@ -144,16 +135,13 @@ def run_output_options(command):
                    "parameters) are kept, the rest are scored.")
 @study_options
 @handle_errors
-def score_command(preds, refs, metric_names, params, profile, context, frames, resize, strict, device, batch_size,
-                  weights_dir, cache_dir, out_dir, output_format, extra, extra_file, bootstrap_resamples, seed,
-                  ref_annotations, pred_detections, pred_masks, with_latents, latents_reduce, latents_spatial,
-                  resume, preds_seeds, seeds_folder, categories, by, limit, include, exclude, fps, fps_mismatch,
-                  horizon_seconds) -> None:
+def score_command(config_file, resume, by, output_format, **given) -> None:
     """Score predicted clips in PREDS against reference clips in REFS.
 
     Clips are videos (mp4, webm, mkv, avi, mov, gif), folders of png/jpg frames, or .npy/.npz arrays
     shaped (T, H, W, C). They pair by relative path without extension: preds/a/clip01.mp4 with
     refs/a/clip01/ or refs/a/clip01.npy. Prints mean and 95% bootstrap CI over clips per metric.
+    PREDS and REFS may come from --config FILE instead (a run folder's config.yaml replays that run).
 
     Under `torchrun --nproc-per-node N foresight-eval score ...` the pairs are shared out over the ranks
     and rank 0 writes the one run folder.
@@ -161,25 +149,63 @@ def score_command(preds, refs, metric_names, params, profile, context, frames, r
     Exit status: 0 all pairs scored, 1 some pair failed (see its error row), 2 usage error,
     130 interrupted (Ctrl-C; --resume finishes the run).
     """
-    options = ScoreOptions(context=context, frames=frames, resize=resize, batch_size=batch_size, fps=fps,
-                           fps_mismatch=fps_mismatch, horizon_seconds=horizon_seconds)
-    if by == "category" and not categories:
+    config = _run_config(config_file, given)
+    if by == "category" and not config.categories:
         raise UsageError("--by category needs --categories")
     console = stdout if output_format == "table" else stderr
-    run = run_with_progress(
-        score, prediction_input(preds, preds_seeds, seeds_folder), refs, split_names(metric_names),
-        params=parse_metric_params(params), options=options, strict=strict, device=device,
-        weights_dir=weights_dir, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
-        extra=_load_extra(extra, extra_file),
-        resources={**load_spatial_resources(ref_annotations, pred_detections, pred_masks), "cache_dir": cache_dir},
-        run_dir=out_dir, resume=resume, profile=profile,
-        latents=LatentOptions(reduce=latents_reduce, spatial=latents_spatial, sidecars_only=True) if with_latents else None,
-        study=Study(limit=limit, include=include, exclude=exclude, categories=categories),
-    )
+    run = run_with_progress(config.run, resume=resume)
     if run is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return
     by_category = [category_table(run)] if by == "category" else []
+    out_dir = None if config.out is None else config.resolve(config.out)
     finish_run(run, console, out_dir, output_format, write=False, extra_tables=by_category)
+
+
+# score's parameters whose RunConfig field is named differently
+_CONFIG_FIELDS = {"metric_names": "metrics", "out_dir": "out", "with_latents": "latents", "seeds_folder": "seeds",
+                  "preds_seeds": "preds_seed"}
+
+
+def _run_config(config_file: Path | None, given: dict[str, Any]) -> RunConfig:
+    """The run's config: the command line's values alone, or over those of ``config_file`` (given options
+    replace the file's; environment variables fill only what the file leaves out)."""
+    ctx = click.get_current_context()
+    values, from_environment = {}, {}
+    for name, value in given.items():
+        source = ctx.get_parameter_source(name)
+        if value is None and name in ("preds", "refs"):
+            continue
+        if config_file is not None and source in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            continue
+        target = from_environment if source is ParameterSource.ENVIRONMENT else values
+        target[_CONFIG_FIELDS.get(name, name)] = _field_value(name, value, from_here=config_file is not None)
+    if config_file is None:
+        return RunConfig(**values, **from_environment)
+    file_values = read_config_file(config_file)
+    environment = {name: value for name, value in from_environment.items() if name not in file_values}
+    return RunConfig(**merge(file_values, {**environment, **values}))
+
+
+def _field_value(name: str, value: Any, from_here: bool) -> Any:
+    """A command-line value as its RunConfig field takes it. ``from_here``: over a config file, whose paths
+    are relative to its own cwd, a relative path given here is made absolute."""
+    if name == "metric_names":
+        names = split_names(value)
+        return None if names is None else tuple(names)
+    if name == "params":
+        return parse_metric_params(value)
+    if name == "extra":
+        return parse_assignments(value, "--extra")
+    if not from_here:
+        return value
+    here = Path.cwd()
+    if isinstance(value, Path):
+        return here / value
+    if name == "preds_seeds":
+        return tuple(here / path for path in value)
+    if name in ("profile", "categories") and value is not None and (here / value).exists():
+        return str(here / value)
+    return value
 
 
 def run_with_progress(run: Callable[..., T], *args: Any, **kwargs: Any) -> T:

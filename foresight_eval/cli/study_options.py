@@ -11,7 +11,6 @@ import click
 
 from foresight_eval.cli.tables import TextTable
 from foresight_eval.formatting import estimate
-from foresight_eval.errors import UsageError
 
 FPS_MISMATCH_CHOICES = ("error", "resample-pred", "ignore")
 
@@ -45,17 +44,6 @@ def study_options(command):
     for option in reversed(options):
         command = option(command)
     return command
-
-
-def prediction_input(preds: Path, preds_seeds: tuple[Path, ...], seeds_folder: bool) -> Any:
-    """What ``score`` takes as ``preds``: one folder, or the seeds' folders."""
-    from foresight_eval.study import seed_folders
-
-    if seeds_folder:
-        if preds_seeds:
-            raise UsageError("give either --seeds (PREDS holds the seed folders) or --preds-seed, not both")
-        return seed_folders(preds)
-    return [preds, *preds_seeds] if preds_seeds else preds
 
 
 def category_table(run) -> TextTable:
