@@ -88,3 +88,29 @@ def split_names(value: str | None) -> list[str] | None:
 def print_json(payload: Any) -> None:
     """JSON on stdout, infinities as the numbers +-1e999 (see foresight_eval.io.files.dumps_json)."""
     click.echo(dumps_json(json_safe(payload)))
+
+
+# Options that mean the same in every command that takes them: one definition, one help text.
+DEVICE_OPTION = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+
+
+def frame_pairing_options(context_help: str) -> Callable:
+    """``--context``, ``--frames``, ``--resize`` and ``--batch-size``: how the frames of a clip pair line up
+    (the fields of :class:`foresight_eval.options.ScoreOptions`), for every command that scores frames."""
+    options = [
+        click.option("--context", type=int, default=0, show_default=True, help=context_help),
+        click.option("--frames", type=click.Choice(["error", "min"]), default="error", show_default=True,
+                     help="Prediction and reference frame counts differ: make that pair an error, or score the "
+                          "shorter length."),
+        click.option("--resize", type=click.Choice(["error", "ref"]), default="error", show_default=True,
+                     help="Frame sizes differ: make that pair an error, or resize predictions to the reference size "
+                          "(antialiased)."),
+        click.option("--batch-size", type=int, default=16, show_default=True, help="Frame pairs per batch."),
+    ]
+
+    def decorate(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from foresight_eval.cli.common import EXIT_FAILED, EXIT_OK, handle_errors, print_json, stderr, stdout
+from foresight_eval.cli.common import DEVICE_OPTION, EXIT_FAILED, EXIT_OK, handle_errors, print_json, stderr, stdout
 from foresight_eval.errors import UsageError, WeightsNotFound
 from foresight_eval.inference.models import DEFAULT_PROMPT, DTYPES, ENCODERS, PRESETS
 
@@ -77,7 +77,7 @@ def warn_loudly(notes: list[str], console) -> None:
               help="Write per-clip latents: DIR/pred, DIR/ref (with --refs), DIR/vlm (and DIR/dino, DIR/fused with "
                    "--encoder hybrid), as <clip>.safetensors; "
                    "`foresight-eval latents DIR/pred DIR/ref -m latent_cosine` compares them.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@DEVICE_OPTION
 @click.option("--dtype", type=click.Choice(["auto", *DTYPES]), default="auto", show_default=True,
               help="auto: bfloat16 on a GPU, float32 on a CPU.")
 @click.option("--offload", is_flag=True, help="Keep each model on the CPU except while its stage runs (smaller GPUs).")

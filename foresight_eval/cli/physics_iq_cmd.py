@@ -9,7 +9,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from foresight_eval.cli.common import EXIT_FAILED, EXIT_OK, handle_errors, print_json, stderr, stdout
+from foresight_eval.cli.common import (
+    DEVICE_OPTION, EXIT_FAILED, EXIT_OK, frame_pairing_options, handle_errors, print_json, stderr, stdout,
+)
 from foresight_eval.formatting import fmt
 from foresight_eval.cli.score_cmd import print_notes, run_with_progress
 from foresight_eval.options import ScoreOptions
@@ -43,14 +45,8 @@ def render_score(result: dict) -> Table:
 @click.option("--fps", type=float, default=None,
               help="Frame rate of the 5 s window for every clip (default: each reference clip's own; frame "
                    "folders and arrays: 30).")
-@click.option("--context", type=int, default=0, show_default=True,
-              help="Frames before the switch frame in every clip, not scored.")
-@click.option("--frames", type=click.Choice(["error", "min"]), default="error", show_default=True,
-              help="Frame counts differ: make that pair an error, or score the shorter length.")
-@click.option("--resize", type=click.Choice(["error", "ref"]), default="error", show_default=True,
-              help="Frame sizes differ: make that pair an error, or resize predictions to the reference size.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Frame pairs per batch.")
+@frame_pairing_options("Frames before the switch frame in every clip, not scored.")
+@DEVICE_OPTION
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help=f"Write OUT/model and OUT/variance (run folders) and OUT/{RESULT_FILE}.")
 @click.option("--json", "as_json", is_flag=True, help="Print the score as JSON on stdout (the table goes to stderr).")

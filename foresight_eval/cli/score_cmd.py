@@ -14,7 +14,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from foresight_eval.cli.common import (
-    EXIT_FAILED, EXIT_OK, handle_errors, parse_assignments, parse_metric_params, split_names, stderr, stdout,
+    DEVICE_OPTION, EXIT_FAILED, EXIT_OK, frame_pairing_options, handle_errors, parse_assignments, parse_metric_params,
+    split_names, stderr, stdout,
 )
 from foresight_eval.cli.study_options import category_table, study_options
 from foresight_eval.cli.tables import TextTable, emit, format_option
@@ -97,15 +98,9 @@ def run_output_options(command):
 @click.option("--profile", metavar="NAME|FILE",
               help="Score under a compatibility profile (another tool's convention, see `foresight-eval profiles`): "
                    "its metrics, parameters and options; a -p or option contradicting it is refused.")
-@click.option("--context", type=int, default=0, show_default=True,
-              help="Conditioning frames at the start of each clip, not scored; the rest are horizons 1..H.")
-@click.option("--frames", type=click.Choice(["error", "min"]), default="error", show_default=True,
-              help="Prediction and reference frame counts differ: make that pair an error, or score the shorter length.")
-@click.option("--resize", type=click.Choice(["error", "ref"]), default="error", show_default=True,
-              help="Frame sizes differ: make that pair an error, or resize predictions to the reference size (antialiased).")
+@frame_pairing_options("Conditioning frames at the start of each clip, not scored; the rest are horizons 1..H.")
 @click.option("--strict", is_flag=True, help="Clips without a partner on the other side are an error (exit 2).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Frame pairs per batch.")
+@DEVICE_OPTION
 @click.option("--weights-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FORESIGHT_WEIGHTS",
               help="Extra folder searched first for weight files (also $FORESIGHT_WEIGHTS).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FORESIGHT_CACHE",
