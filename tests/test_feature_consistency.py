@@ -107,20 +107,27 @@ def vbench_subject_consistency(folder: Path, frames: torch.Tensor) -> tuple[floa
 
     model = AutoModel.from_pretrained(folder).eval()
     processor = AutoImageProcessor.from_pretrained(folder)
-    per_frame, total = [], 0.0
     with torch.no_grad():
-        for i, frame in enumerate(frames):
-            inputs = processor(images=frame.permute(1, 2, 0).numpy(), do_rescale=False, return_tensors="pt")
-            features = F.normalize(model(**inputs).pooler_output, dim=-1, p=2)
-            if i == 0:
-                first = features
-            else:
-                sim_pre = max(0.0, F.cosine_similarity(former, features).item())
-                sim_fir = max(0.0, F.cosine_similarity(first, features).item())
-                per_frame.append((sim_pre + sim_fir) / 2)
-                total += per_frame[-1]
-            former = features
-    return total / (len(frames) - 1), per_frame
+        features = [model(**processor(images=frame.permute(1, 2, 0).numpy(), do_rescale=False,
+                                      return_tensors="pt")).pooler_output for frame in frames]
+    return vbench_consistency_loop(features)
+
+
+def vbench_consistency_loop(features: list[torch.Tensor]) -> tuple[float, list[float]]:
+    """VBench's subject-consistency loop over one clip's per-frame features, as its code writes it: each
+    frame after the first scores the mean of max(0, cosine) to the previous and to the first frame."""
+    per_frame, total = [], 0.0
+    for i, feature in enumerate(features):
+        feature = F.normalize(feature, dim=-1, p=2)
+        if i == 0:
+            first = feature
+        else:
+            sim_pre = max(0.0, F.cosine_similarity(former, feature).item())
+            sim_fir = max(0.0, F.cosine_similarity(first, feature).item())
+            per_frame.append((sim_pre + sim_fir) / 2)
+            total += per_frame[-1]
+        former = feature
+    return total / (len(features) - 1), per_frame
 
 
 @pytest.mark.parametrize("batch_size", [3, 7])

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
 
 from foresight_eval import score
@@ -23,6 +22,7 @@ from foresight_eval.metrics.features import DinoViT, load_dino
 from foresight_eval.metrics.registry import create
 from foresight_eval.stats import BootstrapConfig
 from tests.parity import assert_parity
+from tests.test_feature_consistency import vbench_consistency_loop
 
 DIM, DEPTH, PATCH, GRID = 128, 2, 16, 14  # heads = DIM / 64 = 2, as in every DINO ViT; 224 / 16 = 14
 FILENAME = "dino_vitbase16_pretrain.pth"
@@ -140,19 +140,8 @@ def vbench_loop(frames: np.ndarray, network) -> tuple[float, list[float]]:
                                     transforms.Lambda(lambda x: x.float().div(255.0)),
                                     transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
     images = transform(torch.from_numpy(frames).permute(0, 3, 1, 2))
-    per_frame, total = [], 0.0
     with torch.no_grad():
-        for i in range(len(images)):
-            features = F.normalize(network(images[i].unsqueeze(0)), dim=-1, p=2)
-            if i == 0:
-                first = features
-            else:
-                sim_pre = max(0.0, F.cosine_similarity(former, features).item())
-                sim_fir = max(0.0, F.cosine_similarity(first, features).item())
-                per_frame.append((sim_pre + sim_fir) / 2)
-                total += per_frame[-1]
-            former = features
-    return total / (len(images) - 1), per_frame
+        return vbench_consistency_loop([network(image.unsqueeze(0)) for image in images])
 
 
 # 64x64 is upsampled to 224x224; 240x320 is downsampled to 224x298, where Resize(antialias=False) matters
