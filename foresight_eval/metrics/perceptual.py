@@ -30,17 +30,28 @@ LPIPS_BACKBONES = {
 
 
 def load_lpips(net: str, backbone_file: Path) -> torch.nn.Module:
-    """An ``lpips.LPIPS`` model whose backbone holds the weights in ``backbone_file`` (torchvision's format)."""
+    """An ``lpips.LPIPS`` model whose backbone holds the weights in ``backbone_file`` (torchvision's format)
+    and whose linear layers are the calibrated ones shipped inside the ``lpips`` wheel.
+
+    The model is built on the meta device and every tensor then assigned from its file: building it on the
+    CPU would first fill the backbone with random numbers (0.3-0.7 s of every run's start, all overwritten).
+    Strict loading checks that the files fill every parameter and buffer."""
     import lpips
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")  # torchvision's deprecation notes about lpips's `pretrained=` call
-        model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-    state = torch.load(backbone_file, map_location="cpu", weights_only=True)
+        model = lpips.LPIPS(net=net, version="0.1", pretrained=False, pnet_rand=True, verbose=False)
+    backbone = torch.load(backbone_file, map_location="cpu", weights_only=True)
+    linear = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth", map_location="cpu",
+                        weights_only=True)
     # lpips splits torchvision's `features` into slices that keep the layers' original indices:
-    # `slice2.3.weight` is torchvision's `features.3.weight`. Strict loading rejects any other file.
+    # `net.slice2.3.weight` is torchvision's `features.3.weight`; `lins.i` are the same modules as `lin{i}`.
+    names = model.state_dict().keys()
     try:
-        model.net.load_state_dict({name: state[f"features.{name.split('.', 1)[1]}"] for name in model.net.state_dict()})
+        state = {**{f"scaling_layer.{key}": value for key, value in lpips.ScalingLayer().state_dict().items()},
+                 **{name: backbone[f"features.{name.split('.', 2)[2]}"] for name in names if name.startswith("net.")},
+                 **{name: linear[name.replace("lins.", "lin", 1)] for name in names if name.startswith("lin")}}
+        model.load_state_dict(state, strict=True, assign=True)
     except (KeyError, RuntimeError) as exc:
         raise MetricUnavailable(f"{backbone_file} does not hold torchvision {net} weights ({exc})") from exc
     return model.eval().requires_grad_(False).to(memory_format=torch.channels_last)
