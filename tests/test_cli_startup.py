@@ -58,3 +58,13 @@ def test_the_package_api_is_importable_lazily():
     assert set(foresight_eval.__all__) <= set(dir(foresight_eval))
     with pytest.raises(AttributeError):
         foresight_eval.not_a_name  # noqa: B018
+
+
+def test_registering_the_metrics_imports_no_torchvision():
+    """torchvision's import pulls in torch._dynamo (seconds, in every rank of a torchrun run): only the metrics
+    that run on it import it, when they run (LPIPS, box IoU), not the listing of the registry."""
+    probe = ("import sys; from foresight_eval.metrics.registry import metric_classes; metric_classes(); "
+             "print(sorted(m for m in ('torchvision', 'torch._dynamo', 'lpips') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

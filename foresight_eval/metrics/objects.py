@@ -21,8 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from torchvision.ops import box_convert
-from torchvision.ops import box_iou as torchvision_box_iou
 
 from foresight_eval.errors import MetricUnavailable
 from foresight_eval.io.annotations import ReferenceAnnotations, decode_masks
@@ -34,6 +32,10 @@ from foresight_eval.metrics.registry import register
 def box_iou_matrix(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """IoU of every pair of COCO [x, y, w, h] boxes: (N, 4) and (M, 4) in, (N, M) out (torchvision); a
     zero-area box has IoU 0 with every box, as in COCO (torchvision gives 0/0 for two of them)."""
+    # Imported here: torchvision's import pulls in torch._dynamo (1-4 s), which listing the metrics and
+    # every run without box IoU would otherwise pay at start-up.
+    from torchvision.ops import box_convert, box_iou as torchvision_box_iou
+
     iou = torchvision_box_iou(box_convert(pred.double(), "xywh", "xyxy"), box_convert(ref.double(), "xywh", "xyxy"))
     return torch.nan_to_num(iou, nan=0.0)
 
