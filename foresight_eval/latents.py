@@ -13,6 +13,10 @@ Headline and CI per metric:
     per resample, too costly at the sizes these metrics are meant for.
 The summary records which one it is under each metric's ``ci`` key. Per-pair details (probe penalties,
 RBF bandwidths, subsample sizes, intrinsic dimensions of both sets) are under the metric's ``set.per_pair``.
+
+The run goes through the run driver (:mod:`foresight_eval.driver`): sharded over `torchrun` ranks and, with
+a run folder, journaled pair by pair so that ``resume`` finishes an interrupted run; the item values and
+details a summary needs travel in the journal as JSON (:mod:`foresight_eval.latent_pairs`).
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from foresight_eval.journal import holds_run_folder
 from foresight_eval.latent_pairs import details, item_values, score_latent_pair
 from foresight_eval.manifest import build_manifest, utc_now
 from foresight_eval.metrics.base import RunContext
+from foresight_eval.metrics.latent import LatentMetric
 from foresight_eval.metrics.registry import prepare_metrics
-from foresight_eval.results import PairResult, RunResult, summarize
+from foresight_eval.results import MetricSummary, PairResult, RunResult, summarize
 from foresight_eval.stats import BootstrapConfig, mean_with_ci
 
 
@@ -87,20 +92,7 @@ def latents(
     if gathered is None:
         return None
     pair_results = gathered.results
-    scored = [result for result in pair_results if result.ok]
-    definitions, set_values, items = {}, {}, {}
-    for metric in active:
-        one = item_values(scored[0], metric.name) if len(scored) == 1 else None
-        ci = "bootstrap over file pairs" if len(scored) > 1 else "bootstrap over items" if one is not None else None
-        definitions[metric.name] = {**metric.describe(), "ci": ci}
-        if one is not None:
-            items[metric.name] = one
-        per_pair = {result.video: details(result, metric.name) for result in scored if details(result, metric.name)}
-        set_values[metric.name] = {"per_pair": per_pair} if per_pair else None
-    summaries = summarize(pair_results, definitions, bootstrap, set_values)
-    for name, values in items.items():
-        estimate = mean_with_ci(values, bootstrap)
-        summaries[name].ci_low, summaries[name].ci_high, summaries[name].n = estimate.ci_low, estimate.ci_high, estimate.n
+    summaries = _summaries(active, pair_results, bootstrap)
     run = RunResult(
         pairs=pair_results,
         metrics=summaries,
@@ -116,3 +108,24 @@ def latents(
     if run_dir is not None:
         run.write(Path(run_dir))
     return run
+
+
+def _summaries(active: list[LatentMetric], pair_results: list[PairResult],
+               bootstrap: BootstrapConfig) -> dict[str, MetricSummary]:
+    """Each metric's summary: over file pairs, or for a single pair its value with, for the metrics that keep
+    per-item values, a bootstrap CI over the items (see the module docstring)."""
+    scored = [result for result in pair_results if result.ok]
+    definitions, set_values, items = {}, {}, {}
+    for metric in active:
+        one = item_values(scored[0], metric.name) if len(scored) == 1 else None
+        ci = "bootstrap over file pairs" if len(scored) > 1 else "bootstrap over items" if one is not None else None
+        definitions[metric.name] = {**metric.describe(), "ci": ci}
+        if one is not None:
+            items[metric.name] = one
+        per_pair = {result.video: details(result, metric.name) for result in scored if details(result, metric.name)}
+        set_values[metric.name] = {"per_pair": per_pair} if per_pair else None
+    summaries = summarize(pair_results, definitions, bootstrap, set_values)
+    for name, values in items.items():
+        estimate = mean_with_ci(values, bootstrap)
+        summaries[name].ci_low, summaries[name].ci_high, summaries[name].n = estimate.ci_low, estimate.ci_high, estimate.n
+    return summaries
