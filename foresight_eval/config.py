@@ -92,7 +92,8 @@ class _ConfigFile:
     def write(self, run_dir: str | Path) -> Path:
         """``config.yaml`` in ``run_dir`` (atomically); ``COMMAND --config`` on it replays the run."""
         path = Path(run_dir) / CONFIG_FILE
-        header = f"# foresight-eval run config: `foresight-eval {self.COMMAND} --config config.yaml` replays this run.\n"
+        header = (f"# foresight-eval run config: `foresight-eval {self.COMMAND} --config config.yaml` "
+                  "replays this run.\n")
         write_atomic(path, header + yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
         return path
 

@@ -34,7 +34,8 @@ from foresight_eval.options import ScoreOptions
 from foresight_eval.results import PairResult, RunResult, fail_pair
 from foresight_eval.stats import BootstrapConfig
 from foresight_eval.study import (
-    Study, WorkItem, add_horizon_seconds, load_categories, prediction_sets, select_work, study_record, summarize_study, unmatched,
+    Study, WorkItem, add_horizon_seconds, load_categories, prediction_sets, select_work, study_record, summarize_study,
+    unmatched,
 )
 from foresight_eval.timing import PairStreams
 

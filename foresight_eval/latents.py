@@ -127,5 +127,6 @@ def _summaries(active: list[LatentMetric], pair_results: list[PairResult],
     summaries = summarize(pair_results, definitions, bootstrap, set_values)
     for name, values in items.items():
         estimate = mean_with_ci(values, bootstrap)
-        summaries[name].ci_low, summaries[name].ci_high, summaries[name].n = estimate.ci_low, estimate.ci_high, estimate.n
+        summary = summaries[name]
+        summary.ci_low, summary.ci_high, summary.n = estimate.ci_low, estimate.ci_high, estimate.n
     return summaries

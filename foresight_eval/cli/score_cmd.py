@@ -157,7 +157,8 @@ _CONFIG_FIELDS = {"metric_names": "metrics", "out_dir": "out", "with_latents": "
                   "preds_seeds": "preds_seed"}
 
 
-def _run_config(config_file: Path | None, given: dict[str, Any], config_class: type[C] = RunConfig) -> C:  # type: ignore[assignment]
+def _run_config(config_file: Path | None, given: dict[str, Any],
+                config_class: type[C] = RunConfig) -> C:  # type: ignore[assignment]
     """The run's config (a ``config_class``, `score`'s by default): the command line's values alone, or over
     those of ``config_file`` (given options replace the file's; environment variables fill only what the
     file leaves out)."""

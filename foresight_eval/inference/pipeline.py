@@ -540,7 +540,8 @@ def generate(
         return None
     timings = gathered.rank_extras[0][0] if not plan.world.distributed else {
         f"rank{rank}": rank_timings for rank, (rank_timings, _) in enumerate(gathered.rank_extras)}
-    encoder_samples = {video: sample for _, rank_samples in gathered.rank_extras for video, sample in rank_samples.items()}
+    encoder_samples = {video: sample for _, rank_samples in gathered.rank_extras
+                       for video, sample in rank_samples.items()}
     result = GenerateResult(gathered.results, models.warnings(), timings,
                             latency=encoder_latency(models.encoder, encoder_samples))
     result.manifest = _manifest(models, options, steps, inputs, refs, latents_root, result, started, command)
