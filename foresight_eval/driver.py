@@ -133,7 +133,8 @@ def run_plan(
     releases the GIL) and recorded on each result; an item whose files cannot be read reaches ``score``
     with its ``problem`` set. With ``run_dir``, results (:class:`PairResult`) are journaled there;
     ``resume`` reuses those an interrupted run journaled under an equal header, for items whose input
-    files are unchanged (a differing header is a UsageError). ``on_start`` gets this rank's number of
+    files are unchanged (a differing header is a UsageError); a journaled run's plan keys are (prediction
+    set, clip) pairs, as the journal keys its records. ``on_start`` gets this rank's number of
     items, ``on_result`` each result as it is journaled or reused; ``rank_extra`` is called after the
     loop and its value travels to rank 0 with this rank's results (timings, for instance).
     """
