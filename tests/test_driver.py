@@ -68,3 +68,14 @@ def test_the_plan_refuses_shared_keys_and_metrics_both_run_and_skipped():
         {"metrics": {"psnr": {"params": {}}}, "options": {"context": 2}}
     with pytest.raises(UsageError, match="--resume needs the run folder"):
         run_plan(RunPlan(["a"], key=str), lambda tasks: [], resume=True)
+
+
+def test_the_three_entry_points_share_the_driver_and_engine_and_latents_are_independent():
+    from tests.test_architecture import import_graph
+
+    graph = import_graph()
+    for module in ("foresight_eval.engine", "foresight_eval.latents", "foresight_eval.inference.pipeline"):
+        assert "foresight_eval.driver" in graph[module], module
+    assert "foresight_eval.latents" not in graph["foresight_eval.engine"]
+    assert "foresight_eval.engine" not in graph["foresight_eval.latents"]
+    assert "foresight_eval.latent_pairs" in graph["foresight_eval.engine"]
