@@ -1,4 +1,6 @@
-"""A scoring run's configuration: everything `foresight-eval score` takes from the user, as one object.
+"""A scoring run's configuration: everything `foresight-eval score` takes from the user, as one object
+(:class:`RunConfig`; :class:`LatentsConfig` and :class:`PhysicsIQConfig` are the same for `latents` and
+`physics-iq`: ``latents --config runs/x/config.yaml`` replays a latents run).
 
 A :class:`RunConfig` is built from the command line or from a YAML file (``score --config run.yaml``), and
 every run folder it writes gets it back as ``config.yaml``, so ``score --config runs/x/config.yaml`` replays
@@ -14,7 +16,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -41,12 +43,68 @@ _DESCRIPTIONS = {"path": "a path (string)", "paths": "a list of paths", "bool": 
                  "figures": "a mapping name -> value"}
 # Categories given by the clip key, not by a file (foresight_eval.study.load_categories).
 _CATEGORY_RULES = ("folder:", "regex:")
+C = TypeVar("C", bound="_ConfigFile")
+
+
+class _ConfigFile:
+    """What every command's config does: built from a file's mapping or a YAML file, relative paths taken
+    against ``cwd``, written back as ``config.yaml``. A subclass is a frozen dataclass with a ``cwd`` field;
+    ``KINDS`` maps each field to the type it takes in a file, ``COMMAND`` names the command it replays."""
+
+    COMMAND: ClassVar[str]
+    KINDS: ClassVar[dict[str, str]]
+    cwd: Path
+
+    @classmethod
+    def from_mapping(cls: type[C], values: Mapping[str, Any], source: str = "config") -> C:
+        """A config from a file's mapping; an unknown key or a value of the wrong type is a UsageError
+        naming ``source`` and the key."""
+        return cls(**checked_values(values, source, cls.KINDS))
+
+    @classmethod
+    def from_yaml(cls: type[C], path: str | Path, overrides: Mapping[str, Any] | None = None) -> C:
+        """The config in the YAML file ``path``, with ``overrides`` (already typed values, e.g. from the
+        command line) taking precedence over the file's: ``params`` and ``extra`` merge key by key, every
+        other field is replaced."""
+        return cls(**merge(read_config_file(path, cls.KINDS), overrides or {}))
+
+    def resolve(self, path: str | Path) -> Path:
+        """``path`` taken against :attr:`cwd` (absolute paths as they are)."""
+        return Path(self.cwd) / path
+
+    def _name_or_path(self, value: str | None) -> str | None:
+        """A profile or categories value: a file (taken against cwd) when one exists there, else as given."""
+        if value is None or value.startswith(_CATEGORY_RULES) or not self.resolve(value).exists():
+            return value
+        return str(self.resolve(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON values, paths as given, and the cwd they are relative to."""
+        data = asdict(self)  # type: ignore[call-overload]
+        for name, value in data.items():
+            if isinstance(value, Path):
+                data[name] = str(value)
+            elif isinstance(value, tuple):
+                data[name] = [str(item) for item in value]
+        data["cwd"] = str(Path(self.cwd).absolute())
+        return data
+
+    def write(self, run_dir: str | Path) -> Path:
+        """``config.yaml`` in ``run_dir`` (atomically); ``COMMAND --config`` on it replays the run."""
+        path = Path(run_dir) / CONFIG_FILE
+        header = (f"# foresight-eval run config: `foresight-eval {self.COMMAND} --config config.yaml` "
+                  "replays this run.\n")
+        write_atomic(path, header + yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+        return path
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(_ConfigFile):
     """Everything a scoring run takes from the user (see the module docstring); the defaults are
     `foresight-eval score`'s."""
+
+    COMMAND: ClassVar[str] = "score"
+    KINDS: ClassVar[dict[str, str]] = _KINDS
 
     preds: Path | None = None
     refs: Path | None = None
@@ -82,47 +140,6 @@ class RunConfig:
     categories: str | None = None
     out: Path | None = None
     cwd: Path = field(default_factory=Path.cwd)  # what relative paths are relative to
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> RunConfig:
-        """A config from a file's mapping; an unknown key or a value of the wrong type is a UsageError
-        naming ``source`` and the key."""
-        return cls(**checked_values(values, source))
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> RunConfig:
-        """The config in the YAML file ``path``, with ``overrides`` (already typed values, e.g. from the
-        command line) taking precedence over the file's: ``params`` and ``extra`` merge key by key, every
-        other field is replaced."""
-        return cls(**merge(read_config_file(path), overrides or {}))
-
-    def resolve(self, path: str | Path) -> Path:
-        """``path`` taken against :attr:`cwd` (absolute paths as they are)."""
-        return Path(self.cwd) / path
-
-    def _name_or_path(self, value: str | None) -> str | None:
-        """A profile or categories value: a file (taken against cwd) when one exists there, else as given."""
-        if value is None or value.startswith(_CATEGORY_RULES) or not self.resolve(value).exists():
-            return value
-        return str(self.resolve(value))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain YAML/JSON values, paths as given, and the cwd they are relative to."""
-        data = asdict(self)
-        for name, value in data.items():
-            if isinstance(value, Path):
-                data[name] = str(value)
-            elif isinstance(value, tuple):
-                data[name] = [str(item) for item in value]
-        data["cwd"] = str(Path(self.cwd).absolute())
-        return data
-
-    def write(self, run_dir: str | Path) -> Path:
-        """``config.yaml`` in ``run_dir`` (atomically); ``score --config`` on it replays the run."""
-        path = Path(run_dir) / CONFIG_FILE
-        header = "# foresight-eval run config: `foresight-eval score --config config.yaml` replays this run.\n"
-        write_atomic(path, header + yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
-        return path
 
     def score_kwargs(self) -> dict[str, Any]:
         """The arguments of :func:`foresight_eval.engine.score` for this config (reads the annotation,
@@ -174,6 +191,116 @@ class RunConfig:
         return result
 
 
+
+@dataclass(frozen=True)
+class LatentsConfig(_ConfigFile):
+    """Everything a `foresight-eval latents` run takes (keys as the long options; A and B as ``a`` and ``b``);
+    every latents run folder gets it as ``config.yaml``."""
+
+    COMMAND: ClassVar[str] = "latents"
+    KINDS: ClassVar[dict[str, str]] = {
+        "a": "path?", "b": "path?", "metrics": "strs?", "params": "params", "reduce": "str?", "spatial": "str?",
+        "key": "str?", "sidecars": "bool", "strict": "bool", "device": "str", "bootstrap_resamples": "int",
+        "seed": "int", "extra": "figures", "extra_file": "path?", "out": "path?", "cwd": "path?",
+    }
+
+    a: Path | None = None
+    b: Path | None = None
+    metrics: tuple[str, ...] | None = None  # None: every default latent metric
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reduce: str | None = None
+    spatial: str | None = None
+    key: str | None = None
+    sidecars: bool = False
+    strict: bool = False
+    device: str = "auto"
+    bootstrap_resamples: int = 2000
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    extra_file: Path | None = None
+    out: Path | None = None
+    cwd: Path = field(default_factory=Path.cwd)
+
+    def latents_kwargs(self) -> dict[str, Any]:
+        """The arguments of :func:`foresight_eval.latents.latents` for this config."""
+        from foresight_eval.io.latents import LatentOptions
+        from foresight_eval.stats import BootstrapConfig
+
+        if self.a is None or self.b is None:
+            raise UsageError("give A and B, on the command line or as a and b in --config")
+        return dict(
+            a=self.resolve(self.a), b=self.resolve(self.b),
+            metrics=list(self.metrics) if self.metrics is not None else None,
+            params={name: dict(values) for name, values in self.params.items()},
+            options=LatentOptions(reduce=self.reduce, spatial=self.spatial, key=self.key, sidecars_only=self.sidecars),
+            strict=self.strict, device=self.device,
+            bootstrap=BootstrapConfig(n_resamples=self.bootstrap_resamples, seed=self.seed),
+            extra={**read_extra_file(None if self.extra_file is None else self.resolve(self.extra_file)), **self.extra},
+            run_dir=None if self.out is None else self.resolve(self.out),
+        )
+
+    def run(self, **kwargs: Any):
+        """Run :func:`~foresight_eval.latents.latents` on this config (``kwargs``: its further arguments) and
+        write ``config.yaml`` into the run folder; the run, or None on a rank other than 0."""
+        from foresight_eval.latents import latents
+
+        result = latents(**self.latents_kwargs(), **kwargs)
+        if result is not None and self.out is not None:
+            self.write(self.resolve(self.out))
+        return result
+
+
+@dataclass(frozen=True)
+class PhysicsIQConfig(_ConfigFile):
+    """Everything a `foresight-eval physics-iq` run takes (keys as the long options; PREDS and REFS as
+    ``preds`` and ``refs``); its ``--out`` folder gets it as ``config.yaml``."""
+
+    COMMAND: ClassVar[str] = "physics-iq"
+    KINDS: ClassVar[dict[str, str]] = {
+        "preds": "path?", "refs": "path?", "ref_take2": "path?", "categories": "path?", "fps": "float?",
+        "context": "int", "frames": "str", "resize": "str", "batch_size": "int", "device": "str", "out": "path?",
+        "cwd": "path?",
+    }
+
+    preds: Path | None = None
+    refs: Path | None = None
+    ref_take2: Path | None = None
+    categories: Path | None = None
+    fps: float | None = None
+    context: int = 0
+    frames: str = "error"
+    resize: str = "error"
+    batch_size: int = 16
+    device: str = "auto"
+    out: Path | None = None
+    cwd: Path = field(default_factory=Path.cwd)
+
+    def physics_iq_kwargs(self) -> dict[str, Any]:
+        """The arguments of :func:`foresight_eval.iq_score.score_physics_iq` for this config."""
+        from foresight_eval.iq_score import load_categories
+        from foresight_eval.options import ScoreOptions
+
+        if self.preds is None or self.refs is None or self.ref_take2 is None:
+            raise UsageError("give PREDS, REFS and --ref-take2, on the command line or as preds, refs and ref_take2 "
+                             "in --config")
+        return dict(
+            preds=self.resolve(self.preds), refs=self.resolve(self.refs), ref_take2=self.resolve(self.ref_take2),
+            categories=None if self.categories is None else load_categories(self.resolve(self.categories)),
+            options=ScoreOptions(context=self.context, frames=self.frames, resize=self.resize,  # type: ignore[arg-type]
+                                 batch_size=self.batch_size),
+            fps=self.fps, device=self.device, run_dir=None if self.out is None else self.resolve(self.out),
+        )
+
+    def run(self, **kwargs: Any):
+        """Compute the Physics IQ Score of this config (``kwargs``: further arguments of ``score``) and write
+        ``config.yaml`` into ``out``; (score, model run, variance run) as ``score_physics_iq`` returns them."""
+        from foresight_eval.iq_score import score_physics_iq
+
+        result = score_physics_iq(**self.physics_iq_kwargs(), **kwargs)
+        if self.out is not None:
+            self.write(self.resolve(self.out))
+        return result
+
 def read_extra_file(path: Path | None) -> dict[str, Any]:
     """The run-level figures of a JSON file: an object of named figures, or a generate_manifest.json
     (its measured figures)."""
@@ -190,9 +317,10 @@ def read_extra_file(path: Path | None) -> dict[str, Any]:
     return figures
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The checked, typed values of a YAML config file (only the keys it sets); relative paths in it are
-    taken against its ``cwd`` key, or the current folder."""
+def read_config_file(path: str | Path, kinds: Mapping[str, str] = _KINDS) -> dict[str, Any]:
+    """The checked, typed values of a YAML config file (only the keys it sets; ``kinds``: the fields of the
+    command's config, `score`'s by default); relative paths in it are taken against its ``cwd`` key, or the
+    current folder."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -202,7 +330,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise UsageError(f"--config {path}: expected a mapping of option: value, got {type(data).__name__}")
-    values = checked_values(data, f"--config {path}")
+    values = checked_values(data, f"--config {path}", kinds)
     values["cwd"] = Path.cwd() / values["cwd"] if "cwd" in values else Path.cwd()
     return values
 
@@ -223,14 +351,14 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
-def checked_values(values: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """``values`` with each key known and each value of its field's type (converted: paths to Path,
-    lists to tuples); otherwise a UsageError naming ``source`` and the key."""
+def checked_values(values: Mapping[str, Any], source: str, kinds: Mapping[str, str] = _KINDS) -> dict[str, Any]:
+    """``values`` with each key known (a key of ``kinds``) and each value of its field's type (converted:
+    paths to Path, lists to tuples); otherwise a UsageError naming ``source`` and the key."""
     checked = {}
     for key, value in values.items():
-        if key not in _KINDS:
-            raise UsageError(f"{source}: unknown key {key!r}{did_you_mean(str(key), _KINDS)}")
-        checked[key] = _checked(key, value, _KINDS[key], source)
+        if key not in kinds:
+            raise UsageError(f"{source}: unknown key {key!r}{did_you_mean(str(key), kinds)}")
+        checked[key] = _checked(key, value, kinds[key], source)
         if key == "metrics" and checked[key] is not None:  # "psnr,ssim" as on the command line
             checked[key] = tuple(name.strip() for item in checked[key] for name in item.split(",") if name.strip())
     return checked

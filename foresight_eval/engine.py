@@ -8,9 +8,7 @@ A clip pair that fails for any reason becomes one error row; the run goes on wit
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -18,16 +16,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from foresight_eval.distributed import current_world, gather_to_main, rank_device, resolve_device
+from foresight_eval.distributed import current_world, rank_device, resolve_device
+from foresight_eval.driver import RunPlan, Task, manifest_inputs, run_plan
 from foresight_eval.errors import InputError, UsageError
 from foresight_eval.io.latents import LatentOptions, pair_latents
 from foresight_eval.io.clips import open_clip
 from foresight_eval.io.files import pair_input_hashes
 from foresight_eval.io.pairing import ClipPair, pair_clips
-from foresight_eval.journal import Journal, holds_run_folder, load_finished_pairs
+from foresight_eval.journal import holds_run_folder
 from foresight_eval.manifest import build_manifest, utc_now
 from foresight_eval.metrics.base import FrameBatch, Metric, RunContext
-from foresight_eval.latents import score_latent_pair
+from foresight_eval.latent_pairs import score_latent_pair
 from foresight_eval.metrics.registry import get_metric_class, prepare_metrics
 from foresight_eval.decoding import PairFrames
 from foresight_eval.profiles import Profile, apply_profile, load_profile
@@ -35,7 +34,8 @@ from foresight_eval.options import ScoreOptions
 from foresight_eval.results import PairResult, RunResult, fail_pair
 from foresight_eval.stats import BootstrapConfig
 from foresight_eval.study import (
-    Study, add_horizon_seconds, load_categories, prediction_sets, select_work, study_record, summarize_study, unmatched,
+    Study, WorkItem, add_horizon_seconds, load_categories, prediction_sets, select_work, study_record, summarize_study,
+    unmatched,
 )
 from foresight_eval.timing import PairStreams
 
@@ -106,17 +106,6 @@ def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, dev
     return result
 
 
-@contextmanager
-def _hashing_thread() -> Iterator[ThreadPoolExecutor]:
-    """One background thread for input hashing; leaving early (Ctrl-C, an error) cancels the hashes not
-    started, instead of waiting for every remaining file to be read."""
-    executor = ThreadPoolExecutor(max_workers=1)
-    try:
-        yield executor
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-
-
 def _split_by_inputs(names: Sequence[str] | None, with_latents: bool) -> tuple[list[str] | None, list[str] | None]:
     """Named metrics split into frame metrics and latent metrics (None: every default one of that kind)."""
     if names is None:
@@ -148,7 +137,7 @@ class SidecarLatents:
         if pair is None:
             fail_pair(result, f"latents: no {result.video}.latents.* file beside both the prediction and the reference")
             return
-        latent_result, _ = score_latent_pair(pair, self.metrics, self.options, self.device)
+        latent_result = score_latent_pair(pair, self.metrics, self.options, self.device)
         if not latent_result.ok:
             fail_pair(result, f"latents: {latent_result.error}")
             return
@@ -206,8 +195,6 @@ def score(
         metrics, params, options = apply_profile(chosen, metrics, params, options)
         profile_record = chosen.record()
     sets, refs = prediction_sets(preds), Path(refs)
-    if resume and run_dir is None:
-        raise UsageError("--resume needs the run folder of the interrupted run (--out)")
     world = current_world()
     torch_device = rank_device(resolve_device(device), world)
     run_context = RunContext(
@@ -227,49 +214,29 @@ def score(
                                        _params_for(params, "latents"), run_context)
         skipped.update(latent_scorer.skipped)
     definitions = {metric.name: metric.describe() for metric in active + (latent_scorer.metrics if latent_scorer else [])}
-    journal_header = {"metrics": definitions, "options": {"context": options.context, "frames": options.frames,
-                                                          "resize": options.resize, "fps": options.fps,
-                                                          "fps_mismatch": options.fps_mismatch,
-                                                          "horizon_seconds": options.horizon_seconds},
-                      "profile": profile_record and {"name": profile_record["name"], "sha256": profile_record["sha256"]}}
+    settings = {"options": {"context": options.context, "frames": options.frames, "resize": options.resize,
+                            "fps": options.fps, "fps_mismatch": options.fps_mismatch,
+                            "horizon_seconds": options.horizon_seconds},
+                "profile": profile_record and {"name": profile_record["name"], "sha256": profile_record["sha256"]}}
     if "" not in sets:  # a seeded study: its pairs are (seed, clip); the files' hashes tie them to their folders
-        journal_header["seeds"] = list(sets)
-    finished = load_finished_pairs(Path(run_dir), journal_header) if resume else {}
-    journal = Journal(Path(run_dir), world.rank, journal_header, world_size=world.size, resume=resume) \
-        if run_dir is not None else None
-    my_items = world.shard(work)
-    if on_start:
-        on_start(len(my_items))
-    results = []
-    # Hashing reads every input file once more; hashlib releases the GIL, so it runs ahead in a thread.
-    with _hashing_thread() as hasher, torch.inference_mode():
-        hashes = [hasher.submit(pair_input_hashes, item.pair, item.root, refs) for item in my_items]
-        for item, pending_hashes in zip(my_items, hashes):
-            pair = item.pair
-            try:
-                inputs, unreadable = pending_hashes.result(), None
-            except (OSError, InputError) as exc:  # unreadable, or not a regular file: one error row
-                inputs, unreadable = {}, f"cannot read input: {exc}" if isinstance(exc, OSError) else str(exc)
-            result = finished.get((item.seed, pair.key))
-            if unreadable or result is None or result.inputs != inputs:
-                result = score_pair(pair if unreadable is None else replace(pair, problem=unreadable),
-                                    active, options, torch_device)
-                result.seed = item.seed
-                if latent_scorer is not None and result.ok:
-                    latent_scorer.add_to(result)
-                result.inputs = inputs
-                if journal is not None:
-                    journal.append(result)
-            results.append(result)
-            if on_pair:
-                on_pair(result)
-    if journal is not None:
-        journal.close()
-    gathered = gather_to_main(results, world)
-    if not world.is_main:
+        settings["seeds"] = list(sets)
+    plan = RunPlan(work, key=lambda item: (item.seed, item.pair.key), metrics=definitions, skipped=skipped,
+                   settings=settings, world=world)
+
+    def score_item(tasks: list[Task[WorkItem]]) -> list[PairResult]:
+        (task,) = tasks
+        pair = task.item.pair if task.problem is None else replace(task.item.pair, problem=task.problem)
+        result = score_pair(pair, active, options, torch_device)
+        result.seed = task.item.seed
+        if latent_scorer is not None and result.ok:
+            latent_scorer.add_to(result)
+        return [result]
+
+    gathered = run_plan(plan, score_item, hash_inputs=lambda item: pair_input_hashes(item.pair, item.root, refs),
+                        run_dir=run_dir, resume=resume, on_start=on_start, on_result=on_pair)
+    if gathered is None:
         return None
-    order = {(item.seed, item.pair.key): index for index, item in enumerate(work)}
-    pair_results = sorted((r for rank_results in gathered for r in rank_results), key=lambda r: order[r.seed, r.video])
+    pair_results = gathered.results
     set_values = {
         metric.name: metric.compute_set([r.set_parts[metric.name] for r in pair_results if metric.name in r.set_parts])
         for metric in active
@@ -280,7 +247,7 @@ def score(
     summaries = summarize_study(pair_results, definitions, bootstrap, set_values, list(sets), categories)
     add_horizon_seconds(summaries, record["timing"].get("common_fps"))
     # Annotation, detection and mask files are inputs too: their hashes come with the resources.
-    inputs = {**_manifest_inputs(sets, refs, pair_results), **run_context.resources.get("input_files", {})}
+    inputs = {**manifest_inputs(sets, refs, pair_results), **run_context.resources.get("input_files", {})}
     run = RunResult(
         pairs=pair_results,
         metrics=summaries,
@@ -299,14 +266,3 @@ def score(
         run.write(Path(run_dir))
     return run
 
-
-def _manifest_inputs(sets: Mapping[str, Path], refs: Path, results: list[PairResult]) -> dict[str, Any]:
-    """Input roots and file hashes; a seeded run's prediction files are named ``<seed>/<path>``."""
-    def hashes(key: str, prefixed: bool) -> dict[str, str]:
-        return dict(sorted((f"{r.seed}/{name}" if prefixed and r.seed else name, digest)
-                           for r in results for name, digest in r.inputs.get(key, {}).items()))
-
-    seeded = "" not in sets
-    predictions = {"root": {seed: str(root) for seed, root in sets.items()} if seeded else str(sets[""]),
-                   "sha256": hashes("pred", seeded)}
-    return {"predictions": predictions, "references": {"root": str(refs), "sha256": hashes("ref", False)}}

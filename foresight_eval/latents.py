@@ -13,56 +13,37 @@ Headline and CI per metric:
     per resample, too costly at the sizes these metrics are meant for.
 The summary records which one it is under each metric's ``ci`` key. Per-pair details (probe penalties,
 RBF bandwidths, subsample sizes, intrinsic dimensions of both sets) are under the metric's ``set.per_pair``.
+
+The run goes through the run driver (:mod:`foresight_eval.driver`): sharded over `torchrun` ranks and, with
+a run folder, journaled pair by pair so that ``resume`` finishes an interrupted run; the item values and
+details a summary needs travel in the journal as JSON (:mod:`foresight_eval.latent_pairs`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from foresight_eval.distributed import current_world, gather_to_main, rank_device
-from foresight_eval.results import fail_pair
-from foresight_eval.io.files import input_hashes
-from foresight_eval.metrics.registry import prepare_metrics
-from foresight_eval.distributed import resolve_device
-from foresight_eval.errors import InputError
-from foresight_eval.io.latents import LatentOptions, load_latent_pair, pair_latents
+from foresight_eval.distributed import current_world, rank_device, resolve_device
+from foresight_eval.driver import RunPlan, Task, manifest_inputs, run_plan
+from foresight_eval.io.files import pair_input_hashes
+from foresight_eval.io.latents import LatentOptions, pair_latents
 from foresight_eval.io.pairing import ClipPair
+from foresight_eval.journal import holds_run_folder
+from foresight_eval.latent_pairs import details, item_values, score_latent_pair
 from foresight_eval.manifest import build_manifest, utc_now
 from foresight_eval.metrics.base import RunContext
-from foresight_eval.metrics.latent import LatentMetric, LatentScore
-from foresight_eval.results import PairResult, RunResult, summarize
+from foresight_eval.metrics.latent import LatentMetric
+from foresight_eval.metrics.registry import prepare_metrics
+from foresight_eval.results import MetricSummary, PairResult, RunResult, summarize
 from foresight_eval.stats import BootstrapConfig, mean_with_ci
 
 
-def score_latent_pair(pair: ClipPair, metrics: list[LatentMetric], options: LatentOptions,
-                      device: torch.device) -> tuple[PairResult, dict[str, LatentScore]]:
-    """Score one latent file pair; any failure becomes an error row with a one-line reason."""
-    result = PairResult(video=pair.key, pred=str(pair.pred), ref=str(pair.ref))
-    scores: dict[str, LatentScore] = {}
-    try:
-        if pair.problem:
-            raise InputError(pair.problem)
-        latent_pair = load_latent_pair(pair.key, pair.pred, pair.ref, options, device)
-        for metric in metrics:
-            scores[metric.name] = metric.score(latent_pair)
-            result.values[metric.name] = scores[metric.name].value
-            if scores[metric.name].curve:
-                result.per_frame[metric.name] = scores[metric.name].curve
-        result.frames = latent_pair.items
-    except InputError as exc:
-        fail_pair(result, str(exc))
-        scores = {}
-    except Exception as exc:  # noqa: BLE001 - an unforeseen failure of one pair must not lose the run
-        fail_pair(result, f"{type(exc).__name__}: {exc}")
-        scores = {}
-    return result, scores
-
-
+@holds_run_folder
 def latents(
     a: str | Path,
     b: str | Path,
@@ -77,6 +58,8 @@ def latents(
     on_start: Callable[[int], None] | None = None,
     on_pair: Callable[[PairResult], None] | None = None,
     command: str | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> RunResult | None:
     """Compare the latents in ``a`` with those in ``b`` (two files, or two folders matched by name).
 
@@ -85,6 +68,9 @@ def latents(
     how extra axes are reduced (see :mod:`foresight_eval.io.latents`). A is recorded as the predictions
     side and B as the references side of the run folder. Under `torchrun` the file pairs are shared out
     over the ranks and rank 0 returns the merged run (the others return None).
+    With ``run_dir`` the run folder is written there and each finished file pair is journaled as it
+    finishes; ``resume`` reuses the pairs an interrupted run in ``run_dir`` already finished (same input
+    files, same metric parameters and options), as :func:`foresight_eval.engine.score` does.
     """
     started = utc_now()
     a, b = Path(a), Path(b)
@@ -92,44 +78,22 @@ def latents(
     torch_device = rank_device(resolve_device(device), world)
     pairing = pair_latents(a, b, strict=strict, sidecars_only=options.sidecars_only)
     active, skipped = prepare_metrics(metrics, params, RunContext(device=torch_device), inputs="latents")
-    my_pairs = world.shard(pairing.pairs)
-    if on_start:
-        on_start(len(my_pairs))
-    scored_pairs = []
-    with torch.inference_mode():
-        for pair in my_pairs:
-            result, scores = score_latent_pair(pair, active, options, torch_device)
-            for score in scores.values():  # item values travel to rank 0 under torchrun
-                score.item_values = None if score.item_values is None else score.item_values.cpu()
-            scored_pairs.append((result, scores))
-            if on_pair:
-                on_pair(result)
-    gathered = gather_to_main(scored_pairs, world)
-    if not world.is_main:
+    plan = RunPlan(pairing.pairs, key=lambda pair: ("", pair.key), skipped=skipped, world=world,
+                   metrics={metric.name: metric.describe() for metric in active},
+                   settings={"inputs": "latents", "options": asdict(options)})
+
+    def score_item(tasks: list[Task[ClipPair]]) -> list[PairResult]:
+        (task,) = tasks
+        pair = task.item if task.problem is None else replace(task.item, problem=task.problem)
+        return [score_latent_pair(pair, active, options, torch_device)]
+
+    gathered = run_plan(plan, score_item, hash_inputs=lambda pair: pair_input_hashes(pair, a, b),
+                        run_dir=run_dir, resume=resume, on_start=on_start, on_result=on_pair)
+    if gathered is None:
         return None
-    order = {pair.key: index for index, pair in enumerate(pairing.pairs)}
-    merged = sorted((item for rank_pairs in gathered for item in rank_pairs), key=lambda item: order[item[0].video])
-    pair_results, pair_scores = [result for result, _ in merged], [scores for _, scores in merged]
-    scored = [scores for scores in pair_scores if scores]
-    definitions, set_values, item_values = {}, {}, {}
-    for metric in active:
-        items = scored[0][metric.name].item_values if len(scored) == 1 else None
-        ci = "bootstrap over file pairs" if len(scored) > 1 else "bootstrap over items" if items is not None else None
-        definitions[metric.name] = {**metric.describe(), "ci": ci}
-        if items is not None:
-            item_values[metric.name] = items.detach().double().cpu().numpy()
-        details = {result.video: scores[metric.name].details
-                   for result, scores in zip(pair_results, pair_scores) if scores and scores[metric.name].details}
-        set_values[metric.name] = {"per_pair": details} if details else None
-    summaries = summarize(pair_results, definitions, bootstrap, set_values)
-    for name, values in item_values.items():
-        estimate = mean_with_ci(values, bootstrap)
-        summaries[name].ci_low, summaries[name].ci_high, summaries[name].n = estimate.ci_low, estimate.ci_high, estimate.n
-    inputs = {
-        "predictions": {"root": str(a), "sha256": input_hashes(a, [p.pred for p in pairing.pairs])},
-        "references": {"root": str(b), "sha256": input_hashes(b, [p.ref for p in pairing.pairs])},
-    }
-    return RunResult(
+    pair_results = gathered.results
+    summaries = _summaries(active, pair_results, bootstrap)
+    run = RunResult(
         pairs=pair_results,
         metrics=summaries,
         skipped_metrics=skipped,
@@ -139,5 +103,30 @@ def latents(
                  "world_size": world.size},
         bootstrap=bootstrap.as_dict(),
         extra=dict(extra or {}),
-        manifest=build_manifest(torch_device, command, started, utc_now(), inputs),
+        manifest=build_manifest(torch_device, command, started, utc_now(), manifest_inputs({"": a}, b, pair_results)),
     )
+    if run_dir is not None:
+        run.write(Path(run_dir))
+    return run
+
+
+def _summaries(active: list[LatentMetric], pair_results: list[PairResult],
+               bootstrap: BootstrapConfig) -> dict[str, MetricSummary]:
+    """Each metric's summary: over file pairs, or for a single pair its value with, for the metrics that keep
+    per-item values, a bootstrap CI over the items (see the module docstring)."""
+    scored = [result for result in pair_results if result.ok]
+    definitions, set_values, items = {}, {}, {}
+    for metric in active:
+        one = item_values(scored[0], metric.name) if len(scored) == 1 else None
+        ci = "bootstrap over file pairs" if len(scored) > 1 else "bootstrap over items" if one is not None else None
+        definitions[metric.name] = {**metric.describe(), "ci": ci}
+        if one is not None:
+            items[metric.name] = one
+        per_pair = {result.video: details(result, metric.name) for result in scored if details(result, metric.name)}
+        set_values[metric.name] = {"per_pair": per_pair} if per_pair else None
+    summaries = summarize(pair_results, definitions, bootstrap, set_values)
+    for name, values in items.items():
+        estimate = mean_with_ci(values, bootstrap)
+        summary = summaries[name]
+        summary.ci_low, summary.ci_high, summary.n = estimate.ci_low, estimate.ci_high, estimate.n
+    return summaries

@@ -250,7 +250,11 @@ def test_cli_hybrid_and_usage_errors(contexts, tmp_path):
 
 
 def test_extra_file_takes_a_manifests_figures_and_plain_objects_as_they_are(tmp_path):
-    from foresight_eval.cli.score_cmd import _load_extra
+    from foresight_eval.cli.common import parse_assignments
+    from foresight_eval.config import read_extra_file
+
+    def _load_extra(extra, extra_file):  # what the scoring commands record: the file's figures, then --extra
+        return {**read_extra_file(extra_file), **parse_assignments(extra, "--extra")}
 
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps({"latency_overhead": 0.319, "schema": "mine"}))

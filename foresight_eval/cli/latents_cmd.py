@@ -6,17 +6,20 @@ from pathlib import Path
 
 import click
 
-from foresight_eval.cli.common import DEVICE_OPTION, handle_errors, parse_metric_params, split_names, stderr, stdout
-from foresight_eval.cli.score_cmd import _load_extra, finish_run, run_output_options, run_with_progress
-from foresight_eval.journal import prepare_run_folder
-from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES, LatentOptions
-from foresight_eval.latents import latents
-from foresight_eval.stats import BootstrapConfig
+from foresight_eval.cli.common import DEVICE_OPTION, handle_errors, stderr, stdout
+from foresight_eval.cli.score_cmd import _run_config, finish_run, run_output_options, run_with_progress
+from foresight_eval.config import LatentsConfig
+from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES
 
 
 @click.command("latents")
-@click.argument("a", type=click.Path(exists=True, path_type=Path))
-@click.argument("b", type=click.Path(exists=True, path_type=Path))
+@click.argument("a", type=click.Path(exists=True, path_type=Path), required=False)
+@click.argument("b", type=click.Path(exists=True, path_type=Path), required=False)
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE",
+              help="Take the run from a YAML file: keys are the long option names with _ for - (A and B as a and b). "
+                   "Every run folder gets its config.yaml, so --config RUN/config.yaml replays that run; an option "
+                   "or argument given on the command line wins over the file's value.")
 @click.option("--metrics", "-m", "metric_names", metavar="NAMES",
               help="Comma-separated latent metrics (default: cka, cka_rbf, probe_r2, rsa_spearman, "
                    "neighbourhood_recall; also latent_cosine and intrinsic_dim). See `foresight-eval metrics`.")
@@ -37,27 +40,26 @@ from foresight_eval.stats import BootstrapConfig
 @click.option("--strict", is_flag=True, help="Files without a partner on the other side are an error (exit 2).")
 @DEVICE_OPTION
 @run_output_options
+@click.option("--resume", is_flag=True,
+              help="Finish the interrupted run in --out: file pairs it already scored (same input files, same "
+                   "metric parameters and options) are kept, the rest are scored.")
 @handle_errors
-def latents_command(a, b, metric_names, params, reduce, spatial, key, sidecars, strict, device, out_dir, output_format, extra,
-                    extra_file, bootstrap_resamples, seed) -> None:
+def latents_command(config_file, resume, output_format, **given) -> None:
     """Compare latents A with latents B: two files, or two folders whose files pair by relative name.
 
     Files are .safetensors (preferred), .npy/.npz (never unpickled) or .pt (plain tensors only), shaped
     (N, D), (N, T, D) or (N, C, T, H, W); both sides hold the same N items in the same order. For
     latent_cosine, A is the predicted and B the true future. Every metric is computed per file pair;
     the table shows the mean over pairs with a 95% bootstrap CI (see README, "Latent metrics").
+    A and B may come from --config FILE instead (a run folder's config.yaml replays that run).
 
-    Exit status: 0 all pairs scored, 1 some pair failed (see its error row), 2 usage error.
+    Exit status: 0 all pairs scored, 1 some pair failed (see its error row), 2 usage error,
+    130 interrupted (Ctrl-C; --resume finishes the run).
     """
-    options = LatentOptions(reduce=reduce, spatial=spatial, key=key, sidecars_only=sidecars)
-    if out_dir is not None:  # an unusable --out fails now, not after the scoring
-        prepare_run_folder(out_dir)
+    config = _run_config(config_file, given, LatentsConfig)
     console = stdout if output_format == "table" else stderr
-    run = run_with_progress(
-        latents, a, b, split_names(metric_names), params=parse_metric_params(params), options=options, strict=strict,
-        device=device, bootstrap=BootstrapConfig(n_resamples=bootstrap_resamples, seed=seed),
-        extra=_load_extra(extra, extra_file),
-    )
+    run = run_with_progress(config.run, resume=resume)
     if run is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return
-    finish_run(run, console, out_dir, output_format, unit="latent file pairs")
+    out_dir = None if config.out is None else config.resolve(config.out)
+    finish_run(run, console, out_dir, output_format, unit="latent file pairs", write=False)

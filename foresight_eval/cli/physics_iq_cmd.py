@@ -13,9 +13,9 @@ from foresight_eval.cli.common import (
     DEVICE_OPTION, EXIT_FAILED, EXIT_OK, frame_pairing_options, handle_errors, print_json, stderr, stdout,
 )
 from foresight_eval.formatting import fmt
-from foresight_eval.cli.score_cmd import print_notes, run_with_progress
-from foresight_eval.options import ScoreOptions
-from foresight_eval.iq_score import RESULT_FILE, load_categories, score_physics_iq
+from foresight_eval.cli.score_cmd import _run_config, print_notes, run_with_progress
+from foresight_eval.config import PhysicsIQConfig
+from foresight_eval.iq_score import RESULT_FILE
 from foresight_eval.io.files import json_safe
 
 _TERMS = {"spatial_iou": "spatial", "weighted_spatial_iou": "weighted", "spatiotemporal_iou": "spatiotemporal",
@@ -35,10 +35,15 @@ def render_score(result: dict) -> Table:
 
 
 @click.command("physics-iq")
-@click.argument("preds", type=click.Path(exists=True, path_type=Path))
-@click.argument("refs", type=click.Path(exists=True, path_type=Path))
-@click.option("--ref-take2", required=True, type=click.Path(exists=True, path_type=Path),
-              help="A second real take of every reference clip (same relative names): the physical variance.")
+@click.argument("preds", type=click.Path(exists=True, path_type=Path), required=False)
+@click.argument("refs", type=click.Path(exists=True, path_type=Path), required=False)
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE",
+              help="Take the run from a YAML file: keys are the long option names with _ for - (PREDS and REFS as "
+                   "preds and refs). --out gets its config.yaml, so --config OUT/config.yaml replays the run; an "
+                   "option or argument given on the command line wins over the file's value.")
+@click.option("--ref-take2", type=click.Path(exists=True, path_type=Path),
+              help="A second real take of every reference clip (same relative names): the physical variance. Required.")
 @click.option("--categories", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV of clip -> scenario category ('clip' or 'generated_video_name' column, and 'category'), "
                    "e.g. Physics-IQ's descriptions.csv: adds a score per category.")
@@ -51,8 +56,7 @@ def render_score(result: dict) -> Table:
               help=f"Write OUT/model and OUT/variance (run folders) and OUT/{RESULT_FILE}.")
 @click.option("--json", "as_json", is_flag=True, help="Print the score as JSON on stdout (the table goes to stderr).")
 @handle_errors
-def physics_iq_command(preds, refs, ref_take2, categories, fps, context, frames, resize, device, batch_size,
-                       out_dir, as_json) -> None:
+def physics_iq_command(config_file, as_json, **given) -> None:
     """The Physics IQ Score of the predictions in PREDS against the references in REFS.
 
     Scores PREDS against REFS and --ref-take2 against REFS with the physics-iq profile's metrics
@@ -62,12 +66,10 @@ def physics_iq_command(preds, refs, ref_take2, categories, fps, context, frames,
 
     Exit status: 0 every pair scored, 1 some pair failed (the score leaves those clips out), 2 usage error.
     """
+    config = _run_config(config_file, given, PhysicsIQConfig)
+    out_dir = None if config.out is None else config.resolve(config.out)
     console = stderr if as_json else stdout
-    result, model, variance = run_with_progress(
-        _score, preds, refs, ref_take2, categories=load_categories(categories) if categories else None,
-        options=ScoreOptions(context=context, frames=frames, resize=resize, batch_size=batch_size),
-        fps=fps, device=device, run_dir=out_dir,
-    )
+    result, model, variance = run_with_progress(_score, config)
     console.print(render_score(result))
     for run in (model, variance):
         print_notes(run, console)
@@ -86,11 +88,11 @@ def physics_iq_command(preds, refs, ref_take2, categories, fps, context, frames,
     sys.exit(EXIT_FAILED if result["missing"] else EXIT_OK)
 
 
-def _score(preds, refs, ref_take2, *, on_start, **kwargs):
+def _score(config: PhysicsIQConfig, *, on_start, **kwargs):
     totals = []
 
     def start(total: int) -> None:  # one progress bar over both runs: the model run's pairs, then the variance run's
         totals.append(total)
         on_start(sum(totals))
 
-    return score_physics_iq(preds, refs, ref_take2, on_start=start, **kwargs)
+    return config.run(on_start=start, **kwargs)

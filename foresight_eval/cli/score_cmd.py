@@ -19,7 +19,7 @@ from foresight_eval.cli.common import (
 )
 from foresight_eval.cli.study_options import category_table, study_options
 from foresight_eval.cli.tables import TextTable, emit, format_option
-from foresight_eval.config import RunConfig, merge, read_config_file, read_extra_file
+from foresight_eval.config import C, RunConfig, merge, read_config_file
 from foresight_eval.formatting import estimate
 from foresight_eval.errors import UsageError
 from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES
@@ -56,10 +56,6 @@ def print_notes(run: RunResult, console) -> None:
     for name, summary in run.metrics.items():
         for warning in (summary.set_values or {}).get("warnings", []):
             console.print(f"[yellow]{escape(name)}[/]: {escape(warning)}", soft_wrap=True)
-
-
-def _load_extra(extra: tuple[str, ...], extra_file: Path | None) -> dict:
-    return {**read_extra_file(extra_file), **parse_assignments(extra, "--extra")}
 
 
 def run_output_options(command):
@@ -161,9 +157,11 @@ _CONFIG_FIELDS = {"metric_names": "metrics", "out_dir": "out", "with_latents": "
                   "preds_seeds": "preds_seed"}
 
 
-def _run_config(config_file: Path | None, given: dict[str, Any]) -> RunConfig:
-    """The run's config: the command line's values alone, or over those of ``config_file`` (given options
-    replace the file's; environment variables fill only what the file leaves out)."""
+def _run_config(config_file: Path | None, given: dict[str, Any],
+                config_class: type[C] = RunConfig) -> C:  # type: ignore[assignment]
+    """The run's config (a ``config_class``, `score`'s by default): the command line's values alone, or over
+    those of ``config_file`` (given options replace the file's; environment variables fill only what the
+    file leaves out)."""
     ctx = click.get_current_context()
     values, from_environment = {}, {}
     for name, value in given.items():
@@ -175,10 +173,10 @@ def _run_config(config_file: Path | None, given: dict[str, Any]) -> RunConfig:
         target = from_environment if source is ParameterSource.ENVIRONMENT else values
         target[_CONFIG_FIELDS.get(name, name)] = _field_value(name, value, from_here=config_file is not None)
     if config_file is None:
-        return RunConfig(**values, **from_environment)
-    file_values = read_config_file(config_file)
+        return config_class(**values, **from_environment)
+    file_values = read_config_file(config_file, config_class.KINDS)
     environment = {name: value for name, value in from_environment.items() if name not in file_values}
-    return RunConfig(**merge(file_values, {**environment, **values}))
+    return config_class(**merge(file_values, {**environment, **values}))
 
 
 def _field_value(name: str, value: Any, from_here: bool) -> Any:

@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save
 
-from foresight_eval.distributed import current_world, gather_to_main
+from foresight_eval.distributed import current_world
+from foresight_eval.driver import RunPlan, Task, run_plan
 from foresight_eval.io.files import input_hashes
 from foresight_eval.errors import InputError, UsageError
 from foresight_eval.inference.models import DEFAULT_PROMPT, LoadedModels
@@ -402,6 +403,95 @@ def _check_options(options: GenerateOptions) -> None:
                          "height that are multiples of 32")
 
 
+class _ClipGenerator:
+    """This rank's clips, a batch at a time: read the contexts, generate, hand the clips to writer threads.
+    :meth:`generate` is the run driver's scoring callable; it returns the rows of the clips written so
+    far (writes finish late), and :meth:`finish` the rest."""
+
+    def __init__(self, models: LoadedModels, options: GenerateOptions, steps: int, out: Path,
+                 references: dict[str, Path], latents_root: Path | None, on_step: Callable[[int, int], None] | None):
+        self.models, self.options, self.steps, self.out = models, options, steps, out
+        self.references, self.latents_root, self.on_step = references, latents_root, on_step
+        self.timings: dict[str, float] = {}
+        self.encoder_samples: dict[str, dict[str, float]] = {}  # clip -> its encoder stages' seconds
+        self.warmed_up = False
+        # H.264 encoding is single-threaded per clip (reproducible output) and, at 768x512, takes about as
+        # long as generating the clip on an H100: writer threads encode while the GPU makes the next batch.
+        self.writers = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="foresight-write")
+        self.writing: deque[tuple[_ClipOutput, Future]] = deque()
+        if models.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(models.device)
+        self.started = time.perf_counter()
+
+    def _read(self, source: ClipSource) -> _Context:
+        options = self.options
+        frames = read_frames(source.path, 0, options.context, f"--context {options.context}")
+        size = generation_size(frames.shape[2], frames.shape[1], options.resolution)
+        reference = None
+        if self.latents_root is not None and source.key in self.references:
+            reference = read_frames(self.references[source.key], options.context, options.frames,
+                                    f"reference latents for --frames {options.frames}")
+        return _Context(source, frames, size, reference)
+
+    def generate(self, tasks: list[Task[ClipSource]]) -> list[ClipRow]:
+        """Read a batch of context clips, generate them, hand them to the writers; the rows finished so far."""
+        done, contexts = [], []
+        for task in tasks:
+            read_start = time.perf_counter()
+            try:
+                contexts.append(self._read(task.item))
+            except Exception as exc:  # noqa: BLE001 - an unreadable clip is that clip's error row
+                done.append(_failed(task.item, exc))
+            self.timings["read_s"] = self.timings.get("read_s", 0.0) + time.perf_counter() - read_start
+        for batch in _batches(contexts, self.options.batch_size):
+            try:
+                if not self.warmed_up:  # untimed: kernel selection and allocations (see LATENCY_DEFINITION)
+                    encode_contexts(self.models, batch, self.options.prompt, {})
+                    self.warmed_up = True
+                outputs = generate_batch(self.models, batch, self.out, self.options, self.steps, self.latents_root,
+                                         self.timings, self.on_step)
+            except Exception as exc:  # noqa: BLE001 - one failed batch must not lose the run
+                done.extend(_failed(context.source, exc) for context in batch)
+                continue
+            for output in outputs:
+                self.encoder_samples[output.row.video] = output.encoder_s
+                self.writing.append((output, self.writers.submit(_write_clip, output, self.latents_root,
+                                                                 self.options.fps)))
+            done.extend(self._written(keep=2 * WRITER_THREADS))  # bounds the frames held in memory
+        return done
+
+    def _written(self, keep: int) -> list[ClipRow]:
+        """The rows of the clips written, once at most ``keep`` writes are left in flight."""
+        done = []
+        while len(self.writing) > keep:
+            output, future = self.writing.popleft()
+            try:
+                self.timings["write_s"] = self.timings.get("write_s", 0.0) + future.result()
+            except Exception as exc:  # noqa: BLE001 - a clip that cannot be written is that clip's error row
+                output.row.status = "error"
+                output.row.error = f"writing {output.row.output}: {type(exc).__name__}: {exc}"
+            done.append(output.row)
+        return done
+
+    def finish(self) -> list[ClipRow]:
+        return self._written(keep=0)
+
+    def figures(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """This rank's timings and per-clip encoder seconds, once its clips are written."""
+        self.timings["total_s"] = time.perf_counter() - self.started
+        if self.models.device.type == "cuda":
+            self.timings["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.models.device) / 1e9
+        return self.timings, self.encoder_samples
+
+    def close(self) -> None:
+        self.writers.shutdown(wait=True)
+
+
+def _failed(source: ClipSource, exc: Exception) -> ClipRow:
+    reason = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+    return ClipRow(source.key, str(source.path), status="error", error=reason)
+
+
 def generate(
     inputs: str | Path,
     out: str | Path,
@@ -435,102 +525,24 @@ def generate(
     if not all_sources:
         raise UsageError(f"no clips found under {inputs} (videos, .npy/.npz arrays, or folders of png/jpg frames)")
     options = _resolve_fps(options, all_sources)
-    world = current_world()
-    sources = world.shard(all_sources)  # under torchrun each rank predicts its share of the clips
-    references = _reference_index(Path(refs) if refs is not None else None)
-    latents_root = Path(latents_dir) if latents_dir is not None else None
+    # Under torchrun each rank predicts its share of the clips.
+    plan = RunPlan(all_sources, key=lambda source: source.key, world=current_world())
     steps = options.steps or models.preset.steps
-    if on_start:
-        on_start(len(sources))
-    if models.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(models.device)
-
-    rows: dict[str, ClipRow] = {}
-    timings: dict[str, float] = {}
-    encoder_samples: dict[str, dict[str, float]] = {}  # clip -> its encoder stages' seconds
-    warmed_up = False
-
-    def record(row: ClipRow) -> None:
-        rows[row.video] = row
-        if on_clip:
-            on_clip(row)
-
-    def fail(source: ClipSource, reason: str) -> None:
-        record(ClipRow(source.key, str(source.path), status="error", error=reason))
-
-    # H.264 encoding is single-threaded per clip (reproducible output) and, at 768x512, takes about as
-    # long as generating the clip on an H100: writer threads encode while the GPU makes the next batch.
-    writers = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="foresight-write")
-    writing: deque[tuple[_ClipOutput, Future]] = deque()
-
-    def finish_writes(keep: int) -> None:
-        while len(writing) > keep:
-            output, future = writing.popleft()
-            try:
-                timings["write_s"] = timings.get("write_s", 0.0) + future.result()
-                record(output.row)
-            except Exception as exc:  # noqa: BLE001 - a clip that cannot be written is that clip's error row
-                output.row.status, output.row.error = "error", f"writing {output.row.output}: {type(exc).__name__}: {exc}"
-                record(output.row)
-
-    run_start = time.perf_counter()
-    pending: list[_Context] = []
-
-    def flush() -> None:
-        nonlocal warmed_up
-        for batch in _batches(pending, options.batch_size):
-            try:
-                with torch.inference_mode():
-                    if not warmed_up:  # untimed: kernel selection and allocations (see LATENCY_DEFINITION)
-                        encode_contexts(models, batch, options.prompt, {})
-                        warmed_up = True
-                    outputs = generate_batch(models, batch, out, options, steps, latents_root, timings, on_step)
-            except Exception as exc:  # noqa: BLE001 - one failed batch must not lose the run
-                reason = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-                for context in batch:
-                    fail(context.source, reason)
-                continue
-            for output in outputs:
-                encoder_samples[output.row.video] = output.encoder_s
-                writing.append((output, writers.submit(_write_clip, output, latents_root, options.fps)))
-            finish_writes(keep=2 * WRITER_THREADS)  # bounds the frames held in memory
-        pending.clear()
-
+    latents_root = Path(latents_dir) if latents_dir is not None else None
+    clips = _ClipGenerator(models, options, steps, out, _reference_index(Path(refs) if refs is not None else None),
+                           latents_root, on_step)
     try:
-        for source in sources:
-            read_start = time.perf_counter()
-            try:
-                frames = read_frames(source.path, 0, options.context, f"--context {options.context}")
-                size = generation_size(frames.shape[2], frames.shape[1], options.resolution)
-                reference = None
-                if latents_root is not None and source.key in references:
-                    reference = read_frames(references[source.key], options.context, options.frames,
-                                            f"reference latents for --frames {options.frames}")
-                pending.append(_Context(source, frames, size, reference))
-            except InputError as exc:
-                fail(source, str(exc))
-            except Exception as exc:  # noqa: BLE001 - an unreadable clip is that clip's error row
-                fail(source, f"{type(exc).__name__}: {exc}")
-            timings["read_s"] = timings.get("read_s", 0.0) + time.perf_counter() - read_start
-            if len(pending) == options.batch_size:
-                flush()
-        flush()
-        finish_writes(keep=0)
+        gathered = run_plan(plan, clips.generate, result_key=lambda row: row.video, batch_size=options.batch_size,
+                            finish=clips.finish, on_start=on_start, on_result=on_clip, rank_extra=clips.figures)
     finally:
-        writers.shutdown(wait=True)
-    timings["total_s"] = time.perf_counter() - run_start
-    if models.device.type == "cuda":
-        timings["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(models.device) / 1e9
-
-    gathered = gather_to_main((rows, timings, encoder_samples), world)
-    if not world.is_main:
+        clips.close()
+    if gathered is None:
         return None
-    rows = {video: row for rank_rows, _, _ in gathered for video, row in rank_rows.items()}
-    encoder_samples = {video: sample for _, _, rank_samples in gathered for video, sample in rank_samples.items()}
-    if world.distributed:
-        timings = {f"rank{rank}": rank_timings for rank, (_, rank_timings, _) in enumerate(gathered)}
-    ordered = [rows[source.key] for source in all_sources]
-    result = GenerateResult(ordered, models.warnings(), timings,
+    timings = gathered.rank_extras[0][0] if not plan.world.distributed else {
+        f"rank{rank}": rank_timings for rank, (rank_timings, _) in enumerate(gathered.rank_extras)}
+    encoder_samples = {video: sample for _, rank_samples in gathered.rank_extras
+                       for video, sample in rank_samples.items()}
+    result = GenerateResult(gathered.results, models.warnings(), timings,
                             latency=encoder_latency(models.encoder, encoder_samples))
     result.manifest = _manifest(models, options, steps, inputs, refs, latents_root, result, started, command)
     write_json_atomic(out / MANIFEST_FILE, result.manifest)
