@@ -35,7 +35,7 @@ from foresight_eval.targets import describe_target, judged_direction, judged_val
 from foresight_eval.io.files import json_safe
 
 # Options that change what a metric's number means; batch size, device and strictness do not.
-SCORING_OPTIONS = ("context", "frames", "resize", "horizon_seconds")
+SCORING_OPTIONS = ("context", "frame_mismatch", "resize", "horizon_seconds")
 DEFAULT_ALPHA = 0.05
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from foresight_eval.errors import UsageError, did_you_mean
 from foresight_eval.io.files import write_atomic
+from foresight_eval.options import current_option_names
 
 CONFIG_FILE = "config.yaml"
 
@@ -27,7 +28,7 @@ CONFIG_FILE = "config.yaml"
 # when it exists relative to cwd), "strs": a list of strings (one string is a list of one)
 _KINDS = {
     "preds": "path?", "refs": "path?", "preds_seed": "paths", "seeds": "bool", "metrics": "strs?",
-    "params": "params", "profile": "name|path?", "context": "int", "frames": "str", "resize": "str",
+    "params": "params", "profile": "name|path?", "context": "int", "frame_mismatch": "str", "resize": "str",
     "batch_size": "int", "fps": "float?", "fps_mismatch": "str", "horizon_seconds": "float?", "strict": "bool",
     "device": "str", "weights_dir": "path?", "cache_dir": "path?", "bootstrap_resamples": "int", "seed": "int",
     "extra": "figures", "extra_file": "path?", "ref_annotations": "path?", "pred_detections": "path?",
@@ -56,7 +57,7 @@ class RunConfig:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     profile: str | None = None
     context: int = 0
-    frames: str = "error"
+    frame_mismatch: str = "error"
     resize: str = "error"
     batch_size: int = 16
     fps: float | None = None
@@ -147,7 +148,7 @@ class RunConfig:
             preds=prediction_input, refs=self.resolve(self.refs),
             metrics=list(self.metrics) if self.metrics is not None else None,
             params={name: dict(values) for name, values in self.params.items()},
-            options=ScoreOptions(context=self.context, frames=self.frames, resize=self.resize,  # type: ignore[arg-type]
+            options=ScoreOptions(context=self.context, frame_mismatch=self.frame_mismatch, resize=self.resize,  # type: ignore[arg-type]
                                  batch_size=self.batch_size, fps=self.fps, fps_mismatch=self.fps_mismatch,  # type: ignore[arg-type]
                                  horizon_seconds=self.horizon_seconds),
             strict=self.strict, device=self.device, weights_dir=path(self.weights_dir),
@@ -227,7 +228,7 @@ def checked_values(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     """``values`` with each key known and each value of its field's type (converted: paths to Path,
     lists to tuples); otherwise a UsageError naming ``source`` and the key."""
     checked = {}
-    for key, value in values.items():
+    for key, value in current_option_names(values).items():  # config.yaml files written before a rename
         if key not in _KINDS:
             raise UsageError(f"{source}: unknown key {key!r}{did_you_mean(str(key), _KINDS)}")
         checked[key] = _checked(key, value, _KINDS[key], source)

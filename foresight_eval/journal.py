@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from foresight_eval.distributed import current_world
 from foresight_eval.errors import UsageError
 from foresight_eval.io.files import dumps_json, json_safe
+from foresight_eval.options import current_option_names
 from foresight_eval.results import PER_FRAME_FILE, PER_VIDEO_FILE, SUMMARY_FILE, PairResult, load_summary
 
 PARTIAL_DIR = "partial"
@@ -107,6 +108,12 @@ def _header_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = 
     return differences
 
 
+def _current_names(header: dict[str, Any]) -> dict[str, Any]:
+    """A journal header with options renamed since it was written under their current names."""
+    options = header.get("options")
+    return {**header, "options": current_option_names(options)} if isinstance(options, dict) else header
+
+
 def load_finished_pairs(run_dir: Path, header: dict[str, Any]) -> dict[tuple[str, str], PairResult]:
     """Pairs already finished in ``run_dir``'s journals, by (seed, video); refuses journals scored differently.
 
@@ -128,7 +135,7 @@ def load_finished_pairs(run_dir: Path, header: dict[str, Any]) -> dict[tuple[str
                 if not isinstance(record, dict):
                     continue
                 if "header" in record:
-                    differences = _header_differences(record["header"], expected) \
+                    differences = _header_differences(_current_names(record["header"]), expected) \
                         if isinstance(record["header"], dict) else ["header: not a JSON object"]
                     if number == 0 and differences:
                         raise UsageError(f"--resume: {file} was scored differently: " + "; ".join(differences))

@@ -95,13 +95,15 @@ DEVICE_OPTION = click.option("--device", default="auto", show_default=True, help
 
 
 def frame_pairing_options(context_help: str) -> Callable:
-    """``--context``, ``--frames``, ``--resize`` and ``--batch-size``: how the frames of a clip pair line up
-    (the fields of :class:`foresight_eval.options.ScoreOptions`), for every command that scores frames."""
+    """``--context``, ``--frame-mismatch``, ``--resize`` and ``--batch-size``: how the frames of a clip pair
+    line up (the fields of :class:`foresight_eval.options.ScoreOptions`), for every command that scores
+    frames. ``--frames`` is ``--frame-mismatch``'s old name, still taken."""
     options = [
         click.option("--context", type=int, default=0, show_default=True, help=context_help),
-        click.option("--frames", type=click.Choice(["error", "min"]), default="error", show_default=True,
+        click.option("--frame-mismatch", "--frames", "frame_mismatch", type=click.Choice(["error", "min"]),
+                     default="error", show_default=True,
                      help="Prediction and reference frame counts differ: make that pair an error, or score the "
-                          "shorter length."),
+                          "shorter length (--frames: the old name)."),
         click.option("--resize", type=click.Choice(["error", "ref"]), default="error", show_default=True,
                      help="Frame sizes differ: make that pair an error, or resize predictions to the reference size "
                           "(antialiased)."),

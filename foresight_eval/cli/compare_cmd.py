@@ -96,7 +96,7 @@ def compare_command(runs, metric_names, test, correction, alpha, bootstrap, forc
     (--correction), the smallest p the test can reach with this many videos, the number of shared
     videos, and which run wins (the better one by the metric's direction, or the one closer to its
     target, when the corrected p < --alpha). Runs scored with different metric parameters or scoring
-    options (context, frames, resize) are refused unless --force; the differences are listed.
+    options (context, frame_mismatch, resize) are refused unless --force; the differences are listed.
 
     Exit status: 0 compared, 2 usage error (unreadable run, mismatched parameters).
     """

@@ -51,7 +51,7 @@ def render_score(result: dict) -> Table:
               help=f"Write OUT/model and OUT/variance (run folders) and OUT/{RESULT_FILE}.")
 @click.option("--json", "as_json", is_flag=True, help="Print the score as JSON on stdout (the table goes to stderr).")
 @handle_errors
-def physics_iq_command(preds, refs, ref_take2, categories, fps, context, frames, resize, device, batch_size,
+def physics_iq_command(preds, refs, ref_take2, categories, fps, context, frame_mismatch, resize, device, batch_size,
                        out_dir, as_json) -> None:
     """The Physics IQ Score of the predictions in PREDS against the references in REFS.
 
@@ -65,7 +65,7 @@ def physics_iq_command(preds, refs, ref_take2, categories, fps, context, frames,
     console = stderr if as_json else stdout
     result, model, variance = run_with_progress(
         _score, preds, refs, ref_take2, categories=load_categories(categories) if categories else None,
-        options=ScoreOptions(context=context, frames=frames, resize=resize, batch_size=batch_size),
+        options=ScoreOptions(context=context, frame_mismatch=frame_mismatch, resize=resize, batch_size=batch_size),
         fps=fps, device=device, run_dir=out_dir,
     )
     console.print(render_score(result))

@@ -33,6 +33,7 @@ import yaml
 from foresight_eval.errors import UsageError
 from foresight_eval.io.files import named_or_packaged_yaml, packaged_yaml_names
 from foresight_eval.metrics.registry import get_metric_class
+from foresight_eval.options import current_option_names
 
 _TOP_KEYS = ("name", "description", "reference", "metrics", "params", "options")
 # Options that only change how a run is executed, never what its numbers mean: a profile cannot fix them.
@@ -134,6 +135,7 @@ def _parse(document: Any, path: Path, sha256: str) -> Profile:
     options = document.get("options") or {}
     if not isinstance(options, dict):
         raise error("options", "must be a mapping {option: value}")
+    options = current_option_names(options)  # a profile written before an option was renamed
     _check_options(options, error)
     return Profile(document["name"].strip(), document["description"].strip(), document["reference"].strip(),
                    tuple(metrics), {m: dict(v) for m, v in params.items()}, dict(options), str(path), sha256)
