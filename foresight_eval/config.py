@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from foresight_eval.errors import UsageError, did_you_mean
+from foresight_eval.errors import UsageError, did_you_mean, field_ref
 from foresight_eval.io.files import write_atomic
 from foresight_eval.options import current_option_names
 
@@ -135,12 +135,12 @@ class RunConfig:
         from foresight_eval.study import Study, seed_folders
 
         if self.preds is None or self.refs is None:
-            raise UsageError("give PREDS and REFS, on the command line or as preds and refs in --config")
+            raise UsageError(f"give {field_ref('preds')} and {field_ref('refs')} (in a config file: preds and refs)")
         path = lambda value: None if value is None else self.resolve(value)  # noqa: E731
         preds = self.resolve(self.preds)
         if self.seeds:
             if self.preds_seed:
-                raise UsageError("give either --seeds (PREDS holds the seed folders) or --preds-seed, not both")
+                raise UsageError(f"give either {field_ref('seeds')} (preds holds the seed folders) or {field_ref('preds_seed')}, not both")
             prediction_input: Any = seed_folders(preds)
         else:
             prediction_input = [preds, *map(self.resolve, self.preds_seed)] if self.preds_seed else preds
@@ -183,9 +183,9 @@ def read_extra_file(path: Path | None) -> dict[str, Any]:
     try:
         figures = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--extra-file {path}: {exc}") from exc
+        raise UsageError(f"{field_ref('extra_file', path)}: {exc}") from exc
     if not isinstance(figures, dict):
-        raise UsageError(f"--extra-file {path}: expected a JSON object of named figures")
+        raise UsageError(f"{field_ref('extra_file', path)}: expected a JSON object of named figures")
     if str(figures.get("schema", "")).startswith("foresight-eval/generate/"):  # a generate_manifest.json
         figures = dict(figures.get("figures") or {})
     return figures
@@ -198,12 +198,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"--config {path}: {exc}") from exc
+        raise UsageError(f"{field_ref('config', path)}: {exc}") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UsageError(f"--config {path}: expected a mapping of option: value, got {type(data).__name__}")
-    values = checked_values(data, f"--config {path}")
+        raise UsageError(f"{field_ref('config', path)}: expected a mapping of option: value, got {type(data).__name__}")
+    values = checked_values(data, field_ref("config", path))
     values["cwd"] = Path.cwd() / values["cwd"] if "cwd" in values else Path.cwd()
     return values
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import InitVar, dataclass
 from typing import Any, Literal
 
-from foresight_eval.errors import UsageError
+from foresight_eval.errors import UsageError, field_ref
 from foresight_eval.timing import FPS_MISMATCH_MODES
 
 
@@ -26,22 +26,22 @@ class ScoreOptions:
     def __post_init__(self, frames: str | None) -> None:
         if frames is not None:
             if self.frame_mismatch != "error" and self.frame_mismatch != frames:
-                raise UsageError("give frame_mismatch (frames is its old name), not both")
+                raise UsageError(f"give {field_ref('frame_mismatch')} ({field_ref('frames')} is its old name), not both")
             object.__setattr__(self, "frame_mismatch", frames)
         if self.context < 0:
-            raise UsageError("--context must be >= 0")
+            raise UsageError(f"{field_ref('context')} must be >= 0")
         if self.batch_size < 1:
-            raise UsageError("--batch-size must be >= 1")
+            raise UsageError(f"{field_ref('batch_size')} must be >= 1")
         if self.frame_mismatch not in ("error", "min"):
-            raise UsageError("--frame-mismatch must be 'error' or 'min'")
+            raise UsageError(f"{field_ref('frame_mismatch')} must be 'error' or 'min'")
         if self.resize not in ("error", "ref"):
-            raise UsageError("--resize must be 'error' or 'ref'")
+            raise UsageError(f"{field_ref('resize')} must be 'error' or 'ref'")
         if self.fps_mismatch not in FPS_MISMATCH_MODES:
-            raise UsageError(f"--fps-mismatch must be one of {', '.join(FPS_MISMATCH_MODES)}")
-        for name, value, unit in (("--fps", self.fps, "frames per second"),
-                                  ("--horizon-seconds", self.horizon_seconds, "seconds")):
+            raise UsageError(f"{field_ref('fps_mismatch')} must be one of {', '.join(FPS_MISMATCH_MODES)}")
+        for name, value, unit in (("fps", self.fps, "frames per second"),
+                                  ("horizon_seconds", self.horizon_seconds, "seconds")):
             if value is not None and not (math.isfinite(value) and value > 0):
-                raise UsageError(f"{name} must be a positive number of {unit}")
+                raise UsageError(f"{field_ref(name)} must be a positive number of {unit}")
 
 
 # Options renamed since run folders were first written: old name -> current name. Summaries, journal headers,

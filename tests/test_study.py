@@ -299,7 +299,7 @@ def test_horizon_seconds_and_frame_folders_need_a_frame_rate(seeded, tmp_path):
     assert run.pairs[0].media["duration"] == 1.5 and run.study["timing"]["common_fps"] == 4.0
     unknown = score(preds, refs, ["mae"], device="cpu", bootstrap=FAST, options=ScoreOptions(horizon_seconds=1))
     assert all("give --fps" in p.error for p in unknown.pairs)
-    with pytest.raises(UsageError, match="--fps must be a positive"):
+    with pytest.raises(UsageError, match="fps must be a positive"):
         ScoreOptions(fps=0)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from foresight_eval.cli.common import DEVICE_OPTION, handle_errors, parse_metric_params, split_names, stderr, stdout
+from foresight_eval.cli.common import DEVICE_OPTION, parse_metric_params, split_names, stderr, stdout
 from foresight_eval.cli.score_cmd import _load_extra, finish_run, run_output_options, run_with_progress
 from foresight_eval.journal import prepare_run_folder
 from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES, LatentOptions
@@ -37,7 +37,6 @@ from foresight_eval.stats import BootstrapConfig
 @click.option("--strict", is_flag=True, help="Files without a partner on the other side are an error (exit 2).")
 @DEVICE_OPTION
 @run_output_options
-@handle_errors
 def latents_command(a, b, metric_names, params, reduce, spatial, key, sidecars, strict, device, out_dir, output_format, extra,
                     extra_file, bootstrap_resamples, seed) -> None:
     """Compare latents A with latents B: two files, or two folders whose files pair by relative name.

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from foresight_eval.errors import UsageError
+from foresight_eval.errors import UsageError, field_ref
 from foresight_eval.io.files import named_or_packaged_yaml, packaged_yaml_names
 from foresight_eval.metrics.registry import get_metric_class
 from foresight_eval.options import current_option_names
@@ -179,8 +179,8 @@ def apply_profile(
     else:
         outside = [name for name in metrics if name not in profile.metrics]
         if outside:
-            raise UsageError(f"--metrics {', '.join(outside)}: not scored by profile {profile.name!r} "
-                             f"(its metrics: {', '.join(profile.metrics)}); --metrics may only narrow them")
+            raise UsageError(f"{field_ref('metrics', ', '.join(outside))}: not scored by profile {profile.name!r} "
+                             f"(its metrics: {', '.join(profile.metrics)}); {field_ref('metrics')} may only narrow them")
         names = list(metrics)
     merged: dict[str, dict[str, Any]] = {name: dict(values) for name, values in (params or {}).items()}
     for metric, fixed in profile.params.items():
@@ -196,6 +196,5 @@ def apply_profile(
     for key, value in profile.options.items():
         given = getattr(options, key)
         if given != getattr(defaults, key) and given != value:
-            option = "--" + key.replace("_", "-")
-            raise UsageError(f"{option} {given!r} conflicts with profile {profile.name!r}, which sets {option} {value!r}")
+            raise UsageError(f"{field_ref(key, given)} conflicts with profile {profile.name!r}, which sets {field_ref(key, value)}")
     return names, merged, dataclasses.replace(options, **profile.options)
