@@ -78,3 +78,18 @@ def test_field_references_render_for_each_audience(name, value, python, cli):
 
 def test_a_non_package_error_is_printed_as_it_is():
     assert cli_message(FileNotFoundError("no such file: x")) == "no such file: x"
+
+
+@pytest.mark.parametrize("with_out", [True, False])
+def test_ctrl_c_exits_130_and_says_how_to_resume_a_run_folder(runner, tmp_path, monkeypatch, with_out):
+    def interrupted(self, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("foresight_eval.config.RunConfig.run", interrupted)
+    (tmp_path / "preds").mkdir()
+    (tmp_path / "refs").mkdir()
+    out = ["--out", str(tmp_path / "run")] if with_out else []
+    result = runner.invoke(main, ["score", str(tmp_path / "preds"), str(tmp_path / "refs"), *out])
+    assert result.exit_code == 130
+    assert result.output.startswith("interrupted")
+    assert ("--resume to finish the run" in result.output) == with_out
