@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from foresight_eval import ScoreOptions
 from foresight_eval.cli import main
 from foresight_eval.cli.common import EXIT_INTERNAL, cli_message
-from foresight_eval.errors import InputError, UsageError, field_ref
+from foresight_eval.errors import InputError, MetricUnavailable, UsageError, field_ref
 from foresight_eval.study import Study
 
 
@@ -41,6 +41,15 @@ def test_debug_prints_the_traceback(runner, broken_catalog):
     assert result.exit_code == 3
     assert "Traceback (most recent call last)" in result.output and "in crash" in result.output
     assert result.output.rstrip().endswith("internal error: ZeroDivisionError: division by zero in the catalogue")
+
+
+def test_a_deliberate_error_that_is_no_usage_error_exits_1(runner, monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise MetricUnavailable(f"needs {field_ref('weights_dir')}")
+
+    monkeypatch.setattr("foresight_eval.catalog.metric_catalog", unavailable)
+    result = runner.invoke(main, ["metrics"])
+    assert (result.exit_code, result.output.strip()) == (1, "error: needs --weights-dir")
 
 
 def test_usage_errors_exit_2_and_name_the_flag(runner, tmp_path):

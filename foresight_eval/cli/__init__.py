@@ -74,5 +74,5 @@ def main(debug: bool) -> None:
     """Evaluate video prediction models: score predicted clips against references, check runs against
     gates, compare runs, and write reports.
 
-    Exit status: 0 success; 1 some pair failed or a check failed; 2 usage error; 3 internal error (a bug:
-    --debug prints the traceback); 130 interrupted (Ctrl-C)."""
+    Exit status: 0 success; 1 some pair or check failed, or an input or weight file is unusable; 2 usage
+    error; 3 internal error (a bug: --debug prints the traceback); 130 interrupted (Ctrl-C)."""

@@ -35,6 +35,9 @@ stdout = _console(sys.stdout)
 stderr = _console(sys.stderr, stderr=True)
 
 
+RUN_FOLDER = "foresight_eval.resumable_run_folder"  # ctx.meta key: the run folder --resume would finish
+
+
 # Field names (foresight_eval.errors.field_ref) whose flag is not ``--`` + the name with ``-`` for ``_``.
 FLAGS = {"run_dir": "--out", "preds": "PREDS", "refs": "REFS", "params": "--param"}
 
@@ -53,14 +56,18 @@ def cli_message(exc: BaseException) -> str:
 @contextlib.contextmanager
 def application_errors(ctx: click.Context, debug: bool) -> Iterator[None]:
     """The exit statuses of every command (README, "Exit status"): a usage error prints one line and exits
-    2, as click's own do; Ctrl-C exits 130 (not 1, which means "some pair failed") and says how to finish
-    the run; any other exception is a bug, printed as one line and exit 3, with the traceback under
-    ``--debug``. Failed pairs exit 1 from the command itself."""
+    2, as click's own do; another error of this package (an unusable input, a missing weight file) exits 1,
+    as failed pairs do (the command itself exits 1 for those); Ctrl-C exits 130 (not 1) and says how to
+    finish the run; any other exception is a bug, printed as one line and exit 3, with the traceback under
+    ``--debug``."""
     try:
         yield
     except (UsageError, FileNotFoundError) as exc:
         stderr.print(f"[bold red]error:[/] {escape(cli_message(exc))}", soft_wrap=True)
         sys.exit(EXIT_USAGE)
+    except ForesightError as exc:  # raised on purpose (an unusable input, a missing weight file): not a bug
+        stderr.print(f"[bold red]error:[/] {escape(cli_message(exc))}", soft_wrap=True)
+        sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         run_dir = ctx.meta.get(RUN_FOLDER)
         hint = (f"; the pairs already scored are journaled in {run_dir}: run the same command with "
@@ -75,9 +82,6 @@ def application_errors(ctx: click.Context, debug: bool) -> Iterator[None]:
         stderr.print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(cli_message(exc))}"
                      + ("" if debug else " (run with --debug for the traceback)"), soft_wrap=True)
         sys.exit(EXIT_INTERNAL)
-
-
-RUN_FOLDER = "foresight_eval.resumable_run_folder"  # ctx.meta key: the run folder --resume would finish
 
 
 def remember_resumable_run(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
