@@ -205,7 +205,7 @@ class RunLock:
             except BlockingIOError:
                 owner = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
                 os.close(fd)
-                raise UsageError(f"--out {self.path.parent} is being written by another run ({owner}; lock file "
+                raise UsageError(f"{field_ref('run_dir', self.path.parent)} is being written by another run ({owner}; lock file "
                                  f"{self.path}); wait for it to finish or give another folder") from None
             try:
                 same_file = os.fstat(fd).st_ino == os.stat(self.path).st_ino
