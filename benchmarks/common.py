@@ -11,10 +11,11 @@ from typing import TypeVar
 
 import torch
 
-from foresight_eval import synthetic
-from foresight_eval.io.video import write_video
-from foresight_eval.errors import WeightsNotFound
-from foresight_eval.metrics.perceptual import LPIPS_BACKBONES
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for fixtures.synthetic
+from fixtures import synthetic  # noqa: E402
+from foresight_eval.io.video import write_video  # noqa: E402
+from foresight_eval.errors import WeightsNotFound  # noqa: E402
+from foresight_eval.metrics.perceptual import LPIPS_BACKBONES  # noqa: E402
 
 T = TypeVar("T")
 

@@ -5,7 +5,7 @@ its bootstrap), in clip pairs per second, cold and with the reference features c
     python benchmarks/fvd_throughput.py --device cuda
     python benchmarks/fvd_throughput.py --clips 8                # a quick CPU figure
 
-Clips are synthetic moving shapes written as H.264 (foresight_eval.synthetic). The real I3D weights are
+Clips are synthetic moving shapes written as H.264 (fixtures/synthetic.py). The real I3D weights are
 used when `weights fetch i3d-k400` has put them where the scoring looks (or --weights-dir); otherwise
 seeded random weights in the standard file (throughput does not depend on the weights' values).
 Run 1 starts from an empty feature cache; run 2 is the same run again, whose reference features come

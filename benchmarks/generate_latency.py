@@ -7,7 +7,7 @@ hybrid encoder (research log P2) the encoder latency overhead over the VLM alone
     python benchmarks/generate_latency.py --preset full --random-weights --device cuda --encoders vlm,hybrid \
         --clips 8 --json runs/generate_hybrid.json                          # both encoders, one after the other
 
-Context clips are synthetic (foresight_eval.synthetic) at the generated resolution, so nothing is resized.
+Context clips are synthetic (fixtures/synthetic.py) at the generated resolution, so nothing is resized.
 Each configuration runs once untimed (2 steps: kernel selection, allocations), then timed on ``--clips``
 clips, at batch size 1 and at ``--batch-size``. ``--long-frames 120`` adds LTX-Video's published setting
 (121 frames = 5 s at 24 fps, 768x512; its paper reports 2 s on an H100), with and without guidance.
@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from foresight_eval import synthetic as syn
-from foresight_eval.inference import GenerateOptions, generate, load_models
-from foresight_eval.inference.models import PRESETS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for fixtures.synthetic
+from fixtures import synthetic as syn  # noqa: E402
+from foresight_eval.inference import GenerateOptions, generate, load_models  # noqa: E402
+from foresight_eval.inference.models import PRESETS  # noqa: E402
 
 STAGES = ("vlm_s", "dino_s", "fusion_s", "adapter_s", "denoise_s", "vae_decode_s")  # the model stages (GPU work on a GPU)
 

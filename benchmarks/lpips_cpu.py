@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_time, ensure_alexnet_weights  # noqa: E402
+from common import best_time, ensure_alexnet_weights, synthetic  # noqa: E402
 
-from foresight_eval import synthetic  # noqa: E402
 from foresight_eval.metrics.perceptual import LPIPS_BACKBONES, load_lpips, lpips_distance  # noqa: E402
 
 

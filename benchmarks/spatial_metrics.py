@@ -11,7 +11,7 @@
   edge_f1 exact      scikit-image Canny + one-to-one matching (max flow, SciPy Dinic), CPU whatever --device
   edge_f1 approx     scikit-image Canny + distance transform; ratio to exact
 
-Frames are synthetic moving shapes (foresight_eval.synthetic), already on the device: decoding is not
+Frames are synthetic moving shapes (fixtures/synthetic.py), already on the device: decoding is not
 timed. "shapes" clips have few edge pixels; "textured" clips add a fixed smoothed-noise texture, whose
 dense edges (~25% of pixels) are where exact one-to-one matching gets expensive. Each measurement runs once untimed first. A frame is one predicted/reference pair.
 """

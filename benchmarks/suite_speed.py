@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_alexnet_weights  # noqa: E402
+from common import ensure_alexnet_weights, synthetic  # noqa: E402
 from lpips_cpu import measure as lpips_cpu_measure, report as lpips_cpu_report  # noqa: E402
 from pipeline_throughput import decode_only  # noqa: E402
 
-from foresight_eval import RunContext, ScoreOptions, score, synthetic  # noqa: E402
+from foresight_eval import RunContext, ScoreOptions, score  # noqa: E402
 from foresight_eval.distributed import resolve_device  # noqa: E402
 from foresight_eval.metrics.registry import prepare_metrics  # noqa: E402
 from foresight_eval.io.video import write_video  # noqa: E402

@@ -9,7 +9,7 @@ Baselines (always on the CPU, one pair at a time):
   flicker              VBench's temporal flickering loop: np.mean(cv2.absdiff(a, b)) on uint8 frames
   feature_consistency  VBench's subject-consistency loop: one frame at a time through the HF processor and model
 
-Frames are synthetic moving shapes (foresight_eval.synthetic), already on the device: decoding is not
+Frames are synthetic moving shapes (fixtures/synthetic.py), already on the device: decoding is not
 timed. feature_consistency uses the DINOv2 folder in --weights-dir when there is one, else a
 random-initialised DINOv2 of the same architecture (speed does not depend on the weight values; the
 scores it gives mean nothing). Each measurement runs once untimed first.
@@ -28,10 +28,11 @@ import cv2
 import numpy as np
 import torch
 
-from foresight_eval import RunContext, create
-from foresight_eval import synthetic as syn
-from foresight_eval.metrics.base import FrameBatch
-from foresight_eval.metrics.features import DINOV2_MODELS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for fixtures.synthetic
+from fixtures import synthetic as syn  # noqa: E402
+from foresight_eval import RunContext, create  # noqa: E402
+from foresight_eval.metrics.base import FrameBatch  # noqa: E402
+from foresight_eval.metrics.features import DINOV2_MODELS  # noqa: E402
 
 PIXEL_METRICS = ("tc", "tc_delta", "flicker", "flicker_delta", "frozen", "warp_error", "warp_error_delta")
 FEATURE_METRICS = ("feature_consistency", "feature_consistency_delta")

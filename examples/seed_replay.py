@@ -91,7 +91,7 @@ def replay(preset: str, out: Path, *, contexts: Path, refs: Path, context: int, 
         run("generate", "--inputs", str(contexts), "--out", str(preds), "--preset", preset, "--encoder", encoder,
             *generate_options, "--context", str(context), "--frames", str(frames), "--seed", str(seed), "--device", device,
             "--refs", str(refs), "--save-latents", str(latents))
-        run("score", str(preds), str(refs), "--context", str(context), "--frames", "min", "--device", device,
+        run("score", str(preds), str(refs), "--context", str(context), "--frame-mismatch", "min", "--device", device,
             "--ref-annotations",
             str(refs), "--extra-file", str(preds / "generate_manifest.json"), "--out", str(root / "frames"),
             "--seed", str(seed))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from foresight_eval.compare import DEFAULT_ALPHA, RegressionEntry, RegressionReport, Tolerance, check_regression
-from foresight_eval.errors import UsageError
+from foresight_eval.errors import UsageError, field_ref
 from foresight_eval.gates import GateEntry, GateReport, GateSet, evaluate_gates, load_gates
 from foresight_eval.runs import read_summary
 from foresight_eval.stats import DEFAULT_CORRECTION, DEFAULT_TEST, BootstrapConfig
@@ -51,7 +51,7 @@ def check(
     """Judge ``run`` against each gate set (preset names, gate files or loaded sets) and, with
     ``baseline``, against that run (see :func:`foresight_eval.compare.check_regression`)."""
     if not gates and baseline is None:
-        raise UsageError("nothing to check against: give --gates and/or --baseline")
+        raise UsageError(f"nothing to check against: give {field_ref('gates')} and/or {field_ref('baseline')}")
     summary = read_summary(run)  # gates need only the summary; a baseline check also reads per_video.csv
     gate_sets = [g if isinstance(g, GateSet) else load_gates(g) for g in gates]
     reports = [evaluate_gates(summary, gate_set) for gate_set in gate_sets]

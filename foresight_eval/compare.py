@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from foresight_eval.errors import UsageError, did_you_mean
+from foresight_eval.errors import UsageError, did_you_mean, field_ref
 from foresight_eval.gates.spec import parse_number
 from foresight_eval.metrics.registry import get_metric_class
 from foresight_eval.metrics.structural import canonical_ssim_params
@@ -35,7 +35,7 @@ from foresight_eval.targets import describe_target, judged_direction, judged_val
 from foresight_eval.io.files import json_safe
 
 # Options that change what a metric's number means; batch size, device and strictness do not.
-SCORING_OPTIONS = ("context", "frames", "resize", "horizon_seconds")
+SCORING_OPTIONS = ("context", "frame_mismatch", "resize", "horizon_seconds")
 DEFAULT_ALPHA = 0.05
 
 
@@ -275,9 +275,9 @@ def parse_tolerances(specs: Sequence[str]) -> tuple[Tolerance, dict[str, Toleran
         try:
             amount = parse_number(raw)
         except ValueError:
-            raise UsageError(f"--max-regression expects VALUE, VALUE% or METRIC=VALUE[%], got {spec!r}") from None
+            raise UsageError(f"{field_ref('max_regression')} expects VALUE, VALUE% or METRIC=VALUE[%], got {spec!r}") from None
         if not math.isfinite(amount) or amount < 0:
-            raise UsageError(f"--max-regression {spec!r}: the tolerance must be a finite number >= 0")
+            raise UsageError(f"{field_ref('max_regression', spec)}: the tolerance must be a finite number >= 0")
         tolerance = Tolerance(amount, raw.endswith("%"))
         if sep:
             per_metric[metric.strip()] = tolerance
@@ -364,7 +364,7 @@ def check_regression(
     names += [n for n in per_metric if n not in names]
     for name in per_metric:  # a tolerance for a metric neither run has is a typo, not a "missing" metric
         if not any(name in p for p in present):
-            raise UsageError(f"--max-regression {name}=...: neither run has a metric {name!r}"
+            raise UsageError(f"{field_ref('max_regression', name + '=...')}: neither run has a metric {name!r}"
                              f"{did_you_mean(name, set().union(*present))}")
     shared = [n for n in names if all(n in p for p in present)]
     differences = _check_parameters([base_run, new_run], shared, force)

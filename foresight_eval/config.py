@@ -20,8 +20,9 @@ from typing import Any, ClassVar, TypeVar
 
 import yaml
 
-from foresight_eval.errors import UsageError, did_you_mean
+from foresight_eval.errors import UsageError, did_you_mean, field_ref
 from foresight_eval.io.files import write_atomic
+from foresight_eval.options import current_option_names
 
 CONFIG_FILE = "config.yaml"
 
@@ -29,7 +30,7 @@ CONFIG_FILE = "config.yaml"
 # when it exists relative to cwd), "strs": a list of strings (one string is a list of one)
 _KINDS = {
     "preds": "path?", "refs": "path?", "preds_seed": "paths", "seeds": "bool", "metrics": "strs?",
-    "params": "params", "profile": "name|path?", "context": "int", "frames": "str", "resize": "str",
+    "params": "params", "profile": "name|path?", "context": "int", "frame_mismatch": "str", "resize": "str",
     "batch_size": "int", "fps": "float?", "fps_mismatch": "str", "horizon_seconds": "float?", "strict": "bool",
     "device": "str", "weights_dir": "path?", "cache_dir": "path?", "bootstrap_resamples": "int", "seed": "int",
     "extra": "figures", "extra_file": "path?", "ref_annotations": "path?", "pred_detections": "path?",
@@ -114,7 +115,7 @@ class RunConfig(_ConfigFile):
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     profile: str | None = None
     context: int = 0
-    frames: str = "error"
+    frame_mismatch: str = "error"
     resize: str = "error"
     batch_size: int = 16
     fps: float | None = None
@@ -151,12 +152,12 @@ class RunConfig(_ConfigFile):
         from foresight_eval.study import Study, seed_folders
 
         if self.preds is None or self.refs is None:
-            raise UsageError("give PREDS and REFS, on the command line or as preds and refs in --config")
+            raise UsageError(f"give {field_ref('preds')} and {field_ref('refs')} (in a config file: preds and refs)")
         path = lambda value: None if value is None else self.resolve(value)  # noqa: E731
         preds = self.resolve(self.preds)
         if self.seeds:
             if self.preds_seed:
-                raise UsageError("give either --seeds (PREDS holds the seed folders) or --preds-seed, not both")
+                raise UsageError(f"give either {field_ref('seeds')} (preds holds the seed folders) or {field_ref('preds_seed')}, not both")
             prediction_input: Any = seed_folders(preds)
         else:
             prediction_input = [preds, *map(self.resolve, self.preds_seed)] if self.preds_seed else preds
@@ -164,7 +165,7 @@ class RunConfig(_ConfigFile):
             preds=prediction_input, refs=self.resolve(self.refs),
             metrics=list(self.metrics) if self.metrics is not None else None,
             params={name: dict(values) for name, values in self.params.items()},
-            options=ScoreOptions(context=self.context, frames=self.frames, resize=self.resize,  # type: ignore[arg-type]
+            options=ScoreOptions(context=self.context, frame_mismatch=self.frame_mismatch, resize=self.resize,  # type: ignore[arg-type]
                                  batch_size=self.batch_size, fps=self.fps, fps_mismatch=self.fps_mismatch,  # type: ignore[arg-type]
                                  horizon_seconds=self.horizon_seconds),
             strict=self.strict, device=self.device, weights_dir=path(self.weights_dir),
@@ -258,8 +259,8 @@ class PhysicsIQConfig(_ConfigFile):
     COMMAND: ClassVar[str] = "physics-iq"
     KINDS: ClassVar[dict[str, str]] = {
         "preds": "path?", "refs": "path?", "ref_take2": "path?", "categories": "path?", "fps": "float?",
-        "context": "int", "frames": "str", "resize": "str", "batch_size": "int", "device": "str", "out": "path?",
-        "cwd": "path?",
+        "context": "int", "frame_mismatch": "str", "resize": "str", "batch_size": "int", "device": "str",
+        "out": "path?", "cwd": "path?",
     }
 
     preds: Path | None = None
@@ -268,7 +269,7 @@ class PhysicsIQConfig(_ConfigFile):
     categories: Path | None = None
     fps: float | None = None
     context: int = 0
-    frames: str = "error"
+    frame_mismatch: str = "error"
     resize: str = "error"
     batch_size: int = 16
     device: str = "auto"
@@ -286,7 +287,7 @@ class PhysicsIQConfig(_ConfigFile):
         return dict(
             preds=self.resolve(self.preds), refs=self.resolve(self.refs), ref_take2=self.resolve(self.ref_take2),
             categories=None if self.categories is None else load_categories(self.resolve(self.categories)),
-            options=ScoreOptions(context=self.context, frames=self.frames, resize=self.resize,  # type: ignore[arg-type]
+            options=ScoreOptions(context=self.context, frame_mismatch=self.frame_mismatch, resize=self.resize,  # type: ignore[arg-type]
                                  batch_size=self.batch_size),
             fps=self.fps, device=self.device, run_dir=None if self.out is None else self.resolve(self.out),
         )
@@ -309,9 +310,9 @@ def read_extra_file(path: Path | None) -> dict[str, Any]:
     try:
         figures = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--extra-file {path}: {exc}") from exc
+        raise UsageError(f"{field_ref('extra_file', path)}: {exc}") from exc
     if not isinstance(figures, dict):
-        raise UsageError(f"--extra-file {path}: expected a JSON object of named figures")
+        raise UsageError(f"{field_ref('extra_file', path)}: expected a JSON object of named figures")
     if str(figures.get("schema", "")).startswith("foresight-eval/generate/"):  # a generate_manifest.json
         figures = dict(figures.get("figures") or {})
     return figures
@@ -325,12 +326,12 @@ def read_config_file(path: str | Path, kinds: Mapping[str, str] = _KINDS) -> dic
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"--config {path}: {exc}") from exc
+        raise UsageError(f"{field_ref('config', path)}: {exc}") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UsageError(f"--config {path}: expected a mapping of option: value, got {type(data).__name__}")
-    values = checked_values(data, f"--config {path}", kinds)
+        raise UsageError(f"{field_ref('config', path)}: expected a mapping of option: value, got {type(data).__name__}")
+    values = checked_values(data, field_ref("config", path), kinds)
     values["cwd"] = Path.cwd() / values["cwd"] if "cwd" in values else Path.cwd()
     return values
 
@@ -355,7 +356,7 @@ def checked_values(values: Mapping[str, Any], source: str, kinds: Mapping[str, s
     """``values`` with each key known (a key of ``kinds``) and each value of its field's type (converted:
     paths to Path, lists to tuples); otherwise a UsageError naming ``source`` and the key."""
     checked = {}
-    for key, value in values.items():
+    for key, value in current_option_names(values).items():  # config.yaml files written before a rename
         if key not in kinds:
             raise UsageError(f"{source}: unknown key {key!r}{did_you_mean(str(key), kinds)}")
         checked[key] = _checked(key, value, kinds[key], source)

@@ -117,7 +117,7 @@ class PairFrames:
                 n_pred = index + (0 if pred is None else 1 + sum(1 for _ in self._pred))
                 n_ref = index + (0 if ref is None else 1 + sum(1 for _ in self._ref))
                 raise InputError(
-                    f"prediction has {n_pred} frames, reference has {n_ref} (--frames min scores the shorter length)"
+                    f"prediction has {n_pred} frames, reference has {n_ref} (--frame-mismatch min scores the shorter length)"
                 )
             yield index, pred, ref
             index += 1

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from foresight_eval.errors import UsageError
+from foresight_eval.errors import UsageError, field_ref
 
 T = TypeVar("T")
 
@@ -71,7 +71,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:  # torch's message lists twenty device types; these are the ones scoring uses
-        raise UsageError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
+        raise UsageError(f"{field_ref('device', str(device))}: not a device; use auto, cpu, cuda or cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked for, but no CUDA device is available")
+        raise UsageError(f"{field_ref('device', 'cuda')} asked for, but no CUDA device is available")
     return resolved

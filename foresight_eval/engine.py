@@ -69,12 +69,12 @@ def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, dev
         # result.media is kept on an error row: frame rates explain many failures
         streams = PairStreams(pred_clip, ref_clip, media=result.media, fps=options.fps,
                               fps_mismatch=options.fps_mismatch, context=options.context,
-                              horizon_seconds=options.horizon_seconds, frames=options.frames)
+                              horizon_seconds=options.horizon_seconds, frames=options.frame_mismatch)
         for metric in metrics:
             metric.reset()
             result.per_frame[metric.name] = []
         frames = PairFrames(streams.pred, streams.ref, context=options.context,
-                            batch_size=options.batch_size, frames_mode=options.frames, pin_memory=device.type == "cuda")
+                            batch_size=options.batch_size, frames_mode=options.frame_mismatch, pin_memory=device.type == "cuda")
         for host in frames:
             streams.record_sizes(host.pred, host.ref)
             frame_index = torch.from_numpy(host.frame_index)
@@ -214,7 +214,7 @@ def score(
                                        _params_for(params, "latents"), run_context)
         skipped.update(latent_scorer.skipped)
     definitions = {metric.name: metric.describe() for metric in active + (latent_scorer.metrics if latent_scorer else [])}
-    settings = {"options": {"context": options.context, "frames": options.frames, "resize": options.resize,
+    settings = {"options": {"context": options.context, "frame_mismatch": options.frame_mismatch, "resize": options.resize,
                             "fps": options.fps, "fps_mismatch": options.fps_mismatch,
                             "horizon_seconds": options.horizon_seconds},
                 "profile": profile_record and {"name": profile_record["name"], "sha256": profile_record["sha256"]}}

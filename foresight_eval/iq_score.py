@@ -36,7 +36,7 @@ import yaml
 
 from foresight_eval.engine import score
 from foresight_eval.options import ScoreOptions
-from foresight_eval.errors import UsageError
+from foresight_eval.errors import UsageError, field_ref
 from foresight_eval.io.clips import CLIP_FILE_SUFFIXES
 from foresight_eval.io.files import json_safe, write_json_atomic
 from foresight_eval.results import PER_FRAME_FILE, PER_VIDEO_FILE, RunResult, load_summary
@@ -179,11 +179,11 @@ def load_categories(path: str | Path) -> dict[str, str]:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UsageError(f"--categories {path}: {exc}") from exc
+        raise UsageError(f"{field_ref('categories', path)}: {exc}") from exc
     columns = set(rows[0]) if rows else set()
     key = next((c for c in ("clip", "generated_video_name") if c in columns), None)
     if key is None or "category" not in columns:
-        raise UsageError(f"--categories {path}: needs a 'category' column and a 'clip' (or 'generated_video_name') "
+        raise UsageError(f"{field_ref('categories', path)}: needs a 'category' column and a 'clip' (or 'generated_video_name') "
                          "column")
     categories = {}
     for row in rows:
@@ -241,7 +241,7 @@ def score_physics_iq(preds: str | Path, refs: str | Path, ref_take2: str | Path,
     `torchrun`)."""
     params = {name: {**settings, "fps": fps} for name, settings in profile_params().items()}
     if not Path(ref_take2).exists():
-        raise UsageError(f"--ref-take2 {ref_take2}: does not exist")
+        raise UsageError(f"{field_ref('ref_take2', ref_take2)}: does not exist")
     runs = []
     for name, predictions in (("model", preds), ("variance", ref_take2)):
         runs.append(score(predictions, refs, list(params), params=params, options=options,

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from foresight_eval.distributed import current_world
-from foresight_eval.errors import UsageError
+from foresight_eval.errors import UsageError, field_ref
 from foresight_eval.io.files import dumps_json, json_safe
+from foresight_eval.options import current_option_names
 from foresight_eval.results import PER_FRAME_FILE, PER_VIDEO_FILE, SUMMARY_FILE, PairResult, load_summary
 
 PARTIAL_DIR = "partial"
@@ -107,6 +108,12 @@ def _header_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = 
     return differences
 
 
+def _current_names(header: dict[str, Any]) -> dict[str, Any]:
+    """A journal header with options renamed since it was written under their current names."""
+    options = header.get("options")
+    return {**header, "options": current_option_names(options)} if isinstance(options, dict) else header
+
+
 def load_finished_pairs(run_dir: Path, header: dict[str, Any]) -> dict[tuple[str, str], PairResult]:
     """Pairs already finished in ``run_dir``'s journals, by (seed, video); refuses journals scored differently.
 
@@ -114,7 +121,7 @@ def load_finished_pairs(run_dir: Path, header: dict[str, Any]) -> dict[tuple[str
     """
     files = sorted((Path(run_dir) / PARTIAL_DIR).glob("rank-*.jsonl"))
     if not files:
-        raise UsageError(f"--resume: {run_dir} holds no run journal ({PARTIAL_DIR}/rank-*.jsonl) to resume from")
+        raise UsageError(f"{field_ref('resume')}: {run_dir} holds no run journal ({PARTIAL_DIR}/rank-*.jsonl) to resume from")
     expected = json_safe(header)
     finished: dict[str, PairResult] = {}
     for file in files:
@@ -128,10 +135,10 @@ def load_finished_pairs(run_dir: Path, header: dict[str, Any]) -> dict[tuple[str
                 if not isinstance(record, dict):
                     continue
                 if "header" in record:
-                    differences = _header_differences(record["header"], expected) \
+                    differences = _header_differences(_current_names(record["header"]), expected) \
                         if isinstance(record["header"], dict) else ["header: not a JSON object"]
                     if number == 0 and differences:
-                        raise UsageError(f"--resume: {file} was scored differently: " + "; ".join(differences))
+                        raise UsageError(f"{field_ref('resume')}: {file} was scored differently: " + "; ".join(differences))
                     # A later header: a journal another run appended to (before run folders were locked).
                     matches = not differences
                 elif "pair" in record and matches:
@@ -170,10 +177,10 @@ def prepare_run_folder(run_dir: Path) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         entries = sorted(entry.name for entry in run_dir.iterdir() if not entry.name.startswith("."))
     except OSError as exc:
-        raise UsageError(f"--out {run_dir}: cannot create the run folder ({exc.strerror or exc})") from exc
+        raise UsageError(f"{field_ref('run_dir', run_dir)}: cannot create the run folder ({exc.strerror or exc})") from exc
     if entries and not is_run_folder(run_dir):
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-        raise UsageError(f"--out {run_dir}: an existing folder that is not a run folder (it holds {shown}); "
+        raise UsageError(f"{field_ref('run_dir', run_dir)}: an existing folder that is not a run folder (it holds {shown}); "
                          "give a new or empty folder, or a run folder")
     return run_dir
 
@@ -191,14 +198,14 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise UsageError(f"--out {self.path.parent}: cannot write the lock file "
+                raise UsageError(f"{field_ref('run_dir', self.path.parent)}: cannot write the lock file "
                                  f"({exc.strerror or exc})") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 owner = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
                 os.close(fd)
-                raise UsageError(f"--out {self.path.parent} is being written by another run ({owner}; lock file "
+                raise UsageError(f"{field_ref('run_dir', self.path.parent)} is being written by another run ({owner}; lock file "
                                  f"{self.path}); wait for it to finish or give another folder") from None
             try:
                 same_file = os.fstat(fd).st_ino == os.stat(self.path).st_ino

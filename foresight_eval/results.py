@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from foresight_eval.io.files import csv_quoting, json_safe, write_atomic, write_json_atomic
+from foresight_eval.options import current_option_names
 from foresight_eval.stats import BootstrapConfig, mean_with_ci
 
 SCHEMA = "foresight-eval/run/v1"
@@ -221,6 +222,8 @@ def load_summary(run_dir: Path) -> dict[str, Any]:
     if summary.get("schema") != SCHEMA:
         raise ValueError(f"{path}: schema {summary.get('schema')!r} is not {SCHEMA!r}")
     _numbers_from_strings(summary)
+    if isinstance(summary.get("options"), dict):  # options renamed since the run was written
+        summary["options"] = current_option_names(summary["options"])
     return summary
 
 

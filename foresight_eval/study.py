@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from foresight_eval.errors import UsageError
+from foresight_eval.errors import UsageError, field_ref
 from foresight_eval.io.pairing import ClipPair, Pairing
 from foresight_eval.results import PairResult, summarize
 from foresight_eval.stats import BootstrapConfig, Estimate, mean_with_ci
@@ -48,7 +48,7 @@ class Study:
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
-            raise UsageError("--limit must be >= 1")
+            raise UsageError(f"{field_ref('limit')} must be >= 1")
 
     def as_dict(self) -> dict[str, Any]:
         source = self.categories
@@ -83,7 +83,7 @@ def seed_folders(root: str | Path) -> dict[str, Path]:
     folders = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")} \
         if root.is_dir() else {}
     if len(folders) < 2:
-        raise UsageError(f"--seeds: {root} should hold one folder per seed (found {len(folders)})")
+        raise UsageError(f"{field_ref('seeds')}: {root} should hold one folder per seed (found {len(folders)})")
     return folders
 
 
@@ -105,7 +105,7 @@ def select_work(pairings: Mapping[str, Pairing], roots: Mapping[str, Path], stud
     if study.limit is not None:
         chosen = chosen[:study.limit]
     if not chosen:
-        raise UsageError(f"no clip left after --include/--exclude (of {len(keys)} found)")
+        raise UsageError(f"no clip left after {field_ref('include')}/{field_ref('exclude')} (of {len(keys)} found)")
     wanted = set(chosen)
     by_key: dict[str, list[WorkItem]] = defaultdict(list)
     for seed, pairing in pairings.items():
@@ -137,13 +137,13 @@ def load_categories(source: str | Path | Mapping[str, Sequence[str]], keys: Sequ
             except ValueError:
                 level = 0
             if level < 1:
-                raise UsageError(f"--categories {text}: expected folder:N with N >= 1")
+                raise UsageError(f"{field_ref('categories', text)}: expected folder:N with N >= 1")
             mapping = {key: [key.split("/")[level - 1]] for key in keys if key.count("/") >= level}
         elif text.startswith("regex:"):
             try:
                 pattern = re.compile(text[len("regex:"):])
             except re.error as exc:
-                raise UsageError(f"--categories {text}: {exc}") from exc
+                raise UsageError(f"{field_ref('categories', text)}: {exc}") from exc
             mapping = {}
             for key in keys:
                 match = pattern.search(key)
@@ -165,24 +165,24 @@ def _category_file(path: Path) -> dict[str, list[str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"--categories {path}: {exc}") from exc
+        raise UsageError(f"{field_ref('categories', path)}: {exc}") from exc
     if path.suffix.lower() == ".json":
         try:
             document = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"--categories {path}: invalid JSON: {exc}") from exc
+            raise UsageError(f"{field_ref('categories', path)}: invalid JSON: {exc}") from exc
         if not isinstance(document, dict):
-            raise UsageError(f"--categories {path}: expected an object mapping clip keys to labels")
+            raise UsageError(f"{field_ref('categories', path)}: expected an object mapping clip keys to labels")
         return {str(k): _labels(v, str(k)) for k, v in document.items()}
     rows = list(csv.DictReader(text.splitlines()))
     if not rows or not {"video", "category"} <= set(rows[0]):
-        raise UsageError(f"--categories {path}: expected a CSV with 'video' and 'category' columns "
+        raise UsageError(f"{field_ref('categories', path)}: expected a CSV with 'video' and 'category' columns "
                          "(or a .json file, folder:N, regex:PATTERN)")
     mapping: dict[str, list[str]] = defaultdict(list)
     for number, row in enumerate(rows, start=2):
         labels = [label.strip() for label in (row["category"] or "").split(";") if label.strip()]
         if not row["video"] or not labels:
-            raise UsageError(f"--categories {path}:{number}: empty video or category")
+            raise UsageError(f"{field_ref('categories', path)}:{number}: empty video or category")
         mapping[row["video"]] += [label for label in labels if label not in mapping[row["video"]]]
     return dict(mapping)
 

@@ -14,7 +14,7 @@ Alignment of a prediction to its reference:
   for every reference frame at time ``t``, the prediction frame whose timestamp is nearest ``t``
   (ties to the earlier frame). A reference frame later than the prediction's last frame by more
   than half a prediction frame interval has no prediction frame: the prediction is then shorter than
-  the reference, handled by ``--frames`` like a frame-count mismatch.
+  the reference, handled by ``--frame-mismatch`` like a frame-count mismatch.
 
 ``--horizon-seconds S`` scores the horizon frames whose reference time is less than ``S`` seconds after
 the first horizon frame's (``ceil(S x fps)`` frames at a constant rate, as Physics-IQ's 5 s window).
@@ -148,7 +148,7 @@ def horizon_frame_count(ref: Timing, context: int, seconds: float) -> int:
 class PairStreams:
     """A clip pair's frame streams, aligned and cut to ``--horizon-seconds``; its media record goes to ``media``.
 
-    Raises InputError for a refused frame-rate mismatch, or a frame-count mismatch under ``frames="error"``
+    Raises InputError for a refused frame-rate mismatch, or a frame-count mismatch under ``frame_mismatch="error"``
     when the counts are known before decoding."""
 
     def __init__(self, pred_clip, ref_clip, *, media: dict, fps: float | None, fps_mismatch: str, context: int,
@@ -167,7 +167,7 @@ class PairStreams:
                   for n in (pred_clip.num_frames, ref_clip.num_frames)]
         if self.alignment == "index" and frames == "error" and None not in counts and counts[0] != counts[1]:
             raise InputError(f"prediction has {counts[0]} frames, reference has {counts[1]} "
-                             "(--frames min scores the shorter length)")
+                             "(--frame-mismatch min scores the shorter length)")
         self.pred: Iterable[np.ndarray] = pred_clip.frames()
         self.ref: Iterable[np.ndarray] = ref_clip.frames()
         if self.alignment == "time":

@@ -31,7 +31,7 @@ def make_run(
     definitions = {name: {"direction": DIRECTIONS.get(name, "higher"), "unit": "", "granularity": "video",
                           "description": name, "params": dict((params or {}).get(name, {}))} for name in per_video}
     return RunResult(pairs, summarize(pairs, definitions, BOOTSTRAP), bootstrap=BOOTSTRAP.as_dict(),
-                     options={"context": context, "frames": "error", "resize": "error", "batch_size": 16},
+                     options={"context": context, "frame_mismatch": "error", "resize": "error", "batch_size": 16},
                      extra=dict(extra or {}))
 
 

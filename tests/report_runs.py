@@ -15,7 +15,7 @@ import numpy as np
 
 from foresight_eval import ScoreOptions, score
 from foresight_eval.stats import BootstrapConfig
-from foresight_eval.synthetic import add_noise, make_scene, render_clip, to_uint8
+from fixtures.synthetic import add_noise, make_scene, render_clip, to_uint8
 
 EVIL_CLIP = "<script>alert(1)</script>"
 # Eight clips score in every run: enough for an exact paired test to separate runs at 0.05 (2 / 2^8)

@@ -142,7 +142,7 @@ def test_bad_detection_files(tmp_path, coco_refs):
     no_masks = _write(tmp_path / "boxes_only.json", [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2], "score": 1}])
     with pytest.raises(AnnotationError, match="needs a 'segmentation' in every entry"):
         load_pred_masks(no_masks, coco_refs)
-    with pytest.raises(UsageError, match="--pred-detections needs --ref-annotations"):
+    with pytest.raises(UsageError, match="pred_detections needs ref_annotations"):
         load_spatial_resources(None, no_masks)
 
 

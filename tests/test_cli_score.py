@@ -133,5 +133,5 @@ def test_weights_fetch_of_unknown_name_is_a_usage_error(runner):
 def test_help_explains_every_option(runner):
     result = runner.invoke(main, ["score", "--help"])
     assert result.exit_code == 0
-    for option in ("--context", "--frames", "--resize", "--strict", "--metrics", "--out", "--json", "--weights-dir"):
+    for option in ("--context", "--frame-mismatch", "--frames", "--resize", "--strict", "--metrics", "--out", "--json", "--weights-dir"):
         assert option in result.output

@@ -129,7 +129,7 @@ def test_tolerances_absolute_relative_and_per_metric():
     relaxed = check_regression(run, baseline, Tolerance(0.05, relative=True), per_metric, bootstrap=CONFIG)
     assert relaxed.decision == "pass"
     for bad in (["psnr=abc"], ["-1"]):
-        with pytest.raises(UsageError, match="--max-regression"):
+        with pytest.raises(UsageError, match="max_regression"):
             parse_tolerances(bad)
 
 

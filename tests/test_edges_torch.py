@@ -10,7 +10,7 @@ from scipy import ndimage
 from skimage.color import rgb2gray
 from skimage.feature import canny as skimage_canny
 
-from foresight_eval import synthetic
+from fixtures import synthetic
 from foresight_eval.io.clips import open_clip
 from foresight_eval.metrics.edges_torch import canny, hysteresis
 from foresight_eval.metrics.edges import edge_f1, edge_precision_recall_f1

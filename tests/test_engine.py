@@ -39,11 +39,11 @@ def test_frame_count_mismatch_is_an_error_row_unless_min(tmp_path):
     ref = gradient_clip(n_frames=6)
     write_pair(tmp_path, "clip", ref[:5], ref)
     with pytest.raises(UsageError):
-        score(tmp_path / "preds", tmp_path / "refs", ["mse"], options=ScoreOptions(frames="bogus"))
+        score(tmp_path / "preds", tmp_path / "refs", ["mse"], options=ScoreOptions(frame_mismatch="bogus"))
     run = score(tmp_path / "preds", tmp_path / "refs", ["mse"])
     assert run.pairs[0].status == "error"
     assert "prediction has 5 frames, reference has 6" in run.pairs[0].error
-    run = score(tmp_path / "preds", tmp_path / "refs", ["mse"], options=ScoreOptions(frames="min"))
+    run = score(tmp_path / "preds", tmp_path / "refs", ["mse"], options=ScoreOptions(frame_mismatch="min"))
     assert run.pairs[0].ok and run.pairs[0].frames == 5
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from foresight_eval import ScoreOptions, score, synthetic
+from fixtures import synthetic
+from foresight_eval import ScoreOptions, score
 
 METRICS = ["psnr", "ssim", "mse", "mae", "lpips"]
 

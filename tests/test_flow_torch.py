@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from foresight_eval import synthetic
+from fixtures import synthetic
 from foresight_eval.io.clips import open_clip
 from foresight_eval.metrics.flow_torch import farneback
 from foresight_eval.metrics.temporal import FARNEBACK_PARAMS, optical_flow, to_gray_uint8, warp_error

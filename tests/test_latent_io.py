@@ -128,7 +128,7 @@ def test_reductions_are_explicit_and_documented_shapes(rng):
     flat = to_sequences(video, "flatten", Path("v"))
     assert flat.shape == (4, 3, 24) and torch.equal(flat[2, 1], video[2, :, 1].flatten())
     assert to_matrix(to_sequences(torch.zeros(4, 7), None, Path("m")), None, Path("m")).shape == (4, 7)
-    with pytest.raises(UsageError, match="--reduce must be one of"):
+    with pytest.raises(UsageError, match="reduce must be one of"):
         LatentOptions(reduce="max")
 
 
@@ -155,7 +155,7 @@ def test_pairing_by_relative_name_skips_other_sidecars_and_strips_latents(tmp_pa
     assert [(p.key, p.pred.name, p.ref.name) for p in pairing.pairs] == [
         ("s1/x", "x.safetensors", "x.npz"), ("y", "y.npy", "y.latents.safetensors")]
     assert pairing.unmatched_preds == ["only_a"] and pairing.unmatched_refs == []
-    with pytest.raises(UsageError, match="--strict: unmatched latent files"):
+    with pytest.raises(UsageError, match="strict: unmatched latent files"):
         pair_latents(tmp_path / "a", tmp_path / "b", strict=True)
     sidecars = pair_latents(tmp_path / "b", tmp_path / "b", sidecars_only=True)
     assert [p.key for p in sidecars.pairs] == ["y"]

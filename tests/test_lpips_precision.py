@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from foresight_eval import RunContext, synthetic
+from fixtures import synthetic
+from foresight_eval import RunContext
 from foresight_eval.metrics.registry import prepare_metrics
 from foresight_eval.metrics.perceptual import LPIPS_BACKBONES, load_lpips, lpips_distance
 from tests.parity import assert_parity

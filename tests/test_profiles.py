@@ -65,7 +65,7 @@ def test_packaged_profiles_load_and_validate():
     (("ssim: {mode: skimage}", "lpipz: {net: alex}"), "params.lpipz", "unknown metric 'lpipz'"),
     (("options: {resize: ref}", "options: {window: 5}"), "options.window", "unknown option"),
     (("options: {resize: ref}", "options: {batch_size: 4}"), "options.batch_size", "unknown option"),
-    (("options: {resize: ref}", "options: {resize: maybe}"), "options", "--resize must be"),
+    (("options: {resize: ref}", "options: {resize: maybe}"), "options", "options: resize must be"),
     (("name: mine", "name: mine\nthreshold: 3"), "threshold", "unknown key"),
     (("reference: \"here\"", "reference: \"\""), "reference", "non-empty string"),
 ])
@@ -94,10 +94,10 @@ def test_apply_profile_merges_and_refuses_conflicts(profile_file):
     assert names == ["ssim"] and params == {"ssim": {"mode": "skimage"}}  # the same value is no conflict
     with pytest.raises(UsageError, match=r"-p ssim.mode='wang' conflicts with profile 'mine', which sets ssim.mode='skimage'"):
         apply_profile(profile, None, {"ssim": {"mode": "wang"}}, ScoreOptions())
-    with pytest.raises(UsageError, match="--metrics lpips: not scored by profile 'mine'"):
+    with pytest.raises(UsageError, match="metrics='lpips': not scored by profile 'mine'"):
         apply_profile(profile, ["ssim", "lpips"], None, ScoreOptions())
     vbench = load_profile("vbench")
-    with pytest.raises(UsageError, match="--context 4 conflicts with profile 'vbench', which sets --context 0"):
+    with pytest.raises(UsageError, match="context=4 conflicts with profile 'vbench', which sets context=0"):
         apply_profile(vbench, None, None, ScoreOptions(context=4))
 
 

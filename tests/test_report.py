@@ -174,7 +174,7 @@ def test_report_from_another_folder_finds_frames_through_the_manifest(tmp_path, 
     """Runs scored with relative paths; the report is written from elsewhere: frames are found through the
     run's recorded cwd. Where they cannot be found, the command says so, and --strict exits 1."""
     from foresight_eval import ScoreOptions, score
-    from foresight_eval.synthetic import make_scene, render_clip, to_uint8
+    from fixtures.synthetic import make_scene, render_clip, to_uint8
 
     project = tmp_path / "project"
     for side, shift in (("refs", 0), ("preds", 3)):

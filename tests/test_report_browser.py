@@ -112,7 +112,7 @@ def test_a_wide_leaderboard_fits_1280_px(browser, tmp_path):
 def test_wide_clips_stay_inside_their_strip_cards(browser, tmp_path):
     """640x360 clips: every frame strip scales its images down to its card at a 1280 px window."""
     from foresight_eval import ScoreOptions, score
-    from foresight_eval.synthetic import make_scene, render_clip, to_uint8
+    from fixtures.synthetic import make_scene, render_clip, to_uint8
 
     for side, shift in (("refs", 0), ("preds", 5)):
         (tmp_path / side).mkdir()

@@ -8,7 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from foresight_eval import ScoreOptions, score, synthetic
+from fixtures import synthetic
+from foresight_eval import ScoreOptions, score
 from foresight_eval.metrics import edges, motion, temporal
 
 FRAMES, BATCH = 9, 4  # three batches: pairs bridge batch boundaries, masks carry their background across them

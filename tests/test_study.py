@@ -251,7 +251,7 @@ def test_fps_mismatch_is_an_error_row_resampled_or_ignored(tmp_path):
 
     def run(mode, frames="error"):
         return score(tmp_path / "preds", tmp_path / "refs", ["mae"], device="cpu", bootstrap=FAST,
-                     options=ScoreOptions(fps_mismatch=mode, frames=frames)).pairs[0]
+                     options=ScoreOptions(fps_mismatch=mode, frame_mismatch=frames)).pairs[0]
 
     error = run("error")
     assert error.status == "error" and "prediction is 20 fps, reference is 10 fps" in error.error
@@ -259,7 +259,7 @@ def test_fps_mismatch_is_an_error_row_resampled_or_ignored(tmp_path):
     resampled = run("resample-pred")
     assert resampled.ok and resampled.values["mae"] == 0.0 and resampled.frames == 8
     assert resampled.media["alignment"] == "time" and resampled.media["duration"] == pytest.approx(0.8)
-    assert run("ignore").status == "error"  # 16 frames against 8, paired by index: --frames error
+    assert run("ignore").status == "error"  # 16 frames against 8, paired by index: --frame-mismatch error
     ignored = run("ignore", frames="min")
     assert ignored.ok and ignored.values["mae"] > 0.01 and ignored.media["alignment"] == "index"
 
@@ -274,7 +274,7 @@ def test_variable_frame_rate_clip_is_read_by_timestamp(tmp_path):
     timing = clip_timing(reader)
     assert timing.vfr and timing.fps == pytest.approx(6 / 0.8)
     run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], device="cpu", bootstrap=FAST,
-                options=ScoreOptions(frames="min"))
+                options=ScoreOptions(frame_mismatch="min"))
     pair = run.pairs[0]
     assert pair.ok and pair.media["alignment"] == "time"
     chosen = [round(v * 255 / 20) for _, _, v in pair.per_frame["mae"]]
@@ -299,7 +299,7 @@ def test_horizon_seconds_and_frame_folders_need_a_frame_rate(seeded, tmp_path):
     assert run.pairs[0].media["duration"] == 1.5 and run.study["timing"]["common_fps"] == 4.0
     unknown = score(preds, refs, ["mae"], device="cpu", bootstrap=FAST, options=ScoreOptions(horizon_seconds=1))
     assert all("give --fps" in p.error for p in unknown.pairs)
-    with pytest.raises(UsageError, match="--fps must be a positive"):
+    with pytest.raises(UsageError, match="fps must be a positive"):
         ScoreOptions(fps=0)
 
 

@@ -58,9 +58,21 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl([(name, short_help) for name, (_, short_help) in COMMANDS.items()])
 
+    def invoke(self, ctx: click.Context):
+        """Run the command under the application's error-to-exit-status mapping (one place for every
+        command: cli.common.application_errors)."""
+        from foresight_eval.cli.common import application_errors
+
+        with application_errors(ctx, debug=ctx.params.get("debug", False)):
+            return super().invoke(ctx)
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="foresight-eval")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="On an internal error (exit 3), print the traceback.")
+def main(debug: bool) -> None:
     """Evaluate video prediction models: score predicted clips against references, check runs against
-    gates, compare runs, and write reports."""
+    gates, compare runs, and write reports.
+
+    Exit status: 0 success; 1 some pair or check failed, or an input or weight file is unusable; 2 usage
+    error; 3 internal error (a bug: --debug prints the traceback); 130 interrupted (Ctrl-C)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from foresight_eval.check import CheckResult, check, github_annotations, junit_xml
-from foresight_eval.cli.common import EXIT_FAILED, EXIT_OK, handle_errors, split_names, stderr, stdout
+from foresight_eval.cli.common import EXIT_FAILED, EXIT_OK, split_names, stderr, stdout
 from foresight_eval.cli.compare_cmd import family_sentence, paired_test_options, print_parameter_differences
 from foresight_eval.cli.tables import STATUS_STYLE, TextTable, emit, format_option
 from foresight_eval.formatting import decimals_for, estimate, fixed, p_cell
@@ -85,7 +85,6 @@ def print_result(result: CheckResult, console, output_format: str = "table") -> 
               help="Write JUnit XML: one test case per metric, failures for failing required entries.")
 @click.option("--github", is_flag=True, help="Print GitHub Actions annotations (::error / ::warning) on stdout.")
 @format_option
-@handle_errors
 def check_command(run, gates, baseline, max_regression, metric_names, test, correction, alpha, bootstrap, force,
                   junit_file, github, output_format) -> None:
     """Check run folder RUN against gates and/or a baseline run.

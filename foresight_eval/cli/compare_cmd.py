@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from foresight_eval.cli.common import EXIT_OK, handle_errors, split_names, stderr, stdout
+from foresight_eval.cli.common import EXIT_OK, split_names, stderr, stdout
 from foresight_eval.cli.tables import TextTable, emit, format_option
 from foresight_eval.formatting import decimals_for, estimate, fixed, p_cell
 from foresight_eval.compare import DEFAULT_ALPHA, Comparison, compare
@@ -86,7 +86,6 @@ def render_comparison(result: Comparison) -> list[TextTable]:
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @paired_test_options
 @format_option
-@handle_errors
 def compare_command(runs, metric_names, test, correction, alpha, bootstrap, force, output_format) -> None:
     """Compare run folders RUN_A RUN_B [RUN_C ...] metric by metric, every pair of runs.
 
@@ -96,7 +95,7 @@ def compare_command(runs, metric_names, test, correction, alpha, bootstrap, forc
     (--correction), the smallest p the test can reach with this many videos, the number of shared
     videos, and which run wins (the better one by the metric's direction, or the one closer to its
     target, when the corrected p < --alpha). Runs scored with different metric parameters or scoring
-    options (context, frames, resize) are refused unless --force; the differences are listed.
+    options (context, frame_mismatch, resize) are refused unless --force; the differences are listed.
 
     Exit status: 0 compared, 2 usage error (unreadable run, mismatched parameters).
     """

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from foresight_eval.cli.common import DEVICE_OPTION, EXIT_FAILED, EXIT_OK, handle_errors, print_json, stderr, stdout
+from foresight_eval.cli.common import DEVICE_OPTION, EXIT_FAILED, EXIT_OK, print_json, stderr, stdout
 from foresight_eval.errors import UsageError, WeightsNotFound
 from foresight_eval.inference.models import DEFAULT_PROMPT, DTYPES, ENCODERS, PRESETS
 
@@ -82,7 +82,6 @@ def warn_loudly(notes: list[str], console) -> None:
               help="auto: bfloat16 on a GPU, float32 on a CPU.")
 @click.option("--offload", is_flag=True, help="Keep each model on the CPU except while its stage runs (smaller GPUs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
-@handle_errors
 def generate_command(inputs, out, preset, vlm, decoder, adapter, encoder, dino, fusion, random_weights, context, frames, resolution, steps,
                      guidance, seed, batch_size, fps, include_context, prompt, refs, latents_dir, device, dtype,
                      offload, as_json) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from foresight_eval.cli.common import DEVICE_OPTION, handle_errors, stderr, stdout
+from foresight_eval.cli.common import DEVICE_OPTION, stderr, stdout
 from foresight_eval.cli.score_cmd import _run_config, finish_run, run_output_options, run_with_progress
 from foresight_eval.config import LatentsConfig
 from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES
@@ -43,7 +43,6 @@ from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES
 @click.option("--resume", is_flag=True,
               help="Finish the interrupted run in --out: file pairs it already scored (same input files, same "
                    "metric parameters and options) are kept, the rest are scored.")
-@handle_errors
 def latents_command(config_file, resume, output_format, **given) -> None:
     """Compare latents A with latents B: two files, or two folders whose files pair by relative name.
 

@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from foresight_eval.cli.common import handle_errors, print_json, stdout
+from foresight_eval.cli.common import print_json, stdout
 
 WEIGHTS_DIR_OPTION = click.option(
     "--weights-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FORESIGHT_WEIGHTS",
@@ -20,7 +20,6 @@ WEIGHTS_DIR_OPTION = click.option(
 @click.command("metrics")
 @WEIGHTS_DIR_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
-@handle_errors
 def metrics_command(weights_dir: Path | None, as_json: bool) -> None:
     """List every registered metric (built-in and plugin), what it needs, and whether it can run here."""
     from foresight_eval.catalog import metric_catalog
@@ -53,7 +52,6 @@ def weights_group() -> None:
 @weights_group.command("list")
 @WEIGHTS_DIR_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@handle_errors
 def weights_list(weights_dir: Path | None, as_json: bool) -> None:
     """Show each weight file, the places searched, and whether it was found."""
     from foresight_eval.weights import weights_status
@@ -74,7 +72,6 @@ def weights_list(weights_dir: Path | None, as_json: bool) -> None:
 @weights_group.command("fetch")
 @click.argument("name")
 @WEIGHTS_DIR_OPTION
-@handle_errors
 def weights_fetch(name: str, weights_dir: Path | None) -> None:
     """Download weight file NAME (see `weights list`) into its library's standard cache (converted files such
     as i3d-k400: into --weights-dir, else foresight-eval's cache). Needs network access."""

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from foresight_eval.cli.common import (
-    DEVICE_OPTION, EXIT_FAILED, EXIT_OK, frame_pairing_options, handle_errors, print_json, stderr, stdout,
+    DEVICE_OPTION, EXIT_FAILED, EXIT_OK, frame_pairing_options, print_json, stderr, stdout,
 )
 from foresight_eval.formatting import fmt
 from foresight_eval.cli.score_cmd import _run_config, print_notes, run_with_progress
@@ -55,7 +55,6 @@ def render_score(result: dict) -> Table:
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help=f"Write OUT/model and OUT/variance (run folders) and OUT/{RESULT_FILE}.")
 @click.option("--json", "as_json", is_flag=True, help="Print the score as JSON on stdout (the table goes to stderr).")
-@handle_errors
 def physics_iq_command(config_file, as_json, **given) -> None:
     """The Physics IQ Score of the predictions in PREDS against the references in REFS.
 

@@ -6,7 +6,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from foresight_eval.cli.common import handle_errors, print_json, stdout
+from foresight_eval.cli.common import print_json, stdout
 from foresight_eval.profiles import load_profile, profile_names
 
 
@@ -18,7 +18,6 @@ def _settings_json(profile) -> list[dict]:
 @click.group("profiles", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
 @click.pass_context
-@handle_errors
 def profiles_group(context: click.Context, as_json: bool) -> None:
     """List the compatibility profiles (`score --profile NAME`): each reproduces another tool's convention."""
     if context.invoked_subcommand is not None:
@@ -42,7 +41,6 @@ def profiles_group(context: click.Context, as_json: bool) -> None:
 @profiles_group.command("show")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
-@handle_errors
 def profiles_show(name: str, as_json: bool) -> None:
     """Show profile NAME (or a profile file): its reference, metrics, and every setting it changes."""
     profile = load_profile(name)

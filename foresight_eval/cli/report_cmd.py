@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from foresight_eval.cli.common import EXIT_FAILED, handle_errors, print_json, stderr, stdout
+from foresight_eval.cli.common import EXIT_FAILED, print_json, stderr, stdout
 from foresight_eval.report import leaderboard, report
 from foresight_eval.report.leaderboard import leaderboard_frame
 from foresight_eval.io.files import json_safe
@@ -33,7 +33,6 @@ from foresight_eval.io.files import json_safe
               help="Draw horizon curves past the last horizon every clip reaches (dashed: fewer clips there).")
 @click.option("--strict", is_flag=True, help="Exit 1 when a frame strip could not be shown (a clip file not found).")
 @click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
-@handle_errors
 def report_command(runs, out_dir, title, gate_specs, worst_k, horizons, inputs_root, horizon_tail, strict,
                    as_json) -> None:
     """Write a comparison report of RUN folders (each DIR or LABEL=DIR; the label names the run,
@@ -71,7 +70,6 @@ def report_command(runs, out_dir, title, gate_specs, worst_k, horizons, inputs_r
                    "in separate tables, with the reason shown, instead of refusing them.")
 @click.option("--title", default="Leaderboard", show_default=True, help="Page title.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ranked rows as JSON.")
-@handle_errors
 def leaderboard_command(runs, out_dir, by, split, title, as_json) -> None:
     """Rank RUN_DIR folders (each DIR or LABEL=DIR) and write the leaderboard as HTML, Markdown and CSV.
 

@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from foresight_eval.cli.common import (
-    DEVICE_OPTION, EXIT_FAILED, EXIT_OK, frame_pairing_options, handle_errors, parse_assignments, parse_metric_params,
-    split_names, stderr, stdout,
+    DEVICE_OPTION, EXIT_FAILED, EXIT_OK, frame_pairing_options, parse_assignments, parse_metric_params,
+    remember_resumable_run, split_names, stderr, stdout,
 )
 from foresight_eval.cli.study_options import category_table, study_options
 from foresight_eval.cli.tables import TextTable, emit, format_option
@@ -62,7 +62,7 @@ def run_output_options(command):
     """The run-folder, JSON, run-level figure and bootstrap options shared by the scoring commands."""
     options = (
         click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-                     help="Write a run folder: summary.json, per_video.csv, per_frame.csv."),
+                     callback=remember_resumable_run, help="Write a run folder: summary.json, per_video.csv, per_frame.csv."),
         click.option("--extra", multiple=True, metavar="NAME=VALUE",
                      help="A run-level figure recorded in summary.json for gates, e.g. --extra latency_overhead=0.319."),
         click.option("--extra-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -125,7 +125,6 @@ def run_output_options(command):
               help="Finish the interrupted run in --out: pairs it already scored (same input files, same metric "
                    "parameters) are kept, the rest are scored.")
 @study_options
-@handle_errors
 def score_command(config_file, resume, by, output_format, **given) -> None:
     """Score predicted clips in PREDS against reference clips in REFS.
 

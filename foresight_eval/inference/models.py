@@ -20,7 +20,7 @@ import torch
 
 from foresight_eval.distributed import current_world, rank_device
 from foresight_eval.distributed import resolve_device
-from foresight_eval.errors import UsageError, WeightsNotFound
+from foresight_eval.errors import UsageError, WeightsNotFound, field_ref
 from foresight_eval.inference.adapter import AdapterConfig, QueryAdapter, load_adapter_state
 from foresight_eval.inference.fusion import FusionConfig, FusionModule, load_fusion_state
 
@@ -382,7 +382,8 @@ def load_models(
     if encoder not in ENCODERS:
         raise UsageError(f"unknown encoder {encoder!r} (known: {', '.join(ENCODERS)})")
     if encoder != "hybrid" and (dino is not None or fusion is not None):
-        raise UsageError("--dino and --fusion belong to the hybrid encoder: add --encoder hybrid")
+        raise UsageError(f"{field_ref('dino')} and {field_ref('fusion')} belong to the hybrid encoder: add "
+                         f"{field_ref('encoder', 'hybrid')}")
     spec = PRESETS[preset]
     torch_device = rank_device(resolve_device(device), current_world())  # a GPU per rank under torchrun
     torch_dtype = resolve_dtype(dtype, torch_device)

@@ -46,7 +46,7 @@ from safetensors.torch import save
 from foresight_eval.distributed import current_world
 from foresight_eval.driver import RunPlan, Task, run_plan
 from foresight_eval.io.files import input_hashes
-from foresight_eval.errors import InputError, UsageError
+from foresight_eval.errors import InputError, UsageError, field_ref
 from foresight_eval.inference.models import DEFAULT_PROMPT, LoadedModels
 from foresight_eval.io.clips import ClipSource, discover_clips, open_clip
 from foresight_eval.io.files import json_safe, write_atomic, write_json_atomic
@@ -395,11 +395,12 @@ def _resolve_fps(options: GenerateOptions, sources: list[ClipSource]) -> Generat
 def _check_options(options: GenerateOptions) -> None:
     for name in ("context", "frames", "batch_size", "fps"):
         if getattr(options, name) is not None and getattr(options, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(options, name)}")
+            raise UsageError(f"{field_ref(name)} must be at least 1, got {getattr(options, name)}")
     if options.steps is not None and options.steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {options.steps}")
+        raise UsageError(f"{field_ref('steps')} must be at least 1, got {options.steps}")
     if options.resolution is not None and any(v < 32 or v % 32 for v in options.resolution):
-        raise UsageError(f"--resolution {options.resolution[0]}x{options.resolution[1]}: LTX-Video needs width and "
+        width, height = options.resolution
+        raise UsageError(f"{field_ref('resolution', f'{width}x{height}')}: LTX-Video needs width and "
                          "height that are multiples of 32")
 
 

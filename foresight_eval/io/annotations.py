@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from foresight_eval.errors import InputError, UsageError
+from foresight_eval.errors import InputError, UsageError, field_ref
 from foresight_eval.io.files import input_file_hashes
 
 BOXES_SUFFIX, MASKS_SUFFIX = ".boxes.json", ".masks.npz"
@@ -469,7 +469,8 @@ def load_pred_masks(path: Path, annotations: ReferenceAnnotations | None) -> Pre
     if path.is_dir():
         return MaskSidecars(path)
     if annotations is None:
-        raise UsageError(f"--pred-masks {path}: a COCO results file names reference images, so it needs --ref-annotations")
+        raise UsageError(f"{field_ref('pred_masks', path)}: a COCO results file names reference images, so it needs "
+                         f"{field_ref('ref_annotations')}")
     detections = load_detections(path, annotations)
     if not detections.has_masks:
         raise AnnotationError(f"{path}: --pred-masks needs a 'segmentation' in every entry")
@@ -488,7 +489,7 @@ def load_spatial_resources(ref_annotations: Path | None = None, pred_detections:
         resources["annotations"] = annotations
     if pred_detections is not None:
         if annotations is None:
-            raise UsageError("--pred-detections needs --ref-annotations (detections name reference frames)")
+            raise UsageError(f"{field_ref('pred_detections')} needs {field_ref('ref_annotations')} (detections name reference frames)")
         resources["detections"] = _checked(load_detections, pred_detections, annotations)
     if pred_masks is not None:
         resources["pred_masks"] = _checked(load_pred_masks, pred_masks, annotations)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from foresight_eval.errors import InputError, UsageError
+from foresight_eval.errors import InputError, UsageError, field_ref
 from foresight_eval.io.arrays import load_array
 from foresight_eval.io.clips import SIDECAR_MARKERS, ClipSource
 from foresight_eval.io.pairing import Pairing, pair_sources
@@ -55,9 +55,9 @@ class LatentOptions:
 
     def __post_init__(self) -> None:
         if self.reduce is not None and self.reduce not in REDUCTIONS:
-            raise UsageError(f"--reduce must be one of {list(REDUCTIONS)}, got {self.reduce!r}")
+            raise UsageError(f"{field_ref('reduce')} must be one of {list(REDUCTIONS)}, got {self.reduce!r}")
         if self.spatial is not None and self.spatial not in SPATIAL_MODES:
-            raise UsageError(f"--spatial must be one of {list(SPATIAL_MODES)}, got {self.spatial!r}")
+            raise UsageError(f"{field_ref('spatial')} must be one of {list(SPATIAL_MODES)}, got {self.spatial!r}")
 
 
 def _latent_key(relative: Path) -> str | None:

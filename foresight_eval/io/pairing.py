@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foresight_eval.errors import UsageError
+from foresight_eval.errors import UsageError, field_ref
 from foresight_eval.io.clips import ClipSource, discover_clips
 
 
@@ -75,7 +75,7 @@ def pair_sources(
     )
     if strict and (pairing.unmatched_preds or pairing.unmatched_refs):
         raise UsageError(
-            f"--strict: unmatched {noun}s "
+            f"{field_ref('strict')}: unmatched {noun}s "
             f"(predictions only: {pairing.unmatched_preds or 'none'}; references only: {pairing.unmatched_refs or 'none'})"
         )
     if not pairs:

@@ -1,7 +1,10 @@
-"""One registry of metrics keyed by name: built-ins register on import, plugins through entry points.
+"""One registry of metrics keyed by name, filled through the entry-point group ``foresight_eval.metrics``.
 
-A third-party package exposes metrics in the entry-point group ``foresight_eval.metrics``; each entry
-point loads either a :class:`Metric` subclass or a module whose import registers its metrics.
+Each entry point loads either a :class:`Metric` subclass or a module whose import registers its metrics.
+The built-in metrics come through the same group: this package's own entry points (pyproject.toml) name
+its metric modules, and they load first, so a plugin cannot take a built-in's name. A source tree that is
+not installed, or installed before those entry points existed, has none: then the modules of
+``_BUILTIN_MODULES`` (the same list; tests/test_registry_entry_points.py keeps the two equal) are imported.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import re
 from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any, get_args
@@ -17,6 +21,7 @@ from foresight_eval.errors import MetricDeclarationError, MetricUnavailable, Usa
 from foresight_eval.metrics.base import Direction, Metric, MetricInfo, RunContext
 
 ENTRY_POINT_GROUP = "foresight_eval.metrics"
+DISTRIBUTION = "foresight-eval"  # this package's distribution: its entry points are the built-in metrics
 _BUILTIN_MODULES = ("pixel", "structural", "perceptual", "temporal", "features", "latent", "motion", "objects", "edges", "detection",
                     "fvd", "inception", "videomae")
 
@@ -68,9 +73,15 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(f"foresight_eval.metrics.{module}")
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
+    entries = entry_points(group=ENTRY_POINT_GROUP)
+    builtin = [entry for entry in entries if _is_builtin(entry)]
+    if builtin:
+        for entry in builtin:
+            entry.load()  # a built-in that fails to import is a broken installation: let it raise
+    else:
+        for module in _BUILTIN_MODULES:
+            importlib.import_module(f"foresight_eval.metrics.{module}")
+    for entry in (entry for entry in entries if not _is_builtin(entry)):
         before = set(_registry)
         try:
             target = entry.load()
@@ -84,6 +95,12 @@ def _load() -> None:
         source = (entry.dist.name, entry.dist.version) if entry.dist is not None else (entry.value, None)
         for name in set(_registry) - before:  # a module entry point may register several metrics
             _plugin_sources[name] = source
+
+
+def _is_builtin(entry) -> bool:
+    """One of this package's own entry points (distribution names compared as PEP 503 does)."""
+    dist = getattr(entry, "dist", None)
+    return dist is not None and re.sub(r"[-_.]+", "-", dist.name).lower() == DISTRIBUTION
 
 
 def metric_classes() -> dict[str, type[Metric]]:

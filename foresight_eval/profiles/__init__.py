@@ -30,9 +30,10 @@ from typing import Any
 
 import yaml
 
-from foresight_eval.errors import UsageError
+from foresight_eval.errors import UsageError, field_ref
 from foresight_eval.io.files import named_or_packaged_yaml, packaged_yaml_names
 from foresight_eval.metrics.registry import get_metric_class
+from foresight_eval.options import current_option_names
 
 _TOP_KEYS = ("name", "description", "reference", "metrics", "params", "options")
 # Options that only change how a run is executed, never what its numbers mean: a profile cannot fix them.
@@ -134,6 +135,7 @@ def _parse(document: Any, path: Path, sha256: str) -> Profile:
     options = document.get("options") or {}
     if not isinstance(options, dict):
         raise error("options", "must be a mapping {option: value}")
+    options = current_option_names(options)  # a profile written before an option was renamed
     _check_options(options, error)
     return Profile(document["name"].strip(), document["description"].strip(), document["reference"].strip(),
                    tuple(metrics), {m: dict(v) for m, v in params.items()}, dict(options), str(path), sha256)
@@ -177,8 +179,8 @@ def apply_profile(
     else:
         outside = [name for name in metrics if name not in profile.metrics]
         if outside:
-            raise UsageError(f"--metrics {', '.join(outside)}: not scored by profile {profile.name!r} "
-                             f"(its metrics: {', '.join(profile.metrics)}); --metrics may only narrow them")
+            raise UsageError(f"{field_ref('metrics', ', '.join(outside))}: not scored by profile {profile.name!r} "
+                             f"(its metrics: {', '.join(profile.metrics)}); {field_ref('metrics')} may only narrow them")
         names = list(metrics)
     merged: dict[str, dict[str, Any]] = {name: dict(values) for name, values in (params or {}).items()}
     for metric, fixed in profile.params.items():
@@ -194,6 +196,5 @@ def apply_profile(
     for key, value in profile.options.items():
         given = getattr(options, key)
         if given != getattr(defaults, key) and given != value:
-            option = "--" + key.replace("_", "-")
-            raise UsageError(f"{option} {given!r} conflicts with profile {profile.name!r}, which sets {option} {value!r}")
+            raise UsageError(f"{field_ref(key, given)} conflicts with profile {profile.name!r}, which sets {field_ref(key, value)}")
     return names, merged, dataclasses.replace(options, **profile.options)

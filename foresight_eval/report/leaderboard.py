@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from foresight_eval.errors import UsageError
+from foresight_eval.errors import UsageError, field_ref
 from foresight_eval.io.files import csv_quoting, write_atomic
 from foresight_eval.report.compare import all_metrics, best_run, incompatibilities, separations, shared_metrics
 from foresight_eval.report.render import metric_cell, metric_header, render
@@ -132,15 +132,15 @@ def _rank(runs: list[Run], by: str | None, because: list[str]) -> Table:
     if by is not None:
         lacking = [run.label for run in runs if by not in run.metrics]
         if lacking:
-            raise UsageError(f"--by {by}: not scored in run(s) {', '.join(lacking)}")
+            raise UsageError(f"{field_ref('by', by)}: not scored in run(s) {', '.join(lacking)}")
         if runs[0].metrics[by]["direction"] == "none":
-            raise UsageError(f"--by {by}: a descriptive metric (no direction) ranks nothing")
+            raise UsageError(f"{field_ref('by', by)}: a descriptive metric (no direction) ranks nothing")
         ranking = [by]
     else:
         # Every metric each run can be judged on (an infinite PSNR included; a NaN mean is not).
         ranking = [m for m in shared_metrics(runs) if not any(math.isnan(badness(run.metrics, m)) for run in runs)]
         if not ranking:
-            raise UsageError("no metric has a mean every run can be ranked on; choose one with --by")
+            raise UsageError(f"no metric has a mean every run can be ranked on; choose one with {field_ref('by')}")
     # Badness per run and metric: lower is better (see foresight_eval.targets.badness); NaN ranks last.
     scores = np.array([[_badness(run, metric) for metric in ranking] for run in runs]).reshape(len(runs), -1)
     if by is not None:
