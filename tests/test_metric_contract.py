@@ -11,11 +11,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from foresight_eval import FrameMetric, Metric, MetricInfo, RunContext
+from foresight_eval import ConsecutivePairMetric, FrameBatch, FrameBatchMetric, FrameMetric, Metric, MetricInfo, RunContext
 from foresight_eval.errors import MetricDeclarationError, UsageError
 from foresight_eval.io.annotations import load_spatial_resources
 from foresight_eval.metrics import registry
-from foresight_eval.metrics.base import FrameBatch, FrameBatchMetric
 from foresight_eval.metrics.edges import EdgeF1
 from foresight_eval.metrics.latent import LatentMetric
 from foresight_eval.metrics.registry import create, metric_classes, validate_metric_class
@@ -180,6 +179,7 @@ def test_frame_and_latent_metrics_are_siblings():
         assert issubclass(cls, Metric), name
         family, other = (FrameBatchMetric, LatentMetric) if cls.info.inputs == "frames" else (LatentMetric, FrameBatchMetric)
         assert issubclass(cls, family) and not issubclass(cls, other), name
+    assert issubclass(ConsecutivePairMetric, FrameBatchMetric) and issubclass(FrameMetric, FrameBatchMetric)
     latent = create("cka")
     assert not any(hasattr(latent, hook) for hook in ("reset", "update", "compute", "per_frame"))
     assert not hasattr(create("psnr"), "score")

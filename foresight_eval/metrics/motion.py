@@ -235,8 +235,8 @@ class _MotionMaskMetric(WindowedFrameMetric):
         stream = self._streams[side] or MotionMaskStream(
             clip_fps(batch, self.params), self.params, getattr(self, "_resources", None) if side == "ref" else None)
         frames = getattr(batch, side)
-        # The digest names the frames (the window's, when it ends inside the batch); the count is part of
-        # the key that reference-cache entries were written under.
+        # The digest names the frames (the window's, when it ends inside this batch); the count stays in the
+        # key so that reference-cache entries written before keep theirs.
         cached = side == "ref" and stream.cache_resources
         digest = f"{reference_sha256(batch)}[:{len(frames)}]" if cached else None
         masks, self._streams[side] = batch.shared(key, lambda: (stream(frames, digest), stream))
