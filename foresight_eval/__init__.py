@@ -13,6 +13,7 @@ from typing import Any
 _EXPORTS = {
     "ScoreOptions": "foresight_eval.options", "score": "foresight_eval.engine",
     "FrameBatch": "foresight_eval.metrics.base", "FrameMetric": "foresight_eval.metrics.base",
+    "FrameBatchMetric": "foresight_eval.metrics.base", "ConsecutivePairMetric": "foresight_eval.metrics.base",
     "Metric": "foresight_eval.metrics.base", "MetricInfo": "foresight_eval.metrics.base",
     "RunContext": "foresight_eval.metrics.base",
     "create": "foresight_eval.metrics.registry", "metric_classes": "foresight_eval.metrics.registry",

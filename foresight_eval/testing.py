@@ -9,7 +9,10 @@ the engine's own per-pair loop (:func:`foresight_eval.engine.score_pair`):
   values as a fresh one;
 * a clip that fails part-way (a NaN frame after some batches were scored) leaves an error row and no
   partial per-frame rows;
-* ``describe()`` and every set part are JSON, as the run folder and the torchrun gather need.
+* ``describe()`` and every set part are JSON, as the run folder and the torchrun gather need;
+* the metric keeps no batch on ``self``: after each ``update`` none of its attributes holds the
+  :class:`~foresight_eval.metrics.base.FrameBatch` or one of its tensors (what a metric needs of a batch
+  arrives with the batch; a batch kept alive also keeps its frames in memory past the clip).
 
 A plugin author calls it from their own tests::
 
@@ -23,6 +26,7 @@ Latent metrics are checked with :func:`check_latent_metric`.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -32,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from foresight_eval.metrics.base import Metric, RunContext
+from foresight_eval.metrics.base import FrameBatch, Metric, RunContext
 from foresight_eval.metrics.registry import create, validate_metric_class
 
 BATCH_SIZES = (1, 3, 16)
@@ -83,6 +87,47 @@ def _assert_close(what: str, ours: Any, expected: Any, rtol: float, atol: float)
         assert same, f"{what}: {a!r} != {b!r} (rtol {rtol:g}, atol {atol:g})"
     else:
         assert ours == expected, f"{what}: {ours!r} != {expected!r}"
+
+
+def _kept_batch(value: Any, batch: FrameBatch, where: str, seen: set[int], depth: int = 3) -> str | None:
+    """Where in ``value`` (an attribute of a metric, followed through containers and objects ``depth`` levels
+    deep) the batch or one of its own tensors is kept, or None."""
+    if value is batch or isinstance(value, FrameBatch):
+        return where
+    if isinstance(value, torch.Tensor):
+        return where if any(value is tensor for tensor in (batch.pred, batch.ref, batch.horizon, batch.frame_index)) else None
+    if depth == 0 or id(value) in seen or isinstance(value, (str, bytes, np.ndarray, type)) or inspect.isroutine(value):
+        return None
+    seen.add(id(value))
+    if isinstance(value, Mapping):
+        items = [(f"{where}[{key!r}]", item) for key, item in value.items()]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = [(f"{where}[{index}]", item) for index, item in enumerate(value)]
+    elif hasattr(value, "__dict__"):
+        items = [(f"{where}.{key}", item) for key, item in vars(value).items()]
+    else:
+        return None
+    for item_where, item in items:
+        found = _kept_batch(item, batch, item_where, seen, depth - 1)
+        if found:
+            return found
+    return None
+
+
+def _watch_for_kept_batches(metric: Metric) -> list[str]:
+    """Wrap the instance's ``update`` to look through its attributes after every call; the places where it
+    kept the batch it was given are collected in the returned list."""
+    update, kept = metric.update, []
+
+    def watched(batch: FrameBatch) -> Any:
+        values = update(batch)
+        seen: set[int] = set()
+        kept.extend(found for key, value in vars(metric).items()
+                    for found in [_kept_batch(value, batch, f"self.{key}", seen)] if found)
+        return values
+
+    metric.update = watched  # type: ignore[method-assign]
+    return kept
 
 
 def _scored(pair: Any, metric: Metric, batch_size: int, context_frames: int) -> dict[str, Any]:
@@ -141,6 +186,13 @@ def check_metric(
         json.dumps(parts, allow_nan=False)  # journaled and gathered across ranks
         run_value = probe.compute_set([parts])
         assert isinstance(run_value, Mapping) and "value" in run_value, f"{probe.name}.compute_set must return a dict with 'value'"
+
+    # Nothing of a batch is kept on the metric.
+    watched = fresh()
+    kept = _watch_for_kept_batches(watched)
+    _scored(first, watched, 3, context_frames)
+    assert not kept, (f"{probe.name} keeps the batch it was given on self ({kept[0]}): use what it needs of each "
+                      "batch inside update/per_frame, and keep only state derived from it")
 
     # No state leaks from one clip into the next.
     reused = fresh()

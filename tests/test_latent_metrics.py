@@ -16,10 +16,10 @@ from sklearn.model_selection import KFold, cross_val_score
 from sklearn.neighbors import NearestNeighbors
 
 from foresight_eval.metrics.registry import prepare_metrics
-from foresight_eval.errors import InputError
+from foresight_eval.errors import InputError, UsageError
 from foresight_eval.io.latents import LatentPair
 from foresight_eval.metrics import latent as lm
-from foresight_eval.metrics.base import RunContext
+from foresight_eval.metrics.base import FrameBatchMetric, RunContext
 from foresight_eval.metrics.registry import create, metric_classes
 from tests.parity import assert_parity
 
@@ -378,5 +378,7 @@ def test_latent_metrics_share_the_registry_and_default_selection():
     assert {m.name for m in metrics} == names - {"cka_biased", "latent_cosine", "latent_cosine_skill",
                                                  "intrinsic_dim"} and not skipped
     assert create("neighbourhood_recall").params["k"] == 10 and create("latent_cosine").params["k"] == 5
-    with pytest.raises(TypeError, match="latent files"):
-        create("cka").update(None)
+    # A latent metric has no frame hooks to call by mistake, and scoring frames with it is refused up front.
+    assert not isinstance(create("cka"), FrameBatchMetric) and not hasattr(create("cka"), "update")
+    with pytest.raises(UsageError, match="'cka' scores latents, not frames"):
+        prepare_metrics(["cka"], None, RunContext(), inputs="frames")

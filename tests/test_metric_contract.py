@@ -3,16 +3,20 @@ validation of metric declarations and parameters."""
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-from foresight_eval import FrameMetric, MetricInfo, RunContext
+from foresight_eval import ConsecutivePairMetric, FrameBatch, FrameBatchMetric, FrameMetric, Metric, MetricInfo, RunContext
 from foresight_eval.errors import MetricDeclarationError, UsageError
 from foresight_eval.io.annotations import load_spatial_resources
 from foresight_eval.metrics import registry
+from foresight_eval.metrics.edges import EdgeF1
+from foresight_eval.metrics.latent import LatentMetric
 from foresight_eval.metrics.registry import create, metric_classes, validate_metric_class
 from foresight_eval.testing import check_latent_metric, check_metric
 from tests.conftest import FIXTURES
@@ -86,9 +90,9 @@ class _Leaky(FrameMetric):
         super().setup(context)
         self.offset = 0.0
 
-    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
         self.offset += 1.0
-        return (pred - ref).abs().flatten(1).mean(dim=1) + self.offset
+        return (batch.pred - batch.ref).abs().flatten(1).mean(dim=1) + self.offset
 
 
 def test_the_contract_test_catches_a_metric_whose_value_depends_on_batching(tmp_path):
@@ -100,18 +104,93 @@ def test_the_contract_test_passes_a_well_behaved_plugin(tmp_path):
     class MaxError(FrameMetric):
         info = MetricInfo(name="max_error_test_metric", description="test", direction="lower")
 
-        def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-            return (pred - ref).abs().flatten(1).amax(dim=1)
+        def per_frame(self, batch: FrameBatch) -> torch.Tensor:
+            return (batch.pred - batch.ref).abs().flatten(1).amax(dim=1)
 
     check_metric(MaxError, workdir=tmp_path)
 
 
-def _declared(**overrides):
+class _OldEdgeF1(EdgeF1):
+    """EdgeF1 as it was before per_frame took the batch: the batch kept on self for per_frame to reach."""
+
+    def update(self, batch: FrameBatch) -> torch.Tensor | None:
+        self._batch = batch
+        return super().update(batch)
+
+
+class _KeepsReferenceFrames(FrameMetric):
+    info = MetricInfo(name="keeps_ref_test_metric", description="test", direction="lower")
+
+    def reset(self) -> None:
+        super().reset()
+        self.seen: dict[str, list[torch.Tensor]] = {"ref": []}
+
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
+        self.seen["ref"].append(batch.ref)  # the batch's own tensor, kept past the batch
+        return (batch.pred - batch.ref).abs().flatten(1).mean(dim=1)
+
+
+@pytest.mark.parametrize("metric, where", [(_OldEdgeF1, "self._batch"), (_KeepsReferenceFrames, "self.seen['ref'][0]")])
+def test_the_contract_test_catches_a_metric_that_keeps_the_batch(metric, where, tmp_path):
+    with pytest.raises(AssertionError, match=f"keeps the batch it was given on self \\({re.escape(where)}\\)"):
+        check_metric(metric, workdir=tmp_path)
+
+
+def _mean_error(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return (pred - ref).abs().flatten(1).mean(dim=1)
+
+
+def test_a_plugin_with_the_old_per_frame_signature_still_scores(tmp_path):
+    """per_frame(self, pred, ref), as plugins were written before per_frame took the batch: recognised once,
+    when the class is defined (a DeprecationWarning pointing at it), then called the old way."""
+    with pytest.warns(DeprecationWarning, match=r"OldStyle.per_frame\(self, pred, ref\) is deprecated") as caught:
+        class OldStyle(FrameMetric):
+            info = MetricInfo(name="old_style_test_metric", description="test", direction="lower")
+
+            def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+                return _mean_error(pred, ref)
+    assert caught[0].filename == __file__  # points at the definition to change
+
+    class NewStyle(FrameMetric):
+        info = MetricInfo(name="new_style_test_metric", description="test", direction="lower")
+
+        def per_frame(self, batch: FrameBatch) -> torch.Tensor:
+            return _mean_error(batch.pred, batch.ref)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a subclass inheriting the old form is called the same way, unannounced
+        class OldStyleChild(OldStyle):
+            pass
+    assert OldStyle._per_frame_takes_frames and OldStyleChild._per_frame_takes_frames
+    assert not NewStyle._per_frame_takes_frames
+
+    generator = torch.Generator().manual_seed(0)
+    pred, ref = torch.rand(3, 3, 8, 8, generator=generator), torch.rand(3, 3, 8, 8, generator=generator)
+    batch = FrameBatch("clip", pred, ref, torch.arange(1, 4), torch.arange(3))
+    for metric in (OldStyle(), OldStyleChild(), NewStyle()):
+        metric.reset()
+        assert torch.equal(metric.update(batch), _mean_error(pred, ref))
+    check_metric(OldStyle, workdir=tmp_path)
+
+
+def test_frame_and_latent_metrics_are_siblings():
+    """One common base; each family has only the hooks its driver calls."""
+    for name, cls in metric_classes().items():
+        assert issubclass(cls, Metric), name
+        family, other = (FrameBatchMetric, LatentMetric) if cls.info.inputs == "frames" else (LatentMetric, FrameBatchMetric)
+        assert issubclass(cls, family) and not issubclass(cls, other), name
+    assert issubclass(ConsecutivePairMetric, FrameBatchMetric) and issubclass(FrameMetric, FrameBatchMetric)
+    latent = create("cka")
+    assert not any(hasattr(latent, hook) for hook in ("reset", "update", "compute", "per_frame"))
+    assert not hasattr(create("psnr"), "score")
+
+
+def _declared(base: type = FrameMetric, **overrides):
     attributes = {"info": MetricInfo(name="declared_test_metric", description="test", direction="lower"),
                   "defaults": {}, "choices": {},
-                  "per_frame": lambda self, pred, ref: (pred - ref).abs().flatten(1).mean(dim=1)}
+                  "per_frame": lambda self, batch: (batch.pred - batch.ref).abs().flatten(1).mean(dim=1)}
     attributes.update(overrides)
-    return type("Declared", (FrameMetric,), attributes)
+    return type("Declared", (base,), attributes)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -120,6 +199,10 @@ def _declared(**overrides):
     ({"defaults": {"mode": "c"}, "choices": {"mode": ("a", "b")}}, "default mode='c' is not one of its choices"),
     ({"defaults": {"path": Path("x")}}, "defaults must be JSON values"),
     ({"defaults": {"cap": float("inf")}}, "defaults must be JSON values"),
+    ({"base": Metric}, r"a metric of frames implements reset, update, compute; missing reset, update, compute "
+                       r"\(derive from FrameBatchMetric\)"),
+    ({"info": MetricInfo(name="x", description="d", direction="lower", inputs="latents")},
+     r"missing score \(derive from LatentMetric\)"),
 ])
 def test_a_wrongly_declared_metric_is_refused_at_registration(overrides, message):
     with pytest.raises(MetricDeclarationError, match=message):

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from foresight_eval import ScoreOptions, score
 from foresight_eval.cli import main
 from foresight_eval.errors import UsageError
+from foresight_eval.feature_cache import reference_sha256, tensor_sha256
 from foresight_eval.io.video import VideoReader, write_video
 from foresight_eval.iq_score import ClipTerms, iq_score, load_categories, physics_iq_score, score_physics_iq
 from foresight_eval.metrics.base import FrameBatch
@@ -191,6 +192,19 @@ def test_window_counts_frames_starting_before_the_limit():
     assert window_stop(_batch(range(140, 160), fps=30), {**params, "window_seconds": None}) == 20
 
 
+def test_a_window_is_a_batch_of_its_own():
+    """What a windowed metric hands per_frame: the first frames, whose shared work is shared by the metrics
+    with the same window and never answers for the whole batch."""
+    batch = _batch(range(1, 6), fps=24)
+    assert batch.head(5) is batch
+    head = batch.head(2)
+    assert head.horizon.tolist() == [1, 2] and head.frame_index.tolist() == [0, 1] and len(head.ref) == 2
+    assert (head.video, head.fps) == (batch.video, batch.fps)
+    assert batch.head(2).shared("work", object) is head.shared("work", object)
+    assert batch.shared("work", object) is not head.shared("work", object)
+    assert reference_sha256(head) == tensor_sha256(batch.ref[:2]) != reference_sha256(batch)
+
+
 def test_window_uses_each_clips_own_frame_rate(tmp_path):
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (130, 24, 32, 3), dtype=np.uint8)
@@ -209,7 +223,8 @@ def test_window_uses_each_clips_own_frame_rate(tmp_path):
 def test_quarter_resolution_mse_is_of_8_bit_opencv_resized_frames(rng):
     pred, ref = (rng.integers(0, 256, (3, 24, 32, 3), dtype=np.uint8) for _ in range(2))
     as_tensor = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255  # noqa: E731
-    ours = create("mse", downscale=4).per_frame(as_tensor(pred), as_tensor(ref))
+    batch = FrameBatch("clip", as_tensor(pred), as_tensor(ref), torch.arange(1, 4), torch.arange(3))
+    ours = create("mse", downscale=4).per_frame(batch)
     small = [np.stack([cv2.resize(f, (8, 6)) for f in x]).astype(np.float64) / 255 for x in (pred, ref)]
     assert_parity("mse downscale=4 vs cv2.resize", ours, ((small[0] - small[1]) ** 2).mean(axis=(1, 2, 3)), 1e-15)
 

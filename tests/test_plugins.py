@@ -23,11 +23,13 @@ class MaxError(FrameMetric):
     info = MetricInfo(name="max_error", description="largest absolute pixel error", direction="lower")
     defaults = {"scale": 1.0}
 
-    def per_frame(self, pred, ref):
-        return self.params["scale"] * (pred - ref).abs().flatten(1).amax(dim=1)
+    def per_frame(self, batch):
+        return self.params["scale"] * (batch.pred - batch.ref).abs().flatten(1).amax(dim=1)
 
 
 class MinError(FrameMetric):
+    """Written against the old signature, per_frame(self, pred, ref): still called that way."""
+
     info = MetricInfo(name="min_error", description="smallest absolute pixel error", direction="lower", default=True)
 
     def per_frame(self, pred, ref):
@@ -94,15 +96,17 @@ def test_installed_plugin_is_listed_and_scores(plugin_site, tmp_path):
     assert plain.returncode == 0, plain.stderr
     ran = json.loads(plain.stdout)["metrics"]
     assert "min_error" in ran and "max_error" not in ran and "psnr" in ran
+    assert ran["min_error"]["mean"] == 0.0  # the old per_frame(pred, ref): every frame has unchanged pixels
     assert catalog["metrics"]["max_error"]["default"] is False and catalog["metrics"]["min_error"]["default"] is True
     assert catalog["metrics"]["psnr"]["default"] is True and catalog["metrics"]["flicker_score"]["default"] is False
 
 
 def test_installed_plugin_passes_the_exported_contract_test(plugin_site, tmp_path):
     """What a plugin author's own test suite does: foresight_eval.testing.check_metric on their metric."""
-    code = ("import sys; from pathlib import Path; from fe_plugin_demo import MaxError; "
+    code = ("import sys; from pathlib import Path; from fe_plugin_demo import MaxError, MinError; "
             "from foresight_eval.testing import check_metric; "
-            "check_metric(MaxError, workdir=Path(sys.argv[1]), params={'scale': 2}); print('contract ok')")
+            "check_metric(MaxError, workdir=Path(sys.argv[1]) / 'max', params={'scale': 2}); "
+            "check_metric(MinError, workdir=Path(sys.argv[1]) / 'min'); print('contract ok')")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr

@@ -1,12 +1,24 @@
 """The metric plugin interface.
 
-Each metric family keeps a pure functional core (tensors in, tensor out) and a thin stateful
-wrapper, a subclass of :class:`Metric`, that the scoring engine drives clip by clip:
-``setup`` once per run, then per clip ``reset``, ``update`` for each batch of frames, ``compute``.
+Each metric family keeps a pure functional core (tensors in, tensor out) and a thin stateful wrapper.
+Every wrapper derives from :class:`Metric`, the part common to all of them: its declaration (``info``,
+``defaults``, ``choices``), parameter checking, ``setup``, ``describe`` and ``compute_set``. Two families
+derive from it side by side, each with only the hooks its driver calls:
+
+* :class:`FrameBatchMetric`: metrics of paired frames, which the scoring engine drives clip by clip:
+  per clip ``reset``, ``update`` for each :class:`FrameBatch`, ``compute``. Its ready-made bases:
+  :class:`FrameMetric` (a value per frame pair, ``per_frame(batch)``) and :class:`ConsecutivePairMetric`
+  (a value per consecutive pair of frames, ``pair_values(earlier, later)``);
+* ``foresight_eval.metrics.latent.LatentMetric``: metrics of latent arrays, one ``score(pair)`` per file pair.
+
+A metric keeps no batch on ``self``: whatever it needs of a batch (its frames, clip, frame rate, shared
+work) arrives with the batch it is given.
 """
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +28,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from foresight_eval.errors import UsageError, did_you_mean
+from foresight_eval.feature_cache import ReferenceCache, reference_sha256
 
 # "none": a descriptive figure (an intrinsic dimension): never ranked; a gate on it names its own direction.
 Direction = Literal["higher", "lower", "none"]
@@ -75,6 +88,15 @@ class FrameBatch:
             self._shared[key] = compute()
         return self._shared[key]
 
+    def head(self, count: int) -> FrameBatch:
+        """The batch's first ``count`` frames as a batch of their own (the batch itself when that is all of
+        them). Its shared work is shared with the other metrics that take the same frames, kept apart from
+        the whole batch's: a result computed from fewer frames must not answer for all of them."""
+        if count == len(self.horizon):
+            return self
+        return FrameBatch(self.video, self.pred[:count], self.ref[:count], self.horizon[:count],
+                          self.frame_index[:count], self.fps, self._shared.setdefault(("head", count), {}))
+
 
 def coerce_param(label: str, value: Any, default: Any) -> Any:
     """``value`` converted to the type of the parameter's default, or a UsageError naming ``label``.
@@ -113,7 +135,9 @@ def coerce_param(label: str, value: Any, default: Any) -> Any:
 
 
 class Metric(ABC):
-    """Base class of every metric. Subclasses set ``info`` and ``defaults`` and implement the hooks."""
+    """What every metric has, whatever it scores: its declaration, its parameters, ``setup``, ``describe``
+    and ``compute_set``. Subclass :class:`FrameBatchMetric` (or one of its bases) for frames, ``LatentMetric``
+    for latents; set ``info`` and ``defaults`` and implement that family's hooks."""
 
     info: ClassVar[MetricInfo]
     defaults: ClassVar[dict[str, Any]] = {}
@@ -142,20 +166,6 @@ class Metric(ABC):
         """Load weights and move to the device; raise MetricUnavailable with the reason if it cannot run."""
         self.device = context.device
 
-    @abstractmethod
-    def reset(self) -> None:
-        """Forget the previous clip."""
-
-    @abstractmethod
-    def update(self, batch: FrameBatch) -> torch.Tensor | None:
-        """Consume one batch; return the per-frame values (B,) for frame-granular metrics (NaN: no value for
-        that frame, not recorded)."""
-
-    @abstractmethod
-    def compute(self) -> Any:
-        """The clip's value. A set-granular metric returns instead the clip's part of the run-level value
-        (JSON-serialisable: it is journaled and gathered across ranks with the clip's result)."""
-
     def compute_set(self, parts: list[Any]) -> dict[str, Any] | None:
         """Run-level figures from the parts of every successfully scored clip, in pair order, called once
         after the last pair; ``"value"`` is the headline. Set-granular metrics must override it.
@@ -177,15 +187,60 @@ class Metric(ABC):
         }
 
 
-class FrameMetric(Metric):
+class FrameBatchMetric(Metric):
+    """A metric of paired frames. The scoring engine calls, per clip, ``reset``, then ``update`` with each
+    :class:`FrameBatch` in order, then ``compute``. State carried from one batch to the next (a running
+    sum, the last frame) is set in ``reset``; the batch itself is not kept (``check_metric`` checks it)."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget the previous clip."""
+
+    @abstractmethod
+    def update(self, batch: FrameBatch) -> torch.Tensor | None:
+        """Consume one batch; return the per-frame values (B,) for frame-granular metrics (NaN: no value for
+        that frame, not recorded)."""
+
+    @abstractmethod
+    def compute(self) -> Any:
+        """The clip's value. A set-granular metric returns instead the clip's part of the run-level value
+        (JSON-serialisable: it is journaled and gathered across ranks with the clip's result)."""
+
+
+def _takes_pred_and_ref(per_frame: Callable[..., Any]) -> bool:
+    """Whether a ``per_frame`` has the old signature, ``per_frame(self, pred, ref)``, that plugins were written to."""
+    try:
+        parameters = list(inspect.signature(per_frame).parameters.values())[1:]  # after self
+    except (TypeError, ValueError):  # no signature to read: take it as the current form
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(parameter.kind in positional for parameter in parameters) >= 2
+
+
+class FrameMetric(FrameBatchMetric):
     """A metric defined per frame pair; the clip's value is the mean over its frames."""
+
+    # Set for each subclass when it is defined: its per_frame is the old per_frame(self, pred, ref).
+    _per_frame_takes_frames: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        cls._per_frame_takes_frames = _takes_pred_and_ref(cls.per_frame)
+        if cls._per_frame_takes_frames and "per_frame" in vars(cls):
+            # Once per class, pointing at the definition (where the author has to change it).
+            code = getattr(cls.per_frame, "__code__", None)
+            warnings.warn_explicit(
+                f"{cls.__module__}.{cls.__qualname__}.per_frame(self, pred, ref) is deprecated: define "
+                "per_frame(self, batch) and read batch.pred and batch.ref (the old form is still called as before)",
+                DeprecationWarning, filename=code.co_filename if code else cls.__module__,
+                lineno=code.co_firstlineno if code else 0, module=cls.__module__)
 
     def reset(self) -> None:
         self._sum = 0.0
         self._count = 0
 
     def update(self, batch: FrameBatch) -> torch.Tensor:
-        values = self.per_frame(batch.pred, batch.ref)
+        values = self.per_frame(batch.pred, batch.ref) if self._per_frame_takes_frames else self.per_frame(batch)
         self._sum += float(values.double().sum())
         self._count += values.numel()
         return values
@@ -194,5 +249,78 @@ class FrameMetric(Metric):
         return self._sum / self._count if self._count else float("nan")
 
     @abstractmethod
-    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) pairs in, (B,) values out."""
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
+        """The batch's (B, 3, H, W) frame pairs (``batch.pred``, ``batch.ref``) in, (B,) values out."""
+
+
+class ConsecutivePairMetric(FrameBatchMetric):
+    """A value per consecutive pair of horizon frames (t-1, t), attached to horizon t; the clip's value is
+    the mean over pairs. The last frame of a batch is kept to pair with the first frame of the next."""
+
+    # When set, the value is the prediction's quantity minus the reference's, pair by pair.
+    versus_reference: ClassVar[bool] = False
+
+    def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
+        """The quantity for each pair: (N, 3, H, W) twice in, (N,) out."""
+        raise NotImplementedError
+
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        # The reference's pair values depend on its frames only: cached across runs when a cache folder is set
+        # (the device type in the key: GPU and CPU paths agree only to rounding).
+        pair_values = type(self).pair_values
+        self._ref_cache = ReferenceCache.from_resources(
+            context.resources, f"{pair_values.__module__}.{pair_values.__qualname__}",
+            {**self.params, "device_type": context.device.type})
+
+    def reset(self) -> None:
+        self._last: dict[str, torch.Tensor] = {}  # "pred" / "ref" -> the last frame seen (or its features)
+        self._sum = 0.0
+        self._count = 0
+
+    def _pairs(self, role: str, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(earlier, later) over this batch's frames of ``role`` (or their features), continuing the last batch."""
+        last = self._last.get(role)
+        self._last[role] = items[-1:]
+        if last is None:
+            return items[:-1], items[1:]
+        return torch.cat([last, items[:-1]]), items
+
+    def _role_values(self, batch: FrameBatch, role: str) -> torch.Tensor:
+        frames = getattr(batch, role)
+        last = self._last.get(role)
+        self._last[role] = frames[-1:]
+        # The pair bridging from the previous batch, then the pairs inside this one (no copy of the batch).
+        chunks = [(last, frames[:1])] if last is not None else []
+        if len(frames) > 1:
+            chunks.append((frames[:-1], frames[1:]))
+
+        def compute() -> torch.Tensor:
+            if not chunks:
+                return torch.zeros(0, device=frames.device)
+            return torch.cat([self.pair_values(earlier, later) for earlier, later in chunks])
+
+        def computed_or_cached() -> torch.Tensor:
+            cache = getattr(self, "_ref_cache", None)  # None: no cache folder, or a metric used without setup
+            if role != "ref" or cache is None:
+                return compute()
+            return cache((last, reference_sha256(batch)), lambda: {"values": compute()})["values"].to(frames.device)
+
+        # A metric and its delta compute the same pair values from the same batches: the first computes,
+        # the other reuses them (the key holds everything the values depend on).
+        key = (type(self).pair_values, role, last is None, tuple(sorted(self.params.items())))
+        return batch.shared(key, computed_or_cached)
+
+    def update(self, batch: FrameBatch) -> torch.Tensor:
+        first_batch = not self._last
+        values = self._role_values(batch, "pred").double()
+        if self.versus_reference:
+            values = values - self._role_values(batch, "ref").double()
+        self._sum += float(values.sum())
+        self._count += values.numel()
+        if first_batch:  # the clip's first horizon frame has no predecessor: NaN marks "no value"
+            values = torch.cat([values.new_full((1,), float("nan")), values])
+        return values
+
+    def compute(self) -> float:
+        return self._sum / self._count if self._count else float("nan")

@@ -31,7 +31,7 @@ from pycocotools.cocoeval import COCOeval
 
 from foresight_eval.errors import MetricUnavailable, UsageError
 from foresight_eval.io.annotations import Detections, ReferenceAnnotations
-from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext
+from foresight_eval.metrics.base import FrameBatch, FrameBatchMetric, MetricInfo, RunContext
 from foresight_eval.metrics.registry import register
 
 
@@ -81,7 +81,7 @@ def average_precision(precision: np.ndarray, iou_index: slice, category_index: i
     return float(valid.mean()) if valid.size else math.nan
 
 
-class _CocoMAP(Metric):
+class _CocoMAP(FrameBatchMetric):
     iou_index: ClassVar[slice]
     defaults = {"max_dets": 100}
 

@@ -261,13 +261,12 @@ class EdgeF1(FrameMetric):
         entry = cache((reference_sha256(batch),), lambda: {"edges": torch.from_numpy(self._edges(batch.ref))})
         return entry["edges"].numpy()
 
-    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
         max_dist, matching = self.params["max_dist"], self.params["matching"]
         return torch.tensor([edge_precision_recall_f1(p, r, max_dist, matching)[2]
-                             for p, r in zip(self._edges(pred), self._ref_edges(self._batch))], dtype=torch.float64)
+                             for p, r in zip(self._edges(batch.pred), self._ref_edges(batch))], dtype=torch.float64)
 
     def update(self, batch: FrameBatch) -> torch.Tensor | None:
-        self._batch = batch  # per_frame's reference frames are the batch's
         if self.params["mode"] == "frame":
             return super().update(batch)
         strengths = edge_strength(batch.pred) if self.params["edges"] == "input" else self._edges(batch.pred)

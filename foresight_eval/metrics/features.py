@@ -40,9 +40,8 @@ from torch import nn
 
 from foresight_eval.errors import MetricUnavailable
 from foresight_eval.io.files import sha256_file
-from foresight_eval.metrics.base import FrameBatch, MetricInfo, RunContext
+from foresight_eval.metrics.base import ConsecutivePairMetric, FrameBatch, MetricInfo, RunContext
 from foresight_eval.metrics.registry import register
-from foresight_eval.metrics.temporal import ConsecutivePairMetric
 from foresight_eval.weights import HuggingFaceModel, TorchHubFile, register_weights, user_weight_dirs
 
 DINOV2_MODELS = {

@@ -34,14 +34,14 @@ import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from foresight_eval.errors import InputError
 from foresight_eval.io.latents import LatentPair
-from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo
+from foresight_eval.metrics.base import Metric, MetricInfo
 from foresight_eval.metrics.registry import register
 
 # Rows per chunk of the streamed reductions: bounds the float64 copy of a chunk, not the result.
@@ -464,17 +464,8 @@ class LatentScore:
 
 
 class LatentMetric(Metric):
-    """A metric of a matched pair of latent sets. The latents run calls :meth:`score` once per file pair;
-    the frame hooks of :class:`Metric` do not apply."""
-
-    def reset(self) -> None:
-        """Nothing to forget: every file pair is scored in one call."""
-
-    def update(self, batch: FrameBatch) -> NoReturn:
-        raise TypeError(f"{self.name} scores latent files (foresight-eval latents), not frame batches")
-
-    def compute(self) -> NoReturn:
-        raise TypeError(f"{self.name} scores latent files through score(), not compute()")
+    """A metric of a matched pair of latent sets, a sibling of the frame metrics: the latents run calls
+    :meth:`score` once per file pair, so there is nothing to reset or accumulate between pairs."""
 
     @abstractmethod
     def score(self, pair: LatentPair) -> LatentScore:

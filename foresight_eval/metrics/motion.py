@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
-from foresight_eval.metrics.base import MetricInfo, RunContext
+from foresight_eval.metrics.base import FrameBatch, MetricInfo, RunContext
 from foresight_eval.metrics.physics_iq import (
     PIPELINE_DEFAULTS, Mp4vRoundTrip, WindowedFrameMetric, clip_fps, downscale_u8,
 )
@@ -227,22 +227,23 @@ class _MotionMaskMetric(WindowedFrameMetric):
         self._streams: dict[str, MotionMaskStream | None] = {"pred": None, "ref": None}
         self._last = math.nan
 
-    def _masks(self, side: str, frames: torch.Tensor) -> torch.Tensor:
+    def _masks(self, batch: FrameBatch, side: str) -> torch.Tensor:
         # The three motion metrics derive the same masks from the same frames: computed once per batch.
         # Each metric's mask state is the same too (same start, same updates), so every metric adopts the
         # stream that computed the batch, and its state stays what it would be alone.
         key = ("motion_masks", side, tuple(sorted(self.params.items())))
         stream = self._streams[side] or MotionMaskStream(
-            clip_fps(self._batch, self.params), self.params,
-            getattr(self, "_resources", None) if side == "ref" else None)
-        # The frames are the batch's, up to the window's end: its digest and their count name them.
+            clip_fps(batch, self.params), self.params, getattr(self, "_resources", None) if side == "ref" else None)
+        frames = getattr(batch, side)
+        # The digest names the frames (the window's, when it ends inside this batch); the count stays in the
+        # key so that reference-cache entries written before keep theirs.
         cached = side == "ref" and stream.cache_resources
-        digest = f"{reference_sha256(self._batch)}[:{len(frames)}]" if cached else None
-        masks, self._streams[side] = self._batch.shared(key, lambda: (stream(frames, digest), stream))
+        digest = f"{reference_sha256(batch)}[:{len(frames)}]" if cached else None
+        masks, self._streams[side] = batch.shared(key, lambda: (stream(frames, digest), stream))
         return masks
 
-    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        values = self.compare(self._masks("pred", pred), self._masks("ref", ref))
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
+        values = self.compare(self._masks(batch, "pred"), self._masks(batch, "ref"))
         self._last = float(values[-1])
         return values
 

@@ -63,14 +63,6 @@ def matched_mean_iou(iou: torch.Tensor) -> float:
     return float(matched.sum() / (n_pred + n_ref - matched.size))
 
 
-class _ClipAwareMetric(FrameMetric):
-    """A per-frame metric that also needs which clip and frames it scores (annotations, motion state)."""
-
-    def update(self, batch: FrameBatch) -> torch.Tensor:
-        self.batch = batch
-        return super().update(batch)
-
-
 def _require(context: RunContext, name: str, option: str) -> Any:
     resource = context.resources.get(name)
     if resource is None:
@@ -84,7 +76,7 @@ def _image_ids(annotations: ReferenceAnnotations, batch: FrameBatch) -> list[int
 
 
 @register
-class BoxIoU(_ClipAwareMetric):
+class BoxIoU(FrameMetric):
     info = MetricInfo(
         name="box_iou",
         description="Predicted boxes matched one to one to reference boxes (Hungarian on IoU), unmatched boxes "
@@ -99,9 +91,9 @@ class BoxIoU(_ClipAwareMetric):
         self.annotations = _require(context, "annotations", "--ref-annotations (reference boxes)")
         self.detections = _require(context, "detections", "--pred-detections (boxes detected on the predicted frames)")
 
-    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
         values = []
-        for image_id in _image_ids(self.annotations, self.batch):
+        for image_id in _image_ids(self.annotations, batch):
             refs = [obj for obj in self.annotations.objects[image_id] if not obj.iscrowd]
             preds = [obj for obj in self.detections.by_image[image_id] if obj.score >= self.params["score_threshold"]]
             iou = box_iou_matrix(torch.tensor([o.bbox for o in preds]).view(-1, 4),
@@ -114,7 +106,7 @@ class BoxIoU(_ClipAwareMetric):
 
 
 @register
-class MaskIoU(_ClipAwareMetric):
+class MaskIoU(FrameMetric):
     info = MetricInfo(
         name="mask_iou",
         description="IoU of predicted against reference object masks per frame (mode foreground: union of "
@@ -137,14 +129,14 @@ class MaskIoU(_ClipAwareMetric):
                 raise MetricUnavailable("needs --pred-masks, or --pred-detections with a segmentation per detection")
             self.pred_masks = detections
 
-    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        height, width = ref.shape[-2:]
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
+        height, width = batch.ref.shape[-2:]
         values = []
-        for frame, image_id in zip(self.batch.frame_index.tolist(), _image_ids(self.annotations, self.batch)):
+        for frame, image_id in zip(batch.frame_index.tolist(), _image_ids(self.annotations, batch)):
             objects = [obj for obj in self.annotations.objects[image_id] if not obj.iscrowd]
             ref_masks = torch.from_numpy(decode_masks(objects, height, width))
             pred_masks = torch.from_numpy(np.asarray(self.pred_masks.frame_masks(
-                self.batch.video, frame, height, width, self.params["score_threshold"])))
+                batch.video, frame, height, width, self.params["score_threshold"])))
             if self.params["mode"] == "foreground":
                 values.append(float(binary_iou(pred_masks.any(dim=0)[None], ref_masks.any(dim=0)[None])[0]))
             else:

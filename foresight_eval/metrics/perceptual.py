@@ -16,7 +16,7 @@ import torch
 
 from foresight_eval.errors import MetricUnavailable
 from foresight_eval.io.files import sha256_file
-from foresight_eval.metrics.base import FrameMetric, MetricInfo, RunContext
+from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, RunContext
 from foresight_eval.metrics.registry import register
 from foresight_eval.weights import TorchvisionCheckpoint, register_weights
 
@@ -105,5 +105,5 @@ class LPIPS(FrameMetric):
             described["weights"] = {"backbone": self.backbone_file.name, "sha256": sha256_file(self.backbone_file)}
         return described
 
-    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        return lpips_distance(self.model, pred, ref, precision=self.params["precision"])
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
+        return lpips_distance(self.model, batch.pred, batch.ref, precision=self.params["precision"])

@@ -137,11 +137,9 @@ class WindowedFrameMetric(FrameMetric):
         check_pipeline_params(self.name, self.params)
 
     def update(self, batch: FrameBatch) -> torch.Tensor:
-        self._batch = batch
         stop = window_stop(batch, self.params)
         if stop == 0:
             return torch.full((len(batch.horizon),), math.nan, dtype=torch.float64)
-        values = self.per_frame(batch.pred[:stop], batch.ref[:stop])
-        self._sum += float(values.double().sum())
-        self._count += values.numel()
+        # per_frame sees the window's frames only, as a batch of their own.
+        values = super().update(batch.head(stop))
         return values if stop == len(batch.horizon) else nan_padded(values, len(batch.horizon))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from foresight_eval.errors import UsageError
-from foresight_eval.metrics.base import FrameMetric, MetricInfo
+from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo
 from foresight_eval.metrics.physics_iq import WindowedFrameMetric, downscale_u8, to_u8
 from foresight_eval.metrics.registry import register
 
@@ -69,8 +69,8 @@ class PSNR(FrameMetric):
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not math.isfinite(cap)):
             raise UsageError(f"psnr.cap must be a finite number or null (no cap), got {cap!r}")
 
-    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        return psnr(pred, ref, self.params["data_range"], self.params["cap"])
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
+        return psnr(batch.pred, batch.ref, self.params["data_range"], self.params["cap"])
 
 
 class _PixelError(FrameMetric):
@@ -88,13 +88,13 @@ class MSE(WindowedFrameMetric):
     defaults = {**WindowedFrameMetric.defaults, **_PixelError.defaults}
     choices = {**WindowedFrameMetric.choices, **_PixelError.choices}
 
-    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
         factor = self.params["downscale"]
         if factor == 1:
-            return mse(pred, ref, self.params["reduction"])
+            return mse(batch.pred, batch.ref, self.params["reduction"])
         # Physics-IQ resizes the 8-bit frames, so the small frames are rounded to 8 bits before the error.
-        small_pred, small_ref = (downscale_u8(to_u8(frames), factor).astype(np.float64) for frames in (pred, ref))
-        squared = np.square((small_pred - small_ref).reshape(len(pred), -1) / 255)
+        small_pred, small_ref = (downscale_u8(to_u8(frames), factor).astype(np.float64) for frames in (batch.pred, batch.ref))
+        squared = np.square((small_pred - small_ref).reshape(len(batch.pred), -1) / 255)
         return torch.from_numpy(squared.sum(axis=1) if self.params["reduction"] == "sum" else squared.mean(axis=1))
 
 
@@ -104,5 +104,5 @@ class MAE(_PixelError):
                       "(reduction=sum, OpenSTL) over each frame's pixels and channels, mean over frames",
                       direction="lower")
 
-    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        return mae(pred, ref, self.params["reduction"])
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
+        return mae(batch.pred, batch.ref, self.params["reduction"])

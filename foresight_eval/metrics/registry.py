@@ -45,6 +45,12 @@ def validate_metric_class(cls: type[Metric]) -> None:
     for field_name, allowed in (("inputs", ("frames", "latents")), ("granularity", ("frame", "video", "set"))):
         if getattr(info, field_name) not in allowed:
             raise MetricDeclarationError(f"{where}: {field_name} {getattr(info, field_name)!r} is not one of {list(allowed)}")
+    hooks, family = {"frames": (("reset", "update", "compute"), "FrameBatchMetric"),
+                     "latents": (("score",), "LatentMetric")}[info.inputs]
+    missing = [hook for hook in hooks if not callable(getattr(cls, hook, None))]
+    if missing:
+        raise MetricDeclarationError(f"{where}: a metric of {info.inputs} implements {', '.join(hooks)}; "
+                                     f"missing {', '.join(missing)} (derive from {family})")
     for key, allowed in cls.choices.items():
         if key not in cls.defaults:
             raise MetricDeclarationError(f"{where}: choices for {key!r}, which has no default in `defaults`")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from foresight_eval.errors import InputError, UsageError
 from foresight_eval.feature_cache import FeatureCache, user_cache_dir
 from foresight_eval.io.files import sha256_file
-from foresight_eval.metrics.base import FrameBatch, Metric, RunContext
+from foresight_eval.metrics.base import FrameBatch, FrameBatchMetric, RunContext
 from foresight_eval.metrics.distributions import frechet_distance_of, two_sample_bootstrap
 
 # Below this many clips per side the Fréchet distance's upward bias (it shrinks like 1/N) is large
@@ -78,7 +78,7 @@ def full_float32() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-class WindowFeatureMetric(Metric):
+class WindowFeatureMetric(FrameBatchMetric):
     """Base of the set metrics over window features; subclasses load an extractor and map windows to
     feature vectors. The headline is a Fréchet distance unless ``statistic`` is overridden."""
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from foresight_eval.errors import InputError
-from foresight_eval.metrics.base import FrameMetric, MetricInfo
+from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo
 from foresight_eval.metrics.registry import register
 
 _GAUSSIAN = {"window": "gaussian", "window_size": 11, "sigma": 1.5, "sample_covariance": False}
@@ -180,5 +180,5 @@ class SSIM(FrameMetric):
         described["params"].update(SSIM_MODES[self.params["mode"]])
         return described
 
-    def per_frame(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        return ssim(pred, ref, **ssim_kwargs(self.params))
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
+        return ssim(batch.pred, batch.ref, **ssim_kwargs(self.params))

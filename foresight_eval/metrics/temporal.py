@@ -30,15 +30,14 @@ clip's value is the mean over its pairs (NaN for a clip with a single horizon fr
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from foresight_eval.feature_cache import ReferenceCache, reference_sha256
-from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext
+from foresight_eval.metrics.base import ConsecutivePairMetric, FrameBatch, MetricInfo
 from foresight_eval.metrics.flow_torch import farneback
 from foresight_eval.metrics.motion import _gray_u8  # OpenCV's RGB2GRAY, shared with the motion masks
 from foresight_eval.metrics.registry import register
@@ -201,79 +200,6 @@ def warp_error_torch(earlier: torch.Tensor, later: torch.Tensor, occlusion: str 
 
 
 # ---- stateful wrappers -----------------------------------------------------------------------------
-
-class ConsecutivePairMetric(Metric):
-    """A value per consecutive pair of horizon frames (t-1, t), attached to horizon t; the clip's value is
-    the mean over pairs. The last frame of a batch is kept to pair with the first frame of the next."""
-
-    # When set, the value is the prediction's quantity minus the reference's, pair by pair.
-    versus_reference: ClassVar[bool] = False
-
-    def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
-        """The quantity for each pair: (N, 3, H, W) twice in, (N,) out."""
-        raise NotImplementedError
-
-    def setup(self, context: RunContext) -> None:
-        super().setup(context)
-        # The reference's pair values depend on its frames only: cached across runs when a cache folder is set
-        # (the device type in the key: GPU and CPU paths agree only to rounding).
-        pair_values = type(self).pair_values
-        self._ref_cache = ReferenceCache.from_resources(
-            context.resources, f"{pair_values.__module__}.{pair_values.__qualname__}",
-            {**self.params, "device_type": context.device.type})
-
-    def reset(self) -> None:
-        self._last: dict[str, torch.Tensor] = {}  # "pred" / "ref" -> the last frame seen (or its features)
-        self._sum = 0.0
-        self._count = 0
-
-    def _pairs(self, role: str, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(earlier, later) over this batch's frames of ``role`` (or their features), continuing the last batch."""
-        last = self._last.get(role)
-        self._last[role] = items[-1:]
-        if last is None:
-            return items[:-1], items[1:]
-        return torch.cat([last, items[:-1]]), items
-
-    def _role_values(self, batch: FrameBatch, role: str) -> torch.Tensor:
-        frames = getattr(batch, role)
-        last = self._last.get(role)
-        self._last[role] = frames[-1:]
-        # The pair bridging from the previous batch, then the pairs inside this one (no copy of the batch).
-        chunks = [(last, frames[:1])] if last is not None else []
-        if len(frames) > 1:
-            chunks.append((frames[:-1], frames[1:]))
-
-        def compute() -> torch.Tensor:
-            if not chunks:
-                return torch.zeros(0, device=frames.device)
-            return torch.cat([self.pair_values(earlier, later) for earlier, later in chunks])
-
-        def computed_or_cached() -> torch.Tensor:
-            cache = getattr(self, "_ref_cache", None)  # None: no cache folder, or a metric used without setup
-            if role != "ref" or cache is None:
-                return compute()
-            return cache((last, reference_sha256(batch)), lambda: {"values": compute()})["values"].to(frames.device)
-
-        # A metric and its delta compute the same pair values from the same batches: the first computes,
-        # the other reuses them (the key holds everything the values depend on).
-        key = (type(self).pair_values, role, last is None, tuple(sorted(self.params.items())))
-        return batch.shared(key, computed_or_cached)
-
-    def update(self, batch: FrameBatch) -> torch.Tensor:
-        first_batch = not self._last
-        values = self._role_values(batch, "pred").double()
-        if self.versus_reference:
-            values = values - self._role_values(batch, "ref").double()
-        self._sum += float(values.sum())
-        self._count += values.numel()
-        if first_batch:  # the clip's first horizon frame has no predecessor: NaN marks "no value"
-            values = torch.cat([values.new_full((1,), float("nan")), values])
-        return values
-
-    def compute(self) -> float:
-        return self._sum / self._count if self._count else float("nan")
-
 
 class _TemporalSSIM(ConsecutivePairMetric):
     defaults = SSIM_DEFAULTS
