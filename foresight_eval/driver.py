@@ -21,6 +21,8 @@ resumed; the callable bounds what it holds per batch. Rank 0 holds every rank's 
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -82,6 +84,46 @@ class Gathered(Generic[R]):
 
     results: list[R]
     rank_extras: list[Any]
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux's /proc, 10 ms resolution); None where that is unknown."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))  # field 22 of stat: start time
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class RunPhases:
+    """Wall seconds of one rank's phases of a run, in the order they end: where a run's time goes, and
+    which parts do not shrink when `torchrun` adds ranks (benchmarks/scaling.py reads them from the manifest).
+
+    ``start_up`` is the process's age when the run began (interpreter, imports, argument parsing; under
+    `torchrun` from the rank's own start); then each :meth:`end` closes the phase since the previous one."""
+
+    DEFINITION = ("seconds per rank: start_up (process start to the run's start: interpreter, imports, options), "
+                  "setup (pairing, metric set-up and model loading), scoring (this rank's share, journaling "
+                  "included), gather (waiting for every rank and collecting the results, rank 0), merge (set "
+                  "values, summaries and bootstrap CIs, rank 0); writing the run folder comes after and is not "
+                  "included")
+
+    def __init__(self) -> None:
+        age = process_age()
+        self.seconds: dict[str, float] = {} if age is None else {"start_up": round(age, 3)}
+        self._since = time.perf_counter()
+
+    def end(self, phase: str) -> dict[str, float]:
+        """Close ``phase`` (the time since the previous one ended); a copy of every phase so far."""
+        now = time.perf_counter()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self._since, 4)
+        self._since = now
+        return dict(self.seconds)
+
+    def record(self, other_ranks: Sequence[Mapping[str, float] | None]) -> dict[str, Any]:
+        """The manifest's ``timings``: this process's phases as rank 0's, then the others' (as gathered)."""
+        return {"definition": self.DEFINITION, "ranks": [dict(self.seconds), *(dict(r or {}) for r in other_ranks[1:])]}
 
 
 def pair_key(result: PairResult) -> tuple[str, str]:

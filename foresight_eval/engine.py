@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from foresight_eval.distributed import current_world, rank_device, resolve_device
-from foresight_eval.driver import RunPlan, Task, manifest_inputs, run_plan
+from foresight_eval.driver import RunPhases, RunPlan, Task, manifest_inputs, run_plan
 from foresight_eval.errors import InputError, UsageError
 from foresight_eval.io.latents import LatentOptions, pair_latents
 from foresight_eval.io.clips import open_clip
@@ -188,7 +188,7 @@ def score(
     convention: its metrics (``metrics`` may name a subset), parameters and options; a parameter or
     option that contradicts it is a UsageError. The profile is recorded in the run.
     """
-    started = utc_now()
+    started, phases = utc_now(), RunPhases()
     profile_record = None
     if profile is not None:
         chosen = load_profile(profile)
@@ -232,10 +232,13 @@ def score(
             latent_scorer.add_to(result)
         return [result]
 
+    phases.end("setup")
     gathered = run_plan(plan, score_item, hash_inputs=lambda item: pair_input_hashes(item.pair, item.root, refs),
-                        run_dir=run_dir, resume=resume, on_start=on_start, on_result=on_pair)
+                        run_dir=run_dir, resume=resume, on_start=on_start, on_result=on_pair,
+                        rank_extra=lambda: phases.end("scoring"))
     if gathered is None:
         return None
+    phases.end("gather")
     pair_results = gathered.results
     set_values = {
         metric.name: metric.compute_set([r.set_parts[metric.name] for r in pair_results if metric.name in r.set_parts])
@@ -248,6 +251,7 @@ def score(
     add_horizon_seconds(summaries, record["timing"].get("common_fps"))
     # Annotation, detection and mask files are inputs too: their hashes come with the resources.
     inputs = {**manifest_inputs(sets, refs, pair_results), **run_context.resources.get("input_files", {})}
+    phases.end("merge")
     run = RunResult(
         pairs=pair_results,
         metrics=summaries,
@@ -258,7 +262,7 @@ def score(
         bootstrap=bootstrap.as_dict(),
         extra=dict(extra or {}),
         manifest={**build_manifest(torch_device, command, started, utc_now(), inputs, metrics=[m.name for m in active]),
-                  "study": study.as_dict()},
+                  "study": study.as_dict(), "timings": phases.record(gathered.rank_extras)},
         profile=profile_record,
         study=record,
     )

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from foresight_eval.distributed import current_world, rank_device, resolve_device
-from foresight_eval.driver import RunPlan, Task, manifest_inputs, run_plan
+from foresight_eval.driver import RunPhases, RunPlan, Task, manifest_inputs, run_plan
 from foresight_eval.io.files import pair_input_hashes
 from foresight_eval.io.latents import LatentOptions, pair_latents
 from foresight_eval.io.pairing import ClipPair
@@ -72,7 +72,7 @@ def latents(
     finishes; ``resume`` reuses the pairs an interrupted run in ``run_dir`` already finished (same input
     files, same metric parameters and options), as :func:`foresight_eval.engine.score` does.
     """
-    started = utc_now()
+    started, phases = utc_now(), RunPhases()
     a, b = Path(a), Path(b)
     world = current_world()
     torch_device = rank_device(resolve_device(device), world)
@@ -87,12 +87,16 @@ def latents(
         pair = task.item if task.problem is None else replace(task.item, problem=task.problem)
         return [score_latent_pair(pair, active, options, torch_device)]
 
+    phases.end("setup")
     gathered = run_plan(plan, score_item, hash_inputs=lambda pair: pair_input_hashes(pair, a, b),
-                        run_dir=run_dir, resume=resume, on_start=on_start, on_result=on_pair)
+                        run_dir=run_dir, resume=resume, on_start=on_start, on_result=on_pair,
+                        rank_extra=lambda: phases.end("scoring"))
     if gathered is None:
         return None
+    phases.end("gather")
     pair_results = gathered.results
     summaries = _summaries(active, pair_results, bootstrap)
+    phases.end("merge")
     run = RunResult(
         pairs=pair_results,
         metrics=summaries,
@@ -103,7 +107,8 @@ def latents(
                  "world_size": world.size},
         bootstrap=bootstrap.as_dict(),
         extra=dict(extra or {}),
-        manifest=build_manifest(torch_device, command, started, utc_now(), manifest_inputs({"": a}, b, pair_results)),
+        manifest={**build_manifest(torch_device, command, started, utc_now(), manifest_inputs({"": a}, b, pair_results)),
+                  "timings": phases.record(gathered.rank_extras)},
     )
     if run_dir is not None:
         run.write(Path(run_dir))

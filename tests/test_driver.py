@@ -79,3 +79,17 @@ def test_the_three_entry_points_share_the_driver_and_engine_and_latents_are_inde
     assert "foresight_eval.latents" not in graph["foresight_eval.engine"]
     assert "foresight_eval.engine" not in graph["foresight_eval.latents"]
     assert "foresight_eval.latent_pairs" in graph["foresight_eval.engine"]
+
+
+def test_run_phases_record_where_a_runs_time_went(fixtures_dir, tmp_path):
+    """manifest.timings: start_up (the process's age at the run's start), then each phase in the order it
+    ended; together no more than the process's own age at the end."""
+    from foresight_eval.driver import RunPhases, process_age
+    from foresight_eval.engine import score
+
+    run = score(fixtures_dir / "preds" / "blur_mild", fixtures_dir / "refs", ["psnr"], device="cpu")
+    (phases,) = run.manifest["timings"]["ranks"]
+    assert list(phases) == ["start_up", "setup", "scoring", "gather", "merge"]
+    assert all(seconds >= 0 for seconds in phases.values()) and phases["scoring"] > 0
+    assert sum(phases.values()) <= process_age() + 0.05  # /proc's 10 ms ticks
+    assert "start_up" in RunPhases.DEFINITION and run.manifest["timings"]["definition"] == RunPhases.DEFINITION

@@ -24,7 +24,7 @@ from foresight_eval.latents import latents
 
 METRICS = ["cka", "neighbourhood_recall", "intrinsic_dim"]
 PARAMS = {"neighbourhood_recall": {"k": 5}}
-TIMING_FIELDS = ("started", "finished", "command", "torch_threads")
+TIMING_FIELDS = ("started", "finished", "command", "torch_threads", "timings")
 
 
 def write(path: Path, array: np.ndarray) -> None:

@@ -14,7 +14,7 @@ from foresight_eval import ScoreOptions, score
 from foresight_eval.errors import UsageError
 
 METRICS = ["psnr", "ssim", "mae"]
-TIMING_FIELDS = ("started", "finished", "command", "torch_threads")
+TIMING_FIELDS = ("started", "finished", "command", "torch_threads", "timings")
 
 
 def comparable_summary(run_dir):
@@ -57,7 +57,13 @@ def test_torchrun_two_ranks_give_the_single_process_run(fixture_sets, tmp_path):
     assert "clip pairs scored" in result.stdout, result.stderr[-2000:]
     assert sorted(p.name for p in (distributed / "partial").iterdir()) == ["rank-00000.jsonl", "rank-00001.jsonl"]
     assert_same_run_folder(single, distributed)
-    assert json.loads((distributed / "summary.json").read_text())["options"]["world_size"] == 2
+    summary = json.loads((distributed / "summary.json").read_text())
+    assert summary["options"]["world_size"] == 2
+    # where the time went, per rank: rank 0 also waited for the gather and merged
+    main_rank, other_rank = summary["manifest"]["timings"]["ranks"]
+    assert list(main_rank) == ["start_up", "setup", "scoring", "gather", "merge"]
+    assert list(other_rank) == ["start_up", "setup", "scoring"]
+    assert all(seconds >= 0 for rank in (main_rank, other_rank) for seconds in rank.values())
 
 
 def test_interrupted_run_resumes_to_the_same_run_folder(fixture_sets, tmp_path):
