@@ -1,5 +1,6 @@
 """Scaling of `score` over GPUs: wall time of the same run under `torchrun` with 1, 2, ... ranks (one
-GPU each), the throughput ratio, and whether every world size wrote the same results.
+GPU each), the throughput ratio, whether every world size wrote the same results, and where the time went
+(each rank's start-up, setup, scoring, gather and merge from the run's manifest.timings).
 
     python benchmarks/scaling.py --ranks 1,2 --clips 64 --frames 48 --size 256x256
 
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--size", default="256x256", help="WIDTHxHEIGHT")
     parser.add_argument("--metrics", default="psnr,ssim,lpips")
     parser.add_argument("--device", default="cuda", help="cuda: one GPU per rank; cpu for a dry run")
+    parser.add_argument("--json", type=Path, help="also write the figures and every rank's phases here")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,18 +53,21 @@ def main() -> None:
             for shard in (tmp / "data").iterdir():
                 for clip in (shard / side.name).iterdir():
                     clip.rename(side / clip.name)
-        results = {}
+        results, phases = {}, {}
         for ranks in (int(r) for r in args.ranks.split(",")):
             out = tmp / f"run{ranks}"
             command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
                        "-m", "foresight_eval", "score", str(preds), str(refs), "-m", args.metrics, "--device", args.device,
                        "--out", str(out), "--json"]
             start = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "4"})
+            done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "4"})
+            if done.returncode != 0:
+                raise SystemExit(f"{ranks} rank(s) failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
             seconds = time.perf_counter() - start
             summary = json.loads((out / "summary.json").read_text())
             results[ranks] = (seconds, {name: m["mean"] for name, m in summary["metrics"].items()},
                               (out / "per_frame.csv").read_text())
+            phases[ranks] = summary["manifest"].get("timings", {}).get("ranks", [])
         frames = args.clips * args.frames
         base = min(results)
         print(f"{args.clips} clips x {args.frames} frames at {width}x{height}, metrics {args.metrics}")
@@ -70,6 +75,25 @@ def main() -> None:
             same = means == results[base][1] and per_frame == results[base][2]
             print(f"  {ranks} rank(s): {seconds:7.1f} s wall, {frames / seconds:8.1f} frames/s, "
                   f"{results[base][0] / seconds:.2f}x of {base} rank(s), results identical: {same}")
+            print("    " + phase_split(seconds, phases[ranks]))
+        report = {"clips": args.clips, "frames": args.frames, "size": args.size, "metrics": args.metrics,
+                  "runs": {ranks: {"wall_s": seconds, "phases": phases[ranks]}
+                           for ranks, (seconds, _, _) in sorted(results.items())}}
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+
+
+def phase_split(wall: float, ranks: list[dict[str, float]]) -> str:
+    """Rank 0's phases (manifest.timings), the slowest rank's scoring, and what lies outside the run
+    (torchrun's launch before the ranks start, writing the run folder, exiting)."""
+    if not ranks:
+        return "no phase timings in the manifest"
+    main_rank = ranks[0]
+    inside = sum(main_rank.values())
+    parts = ", ".join(f"{name} {value:.2f}" for name, value in main_rank.items())
+    slowest = max(rank.get("scoring", 0.0) for rank in ranks)
+    return (f"rank 0 s: {parts}; slowest rank's scoring {slowest:.2f}; outside the run "
+            f"(launch, writing, exit) {wall - inside:.2f}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ so a given world size always gives each rank the same pairs.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -46,6 +47,10 @@ def current_world() -> World:
     if not dist.is_initialized():
         # Long timeout: ranks wait for each other at the end, and clips take a while to score.
         dist.init_process_group(backend="gloo", timeout=timedelta(hours=6))
+        # Left to the interpreter's teardown, gloo's connection threads are sometimes destroyed while still
+        # joinable: the rank aborts ("terminate called without an active exception", SIGABRT) after its
+        # work is done, in about one run in five on the 2-core machine, failing the whole torchrun job.
+        atexit.register(dist.destroy_process_group)
     return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
