@@ -20,10 +20,15 @@ class ScoreOptions:
     fps: float | None = None  # frame rate of frame folders and arrays, which carry none (foresight_eval.timing)
     fps_mismatch: Literal["error", "resample-pred", "ignore"] = "error"  # pred and ref frame rates differ
     horizon_seconds: float | None = None  # score only this many seconds of horizon frames
+    # processes for metrics' CPU-bound work (foresight_eval.workers); 0: inline; None: by device (0 on the CPU)
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.context < 0:
             raise UsageError("--context must be >= 0")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 0):
+            raise UsageError("--workers must be a whole number >= 0 (0: inline)")
         if self.batch_size < 1:
             raise UsageError("--batch-size must be >= 1")
         if self.frames not in ("error", "min"):
