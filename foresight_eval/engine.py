@@ -230,6 +230,8 @@ def score(
     With ``latents``, each clip's ``<clip>.latents.<suffix>`` sidecar files beside the prediction and the
     reference are scored too, by the latent metrics (named in ``metrics``, or every default one), and
     join the clip's row; a clip without both sidecars is an error row.
+    The reference side of metrics is cached across runs in ``resources["cache_dir"]`` (absent: the user cache
+    folder; None: no cache); ``options.workers`` processes do metrics' CPU-bound work (docs/speed.md).
     ``on_start`` gets this process's number of pairs, ``on_pair`` each finished pair (for progress).
     ``profile`` (a packaged profile's name, a profile file or a :class:`Profile`) scores under that
     convention: its metrics (``metrics`` may name a subset), parameters and options; a parameter or
