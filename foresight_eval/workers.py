@@ -64,6 +64,10 @@ class Deferred:
             future.cancel()
 
 
+def _ready() -> None:
+    """A worker's first task in :meth:`WorkerPool.warm_up`: nothing but being started."""
+
+
 def _done(value: Any) -> Future:
     future: Future = Future()
     future.set_result(value)
@@ -95,6 +99,14 @@ class WorkerPool:
             self.shutdown()
             futures = [self._start(fn).submit(fn, *args) for args in items]
         return Deferred(futures, combine)
+
+    def warm_up(self, fn: Callable[..., Any]) -> None:
+        """Start every worker now (from a metric's ``setup``, naming the function it will hand over), so that
+        their start overlaps the loading of models and the first batches instead of delaying the first clip."""
+        if self.workers:
+            executor = self._start(fn)
+            for _ in range(self.workers):  # processes are started as work arrives: one task each
+                executor.submit(_ready)
 
     def _start(self, fn: Callable[..., Any]) -> ProcessPoolExecutor:
         if self._executor is None:

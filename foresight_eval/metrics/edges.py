@@ -253,6 +253,7 @@ class EdgeF1(FrameMetric):
                                                         {**self._canny_params(), "device_type": context.device.type})
         # The matching (a k-d tree and a maximum flow per frame, on the CPU) overlaps the device's work there.
         self._pool = context.pool
+        self._pool.warm_up(edge_f1_value)
 
     def reset(self) -> None:
         super().reset()
