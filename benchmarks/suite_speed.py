@@ -144,7 +144,8 @@ def markdown(results: dict) -> str:
             row(f"{name} alone (s, incl. decode)", [f"{d['per_metric_s'].get(name, float('nan')):.2f}" for d in devices])
     for d in devices:
         if "pool_values_identical" in d:
-            lines.append(f"\n{d['device']}: metric means with the pool on and off identical: {d['pool_values_identical']}")
+            lines.append(f"\n{d['device']}: metric means identical with the pool on and off: "
+                         f"{d['pool_values_identical']}")
     for d in devices:
         if "lpips_cpu" in d:
             lines.append("\n```\n" + lpips_cpu_report(d["lpips_cpu"]) + "\n```")
