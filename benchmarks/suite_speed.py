@@ -8,6 +8,9 @@ moving shapes, sensor noise; H.264), then per device, each timed once after an u
 * decode-only: the engine's pipeline (background decoding, batching, upload to the device), no metric;
 * the default suite in one run, without a cache; then with a fresh ``cache_dir`` (cold: computes and writes
   the reference side) and again (warm: reads it), the speed-up of scoring a second model;
+* where the run has worker processes for metrics' CPU work (``--workers``, default: the engine's, every CPU
+  but one on a GPU, none on the CPU), the suite without cache again with the pool off (``workers=0``), and
+  ``edge_f1`` alone with the pool on and off;
 * each default metric alone (``--per-metric``), whose sum against the suite's time shows the sharing;
 * on the CPU, LPIPS float32 / bf16 against its convolutions alone (``benchmarks/lpips_cpu.py``).
 
@@ -25,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -38,6 +42,7 @@ from foresight_eval import RunContext, ScoreOptions, score  # noqa: E402
 from foresight_eval.distributed import resolve_device  # noqa: E402
 from foresight_eval.metrics.registry import prepare_metrics  # noqa: E402
 from foresight_eval.io.video import write_video  # noqa: E402
+from foresight_eval.workers import default_workers  # noqa: E402
 
 
 def make_clips(root: Path, clips: int, frames: int, height: int, width: int) -> tuple[Path, Path]:
@@ -60,35 +65,54 @@ def timed(fn) -> tuple[float, object]:
 
 def bench_device(device_name: str, clips: tuple[Path, Path], warmup: tuple[Path, Path], args, tmp: Path) -> dict:
     device = resolve_device(device_name)
-    options = ScoreOptions(batch_size=args.batch_size)
+    workers = default_workers(device.type) if args.workers is None else args.workers
+    options = ScoreOptions(batch_size=args.batch_size, workers=workers)
     suite = [m.name for m in prepare_metrics(None, {}, RunContext(device=device))[0]]
     frames = args.clips * args.frames
     print(f"[{device}] default suite: {', '.join(suite)}", flush=True)
-    score(*warmup, suite, options=options, device=device)  # imports, weights, kernels, thread pools
+    # imports, weights, kernels, thread pools, the worker pool's fork server (not the user's cache folder)
+    score(*warmup, suite, options=options, device=device, resources={"cache_dir": None})
     decode_s, _ = timed(lambda: decode_only(*clips, options, device))
     out = {"device": str(device), "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "threads": torch.get_num_threads(), "suite": suite, "frame_pairs": frames, "decode_only_s": decode_s}
+           "threads": torch.get_num_threads(), "suite": suite, "frame_pairs": frames, "decode_only_s": decode_s,
+           "workers": workers}
     print(f"[{device}] decode-only {decode_s:.2f} s", flush=True)
     runs = {}
     cache = tmp / f"cache-{device.type}"
-    for label, resources in (("no cache", {}), ("cold cache", {"cache_dir": cache}), ("warm cache", {"cache_dir": cache})):
-        seconds, run = timed(lambda: score(*clips, suite, options=options, device=device, resources=resources))
+    no_pool = replace(options, workers=0)
+    variants = [("no cache", {"cache_dir": None}, options), ("cold cache", {"cache_dir": cache}, options),
+                ("warm cache", {"cache_dir": cache}, options)]
+    if workers:
+        variants.append(("no cache, pool off", {"cache_dir": None}, no_pool))
+    for label, resources, run_options in variants:
+        seconds, run = timed(lambda: score(*clips, suite, options=run_options, device=device, resources=resources))
         failed = [pair.error for pair in run.pairs if not pair.ok]
         if failed:
             raise RuntimeError(f"{device}, {label}: {failed[0]}")
         runs[label] = {"seconds": seconds, "values": {m: s.mean for m, s in run.metrics.items()}}
         print(f"[{device}] suite, {label}: {seconds:.2f} s", flush=True)
     out["suite_runs"] = runs
+    if "no cache, pool off" in runs:  # the pool moves work, it must not change a value
+        on, off = (runs[label]["values"] for label in ("no cache", "no cache, pool off"))
+        out["pool_values_identical"] = all(on[m] == off[m] or (on[m] != on[m] and off[m] != off[m]) for m in on)
     if device.type == "cpu" and args.lpips_ceiling:
         out["lpips_cpu"] = lpips_cpu_measure(args.width, args.height, pairs=4, repeats=2)
         print(lpips_cpu_report(out["lpips_cpu"]), flush=True)
+    if workers and "edge_f1" in suite:
+        out["edge_f1_pool_s"] = {}
+        for label, run_options in (("pool on", options), ("pool off", no_pool)):
+            seconds, _ = timed(lambda: score(*clips, ["edge_f1"], options=run_options, device=device,
+                                             resources={"cache_dir": None}))
+            out["edge_f1_pool_s"][label] = seconds
+            print(f"[{device}] edge_f1 alone, {label}: {seconds:.2f} s", flush=True)
     if args.per_metric:
         out["per_metric_s"] = {}
         for name in suite:
             if time.monotonic() > args.deadline:  # the whole command must fit the time it was given
                 out["per_metric_skipped"] = f"--budget-s {args.budget_s} reached"
                 break
-            seconds, _ = timed(lambda: score(*clips, [name], options=options, device=device))
+            seconds, _ = timed(lambda: score(*clips, [name], options=options, device=device,
+                                             resources={"cache_dir": None}))
             out["per_metric_s"][name] = seconds
             print(f"[{device}] {name}: {seconds:.2f} s", flush=True)
     return out
@@ -103,9 +127,14 @@ def markdown(results: dict) -> str:
     def row(label, values):
         lines.append(f"| {label} | " + " | ".join(values) + " |")
 
+    row("metric worker processes", [str(d.get("workers", 0)) for d in devices])
     row("decode-only (s)", [f"{d['decode_only_s']:.2f}" for d in devices])
-    for label in ("no cache", "cold cache", "warm cache"):
-        row(f"default suite, {label} (s)", [f"{d['suite_runs'][label]['seconds']:.2f}" for d in devices])
+    for label in ("no cache", "cold cache", "warm cache", "no cache, pool off"):
+        row(f"default suite, {label} (s)",
+            [f"{d['suite_runs'][label]['seconds']:.2f}" if label in d["suite_runs"] else "-" for d in devices])
+    for label in ("pool on", "pool off"):
+        row(f"edge_f1 alone, {label} (s)",
+            [f"{d['edge_f1_pool_s'][label]:.2f}" if "edge_f1_pool_s" in d else "-" for d in devices])
     row("suite / decode-only", [f"{d['suite_runs']['no cache']['seconds'] / d['decode_only_s']:.1f}x" for d in devices])
     row("second model (warm cache) speed-up",
         [f"{d['suite_runs']['no cache']['seconds'] / d['suite_runs']['warm cache']['seconds']:.2f}x" for d in devices])
@@ -113,6 +142,10 @@ def markdown(results: dict) -> str:
     if all("per_metric_s" in d for d in devices):
         for name in devices[0]["suite"]:
             row(f"{name} alone (s, incl. decode)", [f"{d['per_metric_s'].get(name, float('nan')):.2f}" for d in devices])
+    for d in devices:
+        if "pool_values_identical" in d:
+            lines.append(f"\n{d['device']}: metric means identical with the pool on and off: "
+                         f"{d['pool_values_identical']}")
     for d in devices:
         if "lpips_cpu" in d:
             lines.append("\n```\n" + lpips_cpu_report(d["lpips_cpu"]) + "\n```")
@@ -138,6 +171,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="metric worker processes (default: the engine's by device; 0: none, no pool-off runs)")
     parser.add_argument("--per-metric", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--lpips-ceiling", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--budget-s", type=float, default=420,

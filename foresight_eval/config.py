@@ -32,7 +32,8 @@ _KINDS = {
     "preds": "path?", "refs": "path?", "preds_seed": "paths", "seeds": "bool", "metrics": "strs?",
     "params": "params", "profile": "name|path?", "context": "int", "frame_mismatch": "str", "resize": "str",
     "batch_size": "int", "fps": "float?", "fps_mismatch": "str", "horizon_seconds": "float?", "strict": "bool",
-    "device": "str", "weights_dir": "path?", "cache_dir": "path?", "bootstrap_resamples": "int", "seed": "int",
+    "device": "str", "weights_dir": "path?", "cache_dir": "path?", "no_cache": "bool", "workers": "int?",
+    "bootstrap_resamples": "int", "seed": "int",
     "extra": "figures", "extra_file": "path?", "ref_annotations": "path?", "pred_detections": "path?",
     "pred_masks": "path?", "latents": "bool", "latents_reduce": "str?", "latents_spatial": "str?",
     "limit": "int?", "include": "strs", "exclude": "strs", "categories": "name|path?", "out": "path?",
@@ -124,7 +125,9 @@ class RunConfig(_ConfigFile):
     strict: bool = False
     device: str = "auto"
     weights_dir: Path | None = None
-    cache_dir: Path | None = None
+    cache_dir: Path | None = None  # None: the user cache folder
+    no_cache: bool = False
+    workers: int | None = None  # None: by device (foresight_eval.workers)
     bootstrap_resamples: int = 2000
     seed: int = 0  # of the bootstrap resampling
     extra: dict[str, Any] = field(default_factory=dict)
@@ -167,18 +170,24 @@ class RunConfig(_ConfigFile):
             params={name: dict(values) for name, values in self.params.items()},
             options=ScoreOptions(context=self.context, frame_mismatch=self.frame_mismatch, resize=self.resize,  # type: ignore[arg-type]
                                  batch_size=self.batch_size, fps=self.fps, fps_mismatch=self.fps_mismatch,  # type: ignore[arg-type]
-                                 horizon_seconds=self.horizon_seconds),
+                                 horizon_seconds=self.horizon_seconds, workers=self.workers),
             strict=self.strict, device=self.device, weights_dir=path(self.weights_dir),
             bootstrap=BootstrapConfig(n_resamples=self.bootstrap_resamples, seed=self.seed),
             extra={**read_extra_file(path(self.extra_file)), **self.extra},
             resources={**load_spatial_resources(path(self.ref_annotations), path(self.pred_detections),
-                                                path(self.pred_masks)), "cache_dir": path(self.cache_dir)},
+                                                path(self.pred_masks)), **self._cache_resource()},
             run_dir=path(self.out), profile=self._name_or_path(self.profile),
             latents=LatentOptions(reduce=self.latents_reduce, spatial=self.latents_spatial, sidecars_only=True)
             if self.latents else None,
             study=Study(limit=self.limit, include=self.include, exclude=self.exclude,
                         categories=self._name_or_path(self.categories)),
         )
+
+    def _cache_resource(self) -> dict[str, Path | None]:
+        """``resources["cache_dir"]`` of the run: None turns the cache off; left out, the user cache folder."""
+        if self.no_cache:
+            return {"cache_dir": None}
+        return {} if self.cache_dir is None else {"cache_dir": self.resolve(self.cache_dir)}
 
     def run(self, **kwargs: Any):
         """Score this config (``kwargs``: further arguments of ``score``, e.g. ``on_pair``, ``resume``) and

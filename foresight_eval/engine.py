@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from foresight_eval.distributed import current_world, rank_device, resolve_device
 from foresight_eval.driver import RunPhases, RunPlan, Task, manifest_inputs, run_plan
 from foresight_eval.errors import InputError, UsageError
+from foresight_eval.feature_cache import CACHE_USE_RESOURCE, open_run_cache
 from foresight_eval.io.latents import LatentOptions, pair_latents
 from foresight_eval.io.clips import open_clip
 from foresight_eval.io.files import pair_input_hashes
@@ -38,6 +39,7 @@ from foresight_eval.study import (
     unmatched,
 )
 from foresight_eval.timing import PairStreams
+from foresight_eval.workers import Deferred, WorkerPool, default_workers
 
 
 def _to_device(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -59,9 +61,38 @@ def _match_size(pred: torch.Tensor, ref: torch.Tensor, resize: str) -> torch.Ten
     raise InputError(f"prediction frames are {pw}x{ph}, reference frames are {rw}x{rh} (--resize ref resizes predictions)")
 
 
+def _to_host(values: list[torch.Tensor]) -> list[list[float]]:
+    """Per-frame value tensors as lists of floats, with one device-to-host copy per device (not one per metric
+    and batch: each copy waits for the device)."""
+    by_device: dict[torch.device, list[int]] = {}
+    for index, tensor in enumerate(values):
+        by_device.setdefault(tensor.device, []).append(index)
+    host: list[list[float]] = [[] for _ in values]
+    for indices in by_device.values():
+        flat = torch.cat([values[i].reshape(-1) for i in indices]).cpu().tolist()
+        start = 0
+        for i in indices:
+            host[i], start = flat[start:start + values[i].numel()], start + values[i].numel()
+    return host
+
+
+def _record_per_frame(result: PairResult, pending: list[tuple[str, list[int], list[int], Any]]) -> None:
+    """The clip's per-frame rows, in frame order per metric, from each batch's values: tensors left on the
+    device until now, or Deferred values from the worker pool (waited for here; a worker's failure raises)."""
+    tensors = [values for *_, values in pending if isinstance(values, torch.Tensor)]
+    host = iter(_to_host(tensors))
+    for name, horizons, frame_indices, values in pending:
+        values = next(host) if isinstance(values, torch.Tensor) else \
+            torch.as_tensor(values.result(), dtype=torch.float64).tolist()
+        # NaN marks a frame without a value (e.g. the first frame of a consecutive-pair metric).
+        result.per_frame[name].extend(row for row in zip(horizons, frame_indices, values) if not math.isnan(row[2]))
+
+
 def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, device: torch.device) -> PairResult:
     """Score one clip pair; any failure becomes an error row with a one-line reason."""
     result = PairResult(video=pair.key, pred=str(pair.pred), ref=str(pair.ref))
+    # (metric, horizons, frame indices, values) per batch, turned into rows after the last batch
+    pending: list[tuple[str, list[int], list[int], Any]] = []
     try:
         if pair.problem:
             raise InputError(pair.problem)
@@ -86,12 +117,13 @@ def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, dev
             for metric in metrics:
                 values = metric.update(batch)
                 if values is not None:
-                    rows = zip(horizon.tolist(), host.frame_index.tolist(), values.detach().double().cpu().tolist())
-                    # NaN marks a frame without a value (e.g. the first frame of a consecutive-pair metric).
-                    result.per_frame[metric.name].extend(row for row in rows if not math.isnan(row[2]))
+                    if isinstance(values, torch.Tensor):  # a copy: the metric may reuse its buffer next batch
+                        values = values.detach().to(torch.float64, copy=True)
+                    pending.append((metric.name, horizon.tolist(), host.frame_index.tolist(), values))
         if frames.total <= options.context:
             raise InputError(f"clip has {frames.total} frames, none left after --context {options.context}")
         result.frames = frames.total - options.context
+        _record_per_frame(result, pending)
         for metric in metrics:
             # A set-granular metric's compute() is the clip's part of the run-level value.
             value = metric.compute()
@@ -103,6 +135,10 @@ def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, dev
         fail_pair(result, str(exc))
     except Exception as exc:  # noqa: BLE001 - an unforeseen failure of one clip must not lose the run
         fail_pair(result, f"{type(exc).__name__}: {exc}")
+    finally:
+        for *_, values in pending:  # a failed clip's work still queued in the pool is not needed
+            if isinstance(values, Deferred):
+                values.cancel()
     return result
 
 
@@ -183,6 +219,8 @@ def score(
     With ``latents``, each clip's ``<clip>.latents.<suffix>`` sidecar files beside the prediction and the
     reference are scored too, by the latent metrics (named in ``metrics``, or every default one), and
     join the clip's row; a clip without both sidecars is an error row.
+    The reference side of metrics is cached across runs in ``resources["cache_dir"]`` (absent: the user cache
+    folder; None: no cache); ``options.workers`` processes do metrics' CPU-bound work (docs/speed.md).
     ``on_start`` gets this process's number of pairs, ``on_pair`` each finished pair (for progress).
     ``profile`` (a packaged profile's name, a profile file or a :class:`Profile`) scores under that
     convention: its metrics (``metrics`` may name a subset), parameters and options; a parameter or
@@ -197,9 +235,14 @@ def score(
     sets, refs = prediction_sets(preds), Path(refs)
     world = current_world()
     torch_device = rank_device(resolve_device(device), world)
+    workers = default_workers(torch_device.type) if options.workers is None else options.workers
     run_context = RunContext(
-        device=torch_device, weights_dir=Path(weights_dir) if weights_dir else None, resources=dict(resources or {})
+        device=torch_device, weights_dir=Path(weights_dir) if weights_dir else None, resources=dict(resources or {}),
+        pool=WorkerPool(workers),
     )
+    # The reference-side cache, on by default (resources["cache_dir"]: None turns it off); unwritable: off, one warning.
+    cache = open_run_cache(run_context.resources)
+    run_context.resources.update({"cache_dir": cache.root, CACHE_USE_RESOURCE: cache})
     pairings = {seed: pair_clips(root, refs, strict=strict) for seed, root in sets.items()}
     work, subset = select_work(pairings, sets, study)
     frame_names, latent_names = _split_by_inputs(metrics, latents is not None)
@@ -233,9 +276,10 @@ def score(
         return [result]
 
     phases.end("setup")
-    gathered = run_plan(plan, score_item, hash_inputs=lambda item: pair_input_hashes(item.pair, item.root, refs),
-                        run_dir=run_dir, resume=resume, on_start=on_start, on_result=on_pair,
-                        rank_extra=lambda: phases.end("scoring"))
+    with run_context.pool:  # the metrics' worker processes end with this rank's share
+        gathered = run_plan(plan, score_item, hash_inputs=lambda item: pair_input_hashes(item.pair, item.root, refs),
+                            run_dir=run_dir, resume=resume, on_start=on_start, on_result=on_pair,
+                            rank_extra=lambda: phases.end("scoring"))
     if gathered is None:
         return None
     phases.end("gather")
@@ -262,7 +306,8 @@ def score(
         bootstrap=bootstrap.as_dict(),
         extra=dict(extra or {}),
         manifest={**build_manifest(torch_device, command, started, utc_now(), inputs, metrics=[m.name for m in active]),
-                  "study": study.as_dict(), "timings": phases.record(gathered.rank_extras)},
+                  "study": study.as_dict(), "timings": phases.record(gathered.rank_extras),
+                  "metric_workers": run_context.pool.describe(), "reference_cache": cache.as_dict()},
         profile=profile_record,
         study=record,
     )

@@ -13,8 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -22,6 +25,7 @@ import torch
 from foresight_eval.io.files import write_atomic
 
 CACHE_ENV = "FORESIGHT_CACHE"
+CACHE_USE_RESOURCE = "cache_use"  # RunContext.resources key of the run's CacheUse (set by the engine)
 
 
 def user_cache_dir() -> Path:
@@ -32,6 +36,49 @@ def user_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "foresight-eval"
 
 
+class CacheWarning(UserWarning):
+    """The cache folder cannot be written: the run goes on without caching."""
+
+
+@dataclass
+class CacheUse:
+    """A run's cache: its folder (None: off) and what the run did with it, recorded in the run manifest."""
+
+    root: Path | None
+    hits: int = 0
+    misses: int = 0
+    # why it is off or stopped writing ("--no-cache", or the error of the first failed write)
+    note: str | None = None
+
+    def write_failed(self, error: OSError) -> None:
+        """A write failed (read-only folder, full disk): warn once; entries are no longer written."""
+        if self.note is None:
+            self.note = f"not written: {error}"
+            warnings.warn(f"cache folder {self.root} cannot be written ({error}): going on without caching",
+                          CacheWarning, stacklevel=4)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dir": None if self.root is None else str(self.root), "hits": self.hits, "misses": self.misses,
+                "note": self.note}
+
+
+def open_run_cache(resources: Mapping[str, Any]) -> CacheUse:
+    """The cache of a scoring run from its ``resources["cache_dir"]``: a folder, None for no cache (``--no-cache``),
+    or absent for :func:`user_cache_dir`. A folder that cannot be created or written is one
+    :class:`CacheWarning` and no cache, not a failure."""
+    if "cache_dir" in resources and resources["cache_dir"] is None:
+        return CacheUse(None, note="off (--no-cache)")
+    use = CacheUse(Path(resources.get("cache_dir") or user_cache_dir()))
+    try:
+        use.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=use.root):  # writable: a folder may exist read-only
+            pass
+    except OSError as exc:
+        use.write_failed(exc)
+        use.root = None
+    return use
+
+
 def fingerprint_digest(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
 
@@ -39,9 +86,12 @@ def fingerprint_digest(fingerprint: dict[str, Any]) -> str:
 class FeatureCache:
     """Features of clips under one extractor fingerprint, in ``<root>/features/<fingerprint digest>/``."""
 
-    def __init__(self, root: Path, fingerprint: dict[str, Any]):
+    def __init__(self, root: Path | None, fingerprint: dict[str, Any], use: CacheUse | None = None):
+        """``root`` None: no cache (every lookup misses, nothing is written). ``use``: the run's cache, whose
+        hit and miss counts this one adds to."""
         self.digest = fingerprint_digest(fingerprint)
-        self.folder = Path(root) / "features" / self.digest[:32]
+        self.use = use if use is not None else CacheUse(None if root is None else Path(root))
+        self.folder = None if root is None else Path(root) / "features" / self.digest[:32]
         self.hits = self.misses = 0
 
     def _path(self, clip_sha256: str) -> Path:
@@ -58,6 +108,8 @@ class FeatureCache:
         """Every tensor of the entry (on the CPU, dtypes as stored), or None: missing or unreadable."""
         from safetensors import safe_open
 
+        if self.folder is None:
+            return None
         path = self._path(clip_sha256)
         try:
             with safe_open(str(path), framework="pt") as handle:
@@ -67,16 +119,23 @@ class FeatureCache:
                 raise ValueError("keys do not match")
         except Exception:  # noqa: BLE001 - missing, truncated or foreign: recompute
             self.misses += 1
+            self.use.misses += 1
             return None
         self.hits += 1
+        self.use.hits += 1
         return tensors
 
     def put_tensors(self, clip_sha256: str, tensors: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save
 
+        if self.folder is None or self.use.note is not None:  # no cache, or its folder cannot be written
+            return
         data = save({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()},
                     metadata={"clip_sha256": clip_sha256, "fingerprint": self.digest})
-        write_atomic(self._path(clip_sha256), data)
+        try:
+            write_atomic(self._path(clip_sha256), data)
+        except OSError as exc:  # a cache must not fail the clip
+            self.use.write_failed(exc)
 
 
 def tensor_sha256(*tensors: torch.Tensor | str | int | None) -> str:
@@ -106,18 +165,17 @@ class ReferenceCache:
     computation's name and parameters. Scoring a second model against the same references then reads
     these entries instead of recomputing them; a changed pixel, parameter or batch size misses.
 
-    Used by the frame metrics only when a cache folder is given (``--cache-dir`` or ``$FORESIGHT_CACHE``):
-    unlike FVD's one vector per clip, per-frame entries (edge maps, motion masks) take disk space in
-    proportion to the reference frames."""
+    A scoring run uses its cache folder (default :func:`user_cache_dir`; ``--no-cache`` turns it off); a metric
+    used outside a run caches only when its ``RunContext.resources`` names a ``cache_dir``."""
 
-    def __init__(self, root: Path, computation: str, params: dict[str, Any]):
-        self.store = FeatureCache(root, {"computation": computation, "params": params, "format": 1})
+    def __init__(self, root: Path, computation: str, params: dict[str, Any], use: CacheUse | None = None):
+        self.store = FeatureCache(root, {"computation": computation, "params": params, "format": 1}, use)
 
     @classmethod
     def from_resources(cls, resources: dict[str, Any], computation: str,
                        params: dict[str, Any]) -> ReferenceCache | None:
         root = resources.get("cache_dir")
-        return None if root is None else cls(Path(root), computation, params)
+        return None if root is None else cls(Path(root), computation, params, resources.get(CACHE_USE_RESOURCE))
 
     def __call__(self, inputs: tuple[torch.Tensor | str | int | None, ...],
                  compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -22,6 +22,8 @@ class ScoreOptions:
     fps_mismatch: Literal["error", "resample-pred", "ignore"] = "error"  # pred and ref frame rates differ
     horizon_seconds: float | None = None  # score only this many seconds of horizon frames
     frames: InitVar[str | None] = None  # frame_mismatch's old name, still taken (not stored, not recorded)
+    # processes for metrics' CPU-bound work (foresight_eval.workers); 0: inline; None: by device (0 on the CPU)
+    workers: int | None = None
 
     def __post_init__(self, frames: str | None) -> None:
         if frames is not None:
@@ -30,6 +32,9 @@ class ScoreOptions:
             object.__setattr__(self, "frame_mismatch", frames)
         if self.context < 0:
             raise UsageError(f"{field_ref('context')} must be >= 0")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 0):
+            raise UsageError(f"{field_ref('workers')} must be a whole number >= 0 (0: inline)")
         if self.batch_size < 1:
             raise UsageError(f"{field_ref('batch_size')} must be >= 1")
         if self.frame_mismatch not in ("error", "min"):

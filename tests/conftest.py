@@ -15,6 +15,17 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
 
 
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own empty foresight-eval cache folder ($FORESIGHT_CACHE): scoring caches the reference
+    side by default, and a test must neither write into the user's cache nor read what another test left."""
+    from foresight_eval.feature_cache import CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv(CACHE_ENV, str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES

@@ -42,10 +42,11 @@ def calls(monkeypatch) -> Counter:
     return counter
 
 
-def _run(clips, metrics, calls, **kwargs):
+def _run(clips, metrics, calls, resources=None, **kwargs):
+    """A run without cache unless ``resources`` names a cache folder (a run caches by default)."""
     calls.clear()
     run = score(clips / "preds", clips / "refs", metrics, options=ScoreOptions(batch_size=BATCH), device="cpu",
-                **kwargs)
+                resources=resources or {"cache_dir": None}, **kwargs)
     assert all(pair.ok for pair in run.pairs), [pair.error for pair in run.pairs]
     return run, Counter(calls)
 

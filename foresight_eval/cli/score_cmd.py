@@ -100,8 +100,12 @@ def run_output_options(command):
 @click.option("--weights-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FORESIGHT_WEIGHTS",
               help="Extra folder searched first for weight files (also $FORESIGHT_WEIGHTS).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FORESIGHT_CACHE",
-              help="Cache of reference-clip features for set metrics such as fvd (default ~/.cache/foresight-eval); "
-                   "when given, also of the reference side of frame metrics (docs/speed.md).")
+              help="Cache of the reference side of metrics (reference edges, motion masks, tc/flicker, FVD features) "
+                   "across runs (default $FORESIGHT_CACHE, else ~/.cache/foresight-eval; docs/speed.md).")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the reference cache.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Processes for metrics' CPU-bound work (edge_f1's matching), overlapping the device's work; "
+                   "0: none (default on the CPU; on a GPU every CPU but one).")
 @run_output_options
 @click.option("--ref-annotations", type=click.Path(exists=True, path_type=Path),
               help="Reference boxes/masks for box_iou, mask_iou, map50, map50_95: a COCO JSON whose images carry "

@@ -29,6 +29,7 @@ import torch
 
 from foresight_eval.errors import UsageError, did_you_mean
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
+from foresight_eval.workers import INLINE, WorkerPool
 
 # "none": a descriptive figure (an intrinsic dimension): never ranked; a gate on it names its own direction.
 Direction = Literal["higher", "lower", "none"]
@@ -66,6 +67,8 @@ class RunContext:
     weights_dir: Path | None = None
     # Extra per-run inputs keyed by name (for example reference annotations), added by other features.
     resources: dict[str, Any] = field(default_factory=dict)
+    # Where a metric sends CPU-bound work to overlap the device's (foresight_eval.workers); inline by default.
+    pool: WorkerPool = INLINE
 
 
 @dataclass
@@ -199,7 +202,8 @@ class FrameBatchMetric(Metric):
     @abstractmethod
     def update(self, batch: FrameBatch) -> torch.Tensor | None:
         """Consume one batch; return the per-frame values (B,) for frame-granular metrics (NaN: no value for
-        that frame, not recorded)."""
+        that frame, not recorded), or a :class:`~foresight_eval.workers.Deferred` of them (work handed to
+        ``RunContext.pool``; the engine collects it, in order, before ``compute``)."""
 
     @abstractmethod
     def compute(self) -> Any:

@@ -57,6 +57,7 @@ from foresight_eval.feature_cache import ReferenceCache, reference_sha256
 from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, RunContext
 from foresight_eval.metrics.edges_torch import canny as canny_torch
 from foresight_eval.metrics.registry import register
+from foresight_eval.workers import INLINE, Deferred
 
 # --- edges -----------------------------------------------------------------------------------------
 
@@ -135,6 +136,11 @@ def edge_precision_recall_f1(pred: np.ndarray, ref: np.ndarray, max_dist: float 
     return precision, recall, f1
 
 
+def edge_f1_value(pred: np.ndarray, ref: np.ndarray, max_dist: float = 0.0075, matching: str = "exact") -> float:
+    """F1 of one predicted (H, W) edge map against its reference (a worker's task in a run's pool)."""
+    return edge_precision_recall_f1(pred, ref, max_dist, matching)[2]
+
+
 def edge_f1(pred: torch.Tensor, ref: torch.Tensor, *, max_dist: float = 0.0075, matching: str = "exact",
             sigma: float = 1.0, low_threshold: float = 0.1, high_threshold: float = 0.2, detector: str = "auto",
             ref_edges: np.ndarray | None = None) -> torch.Tensor:
@@ -143,8 +149,12 @@ def edge_f1(pred: torch.Tensor, ref: torch.Tensor, *, max_dist: float = 0.0075, 
     canny_params = {"sigma": sigma, "low_threshold": low_threshold, "high_threshold": high_threshold, "detector": detector}
     pred_edges = edge_maps(pred, **canny_params)
     ref_edges = edge_maps(ref, **canny_params) if ref_edges is None else ref_edges
-    return torch.tensor([edge_precision_recall_f1(p, r, max_dist, matching)[2]
-                         for p, r in zip(pred_edges, ref_edges)], dtype=torch.float64)
+    return torch.tensor([edge_f1_value(p, r, max_dist, matching) for p, r in zip(pred_edges, ref_edges)],
+                        dtype=torch.float64)
+
+
+def _float64(values: list[float]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
 
 
 # --- BSDS boundary benchmark -----------------------------------------------------------------------
@@ -233,6 +243,7 @@ class EdgeF1(FrameMetric):
                 "diagonal, counts pooled over every frame of the set; value = ODS F1, OIS in the run summary"))
             # Canny edges are binary: one level. Edge-map inputs are soft: BSDS's evenly spaced thresholds.
             self.levels = bsds_thresholds(count) if self.params["edges"] == "input" else np.array([0.5])
+        self._pool = INLINE  # until setup gives the run's
 
     def setup(self, context: RunContext) -> None:
         super().setup(context)
@@ -240,10 +251,15 @@ class EdgeF1(FrameMetric):
         # (the device type in the key: detector=auto picks the implementation by device).
         self._ref_cache = ReferenceCache.from_resources(context.resources, "canny_edges",
                                                         {**self._canny_params(), "device_type": context.device.type})
+        # The matching (a k-d tree and a maximum flow per frame, on the CPU) overlaps the device's work there.
+        self._pool = context.pool
+        self._pool.warm_up(edge_f1_value)
 
     def reset(self) -> None:
         super().reset()
-        self._parts: list[list[Any]] = []
+        # Per batch, the matching handed to the pool: frame mode its F1s, bsds mode [horizons, counts per frame].
+        self._pending: list[Deferred] = []
+        self._bsds_pending: list[tuple[list[int], Deferred]] = []
 
     def _canny_params(self) -> dict[str, Any]:
         return {key: self.params[key] for key in ("sigma", "low_threshold", "high_threshold", "detector")}
@@ -261,23 +277,35 @@ class EdgeF1(FrameMetric):
         entry = cache((reference_sha256(batch),), lambda: {"edges": torch.from_numpy(self._edges(batch.ref))})
         return entry["edges"].numpy()
 
-    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
-        max_dist, matching = self.params["max_dist"], self.params["matching"]
-        return torch.tensor([edge_precision_recall_f1(p, r, max_dist, matching)[2]
-                             for p, r in zip(self._edges(batch.pred), self._ref_edges(batch))], dtype=torch.float64)
+    def _frame_values(self, pred: torch.Tensor, batch: FrameBatch) -> Deferred:
+        """The per-frame F1s of ``pred`` against the batch's reference, matched in the pool."""
+        return self._pool.map(edge_f1_value, self._edges(pred), self._ref_edges(batch),
+                              itertools.repeat(self.params["max_dist"]), itertools.repeat(self.params["matching"]),
+                              combine=_float64)
 
-    def update(self, batch: FrameBatch) -> torch.Tensor | None:
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
+        return self._frame_values(batch.pred, batch).result()
+
+    def update(self, batch: FrameBatch) -> Deferred | None:
         if self.params["mode"] == "frame":
-            return super().update(batch)
+            self._pending.append(self._frame_values(batch.pred, batch))
+            return self._pending[-1]
         strengths = edge_strength(batch.pred) if self.params["edges"] == "input" else self._edges(batch.pred)
-        for horizon, strength, ref in zip(batch.horizon.tolist(), strengths, self._ref_edges(batch)):
-            counts = bsds_edge_counts(strength, ref, self.levels, self.params["max_dist"])
-            self._parts.append([horizon, counts.tolist()])
+        counts = self._pool.map(bsds_edge_counts, strengths, self._ref_edges(batch), itertools.repeat(self.levels),
+                                itertools.repeat(self.params["max_dist"]))
+        self._bsds_pending.append((batch.horizon.tolist(), counts))
         return None
 
     def compute(self) -> Any:
+        if self.params["mode"] == "frame":
+            for pending in self._pending:  # summed batch by batch in order, as FrameMetric.update does
+                values = pending.result()
+                self._sum += float(values.sum())
+                self._count += values.numel()
+            return super().compute()
         # mode=bsds: the clip's part of the run-level value, [horizon, (4, T) counts] per frame.
-        return super().compute() if self.params["mode"] == "frame" else self._parts
+        return [[horizon, counts.tolist()] for horizons, pending in self._bsds_pending
+                for horizon, counts in zip(horizons, pending.result())]
 
     def compute_set(self, parts: list[list[list[Any]]]) -> dict[str, Any] | None:
         if self.params["mode"] == "frame":

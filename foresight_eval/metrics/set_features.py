@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from foresight_eval.errors import InputError, UsageError
-from foresight_eval.feature_cache import FeatureCache, user_cache_dir
+from foresight_eval.feature_cache import CACHE_USE_RESOURCE, FeatureCache, user_cache_dir
 from foresight_eval.io.files import sha256_file
 from foresight_eval.metrics.base import FrameBatch, FrameBatchMetric, RunContext
 from foresight_eval.metrics.distributions import frechet_distance_of, two_sample_bootstrap
@@ -121,8 +121,10 @@ class WindowFeatureMetric(FrameBatchMetric):
             "stride": self.params["stride"],
             "window": self.params["window"],
         }
-        cache_dir = context.resources.get(CACHE_DIR_RESOURCE) or user_cache_dir()
-        self.cache = FeatureCache(cache_dir, self.fingerprint)
+        # A run gives its cache folder (None: --no-cache, or not writable); used alone, the user cache folder.
+        resources = context.resources
+        cache_dir = resources[CACHE_DIR_RESOURCE] if CACHE_DIR_RESOURCE in resources else user_cache_dir()
+        self.cache = FeatureCache(cache_dir, self.fingerprint, resources.get(CACHE_USE_RESOURCE))
 
     def describe(self) -> dict[str, Any]:
         described = super().describe()

@@ -1,0 +1,139 @@
+"""A pool of worker processes for a run's CPU-bound metric work, so that it overlaps the device's work.
+
+On a GPU the scoring device finishes a batch long before the CPU-only parts of some metrics do (the
+one-to-one edge matching of ``edge_f1``: a k-d tree, a graph and a maximum flow per frame). A metric hands
+such work to the run's pool (``RunContext.pool``) with :meth:`WorkerPool.map` and returns a
+:class:`Deferred` instead of its per-frame values; the engine goes on with the next batches and collects the
+values, in frame order, at the end of the clip.
+
+Processes, not threads: the work holds the GIL. Measured on 640x360 Canny maps (2-core machine,
+``docs/speed.md``): SciPy's ``maximum_flow`` ran no faster on two threads than on one, and building the
+flow graph (Python lists from ``cKDTree.query_ball_point``) ran slower; only scikit-image's ``thin``
+released it. Workers get NumPy arrays and return plain values; they are started lazily, on the first
+work handed over, by a fork server (a clean process, not a fork of one that may hold CUDA state and
+threads) that has imported the work's module once, so that every worker does not import torch again;
+``spawn`` where there is no fork server. ``workers=0`` runs the work inline, in the calling thread: the
+default on the CPU, where there is no device work to overlap with and the workers would only compete
+with the main process for the same cores.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from foresight_eval.errors import UsageError
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_workers(device_type: str) -> int:
+    """Worker processes of a run on ``device_type`` when not given: 0 (inline) on the CPU; on an accelerator
+    every usable CPU but one (which feeds the device), shared among the processes of this node
+    (``LOCAL_WORLD_SIZE``, set by torchrun)."""
+    if device_type == "cpu":
+        return 0
+    per_process = usable_cpus() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, per_process - 1)
+
+
+class Deferred:
+    """Values being computed by a :class:`WorkerPool`: ``result()`` waits for them and returns ``combine``
+    of the list of results in submission order, or raises the first failure (a worker's exception, or
+    ``BrokenProcessPool`` when a worker died)."""
+
+    def __init__(self, futures: list[Future], combine: Callable[[list[Any]], Any] = list):
+        self._futures, self._combine = futures, combine
+
+    def result(self) -> Any:
+        return self._combine([future.result() for future in self._futures])
+
+    def cancel(self) -> None:
+        """Drop the work not started yet (the clip failed: nobody will read it)."""
+        for future in self._futures:
+            future.cancel()
+
+
+def _ready() -> None:
+    """A worker's first task in :meth:`WorkerPool.warm_up`: nothing but being started."""
+
+
+def _done(value: Any) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+class WorkerPool:
+    """``workers`` processes for CPU-bound metric work, 0: inline. One per run: started on first use, shut
+    down by :meth:`shutdown` (or leaving its ``with`` block)."""
+
+    def __init__(self, workers: int = 0):
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise UsageError(f"--workers must be a whole number >= 0 (0: inline), got {workers!r}")
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+        self.start_method: str | None = None
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
+            combine: Callable[[list[Any]], Any] = list) -> Deferred:
+        """``fn`` applied to each item of the zipped ``iterables``, one task per item, as a :class:`Deferred`.
+        ``fn`` must be a module-level function and the items picklable (NumPy arrays, numbers). Inline, the
+        work is done before this returns and a failure raises here."""
+        items = list(zip(*iterables))
+        if self.workers == 0:
+            return Deferred([_done(fn(*args)) for args in items], combine)
+        try:
+            futures = [self._start(fn).submit(fn, *args) for args in items]
+        except BrokenProcessPool:  # a worker died (killed, out of memory) in an earlier clip, an error row: restart
+            self.shutdown()
+            futures = [self._start(fn).submit(fn, *args) for args in items]
+        return Deferred(futures, combine)
+
+    def warm_up(self, fn: Callable[..., Any]) -> None:
+        """Start every worker now (from a metric's ``setup``, naming the function it will hand over), so that
+        their start overlaps the loading of models and the first batches instead of delaying the first clip."""
+        if self.workers:
+            executor = self._start(fn)
+            for _ in range(self.workers):  # processes are started as work arrives: one task each
+                executor.submit(_ready)
+
+    def _start(self, fn: Callable[..., Any]) -> ProcessPoolExecutor:
+        if self._executor is None:
+            methods = multiprocessing.get_all_start_methods()
+            self.start_method = "forkserver" if "forkserver" in methods else "spawn"
+            context = multiprocessing.get_context(self.start_method)
+            if self.start_method == "forkserver":
+                # Imported once by the fork server (if this process has not started one yet), not by each worker.
+                context.set_forkserver_preload([fn.__module__])
+            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        return self._executor
+
+    def shutdown(self) -> None:
+        """Stop the workers (the work not started is dropped); the pool may be used again afterwards."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.shutdown()
+
+    def describe(self) -> dict[str, Any]:
+        """How the run's metric work was done, for the run manifest."""
+        return {"workers": self.workers, "start_method": self.start_method if self.workers else "inline"}
+
+
+INLINE = WorkerPool(0)  # metrics used outside a run (no RunContext.pool) work inline

@@ -1,0 +1,81 @@
+"""The reference-side cache is on by default (the user cache folder, $FORESIGHT_CACHE in tests: conftest's
+``isolated_cache``), off with ``--no-cache``, recorded in the run manifest, and a folder that cannot be written
+is one warning and no cache, never a failed clip."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+from click.testing import CliRunner
+
+from foresight_eval import score
+from foresight_eval.cli import main
+from foresight_eval.config import RunConfig
+from foresight_eval.feature_cache import CacheWarning
+
+
+def _entries(folder):
+    return sorted(folder.rglob("*.safetensors")) if folder.exists() else []
+
+
+def _score(fixtures_dir, **kwargs):
+    run = score(fixtures_dir / "preds" / "shift_mild", fixtures_dir / "refs", ["edge_f1"], device="cpu", **kwargs)
+    assert all(pair.ok for pair in run.pairs)
+    return run
+
+
+def test_a_run_caches_in_the_user_cache_folder_by_default(fixtures_dir, isolated_cache):
+    first = _score(fixtures_dir)
+    written = _entries(isolated_cache)
+    # the reference edges of 6 clips x 2 batches (16 + 4 frames)
+    assert len(written) == 12
+    assert first.manifest["reference_cache"] == {"dir": str(isolated_cache), "hits": 0, "misses": 12, "note": None}
+    second = _score(fixtures_dir)  # a second model against the same references reads them
+    assert second.manifest["reference_cache"] == {"dir": str(isolated_cache), "hits": 12, "misses": 0, "note": None}
+    assert [p.per_frame for p in second.pairs] == [p.per_frame for p in first.pairs]
+    assert _entries(isolated_cache) == written
+
+
+def test_no_cache_neither_reads_nor_writes(fixtures_dir, isolated_cache):
+    run = _score(fixtures_dir, resources={"cache_dir": None})
+    assert _entries(isolated_cache) == []
+    assert run.manifest["reference_cache"] == {"dir": None, "hits": 0, "misses": 0, "note": "off (--no-cache)"}
+
+
+def test_an_unusable_cache_folder_is_one_warning_not_a_failure(fixtures_dir, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.warns(CacheWarning, match="cannot be written") as caught:
+        run = _score(fixtures_dir, resources={"cache_dir": blocker / "cache"})
+    assert len([w for w in caught if issubclass(w.category, CacheWarning)]) == 1
+    record = run.manifest["reference_cache"]
+    assert record["dir"] is None and record["note"].startswith("not written:")
+
+
+def test_a_write_failing_mid_run_stops_writing_with_one_warning(fixtures_dir, isolated_cache, monkeypatch):
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("foresight_eval.feature_cache.write_atomic", full_disk)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = _score(fixtures_dir)
+    assert [str(w.message) for w in caught if issubclass(w.category, CacheWarning)] == [
+        f"cache folder {isolated_cache} cannot be written ([Errno 28] No space left on device): "
+        "going on without caching"]
+    assert run.manifest["reference_cache"]["note"] == "not written: [Errno 28] No space left on device"
+    assert _entries(isolated_cache) == []
+
+
+def test_cli_no_cache_and_workers(fixtures_dir, isolated_cache, tmp_path):
+    assert "cache_dir" not in RunConfig(preds=fixtures_dir, refs=fixtures_dir).score_kwargs()["resources"]
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["score", str(fixtures_dir / "preds" / "shift_mild"), str(fixtures_dir / "refs"),
+                                       "-m", "edge_f1", "--no-cache", "--workers", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "summary.json").read_text())["manifest"]
+    assert manifest["reference_cache"]["dir"] is None and manifest["metric_workers"]["workers"] == 0
+    assert _entries(isolated_cache) == []
+    assert "no_cache: true" in (out / "config.yaml").read_text()

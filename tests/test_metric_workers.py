@@ -1,0 +1,148 @@
+"""The worker pool for metrics' CPU-bound work (foresight_eval.workers): pooled values equal inline ones, in
+frame order; a failure in a worker is one error row; per-frame values reach the rows intact.
+
+On a GPU the pool is on by default; here (CPU only) the tests force it with ``ScoreOptions(workers=...)``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from typing import Any
+
+import pytest
+import torch
+
+from foresight_eval import ScoreOptions, score
+from foresight_eval.engine import score_pair
+from foresight_eval.errors import UsageError
+from foresight_eval.io.pairing import pair_clips
+from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext
+from foresight_eval.workers import INLINE, WorkerPool, default_workers
+
+
+@pytest.fixture(scope="module")
+def two_clips(fixtures_dir, tmp_path_factory):
+    """Two fixture clip pairs (128x96, 20 frames: 2 batches of 16 and 4, so order across batches matters)."""
+    root = tmp_path_factory.mktemp("clips")
+    for side, source in (("preds", fixtures_dir / "preds" / "shift_mild"), ("refs", fixtures_dir / "refs")):
+        (root / side).mkdir()
+        for name in ("clip00.mp4", "clip01.mp4"):
+            shutil.copy(source / name, root / side / name)
+    return root / "preds", root / "refs"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("params", [{}, {"matching": "approx"}, {"mode": "bsds"}],
+                         ids=["exact", "approx", "bsds"])
+def test_edge_f1_in_worker_processes_equals_inline(two_clips, params):
+    runs = {workers: score(*two_clips, ["edge_f1"], params={"edge_f1": params}, device="cpu",
+                           options=ScoreOptions(workers=workers), resources={"cache_dir": None})
+            for workers in (0, 2)}
+    inline, pooled = runs[0], runs[2]
+    assert all(pair.ok for pair in inline.pairs + pooled.pairs)
+    assert pooled.manifest["metric_workers"] == {"workers": 2, "start_method": "forkserver"}
+    assert inline.manifest["metric_workers"] == {"workers": 0, "start_method": "inline"}
+    if params.get("mode") == "bsds":  # a run-level value from every frame's counts: equal to the last bit
+        assert pooled.metrics["edge_f1"].set_values == inline.metrics["edge_f1"].set_values
+        assert [p.set_parts for p in pooled.pairs] == [p.set_parts for p in inline.pairs]
+        assert len(inline.pairs[0].set_parts["edge_f1"]) == 20
+        return
+    for ours, theirs in zip(pooled.pairs, inline.pairs):
+        assert ours.values == theirs.values
+        assert ours.per_frame["edge_f1"] == theirs.per_frame["edge_f1"]
+        assert [row[1] for row in ours.per_frame["edge_f1"]] == list(range(20))  # frame order across batches
+    assert 0.3 < inline.pairs[0].values["edge_f1"] < 1.0  # a shifted prediction: neither trivial extreme
+
+
+def fail_on_frame(frame_index: int, failing: int) -> float:
+    """A worker task (module level, so a worker process can import it)."""
+    if frame_index == failing:
+        raise ValueError(f"worker failed on frame {frame_index}")
+    return float(frame_index)
+
+
+class PooledProbe(Metric):
+    """Per-frame values computed in the run's pool; frame ``failing`` of clip ``failing_clip`` raises there."""
+
+    info = MetricInfo(name="pooled_probe", description="frame index, computed in the pool", direction="higher")
+    defaults = {"failing": -1, "failing_clip": ""}
+
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        self.pool = context.pool
+
+    def reset(self) -> None:
+        self.parts = []
+
+    def update(self, batch: FrameBatch):
+        failing = self.params["failing"] if batch.video == self.params["failing_clip"] else -1
+        deferred = self.pool.map(fail_on_frame, batch.frame_index.tolist(), [failing] * len(batch.frame_index),
+                                 combine=lambda values: torch.tensor(values, dtype=torch.float64))
+        self.parts.append(deferred)
+        return deferred
+
+    def compute(self) -> float:
+        return float(torch.cat([part.result() for part in self.parts]).mean())
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_failure_in_a_worker_is_one_error_row(two_clips, workers):
+    pairs = pair_clips(*two_clips).pairs
+    with WorkerPool(workers) as pool:
+        probe = PooledProbe(failing=17, failing_clip=pairs[0].key)
+        probe.setup(RunContext(pool=pool))
+        options = ScoreOptions(batch_size=8)
+        failed, fine = (score_pair(pair, [probe], options, torch.device("cpu")) for pair in pairs)
+    assert not failed.ok and failed.error == "ValueError: worker failed on frame 17"
+    assert fine.ok and fine.values["pooled_probe"] == pytest.approx(9.5)  # the pool goes on after a failure
+    assert [row[:2] for row in fine.per_frame["pooled_probe"]] == [(i + 1, i) for i in range(20)]
+
+
+class ReusedBuffer(Metric):
+    """Returns the same tensor every batch, overwritten in place, plus a NaN for frame 0 (not recorded)."""
+
+    info = MetricInfo(name="reused_buffer", description="frame index from a reused buffer", direction="higher")
+
+    def reset(self) -> None:
+        self.buffer = None
+
+    def update(self, batch: FrameBatch) -> torch.Tensor:
+        if self.buffer is None or len(self.buffer) != len(batch.frame_index):
+            self.buffer = torch.empty(len(batch.frame_index), dtype=torch.float64)
+        self.buffer.copy_(batch.frame_index)
+        self.buffer[batch.frame_index == 0] = math.nan
+        return self.buffer
+
+    def compute(self) -> Any:
+        return 0.0
+
+
+def test_per_frame_values_are_taken_per_batch_and_stay_in_order(two_clips):
+    """The engine moves per-frame values to the host once per clip, not per batch and metric; a metric that
+    reuses its output tensor must still give each batch's values."""
+    pair = pair_clips(*two_clips).pairs[0]
+    result = score_pair(pair, [ReusedBuffer()], ScoreOptions(batch_size=6), torch.device("cpu"))
+    assert result.ok
+    assert result.per_frame["reused_buffer"] == [(i + 1, i, float(i)) for i in range(1, 20)]
+
+
+def test_inline_pool_raises_at_once_and_keeps_order():
+    deferred = INLINE.map(fail_on_frame, [3, 1, 2], [-1] * 3)
+    assert deferred.result() == [3.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="frame 2"):
+        INLINE.map(fail_on_frame, [1, 2], [2, 2])
+
+
+def test_worker_counts(monkeypatch):
+    monkeypatch.setattr("foresight_eval.workers.usable_cpus", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers("cpu") == 0  # nothing to overlap with: inline
+    assert default_workers("cuda") == 15
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: four processes share the node's CPUs
+    assert default_workers("cuda") == 3
+    monkeypatch.setattr("foresight_eval.workers.usable_cpus", lambda: 1)
+    assert default_workers("cuda") == 0
+    for bad in (-1, 1.5, True):
+        with pytest.raises(UsageError, match="--workers"):
+            ScoreOptions(workers=bad)
