@@ -144,5 +144,5 @@ def test_worker_counts(monkeypatch):
     monkeypatch.setattr("foresight_eval.workers.usable_cpus", lambda: 1)
     assert default_workers("cuda") == 0
     for bad in (-1, 1.5, True):
-        with pytest.raises(UsageError, match="--workers"):
+        with pytest.raises(UsageError, match="^workers must be a whole number"):  # the library names the field
             ScoreOptions(workers=bad)
