@@ -42,7 +42,8 @@ from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunConte
 from foresight_eval.metrics.flow_torch import farneback
 from foresight_eval.metrics.motion import _gray_u8  # OpenCV's RGB2GRAY, shared with the motion masks
 from foresight_eval.metrics.registry import register
-from foresight_eval.metrics.structural import SSIM_CHOICES, SSIM_DEFAULTS, SSIM_MODES, ssim, ssim_kwargs
+from foresight_eval.metrics.structural import (SSIM_CHOICES, SSIM_DEFAULTS, SSIM_MODES, SSIMMoments, ssim, ssim_kwargs,
+                                               ssim_moments, ssim_of_moments)
 
 # OpenCV's documented example parameters for Farnebäck (samples/python/opt_flow.py), recorded with results.
 FARNEBACK_PARAMS = {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2}
@@ -224,6 +225,7 @@ class ConsecutivePairMetric(Metric):
 
     def reset(self) -> None:
         self._last: dict[str, torch.Tensor] = {}  # "pred" / "ref" -> the last frame seen (or its features)
+        self._carried: dict[str, Any] = {}  # "pred" / "ref" -> what batch_pair_values passed to the next batch
         self._sum = 0.0
         self._count = 0
 
@@ -235,30 +237,44 @@ class ConsecutivePairMetric(Metric):
             return items[:-1], items[1:]
         return torch.cat([last, items[:-1]]), items
 
-    def _role_values(self, batch: FrameBatch, role: str) -> torch.Tensor:
-        frames = getattr(batch, role)
-        last = self._last.get(role)
-        self._last[role] = frames[-1:]
-        # The pair bridging from the previous batch, then the pairs inside this one (no copy of the batch).
+    def batch_pair_values(self, last: torch.Tensor | None, frames: torch.Tensor,
+                          carried: Any) -> tuple[torch.Tensor, Any]:
+        """The values of the pairs ending at each of ``frames`` (the first only when ``last``, the previous
+        batch's last frame, is given), and what the next batch gets as ``carried``. ``carried`` is what this
+        method returned for the previous batch, or None (first batch, or one whose values came from the
+        reference cache). Here: :meth:`pair_values` over the bridging pair and the pairs inside the batch
+        (no copy of the batch), nothing carried; subclasses that work per frame carry that work across."""
         chunks = [(last, frames[:1])] if last is not None else []
         if len(frames) > 1:
             chunks.append((frames[:-1], frames[1:]))
+        if not chunks:
+            return torch.zeros(0, device=frames.device), None
+        return torch.cat([self.pair_values(earlier, later) for earlier, later in chunks]), None
 
-        def compute() -> torch.Tensor:
-            if not chunks:
-                return torch.zeros(0, device=frames.device)
-            return torch.cat([self.pair_values(earlier, later) for earlier, later in chunks])
+    def _role_values(self, batch: FrameBatch, role: str) -> torch.Tensor:
+        frames = getattr(batch, role)
+        last, carried = self._last.get(role), self._carried.get(role)
+        self._last[role] = frames[-1:]
 
-        def computed_or_cached() -> torch.Tensor:
+        def computed_or_cached() -> tuple[torch.Tensor, Any]:
             cache = getattr(self, "_ref_cache", None)  # None: no cache folder, or a metric used without setup
             if role != "ref" or cache is None:
-                return compute()
-            return cache((last, reference_sha256(batch)), lambda: {"values": compute()})["values"].to(frames.device)
+                return self.batch_pair_values(last, frames, carried)
+            passed_on = []  # filled on a miss only: a hit leaves the next batch nothing carried
+
+            def compute() -> dict[str, torch.Tensor]:
+                values, carry = self.batch_pair_values(last, frames, carried)
+                passed_on.append(carry)
+                return {"values": values}
+
+            values = cache((last, reference_sha256(batch)), compute)["values"].to(frames.device)
+            return values, (passed_on[0] if passed_on else None)
 
         # A metric and its delta compute the same pair values from the same batches: the first computes,
-        # the other reuses them (the key holds everything the values depend on).
+        # the other reuses them and what they carry (the key holds everything the values depend on).
         key = (type(self).pair_values, role, last is None, tuple(sorted(self.params.items())))
-        return batch.shared(key, computed_or_cached)
+        values, self._carried[role] = batch.shared(key, computed_or_cached)
+        return values
 
     def update(self, batch: FrameBatch) -> torch.Tensor:
         first_batch = not self._last
@@ -286,6 +302,23 @@ class _TemporalSSIM(ConsecutivePairMetric):
 
     def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
         return ssim(earlier.double(), later.double(), **ssim_kwargs(self.params))
+
+    def batch_pair_values(self, last: torch.Tensor | None, frames: torch.Tensor,
+                          carried: SSIMMoments | None) -> tuple[torch.Tensor, SSIMMoments]:
+        """:meth:`pair_values` with each frame's windowed moments computed once, not once per pair it is in:
+        a frame's moments serve its pair with the previous frame and with the next, the last frame's are
+        carried into the next batch. Per pair only the product moment is filtered (3 of SSIM's 5 moment
+        images per pair are shared). Same arithmetic as :func:`ssim`, so the same values."""
+        kwargs = ssim_kwargs(self.params)
+        moments = ssim_moments(frames.double(), **kwargs)
+        values = []
+        if last is not None:  # carried is None after a batch read from the reference cache
+            previous = carried if carried is not None else ssim_moments(last.double(), **kwargs)
+            values.append(ssim_of_moments(previous, moments[:1], **kwargs))
+        if len(frames) > 1:
+            values.append(ssim_of_moments(moments[:-1], moments[1:], **kwargs))
+        empty = torch.zeros(0, dtype=torch.float64, device=frames.device)  # a one-frame first batch: no pair
+        return (torch.cat(values) if values else empty), moments[-1:]
 
 
 @register
