@@ -227,8 +227,7 @@ def ssim_moments(frames: torch.Tensor, *, window: str = "gaussian", window_size:
     """The per-frame part of :func:`ssim` (takes its keyword arguments; those of the formula are ignored here)."""
     images = _prepare(frames, window_size=window_size, border=border, downsample=downsample, channels=channels)
     w = _window_1d(window, window_size, sigma, images.dtype, images.device)
-    mean, mean_square = _separable_filter(torch.cat([images, images * images], dim=1), w).chunk(2, dim=1)
-    return SSIMMoments(images, mean, mean_square)
+    return SSIMMoments(images, _separable_filter(images, w), _separable_filter(images * images, w))
 
 
 def ssim_of_moments(x: SSIMMoments, y: SSIMMoments, *, window: str = "gaussian", window_size: int = 11,
