@@ -216,7 +216,8 @@ def value_gaps(cpu: dict) -> dict[str, float]:
             for name in hand:
                 gaps[f"{key}: {name} hand vs ours"] = max(gaps.get(f"{key}: {name} hand vs ours", 0.0),
                                                            abs(hand[name] - ours[name]))
-        now, old = (r["trees"].get(t, {}).get("suites", {}).get("default", {}).get("values", {}) for t in ("now", "old"))
+        now, old = (r["trees"].get(tree, {}).get("suites", {}).get("default", {}).get("values", {})
+                    for tree in ("now", "old"))
         for name in now:
             if name in old:
                 gaps[f"c: {name} now vs old"] = max(gaps.get(f"c: {name} now vs old", 0.0), abs(now[name] - old[name]))
@@ -274,8 +275,8 @@ def markdown(report: dict) -> str:
         goal = f">= {row['goal']}x" if isinstance(row["goal"], float) else row["goal"]
         met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
         cpu_ratio = f"{row['cpu_ratio']:.2f}x" if row.get("cpu_ratio") else ""
-        lines.append(f"| {row['figure']} | {base} | {row['ours_s']:.2f} s | {row['ratio']:.2f}x{per_round} | {cpu_ratio} "
-                     f"| {goal} | {met} |")
+        lines.append(f"| {row['figure']} | {base} | {row['ours_s']:.2f} s | {row['ratio']:.2f}x{per_round} "
+                     f"| {cpu_ratio} | {goal} | {met} |")
     if report.get("value_gaps"):
         lines += ["", "Largest difference of a metric's mean between the sides compared: " + ", ".join(
             f"{name} {gap:.2g}" for name, gap in sorted(report["value_gaps"].items()))]

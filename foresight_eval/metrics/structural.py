@@ -204,7 +204,7 @@ def ssim(
 class SSIMMoments:
     """What SSIM needs of each frame on its own, for frames compared with several others (consecutive frames
     in ``tc``): the prepared images (luma, downsampled, padded as the mode says) and their windowed means and
-    means of squares. Indexing and :meth:`cat` work frame-wise."""
+    means of squares. Indexing selects frames (views)."""
 
     images: torch.Tensor  # (B, C, H', W')
     mean: torch.Tensor  # (B, C, H, W): the SSIM map's grid
@@ -213,12 +213,9 @@ class SSIMMoments:
     def __getitem__(self, index: slice) -> SSIMMoments:
         return SSIMMoments(self.images[index], self.mean[index], self.mean_square[index])
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @staticmethod
-    def cat(parts: list[SSIMMoments]) -> SSIMMoments:
-        return SSIMMoments(*(torch.cat([getattr(p, f) for p in parts]) for f in ("images", "mean", "mean_square")))
+    def clone(self) -> SSIMMoments:
+        """A copy that keeps none of the tensors it was sliced from alive."""
+        return SSIMMoments(self.images.clone(), self.mean.clone(), self.mean_square.clone())
 
 
 def ssim_moments(frames: torch.Tensor, *, window: str = "gaussian", window_size: int = 11,

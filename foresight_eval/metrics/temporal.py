@@ -318,7 +318,7 @@ class _TemporalSSIM(ConsecutivePairMetric):
         if len(frames) > 1:
             values.append(ssim_of_moments(moments[:-1], moments[1:], **kwargs))
         empty = torch.zeros(0, dtype=torch.float64, device=frames.device)  # a one-frame first batch: no pair
-        return (torch.cat(values) if values else empty), moments[-1:]
+        return (torch.cat(values) if values else empty), moments[-1:].clone()  # not the whole batch's moments
 
 
 @register
