@@ -22,14 +22,17 @@ from common import best_time, ensure_alexnet_weights, make_pairs
 from foresight_eval import ScoreOptions, score
 
 
-def hand_loop(preds: Path, refs: Path, device: torch.device, batch_size: int) -> tuple[int, dict[str, float]]:
-    """What a user writes today: decode both clips, score frame by frame, LPIPS per batch."""
+def hand_loop(preds: Path, refs: Path, device: torch.device, batch_size: int,
+              with_lpips: bool = True) -> tuple[int, dict[str, float]]:
+    """What a user writes today: decode both clips, score frame by frame, LPIPS per batch (``with_lpips``)."""
     import av
-    import lpips
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    model = lpips.LPIPS(net="alex", verbose=False).to(device)
-    totals = {"psnr": [], "ssim": [], "lpips": []}
+    if with_lpips:
+        import lpips
+
+        model = lpips.LPIPS(net="alex", verbose=False).to(device)
+    totals = {"psnr": [], "ssim": [], **({"lpips": []} if with_lpips else {})}
     frames_scored = 0
     for pred_path in sorted(preds.glob("*.mp4")):
         with av.open(str(pred_path)) as p, av.open(str(refs / pred_path.name)) as r:
@@ -39,7 +42,7 @@ def hand_loop(preds: Path, refs: Path, device: torch.device, batch_size: int) ->
             totals["psnr"].append(peak_signal_noise_ratio(b, a, data_range=255))
             totals["ssim"].append(structural_similarity(
                 b, a, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
-        for start in range(0, len(pred), batch_size):
+        for start in range(0, len(pred) if with_lpips else 0, batch_size):
             to_tensor = lambda frames: torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
             with torch.no_grad():
                 values = model(to_tensor(pred[start:start + batch_size]).to(device),

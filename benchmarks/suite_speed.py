@@ -45,9 +45,13 @@ from foresight_eval.io.video import write_video  # noqa: E402
 from foresight_eval.workers import default_workers  # noqa: E402
 
 
-def make_clips(root: Path, clips: int, frames: int, height: int, width: int) -> tuple[Path, Path]:
-    """Camera-like references and predictions of them (blurred, noisy, one frame late) as H.264 files."""
+def make_clips(root: Path, clips: int, frames: int, height: int, width: int,
+               sizes: list[tuple[int, int]] | None = None) -> tuple[Path, Path]:
+    """Camera-like references and predictions of them (blurred, noisy, one frame late) as H.264 files;
+    clip ``i`` is ``sizes[i % len(sizes)]`` (WIDTH, HEIGHT) when given, else ``width`` x ``height``."""
     for index in range(clips):
+        if sizes:
+            width, height = sizes[index % len(sizes)]
         truth = synthetic.camera_like_clip(index, frames + 1, height=height, width=width)
         write_video(root / "refs" / f"clip{index:02d}.mp4", synthetic.to_uint8(truth[1:]))
         pred = synthetic.add_noise(synthetic.blur(truth[:-1], 1.0), 0.02, seed=index)
@@ -163,7 +167,7 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--devices", default="cuda,cpu" if torch.cuda.is_available() else "cpu")
@@ -177,7 +181,11 @@ def main() -> None:
     parser.add_argument("--lpips-ceiling", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--budget-s", type=float, default=420,
                         help="no per-metric run starts after this many seconds (the suite runs always do)")
-    args = parser.parse_args()
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Every figure for the parsed command line; writes ``suite_speed.json`` and ``.md`` into ``args.out``."""
     args.deadline = time.monotonic() + args.budget_s
     args.width, args.height = (int(v) for v in args.size.split("x"))
     width, height = args.width, args.height
@@ -204,6 +212,11 @@ def main() -> None:
     table += "".join(f"\n{name} failed: {reason}\n" for name, reason in failures.items())
     (args.out / "suite_speed.md").write_text(table)
     print(table)
+    return results
+
+
+def main() -> None:
+    measure(build_parser().parse_args())
 
 
 if __name__ == "__main__":

@@ -315,3 +315,55 @@ def test_a_pair_with_no_valid_pixel_is_scored_over_all_pixels(monkeypatch):
     assert math.isfinite(value) and value == pytest.approx(expected, rel=1e-6)
     described = create("warp_error").describe()["params"]
     assert described["occlusion"] == "lai" and described["no_valid_pixel"].startswith("mean squared RGB")
+
+
+# ---- tc: each frame's SSIM moments computed once, carried across batches ------------------------------
+
+def _float64_ssim_reference(mode: str, earlier: torch.Tensor, later: torch.Tensor) -> list[float]:
+    """SSIM of each pair in float64 by the library each mode is named after."""
+    if mode == "torchmetrics":
+        return structural_similarity_index_measure(later, earlier, data_range=1.0, reduction="none").tolist()
+    window = {"skimage": {}, "wang": {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}}[mode]
+    return [structural_similarity(a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy(), channel_axis=-1,
+                                  data_range=1.0, **window) for a, b in zip(earlier, later)]
+
+
+@pytest.mark.parametrize("mode", ["torchmetrics", "wang", "skimage"])
+@pytest.mark.parametrize("batch_size", [1, 3, 7])
+def test_tc_shares_frame_moments_and_matches_float64_ssim(moving, mode, batch_size):
+    video = (moving[:7] + 0.05 * torch.rand(moving[:7].shape, generator=torch.Generator().manual_seed(5))).clamp(0, 1)
+    _, per_frame = run_metric("tc", video, batch_size=batch_size, mode=mode)
+    reference = _float64_ssim_reference(mode, video[:-1].double(), video[1:].double())
+    assert_parity(f"tc (mode={mode}, shared moments) vs float64 SSIM of consecutive frames", per_frame[1:], reference,
+                  atol=1e-9)
+
+
+def test_tc_after_a_reference_cache_hit_recomputes_the_carried_moments(moving, tmp_path, monkeypatch):
+    """A batch read from the cache carries no moments; the next batch, a miss, computes its predecessor's."""
+    from foresight_eval.metrics import temporal
+    from foresight_eval.metrics.base import RunContext
+
+    ref = moving.flip(0)
+    uncached, uncached_frames = run_metric("tc_delta", moving, ref, batch_size=4)
+    moments_of = []  # frames per call of ssim_moments
+    original = temporal.ssim_moments
+    monkeypatch.setattr(temporal, "ssim_moments", lambda frames, **kw: moments_of.append(len(frames)) or
+                        original(frames, **kw))
+    metric = create("tc_delta")
+    metric.setup(RunContext(resources={"cache_dir": tmp_path}))
+    first_entry: set = set()
+    for run in range(2):
+        metric.reset()
+        moments_of.clear()
+        values = []
+        for start in range(0, len(moving), 4):  # batches of 4, 4, 2 frames
+            index = torch.arange(start, min(start + 4, len(moving)))
+            values.append(metric.update(FrameBatch("clip", moving[index], ref[index], index + 1, index)))
+            first_entry = first_entry or set(tmp_path.rglob("*.safetensors"))
+        assert metric.compute() == pytest.approx(uncached, abs=1e-12)
+        assert torch.allclose(torch.cat(values).double(), uncached_frames, atol=1e-12, equal_nan=True)
+        for entry in set(tmp_path.rglob("*.safetensors")) - first_entry:  # the second run hits batch 1 only
+            entry.unlink()
+    assert len(first_entry) == 1
+    # second run: the prediction's 3 batches, the reference's batches 2 and 3, and batch 1's last frame alone
+    assert sorted(moments_of) == sorted([4, 4, 2, 4, 2, 1])

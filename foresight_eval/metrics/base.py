@@ -279,6 +279,7 @@ class ConsecutivePairMetric(FrameBatchMetric):
 
     def reset(self) -> None:
         self._last: dict[str, torch.Tensor] = {}  # "pred" / "ref" -> the last frame seen (or its features)
+        self._carried: dict[str, Any] = {}  # "pred" / "ref" -> what batch_pair_values passed to the next batch
         self._sum = 0.0
         self._count = 0
 
@@ -290,30 +291,44 @@ class ConsecutivePairMetric(FrameBatchMetric):
             return items[:-1], items[1:]
         return torch.cat([last, items[:-1]]), items
 
-    def _role_values(self, batch: FrameBatch, role: str) -> torch.Tensor:
-        frames = getattr(batch, role)
-        last = self._last.get(role)
-        self._last[role] = frames[-1:]
-        # The pair bridging from the previous batch, then the pairs inside this one (no copy of the batch).
+    def batch_pair_values(self, last: torch.Tensor | None, frames: torch.Tensor,
+                          carried: Any) -> tuple[torch.Tensor, Any]:
+        """The values of the pairs ending at each of ``frames`` (the first only when ``last``, the previous
+        batch's last frame, is given), and what the next batch gets as ``carried``. ``carried`` is what this
+        method returned for the previous batch, or None (first batch, or one whose values came from the
+        reference cache). Here: :meth:`pair_values` over the bridging pair and the pairs inside the batch
+        (no copy of the batch), nothing carried; subclasses that work per frame carry that work across."""
         chunks = [(last, frames[:1])] if last is not None else []
         if len(frames) > 1:
             chunks.append((frames[:-1], frames[1:]))
+        if not chunks:
+            return torch.zeros(0, device=frames.device), None
+        return torch.cat([self.pair_values(earlier, later) for earlier, later in chunks]), None
 
-        def compute() -> torch.Tensor:
-            if not chunks:
-                return torch.zeros(0, device=frames.device)
-            return torch.cat([self.pair_values(earlier, later) for earlier, later in chunks])
+    def _role_values(self, batch: FrameBatch, role: str) -> torch.Tensor:
+        frames = getattr(batch, role)
+        last, carried = self._last.get(role), self._carried.get(role)
+        self._last[role] = frames[-1:]
 
-        def computed_or_cached() -> torch.Tensor:
+        def computed_or_cached() -> tuple[torch.Tensor, Any]:
             cache = getattr(self, "_ref_cache", None)  # None: no cache folder, or a metric used without setup
             if role != "ref" or cache is None:
-                return compute()
-            return cache((last, reference_sha256(batch)), lambda: {"values": compute()})["values"].to(frames.device)
+                return self.batch_pair_values(last, frames, carried)
+            passed_on = []  # filled on a miss only: a hit leaves the next batch nothing carried
+
+            def compute() -> dict[str, torch.Tensor]:
+                values, carry = self.batch_pair_values(last, frames, carried)
+                passed_on.append(carry)
+                return {"values": values}
+
+            values = cache((last, reference_sha256(batch)), compute)["values"].to(frames.device)
+            return values, (passed_on[0] if passed_on else None)
 
         # A metric and its delta compute the same pair values from the same batches: the first computes,
-        # the other reuses them (the key holds everything the values depend on).
+        # the other reuses them and what they carry (the key holds everything the values depend on).
         key = (type(self).pair_values, role, last is None, tuple(sorted(self.params.items())))
-        return batch.shared(key, computed_or_cached)
+        values, self._carried[role] = batch.shared(key, computed_or_cached)
+        return values
 
     def update(self, batch: FrameBatch) -> torch.Tensor:
         first_batch = not self._last

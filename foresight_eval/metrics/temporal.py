@@ -41,7 +41,8 @@ from foresight_eval.metrics.base import ConsecutivePairMetric, FrameBatch, Metri
 from foresight_eval.metrics.flow_torch import farneback
 from foresight_eval.metrics.motion import _gray_u8  # OpenCV's RGB2GRAY, shared with the motion masks
 from foresight_eval.metrics.registry import register
-from foresight_eval.metrics.structural import SSIM_CHOICES, SSIM_DEFAULTS, SSIM_MODES, ssim, ssim_kwargs
+from foresight_eval.metrics.structural import (SSIM_CHOICES, SSIM_DEFAULTS, SSIM_MODES, SSIMMoments, ssim, ssim_kwargs,
+                                               ssim_moments, ssim_of_moments)
 
 # OpenCV's documented example parameters for Farnebäck (samples/python/opt_flow.py), recorded with results.
 FARNEBACK_PARAMS = {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2}
@@ -212,6 +213,23 @@ class _TemporalSSIM(ConsecutivePairMetric):
 
     def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
         return ssim(earlier.double(), later.double(), **ssim_kwargs(self.params))
+
+    def batch_pair_values(self, last: torch.Tensor | None, frames: torch.Tensor,
+                          carried: SSIMMoments | None) -> tuple[torch.Tensor, SSIMMoments]:
+        """:meth:`pair_values` with each frame's windowed moments computed once, not once per pair it is in:
+        a frame's moments serve its pair with the previous frame and with the next, the last frame's are
+        carried into the next batch. Per pair only the product moment is filtered (3 of SSIM's 5 moment
+        images per pair are shared). Same arithmetic as :func:`ssim`, so the same values."""
+        kwargs = ssim_kwargs(self.params)
+        moments = ssim_moments(frames.double(), **kwargs)
+        values = []
+        if last is not None:  # carried is None after a batch read from the reference cache
+            previous = carried if carried is not None else ssim_moments(last.double(), **kwargs)
+            values.append(ssim_of_moments(previous, moments[:1], **kwargs))
+        if len(frames) > 1:
+            values.append(ssim_of_moments(moments[:-1], moments[1:], **kwargs))
+        empty = torch.zeros(0, dtype=torch.float64, device=frames.device)  # a one-frame first batch: no pair
+        return (torch.cat(values) if values else empty), moments[-1:].clone()  # not the whole batch's moments
 
 
 @register
