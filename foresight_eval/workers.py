@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import Any
 
 from foresight_eval.errors import UsageError
@@ -74,6 +76,26 @@ def _done(value: Any) -> Future:
     return future
 
 
+@contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Start worker processes without the main script. multiprocessing sends a new process the path (or
+    module name) of ``__main__`` and runs it there as ``__mp_main__``: a user's script that calls ``score()``
+    without an ``if __name__ == "__main__":`` guard would then score again in every worker. The work handed
+    over lives in importable modules, so the workers need no main script: it is hidden from the start-up
+    data while processes start (they start inside ``submit``)."""
+    main = sys.modules.get("__main__")
+    hidden = {name: main.__dict__[name] for name in ("__file__", "__spec__")
+              if main is not None and name in main.__dict__}
+    if main is not None:
+        main.__dict__.pop("__file__", None)
+        main.__spec__ = None  # read unguarded by multiprocessing: set, not removed
+    try:
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(hidden)
+
+
 class WorkerPool:
     """``workers`` processes for CPU-bound metric work, 0: inline. One per run: started on first use, shut
     down by :meth:`shutdown` (or leaving its ``with`` block)."""
@@ -93,20 +115,22 @@ class WorkerPool:
         items = list(zip(*iterables))
         if self.workers == 0:
             return Deferred([_done(fn(*args)) for args in items], combine)
-        try:
-            futures = [self._start(fn).submit(fn, *args) for args in items]
-        except BrokenProcessPool:  # a worker died (killed, out of memory) in an earlier clip, an error row: restart
-            self.shutdown()
-            futures = [self._start(fn).submit(fn, *args) for args in items]
+        with _main_script_hidden():
+            try:
+                futures = [self._start(fn).submit(fn, *args) for args in items]
+            except BrokenProcessPool:  # a worker died (killed, out of memory) in an earlier clip, an error row: restart
+                self.shutdown()
+                futures = [self._start(fn).submit(fn, *args) for args in items]
         return Deferred(futures, combine)
 
     def warm_up(self, fn: Callable[..., Any]) -> None:
         """Start every worker now (from a metric's ``setup``, naming the function it will hand over), so that
         their start overlaps the loading of models and the first batches instead of delaying the first clip."""
         if self.workers:
-            executor = self._start(fn)
-            for _ in range(self.workers):  # processes are started as work arrives: one task each
-                executor.submit(_ready)
+            with _main_script_hidden():
+                executor = self._start(fn)
+                for _ in range(self.workers):  # processes are started as work arrives: one task each
+                    executor.submit(_ready)
 
     def _start(self, fn: Callable[..., Any]) -> ProcessPoolExecutor:
         if self._executor is None:

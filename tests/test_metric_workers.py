@@ -7,7 +7,12 @@ On a GPU the pool is on by default; here (CPU only) the tests force it with ``Sc
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -146,3 +151,26 @@ def test_worker_counts(monkeypatch):
     for bad in (-1, 1.5, True):
         with pytest.raises(UsageError, match="^workers must be a whole number"):  # the library names the field
             ScoreOptions(workers=bad)
+
+
+UNGUARDED_SCRIPT = """
+from foresight_eval import ScoreOptions, score
+print("script body ran", flush=True)
+run = score({preds!r}, {refs!r}, ["edge_f1"], options=ScoreOptions(context=4, workers=2), device="cpu", resources={{"cache_dir": None}})
+print("pairs ok", sum(pair.ok for pair in run.pairs), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_script_without_a_main_guard_is_not_run_again_in_the_workers(fixtures_dir, tmp_path):
+    """Workers start without the main script: an unguarded script that calls score() scores once, in its own
+    process (multiprocessing would otherwise re-run it in every worker, as `__mp_main__`)."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent(UNGUARDED_SCRIPT.format(preds=str(fixtures_dir / "preds" / "blur_mild"),
+                                                              refs=str(fixtures_dir / "refs"))))
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("script body ran") == 1, result.stdout
+    assert "pairs ok" in result.stdout and "pairs ok 0" not in result.stdout
