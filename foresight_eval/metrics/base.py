@@ -82,6 +82,10 @@ class FrameBatch:
     frame_index: torch.Tensor  # (B,) int64, 0-based index in the clip files
     fps: float | None = None  # the reference clip's frame rate; None for frame folders and arrays
     _shared: dict[Any, Any] = field(default_factory=dict, repr=False)
+    # The reference frames as decoded, (B, H, W, 3) on the host (uint8 from video files), when the engine has
+    # them: the reference cache's key hashes these, not ``ref`` (copying device frames back to hash them
+    # would wait for the device at every batch).
+    ref_decoded: torch.Tensor | None = field(default=None, repr=False)
 
     def shared(self, key: Any, compute: Callable[[], Any]) -> Any:
         """Work several metrics need from this batch (a backbone pass, flow, motion masks) done once:
@@ -98,7 +102,8 @@ class FrameBatch:
         if count == len(self.horizon):
             return self
         return FrameBatch(self.video, self.pred[:count], self.ref[:count], self.horizon[:count],
-                          self.frame_index[:count], self.fps, self._shared.setdefault(("head", count), {}))
+                          self.frame_index[:count], self.fps, self._shared.setdefault(("head", count), {}),
+                          None if self.ref_decoded is None else self.ref_decoded[:count])
 
 
 def coerce_param(label: str, value: Any, default: Any) -> Any:
@@ -280,6 +285,7 @@ class ConsecutivePairMetric(FrameBatchMetric):
     def reset(self) -> None:
         self._last: dict[str, torch.Tensor] = {}  # "pred" / "ref" -> the last frame seen (or its features)
         self._carried: dict[str, Any] = {}  # "pred" / "ref" -> what batch_pair_values passed to the next batch
+        self._previous_digest: str | None = None  # the previous batch's reference digest (reference cache only)
         self._sum = 0.0
         self._count = 0
 
@@ -309,10 +315,13 @@ class ConsecutivePairMetric(FrameBatchMetric):
         frames = getattr(batch, role)
         last, carried = self._last.get(role), self._carried.get(role)
         self._last[role] = frames[-1:]
+        cache = getattr(self, "_ref_cache", None) if role == "ref" else None  # None: no cache folder, or no setup
+        previous_digest = self._previous_digest
+        if cache is not None:
+            self._previous_digest = reference_sha256(batch)
 
         def computed_or_cached() -> tuple[torch.Tensor, Any]:
-            cache = getattr(self, "_ref_cache", None)  # None: no cache folder, or a metric used without setup
-            if role != "ref" or cache is None:
+            if cache is None:
                 return self.batch_pair_values(last, frames, carried)
             passed_on = []  # filled on a miss only: a hit leaves the next batch nothing carried
 
@@ -321,7 +330,8 @@ class ConsecutivePairMetric(FrameBatchMetric):
                 passed_on.append(carry)
                 return {"values": values}
 
-            values = cache((last, reference_sha256(batch)), compute)["values"].to(frames.device)
+            # The entry depends on the previous batch's last frame too: named by that batch's digest.
+            values = cache((previous_digest, reference_sha256(batch)), compute)["values"].to(frames.device)
             return values, (passed_on[0] if passed_on else None)
 
         # A metric and its delta compute the same pair values from the same batches: the first computes,
