@@ -1,0 +1,102 @@
+"""Where one default-suite run's time goes: each metric's share, and the top of a profile of the whole run.
+
+    python benchmarks/suite_profile.py [--device cuda] [--clips 3 --frames 32 --size 640x360] [--top 40]
+
+On ``suite_speed.py``'s camera-like clips, after an untimed warm-up: decode-only and the suite's wall time;
+then one run under cProfile (this package's functions by cumulative time, every function by own time); then
+one run with each metric's ``update`` and ``compute`` timed between device synchronisations (an upper bound
+on its share: the synchronisation stops work from overlapping).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import collections
+import io
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ensure_alexnet_weights  # noqa: E402
+from pipeline_throughput import decode_only  # noqa: E402
+from suite_speed import make_clips, timed  # noqa: E402
+
+from foresight_eval import RunContext, ScoreOptions, score  # noqa: E402
+from foresight_eval.distributed import resolve_device  # noqa: E402
+from foresight_eval.metrics.registry import metric_classes, prepare_metrics  # noqa: E402
+
+
+def synchronised(device: torch.device):
+    def wait() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return wait
+
+
+def time_metric_hooks(names: list[str], device: torch.device, spent: collections.Counter) -> None:
+    """Wrap ``update`` and ``compute`` of every class the suite's metrics use, adding seconds to ``spent``."""
+    wait, wrapped = synchronised(device), set()
+    for name in names:
+        for klass in metric_classes()[name].__mro__:
+            for hook in ("update", "compute"):
+                if hook in vars(klass) and (klass, hook) not in wrapped:
+                    wrapped.add((klass, hook))
+                    original = vars(klass)[hook]
+
+                    def timed_hook(self, *args, _original=original, **kwargs):
+                        wait()
+                        start = time.perf_counter()
+                        result = _original(self, *args, **kwargs)
+                        wait()
+                        spent[self.name] += time.perf_counter() - start
+                        return result
+
+                    setattr(klass, hook, timed_hook)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--clips", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
+    parser.add_argument("--top", type=int, default=40, help="profile lines shown")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    device = resolve_device(args.device)
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        ensure_alexnet_weights(tmp)
+        clips = make_clips(tmp / "clips", args.clips, args.frames, height, width)
+        warm_up = make_clips(tmp / "warm_up", 1, 6, height, width)
+        options = ScoreOptions(batch_size=16)
+        suite = [metric.name for metric in prepare_metrics(None, {}, RunContext(device=device))[0]]
+        print(f"device {device}, {args.clips} clips x {args.frames} frame pairs at {args.size}; suite: {', '.join(suite)}")
+        score(*warm_up, suite, options=options, device=device)
+        decode_s, _ = timed(lambda: decode_only(*clips, options, device))
+        suite_s, _ = timed(lambda: score(*clips, suite, options=options, device=device))
+        print(f"decode-only {decode_s:.2f} s, suite {suite_s:.2f} s ({suite_s / decode_s:.1f}x)")
+        profile = cProfile.Profile()
+        profile.runcall(score, *clips, suite, options=options, device=device)
+        text = io.StringIO()
+        stats = pstats.Stats(profile, stream=text)
+        stats.sort_stats("cumulative").print_stats("foresight_eval", args.top)
+        stats.sort_stats("tottime").print_stats(args.top // 2)
+        print(text.getvalue())
+
+        spent: collections.Counter = collections.Counter()
+        time_metric_hooks(suite, device, spent)
+        synced_s, _ = timed(lambda: score(*clips, suite, options=options, device=device))
+        print(f"suite with each metric synchronised {synced_s:.2f} s; in the metrics {sum(spent.values()):.2f} s:")
+        for metric, seconds in spent.most_common():
+            print(f"  {metric:24s} {seconds:.3f} s")
+
+
+if __name__ == "__main__":
+    main()
