@@ -190,6 +190,9 @@ def test_window_counts_frames_starting_before_the_limit():
     assert window_stop(_batch(range(140, 160)), params) == 11  # no frame rate (frame folder, array): 30
     assert window_stop(_batch(range(110, 130), fps=30), {**params, "fps": 24}) == 11  # the parameter wins
     assert window_stop(_batch(range(140, 160), fps=30), {**params, "window_seconds": None}) == 20
+    # a decimal window is taken as written: 0.2 s at 10 fps is 2 frames (the float 0.2 is a hair above 0.2)
+    assert window_stop(_batch(range(1, 6), fps=10), {**params, "window_seconds": 0.2}) == 2
+    assert window_stop(_batch(range(1, 6), fps=10), {**params, "window_seconds": 0.3}) == 3
 
 
 def test_a_window_is_a_batch_of_its_own():

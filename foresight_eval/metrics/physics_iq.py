@@ -62,7 +62,9 @@ def window_stop(batch: FrameBatch, params: dict[str, Any]) -> int:
     """How many leading frames of ``batch`` fall inside the clip's scoring window (all without one)."""
     if params["window_seconds"] is None:
         return len(batch.horizon)
-    frames = math.ceil(clip_fps(batch, params) * Fraction(params["window_seconds"]))
+    # The window as the decimal it was written as: Fraction(0.2) is the binary float's value, 0.2000...01, and
+    # 10 fps x that would round up to a third frame whose start (0.2 s) lies outside the window.
+    frames = math.ceil(clip_fps(batch, params) * Fraction(str(params["window_seconds"])))
     return int((batch.horizon <= frames).sum())
 
 
