@@ -8,6 +8,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -129,6 +130,17 @@ def print_json(payload: Any) -> None:
 
 # Options that mean the same in every command that takes them: one definition, one help text.
 DEVICE_OPTION = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+
+
+def config_file_option(arguments: str, merging: str = "") -> Callable:
+    """``--config FILE``: the command's run from a YAML file (foresight_eval.config); ``arguments`` says how the
+    file names the command's arguments ("PREDS and REFS as preds and refs"), ``merging`` adds to the rule of
+    which value wins."""
+    return click.option(
+        "--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+        help=f"Take the run from a YAML file: keys are the long option names with _ for - ({arguments}). Every run "
+             "folder gets its config.yaml, so --config RUN/config.yaml replays that run; an option or argument "
+             f"given on the command line wins over the file's value{merging}.")
 
 
 def frame_pairing_options(context_help: str) -> Callable:

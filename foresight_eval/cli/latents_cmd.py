@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from foresight_eval.cli.common import DEVICE_OPTION, stderr, stdout
+from foresight_eval.cli.common import DEVICE_OPTION, config_file_option, stderr, stdout
 from foresight_eval.cli.score_cmd import _run_config, finish_run, run_output_options, run_with_progress
 from foresight_eval.config import LatentsConfig
 from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES
@@ -15,11 +15,7 @@ from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES
 @click.command("latents")
 @click.argument("a", type=click.Path(exists=True, path_type=Path), required=False)
 @click.argument("b", type=click.Path(exists=True, path_type=Path), required=False)
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              metavar="FILE",
-              help="Take the run from a YAML file: keys are the long option names with _ for - (A and B as a and b). "
-                   "Every run folder gets its config.yaml, so --config RUN/config.yaml replays that run; an option "
-                   "or argument given on the command line wins over the file's value.")
+@config_file_option("A and B as a and b")
 @click.option("--metrics", "-m", "metric_names", metavar="NAMES",
               help="Comma-separated latent metrics (default: cka, cka_rbf, probe_r2, rsa_spearman, "
                    "neighbourhood_recall; also latent_cosine and intrinsic_dim). See `foresight-eval metrics`.")

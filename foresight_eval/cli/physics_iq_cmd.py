@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from foresight_eval.cli.common import (
-    DEVICE_OPTION, EXIT_FAILED, EXIT_OK, frame_pairing_options, print_json, stderr, stdout,
+    DEVICE_OPTION, EXIT_FAILED, EXIT_OK, config_file_option, frame_pairing_options, print_json, stderr, stdout,
 )
 from foresight_eval.formatting import fmt
 from foresight_eval.cli.score_cmd import _run_config, print_notes, run_with_progress
@@ -37,11 +37,7 @@ def render_score(result: dict) -> Table:
 @click.command("physics-iq")
 @click.argument("preds", type=click.Path(exists=True, path_type=Path), required=False)
 @click.argument("refs", type=click.Path(exists=True, path_type=Path), required=False)
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              metavar="FILE",
-              help="Take the run from a YAML file: keys are the long option names with _ for - (PREDS and REFS as "
-                   "preds and refs). --out gets its config.yaml, so --config OUT/config.yaml replays the run; an "
-                   "option or argument given on the command line wins over the file's value.")
+@config_file_option("PREDS and REFS as preds and refs")
 @click.option("--ref-take2", type=click.Path(exists=True, path_type=Path),
               help="A second real take of every reference clip (same relative names): the physical variance. Required.")
 @click.option("--categories", type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from foresight_eval.cli.common import (
-    DEVICE_OPTION, EXIT_FAILED, EXIT_OK, frame_pairing_options, parse_assignments, parse_metric_params,
-    remember_resumable_run, split_names, stderr, stdout,
+    DEVICE_OPTION, EXIT_FAILED, EXIT_OK, config_file_option, frame_pairing_options, parse_assignments,
+    parse_metric_params, remember_resumable_run, split_names, stderr, stdout,
 )
 from foresight_eval.cli.study_options import category_table, study_options
 from foresight_eval.cli.tables import TextTable, emit, format_option
@@ -80,12 +80,8 @@ def run_output_options(command):
 @click.command("score")
 @click.argument("preds", type=click.Path(exists=True, path_type=Path), required=False)
 @click.argument("refs", type=click.Path(exists=True, path_type=Path), required=False)
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              metavar="FILE",
-              help="Take the run from a YAML file: keys are the long option names with _ for - (batch_size, "
-                   "ref_annotations; PREDS and REFS as preds and refs). Every run folder gets its config.yaml, so "
-                   "--config RUN/config.yaml replays that run. An option or argument given on the command line "
-                   "wins over the file's value (-p and --extra per key); the file wins over environment variables.")
+@config_file_option("batch_size, ref_annotations; PREDS and REFS as preds and refs",
+                    " (-p and --extra per key); the file wins over environment variables")
 @click.option("--metrics", "-m", "metric_names", metavar="NAMES",
               help="Comma-separated metrics (default: every default metric that can run here; "
                    "see `foresight-eval metrics`). A metric named here that cannot run is an error.")
