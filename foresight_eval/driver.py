@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 import torch
 
 from foresight_eval.distributed import World, gather_to_main
-from foresight_eval.errors import InputError, UsageError
+from foresight_eval.errors import InputError, UsageError, field_ref
 from foresight_eval.journal import Journal, load_finished_pairs
 from foresight_eval.results import PairResult
 
@@ -181,7 +181,7 @@ def run_plan(
     loop and its value travels to rank 0 with this rank's results (timings, for instance).
     """
     if resume and run_dir is None:
-        raise UsageError("--resume needs the run folder of the interrupted run (--out)")
+        raise UsageError(f"{field_ref('resume')} needs the run folder of the interrupted run ({field_ref('run_dir')})")
     world = plan.world
     finished = load_finished_pairs(Path(run_dir), plan.header) if resume else {}
     journal = Journal(Path(run_dir), world.rank, plan.header, world_size=world.size, resume=resume) \

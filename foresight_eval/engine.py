@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from foresight_eval.distributed import current_world, rank_device, resolve_device
 from foresight_eval.driver import RunPhases, RunPlan, Task, manifest_inputs, run_plan
-from foresight_eval.errors import InputError, UsageError
+from foresight_eval.errors import InputError, UsageError, field_ref
 from foresight_eval.feature_cache import CACHE_USE_RESOURCE, open_run_cache
 from foresight_eval.io.latents import LatentOptions, pair_latents
 from foresight_eval.io.clips import open_clip
@@ -149,7 +149,8 @@ def _split_by_inputs(names: Sequence[str] | None, with_latents: bool) -> tuple[l
     frame_names = [n for n in names if get_metric_class(n).info.inputs == "frames"]
     latent_names = [n for n in names if get_metric_class(n).info.inputs == "latents"]
     if latent_names and not with_latents:
-        raise UsageError(f"latent metrics {latent_names} need --latents (<clip>.latents.* files beside the clips)")
+        raise UsageError(f"latent metrics {latent_names} need {field_ref('latents')} (<clip>.latents.* files beside "
+                         "the clips)")
     return frame_names, latent_names or None
 
 
@@ -252,7 +253,7 @@ def score(
     latent_scorer = None
     if latents is not None:
         if len(sets) > 1:
-            raise UsageError("--latents scores one prediction set; it does not take seeds")
+            raise UsageError(f"{field_ref('latents')} scores one prediction set; it does not take seeds")
         latent_scorer = SidecarLatents(next(iter(sets.values())), refs, latents, latent_names,
                                        _params_for(params, "latents"), run_context)
         skipped.update(latent_scorer.skipped)

@@ -66,7 +66,7 @@ def test_the_plan_refuses_shared_keys_and_metrics_both_run_and_skipped():
         RunPlan([], key=str, metrics={"fvd": {}}, skipped={"fvd": "no weights"})
     assert RunPlan([], key=str, metrics={"psnr": {"params": {}}}, settings={"options": {"context": 2}}).header == \
         {"metrics": {"psnr": {"params": {}}}, "options": {"context": 2}}
-    with pytest.raises(UsageError, match="--resume needs the run folder"):
+    with pytest.raises(UsageError, match=r"^resume needs the run folder of the interrupted run \(run_dir\)"):
         run_plan(RunPlan(["a"], key=str), lambda tasks: [], resume=True)
 
 
