@@ -21,7 +21,7 @@ import numpy as np
 
 from foresight_eval.io.files import csv_quoting, json_safe, write_atomic, write_json_atomic
 from foresight_eval.options import current_option_names
-from foresight_eval.stats import BootstrapConfig, mean_with_ci
+from foresight_eval.stats import BootstrapConfig, mean_with_ci, means_with_ci
 
 SCHEMA = "foresight-eval/run/v1"
 SUMMARY_FILE, PER_VIDEO_FILE, PER_FRAME_FILE = "summary.json", "per_video.csv", "per_frame.csv"
@@ -186,10 +186,9 @@ def summarize(
         for pair in ok_pairs:
             for horizon, _, value in pair.per_frame.get(name, ()):
                 by_horizon[horizon].append(value)
-        per_horizon = []
-        for horizon in sorted(by_horizon):
-            h = mean_with_ci(np.array(by_horizon[horizon]), bootstrap)
-            per_horizon.append({"horizon": horizon, "mean": h.mean, "ci_low": h.ci_low, "ci_high": h.ci_high, "n": h.n})
+        horizons = sorted(by_horizon)
+        per_horizon = [{"horizon": horizon, "mean": h.mean, "ci_low": h.ci_low, "ci_high": h.ci_high, "n": h.n}
+                       for horizon, h in zip(horizons, means_with_ci([by_horizon[h] for h in horizons], bootstrap))]
         summaries[name] = MetricSummary(name, definition, estimate.mean, estimate.ci_low, estimate.ci_high, estimate.n,
                                         per_horizon, set_values.get(name))
     return summaries

@@ -17,6 +17,8 @@ Families of tests are corrected with Holm (default) or Benjamini-Hochberg (:func
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -65,6 +67,33 @@ def mean_with_ci(values: np.ndarray, config: BootstrapConfig = BootstrapConfig()
         rng=np.random.default_rng(config.seed),
     )
     return Estimate(mean, float(result.confidence_interval.low), float(result.confidence_interval.high), n)
+
+
+def means_with_ci(samples: Sequence[np.ndarray], config: BootstrapConfig = BootstrapConfig()) -> list[Estimate]:
+    """:func:`mean_with_ci` of each sample, equal to it value for value, with one SciPy bootstrap call per
+    sample length instead of one per sample: a run's per-horizon curves are hundreds of small samples (a
+    metric's values at each horizon), and SciPy's per-call overhead, not the resampling, was their cost
+    (0.5-0.8 s of a 2.5 s GPU run, on rank 0 after every torchrun run). Samples of one length are resampled
+    together along their last axis with the same seeded generator, which draws the same indices for each
+    row as for the sample alone (tests/test_statistics.py checks the equality)."""
+    samples = [np.asarray(sample, dtype=np.float64) for sample in samples]
+    estimates: list[Estimate | None] = []
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for index, values in enumerate(samples):
+        if values.size < 2 or not np.isfinite(values).all() or np.ptp(values) == 0:
+            estimates.append(mean_with_ci(values, config))  # no resampling: no CI, or a constant sample's
+        else:
+            estimates.append(None)
+            by_length[values.size].append(index)
+    for indices in by_length.values():
+        stacked = np.stack([samples[index] for index in indices])
+        interval = scipy_stats.bootstrap(
+            (stacked,), np.mean, axis=-1, confidence_level=config.confidence, n_resamples=config.n_resamples,
+            method=config.method, rng=np.random.default_rng(config.seed)).confidence_interval
+        for row, index in enumerate(indices):
+            estimates[index] = Estimate(float(samples[index].mean()), float(interval.low[row]),
+                                        float(interval.high[row]), int(samples[index].size))
+    return estimates  # type: ignore[return-value]
 
 
 class PairedDifference(NamedTuple):

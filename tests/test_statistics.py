@@ -11,8 +11,8 @@ from scipy import stats as scipy_stats
 
 from foresight_eval import stats
 from foresight_eval.stats import (
-    BootstrapConfig, adjust_p_values, minimum_detectable_effect, paired_bootstrap, paired_test, sign_flip_p,
-    small_n_warning, wilcoxon_p, wilcoxon_p_min,
+    BootstrapConfig, adjust_p_values, mean_with_ci, means_with_ci, minimum_detectable_effect, paired_bootstrap,
+    paired_test, sign_flip_p, small_n_warning, wilcoxon_p, wilcoxon_p_min,
 )
 from tests.parity import assert_parity
 
@@ -117,3 +117,16 @@ def test_minimum_detectable_effect():
     spread = np.random.default_rng(2)
     detected = [sign_flip_p(spread.normal(mde, diffs.std(ddof=1), 20), s)[0] < ALPHA for s in range(60)]
     assert 0.6 < np.mean(detected) <= 1.0
+
+
+@pytest.mark.parametrize("method", ["percentile", "BCa", "basic"])
+def test_per_horizon_estimates_equal_one_bootstrap_per_sample(method):
+    """means_with_ci (one SciPy call per sample length) gives what mean_with_ci gives for each sample alone:
+    lengths 0 to 7, constant samples, a NaN, repeated lengths in any order."""
+    rng = np.random.default_rng(3)
+    samples = [rng.normal(size=int(n)) for n in rng.integers(0, 8, size=60)]
+    samples += [np.full(4, 0.5), np.array([1.0, np.nan, 2.0]), np.array([2.0])]
+    config = BootstrapConfig(method=method, n_resamples=500, seed=7)
+    together = means_with_ci(samples, config)
+    alone = [mean_with_ci(sample, config) for sample in samples]
+    assert [repr(e) for e in together] == [repr(e) for e in alone]
