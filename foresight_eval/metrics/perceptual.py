@@ -42,8 +42,8 @@ def load_lpips(net: str, backbone_file: Path) -> torch.nn.Module:
         warnings.simplefilter("ignore")  # torchvision's deprecation notes about lpips's `pretrained=` call
         model = lpips.LPIPS(net=net, version="0.1", pretrained=False, pnet_rand=True, verbose=False)
     backbone = torch.load(backbone_file, map_location="cpu", weights_only=True)
-    linear = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth", map_location="cpu",
-                        weights_only=True)
+    linear_file = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"  # shipped in the lpips wheel
+    linear = torch.load(linear_file, map_location="cpu", weights_only=True)
     # lpips splits torchvision's `features` into slices that keep the layers' original indices:
     # `net.slice2.3.weight` is torchvision's `features.3.weight`; `lins.i` are the same modules as `lin{i}`.
     names = model.state_dict().keys()
