@@ -5,7 +5,10 @@
 On ``suite_speed.py``'s camera-like clips, after an untimed warm-up: decode-only and the suite's wall time;
 then one run under cProfile (this package's functions by cumulative time, every function by own time); then
 one run with each metric's ``update`` and ``compute`` timed between device synchronisations (an upper bound
-on its share: the synchronisation stops work from overlapping).
+on its share: the synchronisation stops work from overlapping). On a GPU, last, one run under
+``torch.cuda.set_sync_debug_mode("warn")``: every operation that makes the host wait for the GPU (a
+copy from pageable memory, ``.item()``, ``.cpu()``, ``nonzero``), counted by the package line that called
+it. Each one drains the GPU's queue, so the host's launches and the GPU's work stop overlapping.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import pstats
 import sys
 import tempfile
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import torch
@@ -60,6 +65,28 @@ def time_metric_hooks(names: list[str], device: torch.device, spent: collections
                     setattr(klass, hook, timed_hook)
 
 
+def count_synchronisations(run, device: torch.device) -> collections.Counter:
+    """Run ``run()`` with CUDA's synchronisation warnings on; count them by the innermost package frame."""
+    where: collections.Counter = collections.Counter()
+    if device.type != "cuda":
+        return where
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        frames = [frame for frame in traceback.extract_stack() if "foresight_eval" in frame.filename]
+        site = frames[-1] if frames else None
+        where[f"{Path(site.filename).name}:{site.lineno} {site.name}" if site else f"{filename}:{lineno}"] += 1
+
+    torch.cuda.set_sync_debug_mode("warn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return where
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -96,6 +123,11 @@ def main() -> None:
         print(f"suite with each metric synchronised {synced_s:.2f} s; in the metrics {sum(spent.values()):.2f} s:")
         for metric, seconds in spent.most_common():
             print(f"  {metric:24s} {seconds:.3f} s")
+        syncs = count_synchronisations(lambda: score(*clips, suite, options=options, device=device), device)
+        if syncs:
+            print(f"host waits for the GPU: {sum(syncs.values())} times; by calling line:")
+            for site, count in syncs.most_common(args.top):
+                print(f"  {count:6d}  {site}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -75,18 +75,22 @@ class HostBatch:
     frame_index: np.ndarray  # (B,) int64
     pred: torch.Tensor
     ref: torch.Tensor
+    ref_digest: str | None = None  # ``digest_ref(ref)`` when PairFrames was given one
 
 
 class PairFrames:
     """Host batches of a clip pair, decoded ahead in background threads; ``total`` is the number of
-    frames read once the iteration ends (context frames included)."""
+    frames read once the iteration ends (context frames included). ``digest_ref``: a function of the stacked
+    reference frames (a hash) computed in the background too, off the thread that drives the device."""
 
     def __init__(self, pred_frames: Iterable[np.ndarray], ref_frames: Iterable[np.ndarray], *, context: int,
-                 batch_size: int, frames_mode: str, pin_memory: bool):
+                 batch_size: int, frames_mode: str, pin_memory: bool,
+                 digest_ref: Callable[[torch.Tensor], str] | None = None):
         self.total = 0
         self._pred = prefetch(pred_frames, batch_size)
         self._ref = prefetch(ref_frames, batch_size)
         self._context, self._batch_size, self._mode, self._pin = context, batch_size, frames_mode, pin_memory
+        self._digest_ref = digest_ref
 
     def __iter__(self) -> Iterator[HostBatch]:
         return prefetch(self._batches(), PREFETCH_BATCHES)
@@ -131,8 +135,10 @@ class PairFrames:
             # Page-locked memory lets the copy to the GPU run asynchronously (non_blocking=True).
             return tensor.pin_memory() if self._pin else tensor
 
+        ref = stack([ref for _, _, ref in pending])
         return HostBatch(
             frame_index=np.array([index for index, _, _ in pending], dtype=np.int64),
             pred=stack([pred for _, pred, _ in pending]),
-            ref=stack([ref for _, _, ref in pending]),
+            ref=ref,
+            ref_digest=self._digest_ref(ref) if self._digest_ref else None,
         )

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from foresight_eval.distributed import current_world, rank_device, resolve_device
 from foresight_eval.driver import RunPhases, RunPlan, Task, manifest_inputs, run_plan
 from foresight_eval.errors import InputError, UsageError, field_ref
-from foresight_eval.feature_cache import CACHE_USE_RESOURCE, open_run_cache
+from foresight_eval.feature_cache import CACHE_USE_RESOURCE, open_run_cache, tensor_sha256
 from foresight_eval.io.latents import LatentOptions, pair_latents
 from foresight_eval.io.clips import open_clip
 from foresight_eval.io.files import pair_input_hashes
@@ -88,8 +88,10 @@ def _record_per_frame(result: PairResult, pending: list[tuple[str, list[int], li
         result.per_frame[name].extend(row for row in zip(horizons, frame_indices, values) if not math.isnan(row[2]))
 
 
-def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, device: torch.device) -> PairResult:
-    """Score one clip pair; any failure becomes an error row with a one-line reason."""
+def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, device: torch.device, *,
+               digest_refs: bool = False) -> PairResult:
+    """Score one clip pair; any failure becomes an error row with a one-line reason. ``digest_refs``: hash each
+    batch's reference frames in the decoding thread (for metrics that read the reference cache)."""
     result = PairResult(video=pair.key, pred=str(pair.pred), ref=str(pair.ref))
     # (metric, horizons, frame indices, values) per batch, turned into rows after the last batch
     pending: list[tuple[str, list[int], list[int], Any]] = []
@@ -105,15 +107,18 @@ def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, dev
             metric.reset()
             result.per_frame[metric.name] = []
         frames = PairFrames(streams.pred, streams.ref, context=options.context,
-                            batch_size=options.batch_size, frames_mode=options.frame_mismatch, pin_memory=device.type == "cuda")
+                            batch_size=options.batch_size, frames_mode=options.frame_mismatch,
+                            pin_memory=device.type == "cuda", digest_ref=tensor_sha256 if digest_refs else None)
         for host in frames:
             streams.record_sizes(host.pred, host.ref)
             frame_index = torch.from_numpy(host.frame_index)
             horizon = frame_index - options.context + 1
             ref = _to_device(host.ref, device)
             pred = _match_size(_to_device(host.pred, device), ref, options.resize)
-            batch = FrameBatch(pair.key, pred, ref, horizon.to(device), frame_index.to(device),
-                               fps=streams.ref_timing.fps, ref_decoded=host.ref)
+            # non_blocking: a blocking copy of these host tensors would make the host wait for the GPU's queue
+            batch = FrameBatch(pair.key, pred, ref, horizon.to(device, non_blocking=True),
+                               frame_index.to(device, non_blocking=True),
+                               fps=streams.ref_timing.fps, ref_decoded=host.ref, ref_sha256=host.ref_digest)
             for metric in metrics:
                 values = metric.update(batch)
                 if values is not None:
@@ -270,12 +275,13 @@ def score(
     def score_item(tasks: list[Task[WorkItem]]) -> list[PairResult]:
         (task,) = tasks
         pair = task.item.pair if task.problem is None else replace(task.item.pair, problem=task.problem)
-        result = score_pair(pair, active, options, torch_device)
+        result = score_pair(pair, active, options, torch_device, digest_refs=digest_refs)
         result.seed = task.item.seed
         if latent_scorer is not None and result.ok:
             latent_scorer.add_to(result)
         return [result]
 
+    digest_refs = cache.root is not None and any(getattr(metric, "reads_reference_cache", False) for metric in active)
     phases.end("setup")
     with run_context.pool:  # the metrics' worker processes end with this rank's share
         gathered = run_plan(plan, score_item, hash_inputs=lambda item: pair_input_hashes(item.pair, item.root, refs),

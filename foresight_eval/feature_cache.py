@@ -154,11 +154,12 @@ def tensor_sha256(*tensors: torch.Tensor | str | int | None) -> str:
 
 
 def reference_sha256(batch: Any) -> str:
-    """SHA-256 of a FrameBatch's reference frames, hashed once per batch whichever metric asks first: the
-    frames as decoded (uint8, on the host) when the batch has them, else its ``ref`` tensor."""
+    """SHA-256 of a FrameBatch's reference frames, hashed once per batch whichever metric asks first (or ahead,
+    in the decoding thread: ``ref_sha256``): the frames as decoded (uint8, on the host) when the batch has
+    them, else its ``ref`` tensor."""
     decoded = getattr(batch, "ref_decoded", None)
-    return batch.shared(("sha256", "ref"),
-                        lambda: tensor_sha256(batch.ref if decoded is None else decoded))
+    return batch.shared(("sha256", "ref"), lambda: getattr(batch, "ref_sha256", None) or tensor_sha256(
+        batch.ref if decoded is None else decoded))
 
 
 class ReferenceCache:

@@ -85,19 +85,28 @@ def test_cli_no_cache_and_workers(fixtures_dir, isolated_cache, tmp_path):
 def test_the_cache_key_hashes_the_decoded_frames_not_the_device_copies(fixtures_dir, monkeypatch):
     """The reference digest is taken from the frames as decoded (uint8, on the host): hashing the scoring
     device's float copies would copy them back and wait for the device at every batch. Still once per batch
-    for every cached metric together (tc, its delta and the edges)."""
+    for every cached metric together (tc, its delta and the edges), and in the decoding thread, not in the
+    one that drives the device."""
+    import threading
+
+    import foresight_eval.engine as engine
     import foresight_eval.feature_cache as feature_cache
 
-    hashed = []
+    hashed, threads = [], set()
     original = feature_cache.tensor_sha256
 
     def recording(*tensors):
-        hashed.extend(t.dtype for t in tensors if hasattr(t, "dtype"))
+        frames = [t.dtype for t in tensors if hasattr(t, "dtype")]
+        hashed.extend(frames)
+        if frames:
+            threads.add(threading.current_thread() is threading.main_thread())
         return original(*tensors)
 
     monkeypatch.setattr(feature_cache, "tensor_sha256", recording)
+    monkeypatch.setattr(engine, "tensor_sha256", recording)
     run = score(fixtures_dir / "preds" / "shift_mild", fixtures_dir / "refs", ["edge_f1", "tc", "tc_delta"],
                 device="cpu")
     assert all(pair.ok for pair in run.pairs) and run.manifest["reference_cache"]["misses"] > 0
     assert hashed and set(hashed) == {torch.uint8}
     assert len(hashed) == 12  # 6 clips x 2 batches: one digest per batch, whichever metric asked first
+    assert threads == {False}

@@ -17,7 +17,9 @@ work) arrives with the batch it is given.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import math
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -86,6 +88,8 @@ class FrameBatch:
     # them: the reference cache's key hashes these, not ``ref`` (copying device frames back to hash them
     # would wait for the device at every batch).
     ref_decoded: torch.Tensor | None = field(default=None, repr=False)
+    # Their :func:`reference_sha256`, when the engine hashed them ahead (in the decoding thread).
+    ref_sha256: str | None = field(default=None, repr=False)
 
     def shared(self, key: Any, compute: Callable[[], Any]) -> Any:
         """Work several metrics need from this batch (a backbone pass, flow, motion masks) done once:
@@ -104,6 +108,35 @@ class FrameBatch:
         return FrameBatch(self.video, self.pred[:count], self.ref[:count], self.horizon[:count],
                           self.frame_index[:count], self.fps, self._shared.setdefault(("head", count), {}),
                           None if self.ref_decoded is None else self.ref_decoded[:count])
+
+
+@functools.lru_cache(maxsize=256)
+def device_constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant tensor (filter taps, colour weights) on ``device``, made once per process: a tensor
+    built on the host and copied to a GPU at every call makes the host wait for the GPU each time, and the
+    GPU's queue runs dry. The result is shared: never modify it in place.
+
+    >>> device_constant((1.0, 2.0, 1.0), torch.float64, torch.device("cpu"))
+    tensor([1., 2., 1.], dtype=torch.float64)
+    """
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+class RunningMean:
+    """The mean of a clip's per-frame values, summed on the values' device: a ``float()`` per batch would make
+    the host wait for the GPU at every batch. Sums in float64 in batch order, as a host-side float would."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, values: torch.Tensor) -> None:
+        subtotal = values.double().sum()
+        self.total = subtotal if self.total is None else self.total + subtotal
+        self.count += values.numel()
+
+    def mean(self) -> float:
+        return float(self.total) / self.count if self.count else math.nan
 
 
 def coerce_param(label: str, value: Any, default: Any) -> Any:
@@ -200,6 +233,10 @@ class FrameBatchMetric(Metric):
     :class:`FrameBatch` in order, then ``compute``. State carried from one batch to the next (a running
     sum, the last frame) is set in ``reset``; the batch itself is not kept (``check_metric`` checks it)."""
 
+    # True: the metric keys reference-cache entries on the batch's reference digest (:func:`reference_sha256`);
+    # the engine then hashes each batch's reference frames ahead, in the decoding thread.
+    reads_reference_cache: ClassVar[bool] = False
+
     @abstractmethod
     def reset(self) -> None:
         """Forget the previous clip."""
@@ -245,17 +282,15 @@ class FrameMetric(FrameBatchMetric):
                 lineno=code.co_firstlineno if code else 0, module=cls.__module__)
 
     def reset(self) -> None:
-        self._sum = 0.0
-        self._count = 0
+        self._running = RunningMean()
 
     def update(self, batch: FrameBatch) -> torch.Tensor:
         values = self.per_frame(batch.pred, batch.ref) if self._per_frame_takes_frames else self.per_frame(batch)
-        self._sum += float(values.double().sum())
-        self._count += values.numel()
+        self._running.add(values)
         return values
 
     def compute(self) -> float:
-        return self._sum / self._count if self._count else float("nan")
+        return self._running.mean()
 
     @abstractmethod
     def per_frame(self, batch: FrameBatch) -> torch.Tensor:
@@ -268,6 +303,7 @@ class ConsecutivePairMetric(FrameBatchMetric):
 
     # When set, the value is the prediction's quantity minus the reference's, pair by pair.
     versus_reference: ClassVar[bool] = False
+    reads_reference_cache = True
 
     def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
         """The quantity for each pair: (N, 3, H, W) twice in, (N,) out."""
@@ -286,8 +322,7 @@ class ConsecutivePairMetric(FrameBatchMetric):
         self._last: dict[str, torch.Tensor] = {}  # "pred" / "ref" -> the last frame seen (or its features)
         self._carried: dict[str, Any] = {}  # "pred" / "ref" -> what batch_pair_values passed to the next batch
         self._previous_digest: str | None = None  # the previous batch's reference digest (reference cache only)
-        self._sum = 0.0
-        self._count = 0
+        self._running = RunningMean()
 
     def _pairs(self, role: str, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(earlier, later) over this batch's frames of ``role`` (or their features), continuing the last batch."""
@@ -345,11 +380,10 @@ class ConsecutivePairMetric(FrameBatchMetric):
         values = self._role_values(batch, "pred").double()
         if self.versus_reference:
             values = values - self._role_values(batch, "ref").double()
-        self._sum += float(values.sum())
-        self._count += values.numel()
+        self._running.add(values)
         if first_batch:  # the clip's first horizon frame has no predecessor: NaN marks "no value"
             values = torch.cat([values.new_full((1,), float("nan")), values])
         return values
 
     def compute(self) -> float:
-        return self._sum / self._count if self._count else float("nan")
+        return self._running.mean()

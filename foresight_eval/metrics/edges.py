@@ -217,6 +217,7 @@ def bsds_scores(counts: np.ndarray, thresholds: np.ndarray) -> dict[str, Any]:
 
 @register
 class EdgeF1(FrameMetric):
+    reads_reference_cache = True
     info = MetricInfo(
         name="edge_f1",
         description="F1 of Canny edges (scikit-image) matched one to one within max_dist x frame diagonal, mean "
@@ -300,8 +301,7 @@ class EdgeF1(FrameMetric):
         if self.params["mode"] == "frame":
             for pending in self._pending:  # summed batch by batch in order, as FrameMetric.update does
                 values = pending.result()
-                self._sum += float(values.sum())
-                self._count += values.numel()
+                self._running.add(values)
             return super().compute()
         # mode=bsds: the clip's part of the run-level value, [horizon, (4, T) counts] per frame.
         return [[horizon, counts.tolist()] for horizons, pending in self._bsds_pending

@@ -20,18 +20,26 @@ scikit-image does, so the maps agree to the last pixel but for magnitude ties at
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from foresight_eval.metrics.base import device_constant
+
 # skimage.color.rgb2gray: ITU-R BT.709 luma weights on linear values.
 RGB2GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
-# Hysteresis checks for convergence every this many dilations: a sync per check costs more than a dilation.
-_CHECK_EVERY = 8
+# Hysteresis checks for convergence after this many dilations, then after twice as many more, and so on up
+# to _CHECK_AT_MOST: each check makes the host wait for the GPU, which costs more than a few dilations
+# (extra dilations after convergence change nothing).
+_CHECK_FIRST, _CHECK_AT_MOST = 8, 64
 
 
+@functools.lru_cache(maxsize=64)
 def _gaussian_kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """scipy.ndimage's 1-D Gaussian: radius int(4 sigma + 0.5), normalised to sum 1."""
+    """scipy.ndimage's 1-D Gaussian: radius int(4 sigma + 0.5), normalised to sum 1. Made once per device
+    (a copy to the GPU per call would make the host wait for it); shared, never modified."""
     radius = int(4.0 * sigma + 0.5)
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 / sigma**2 * x * x)
@@ -57,8 +65,8 @@ def smooth(gray: torch.Tensor, sigma: float) -> torch.Tensor:
 def sobel(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """scipy.ndimage.sobel along rows (axis 0) and columns (axis 1) of (B, 1, H, W), edge pixel repeated."""
     padded = F.pad(image, (1, 1, 1, 1), mode="replicate")  # one pixel: scipy's 'reflect' repeats the edge
-    derivative = torch.tensor([-1.0, 0.0, 1.0], dtype=image.dtype, device=image.device)
-    smoothing = torch.tensor([1.0, 2.0, 1.0], dtype=image.dtype, device=image.device)
+    derivative = device_constant((-1.0, 0.0, 1.0), image.dtype, image.device)
+    smoothing = device_constant((1.0, 2.0, 1.0), image.dtype, image.device)
     return _separable(padded, derivative, smoothing), _separable(padded, smoothing, derivative)
 
 
@@ -88,17 +96,19 @@ def hysteresis(weak: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
     """The 8-connected components of ``weak`` (B, H, W) bool that contain a ``strong`` pixel, by
     iterated 3x3 dilation of ``strong`` inside ``weak`` until it stops growing."""
     grown, weak_f = (strong & weak).float().unsqueeze(1), weak.float().unsqueeze(1)
+    dilations = _CHECK_FIRST
     while True:
         before = grown
-        for _ in range(_CHECK_EVERY):
+        for _ in range(dilations):
             grown = F.max_pool2d(grown, 3, stride=1, padding=1) * weak_f
         if torch.equal(grown, before):
             return grown[:, 0] > 0
+        dilations = min(2 * dilations, _CHECK_AT_MOST)
 
 
 def gray(frames: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """skimage.color.rgb2gray of (B, 3, H, W) RGB in [0, 1]: (B, 1, H, W) in ``dtype``."""
-    weights = torch.tensor(RGB2GRAY_WEIGHTS, dtype=dtype, device=frames.device).view(1, 3, 1, 1)
+    weights = device_constant(RGB2GRAY_WEIGHTS, dtype, frames.device).view(1, 3, 1, 1)
     return (frames.to(dtype) * weights).sum(dim=1, keepdim=True)
 
 

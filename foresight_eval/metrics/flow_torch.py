@@ -21,6 +21,8 @@ remaining differences are rounding order, so the flows agree closely but not to 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -28,25 +30,28 @@ MIN_LEVEL_SIZE = 32  # OpenCV stops the pyramid before a side falls under this
 _BORDER_WEIGHTS = (0.14, 0.14, 0.4472, 0.4472, 0.4472)
 
 
-def _opencv_gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
+# The constant tensors below are made once per device and shape: copying a host-built tensor to the GPU
+# at every call makes the host wait for the GPU each time (about 20 times per flow). Shared: never modified.
+@functools.lru_cache(maxsize=64)
+def _opencv_gaussian_kernel(size: int, sigma: float, device: torch.device) -> torch.Tensor:
     """cv::getGaussianKernel(size, sigma, CV_32F): the fixed binomial table for small sizes when sigma <= 0."""
     if sigma <= 0 and size == 3:
-        return torch.tensor([0.25, 0.5, 0.25], dtype=torch.float32)
+        return torch.tensor([0.25, 0.5, 0.25], dtype=torch.float32, device=device)
     sigma = sigma if sigma > 0 else ((size - 1) * 0.5 - 1) * 0.3 + 0.8
     x = torch.arange(size, dtype=torch.float64) - (size - 1) * 0.5
     kernel = torch.exp(-0.5 / sigma**2 * x * x)
-    return (kernel / kernel.sum()).float()
+    return (kernel / kernel.sum()).float().to(device)
 
 
 def _blur_reflect101(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Separable blur of (N, 1, H, W) with OpenCV's default BORDER_REFLECT_101 (torch's "reflect")."""
     radius = (len(kernel) - 1) // 2
-    kernel = kernel.to(images.device)
     padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
     return F.conv2d(F.conv2d(padded, kernel.view(1, 1, -1, 1)), kernel.view(1, 1, 1, -1))
 
 
-def _poly_filters(n: int, sigma: float) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
+@functools.lru_cache(maxsize=16)
+def _poly_filters(n: int, sigma: float, device: torch.device) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
     """The 1-D weights g, x g, x^2 g (3, 2n + 1) and the entries of the inverse moment matrix that
     OpenCV's FarnebackPrepareGaussian derives (ig11, ig03, ig33, ig55)."""
     if sigma < 1.1920929e-07:
@@ -68,13 +73,12 @@ def _poly_filters(n: int, sigma: float) -> tuple[torch.Tensor, tuple[float, floa
     moments[3, 4] = moments[4, 3] = moments[5, 5]
     moments[4, 4] = moments[3, 3]
     inverse = torch.linalg.inv(moments)
-    return weights, (float(inverse[1, 1]), float(inverse[0, 3]), float(inverse[3, 3]), float(inverse[5, 5]))
+    return weights.to(device), (float(inverse[1, 1]), float(inverse[0, 3]), float(inverse[3, 3]), float(inverse[5, 5]))
 
 
 def poly_expansion(images: torch.Tensor, n: int, sigma: float) -> torch.Tensor:
     """OpenCV's FarnebackPolyExp of (N, 1, H, W) float32: (N, 5, H, W) coefficients per pixel."""
-    weights, (ig11, ig03, ig33, ig55) = _poly_filters(n, sigma)
-    weights = weights.to(images.device)
+    weights, (ig11, ig03, ig33, ig55) = _poly_filters(n, sigma, images.device)
     vertical = F.conv2d(F.pad(images, (0, 0, n, n), mode="replicate"), weights.view(3, 1, -1, 1))
     t = F.pad(vertical, (n, n, 0, 0), mode="replicate")
     t0, t1, t2 = t[:, 0:1], t[:, 1:2], t[:, 2:3]
@@ -84,6 +88,7 @@ def poly_expansion(images: torch.Tensor, n: int, sigma: float) -> torch.Tensor:
     return torch.stack([b3 * ig11, b2 * ig11, b1 * ig03 + b5 * ig33, b1 * ig03 + b4 * ig33, b6 * ig55], dim=1)
 
 
+@functools.lru_cache(maxsize=64)
 def _border_damping(height: int, width: int, device: torch.device) -> torch.Tensor:
     def along(size: int) -> torch.Tensor:
         weights = torch.ones(size)
@@ -163,7 +168,7 @@ def farneback(source: torch.Tensor, target: torch.Tensor, *, pyr_scale: float = 
         sigma = (1.0 / scale - 1) * 0.5
         size = max(int(round(sigma * 5)) | 1, 3)
         level_size = (int(round(height * scale)), int(round(width * scale)))
-        blurred = _blur_reflect101(images, _opencv_gaussian_kernel(size, sigma))
+        blurred = _blur_reflect101(images, _opencv_gaussian_kernel(size, sigma, images.device))
         level = blurred if level_size == (height, width) else F.interpolate(
             blurred, size=level_size, mode="bilinear", align_corners=False)
         coefficients = poly_expansion(level, poly_n, poly_sigma)

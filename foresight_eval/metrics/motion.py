@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
-from foresight_eval.metrics.base import FrameBatch, MetricInfo, RunContext
+from foresight_eval.metrics.base import FrameBatch, MetricInfo, RunContext, device_constant
 from foresight_eval.metrics.physics_iq import (
     PIPELINE_DEFAULTS, Mp4vRoundTrip, WindowedFrameMetric, clip_fps, downscale_u8,
 )
@@ -70,7 +70,7 @@ def weighted_iou(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 # --- Physics-IQ motion masks -----------------------------------------------------------------------
 
-_BINOMIAL_5 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+_BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
 
 
 def _round_half_even(x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +92,7 @@ def _gray_u8(frames: torch.Tensor) -> torch.Tensor:
 
 def _blur_u8(gray: torch.Tensor) -> torch.Tensor:
     """OpenCV ``GaussianBlur(gray, (5, 5), 0)`` on 8-bit values: binomial kernel, reflect-101 border, round."""
-    kernel = _BINOMIAL_5.to(gray.device)
+    kernel = device_constant(_BINOMIAL_5, torch.float32, gray.device)
     padded = F.pad(gray, (2, 2, 2, 2), mode="reflect")  # torch's "reflect" is OpenCV's BORDER_REFLECT_101
     summed = F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, 5)), kernel.view(1, 1, 5, 1))
     # Integer sums up to 65280 are exact in float32; OpenCV's fixed point rounds half up.
@@ -215,6 +215,7 @@ class MotionMaskStream:
 
 
 class _MotionMaskMetric(WindowedFrameMetric):
+    reads_reference_cache = True
     defaults = {"threshold": 10, "alpha": 0.3, "morph_kernel": 5, "roundtrip": "none", **PIPELINE_DEFAULTS}
     choices = {"roundtrip": ("none", "mp4v")}
 
@@ -244,7 +245,7 @@ class _MotionMaskMetric(WindowedFrameMetric):
 
     def per_frame(self, batch: FrameBatch) -> torch.Tensor:
         values = self.compare(self._masks(batch, "pred"), self._masks(batch, "ref"))
-        self._last = float(values[-1])
+        self._last = values[-1]  # a tensor: float() here would wait for the GPU at every batch
         return values
 
     def compare(self, pred_masks: torch.Tensor, ref_masks: torch.Tensor) -> torch.Tensor:
@@ -272,7 +273,7 @@ class _CumulativeMotionMetric(_MotionMaskMetric):
         raise NotImplementedError
 
     def compute(self) -> float:
-        return self._last
+        return float(self._last)
 
 
 @register

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from foresight_eval.errors import InputError
-from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo
+from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, device_constant
 from foresight_eval.metrics.registry import register
 
 _GAUSSIAN = {"window": "gaussian", "window_size": 11, "sigma": 1.5, "sample_covariance": False}
@@ -75,7 +75,7 @@ def ssim_kwargs(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def luma(frames: torch.Tensor) -> torch.Tensor:
     """BT.601 luma of [0, 1] RGB frames: (B, 3, H, W) in, (B, 1, H, W) out, in [16/255, 235/255]."""
-    weights = torch.tensor(BT601_LUMA, dtype=frames.dtype, device=frames.device).view(1, 3, 1, 1)
+    weights = device_constant(BT601_LUMA, frames.dtype, frames.device).view(1, 3, 1, 1)
     return (frames * weights).sum(dim=1, keepdim=True).add_(BT601_OFFSET)
 
 

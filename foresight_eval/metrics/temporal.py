@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from foresight_eval.metrics.base import ConsecutivePairMetric, FrameBatch, MetricInfo
+from foresight_eval.metrics.base import ConsecutivePairMetric, FrameBatch, MetricInfo, device_constant
 from foresight_eval.metrics.flow_torch import farneback
 from foresight_eval.metrics.motion import _gray_u8  # OpenCV's RGB2GRAY, shared with the motion masks
 from foresight_eval.metrics.registry import register
@@ -155,7 +155,7 @@ def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneb
 def _warp_torch(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) sampled at p + flow(p) (flow (N, H, W, 2)): bilinear, outside the frame the nearest edge."""
     height, width = images.shape[-2:]
-    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=flow.device)
+    scale = device_constant((2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)), torch.float32, flow.device)
     yy, xx = torch.meshgrid(torch.arange(height, device=flow.device, dtype=torch.float32),
                             torch.arange(width, device=flow.device, dtype=torch.float32), indexing="ij")
     grid = (torch.stack([xx, yy], dim=-1) + flow) * scale - 1
@@ -197,7 +197,7 @@ def warp_error_torch(earlier: torch.Tensor, later: torch.Tensor, occlusion: str 
     count = valid.flatten(1).sum(dim=1)
     total = torch.where(valid, squared, 0.0).flatten(1).sum(dim=1)
     # A pair with no valid pixel is scored over all its pixels, as on the OpenCV path.
-    return torch.where(count > 0, total / count.clamp(min=1), squared.flatten(1).mean(dim=1)).cpu()
+    return torch.where(count > 0, total / count.clamp(min=1), squared.flatten(1).mean(dim=1))
 
 
 # ---- stateful wrappers -----------------------------------------------------------------------------
