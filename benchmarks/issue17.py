@@ -11,7 +11,8 @@ jobs on a shared machine):
 
 a) psnr + ssim + lpips through foresight-eval against the hand-written loop (``score_throughput.hand_loop``:
    PyAV, scikit-image SSIM and PSNR per frame, the ``lpips`` package per batch; float32 both; our SSIM with
-   ``mode=wang``, the loop's definition). Goal >= 1.5x.
+   ``mode=wang``, the loop's definition). Goal >= 1.5x. Also timed, as its own row: the same with
+   ``-p lpips.precision=bf16`` (the issue's opt-in bf16 autocast; its largest difference is recorded).
 b) psnr + ssim against the same loop without LPIPS. Goal >= 3x.
 c) the default suite now against the tree issue 17 was filed on (``--old-commit``, checked out with
    ``git worktree add`` unless ``--old-tree`` names a checkout), each in its own process (PYTHONPATH set to
@@ -140,7 +141,9 @@ def cpu_rounds(args: argparse.Namespace, tmp: Path, old_tree: Path | None) -> di
     # Each comparison: its two sides, run one after the other within a round, in alternating order.
     # SSIM as the loop computes it (scikit-image's Gaussian window, valid region): mode=wang.
     same_ssim = {"ssim": {"mode": "wang"}}
-    comparisons = {"a": {"hand loop": hand(True), "foresight-eval": ours(["psnr", "ssim", "lpips"], same_ssim)},
+    comparisons = {"a": {"hand loop": hand(True), "foresight-eval": ours(["psnr", "ssim", "lpips"], same_ssim),
+                         "foresight-eval bf16": ours(["psnr", "ssim", "lpips"],
+                                                     {**same_ssim, "lpips": {"precision": "bf16"}})},
                    "b": {"hand loop": hand(False), "foresight-eval": ours(["psnr", "ssim"], same_ssim)}}
     for sides in comparisons.values():  # untimed: imports, weights, thread pools
         for fn in sides.values():
@@ -192,10 +195,12 @@ def summarise(cpu: dict) -> list[dict]:
                      "ratio": ratio, "per_round": per_round, "goal": goal, "met": ratio >= goal,
                      "cpu_ratio": cpu_ratio})
 
-    for key, figure, goal in (("a", "psnr + ssim + lpips vs hand loop", 1.5), ("b", "psnr + ssim vs hand loop", 3.0)):
+    for key, side, figure, goal in (("a", "foresight-eval", "psnr + ssim + lpips vs hand loop", 1.5),
+                                    ("a", "foresight-eval bf16", "psnr + ssim + lpips (lpips.precision=bf16) vs hand loop", 1.5),
+                                    ("b", "foresight-eval", "psnr + ssim vs hand loop", 3.0)):
         row(figure, goal, [r["seconds"][f"{key}/hand loop"] for r in rounds],
-            [r["seconds"][f"{key}/foresight-eval"] for r in rounds],
-            [r["cpu_s"][f"{key}/hand loop"] for r in rounds], [r["cpu_s"][f"{key}/foresight-eval"] for r in rounds])
+            [r["seconds"][f"{key}/{side}"] for r in rounds],
+            [r["cpu_s"][f"{key}/hand loop"] for r in rounds], [r["cpu_s"][f"{key}/{side}"] for r in rounds])
 
     def suite_seconds(tree, suite, measure="seconds"):
         return [r["trees"].get(tree, {}).get("suites", {}).get(suite, {}).get(measure) for r in rounds]
@@ -211,11 +216,11 @@ def value_gaps(cpu: dict) -> dict[str, float]:
     """Largest |difference| of a metric's mean between the two sides of each comparison, over rounds."""
     gaps: dict[str, float] = {}
     for r in cpu["rounds"]:
-        for key in ("a", "b"):
-            hand, ours = r["values"][f"{key}/hand loop"], r["values"][f"{key}/foresight-eval"]
+        for key, side in (("a", "foresight-eval"), ("a", "foresight-eval bf16"), ("b", "foresight-eval")):
+            hand, ours = r["values"][f"{key}/hand loop"], r["values"][f"{key}/{side}"]
             for name in hand:
-                gaps[f"{key}: {name} hand vs ours"] = max(gaps.get(f"{key}: {name} hand vs ours", 0.0),
-                                                           abs(hand[name] - ours[name]))
+                label = f"{key}: {name} hand vs {'ours' if side == 'foresight-eval' else 'ours bf16'}"
+                gaps[label] = max(gaps.get(label, 0.0), abs(hand[name] - ours[name]))
         now, old = (r["trees"].get(tree, {}).get("suites", {}).get("default", {}).get("values", {})
                     for tree in ("now", "old"))
         for name in now:
