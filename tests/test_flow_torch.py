@@ -10,7 +10,8 @@ import torch
 from fixtures import synthetic
 from foresight_eval.io.clips import open_clip
 from foresight_eval.metrics.flow_torch import farneback
-from foresight_eval.metrics.temporal import FARNEBACK_PARAMS, optical_flow, to_gray_uint8, warp_error
+from foresight_eval.metrics.temporal import (FARNEBACK_PARAMS, consecutive_warp_error_torch, optical_flow, to_gray_uint8,
+                                             warp_error)
 from tests.parity import assert_parity
 
 
@@ -63,3 +64,36 @@ def test_warp_error_torch_backend_matches_opencv(clip, fixtures_dir):
     assert_parity("warp_error backend=torch vs backend=opencv", ours, reference, atol=2e-6)
     assert_parity("warp_error backend=torch vs backend=opencv (relative)", (ours - reference) / reference,
                   torch.zeros_like(reference), atol=5e-3)
+
+
+def test_a_sequence_shares_each_frames_pyramid_and_gives_the_pairwise_values():
+    """consecutive_warp_error_torch expands each frame once for its four flows; the values are those of the
+    pair-by-pair computation, and the metric's batches (bridging pair included) give them at every batch size."""
+    from foresight_eval.metrics.base import FrameBatch, RunContext
+    from foresight_eval.metrics.registry import metric_classes
+    from foresight_eval.metrics import flow_torch
+
+    frames = _camera_like()[:6]
+    pairwise = warp_error(frames[:-1], frames[1:], backend="torch")
+    expanded = []
+    original = flow_torch.poly_expansion
+
+    def counting(images, *args):
+        expanded.append(len(images))
+        return original(images, *args)
+
+    flow_torch.poly_expansion = counting
+    try:
+        sequence = consecutive_warp_error_torch(frames)
+    finally:
+        flow_torch.poly_expansion = original
+    assert set(expanded) == {len(frames)}  # per pyramid level: the 6 frames, not 4 x 5 images
+    assert_parity("warp_error: consecutive vs pairwise (torch)", sequence, pairwise, atol=1e-9)
+    for batch_size in (1, 2, 4):
+        metric = metric_classes()["warp_error"](backend="torch")
+        metric.setup(RunContext(device=torch.device("cpu")))
+        metric.reset()
+        values = [metric.update(FrameBatch("clip", part, part, index + 1, index))
+                  for part, index in zip(frames.split(batch_size), torch.arange(len(frames)).split(batch_size))]
+        assert_parity(f"warp_error metric, batches of {batch_size} vs pairwise", torch.cat(values)[1:], pairwise,
+                      atol=1e-9)

@@ -143,25 +143,38 @@ def solve_flow(matrices: torch.Tensor, winsize: int) -> torch.Tensor:
     then G flow = h per pixel. (N, 2, H, W) float32 flow (dx, dy) out."""
     m = winsize // 2
     padded = F.pad(matrices.double(), (m, m, m, m), mode="replicate")
-    g11, g12, g22, h1, h2 = F.avg_pool2d(padded, winsize, stride=1).unbind(1)
+    # Separable, as OpenCV's running sums: winsize + winsize additions per pixel, not winsize^2 (the 2-D
+    # window was most of a GPU flow's time).
+    columns = F.avg_pool2d(padded, (winsize, 1), stride=1)
+    g11, g12, g22, h1, h2 = F.avg_pool2d(columns, (1, winsize), stride=1).unbind(1)
     inverse_det = 1.0 / (g11 * g22 - g12 * g12 + 1e-3)
     return torch.stack([(g11 * h2 - g12 * h1) * inverse_det, (g22 * h1 - g12 * h2) * inverse_det], dim=1).float()
 
 
-def farneback(source: torch.Tensor, target: torch.Tensor, *, pyr_scale: float = 0.5, levels: int = 3,
-              winsize: int = 15, iterations: int = 3, poly_n: int = 5, poly_sigma: float = 1.2) -> torch.Tensor:
+def farneback(source: torch.Tensor, target: torch.Tensor, **params: float) -> torch.Tensor:
     """Dense flow from 8-bit grayscale ``source`` to ``target`` images (N, H, W) (any dtype holding 0..255):
     (N, H, W, 2) float32 with source(y, x) ~ target(y + flow[..., 1], x + flow[..., 0]), as
     ``cv2.calcOpticalFlowFarneback(source, target, None, pyr_scale, levels, winsize, iterations, poly_n,
-    poly_sigma, 0)`` per pair."""
-    height, width = source.shape[-2:]
+    poly_sigma, 0)`` per pair; ``params`` are :func:`farneback_pairs`'s."""
+    pairs = torch.arange(len(source), device=source.device)
+    return farneback_pairs(torch.cat([source, target]), pairs, pairs + len(source), **params)
+
+
+def farneback_pairs(images: torch.Tensor, sources: torch.Tensor, targets: torch.Tensor, *, pyr_scale: float = 0.5,
+                    levels: int = 3, winsize: int = 15, iterations: int = 3, poly_n: int = 5,
+                    poly_sigma: float = 1.2) -> torch.Tensor:
+    """The flows from ``images[sources[i]]`` to ``images[targets[i]]`` of 8-bit grayscale images (M, H, W):
+    (P, H, W, 2) for P index pairs, as :func:`farneback`. Each image's pyramid and polynomial expansion is
+    computed once however many flows it is in: in a clip's consecutive pairs, both directions, a frame is
+    in four flows (warp_error)."""
+    height, width = images.shape[-2:]
     scale = 1.0
     for k in range(levels):
         scale *= pyr_scale
         if width * scale < MIN_LEVEL_SIZE or height * scale < MIN_LEVEL_SIZE:
             levels = k
             break
-    images = torch.stack([source, target]).float().flatten(0, 1)[:, None]  # (2N, 1, H, W)
+    images = images.float()[:, None]  # (M, 1, H, W)
     flow = None
     for k in range(levels, -1, -1):
         scale = pyr_scale**k
@@ -172,7 +185,7 @@ def farneback(source: torch.Tensor, target: torch.Tensor, *, pyr_scale: float = 
         level = blurred if level_size == (height, width) else F.interpolate(
             blurred, size=level_size, mode="bilinear", align_corners=False)
         coefficients = poly_expansion(level, poly_n, poly_sigma)
-        r0, r1 = coefficients.chunk(2)
+        r0, r1 = coefficients[sources], coefficients[targets]
         if flow is None:
             flow = torch.zeros(r0.shape[0], 2, *level_size, device=r0.device)
         else:

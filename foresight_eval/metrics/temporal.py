@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from foresight_eval.metrics.base import ConsecutivePairMetric, FrameBatch, MetricInfo, device_constant
-from foresight_eval.metrics.flow_torch import farneback
+from foresight_eval.metrics.flow_torch import farneback_pairs
 from foresight_eval.metrics.motion import _gray_u8  # OpenCV's RGB2GRAY, shared with the motion masks
 from foresight_eval.metrics.registry import register
 from foresight_eval.metrics.structural import (SSIM_CHOICES, SSIM_DEFAULTS, SSIM_MODES, SSIMMoments, ssim, ssim_kwargs,
@@ -127,6 +127,11 @@ def valid_flow_mask(backward: np.ndarray, forward: np.ndarray, occlusion: str = 
     raise ValueError(f"unknown occlusion mode {occlusion!r} (one of {OCCLUSION_MODES})")
 
 
+def uses_torch_flow(method: str, backend: str, device: torch.device) -> bool:
+    """Whether :func:`warp_error` takes the torch path for these settings and frames on ``device``."""
+    return method == "farneback" and (backend == "torch" or (backend == "auto" and device.type != "cpu"))
+
+
 def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneback",
                occlusion: str = "lai", backend: str = "opencv") -> torch.Tensor:
     """Flow warping error of each frame pair: (N, 3, H, W) twice in, (N,) float64 out.
@@ -137,7 +142,7 @@ def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneb
     A pair with no valid pixel is scored over all its pixels (see the module doc)."""
     if len(earlier) == 0:
         return torch.zeros(0, dtype=torch.float64)
-    if method == "farneback" and (backend == "torch" or (backend == "auto" and earlier.device.type != "cpu")):
+    if uses_torch_flow(method, backend, earlier.device):
         return warp_error_torch(earlier, later, occlusion)
     earlier_gray, later_gray = to_gray_uint8(earlier), to_gray_uint8(later)
     earlier_rgb = earlier.permute(0, 2, 3, 1).float().cpu().numpy()
@@ -177,10 +182,26 @@ def warp_error_torch(earlier: torch.Tensor, later: torch.Tensor, occlusion: str 
     warp, occlusion mask and masked mean in torch ops, batched over pairs on the frames' device. OpenCV's
     remap rounds sampling positions to 1/32 pixel and this bilinear warp does not, so values differ from the
     OpenCV path by rounding (tests/test_flow_torch.py measures it)."""
+    pairs = torch.arange(len(earlier), device=earlier.device)
+    gray = _gray_u8(torch.cat([earlier, later]))[:, 0]
+    return _warp_error_torch(earlier, later, gray, pairs, pairs + len(earlier), occlusion)
+
+
+def consecutive_warp_error_torch(frames: torch.Tensor, occlusion: str = "lai") -> torch.Tensor:
+    """:func:`warp_error_torch` of ``frames[:-1]`` and ``frames[1:]`` (N + 1 frames, N pairs), with each frame's
+    grayscale image, pyramid and polynomial expansion computed once instead of four times."""
+    index = torch.arange(len(frames), device=frames.device)
+    return _warp_error_torch(frames[:-1], frames[1:], _gray_u8(frames)[:, 0], index[:-1], index[1:], occlusion)
+
+
+def _warp_error_torch(earlier: torch.Tensor, later: torch.Tensor, gray: torch.Tensor, earlier_index: torch.Tensor,
+                      later_index: torch.Tensor, occlusion: str) -> torch.Tensor:
+    """The torch warp error of pairs (earlier[i], later[i]) whose grayscale images are
+    ``gray[earlier_index[i]]`` and ``gray[later_index[i]]``."""
     if occlusion not in OCCLUSION_MODES:
         raise ValueError(f"unknown occlusion mode {occlusion!r} (one of {OCCLUSION_MODES})")
-    earlier_gray, later_gray = _gray_u8(earlier)[:, 0], _gray_u8(later)[:, 0]
-    flows = farneback(torch.cat([later_gray, earlier_gray]), torch.cat([earlier_gray, later_gray]), **FARNEBACK_PARAMS)
+    flows = farneback_pairs(gray, torch.cat([later_index, earlier_index]), torch.cat([earlier_index, later_index]),
+                            **FARNEBACK_PARAMS)
     backward, forward = flows.chunk(2)
     height, width = earlier.shape[-2:]
     xx = torch.arange(width, device=backward.device, dtype=torch.float32)
@@ -314,6 +335,17 @@ class _WarpError(ConsecutivePairMetric):
 
     def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
         return warp_error(earlier, later, self.params["flow"], self.params["occlusion"], self.params["backend"])
+
+    def batch_pair_values(self, last: torch.Tensor | None, frames: torch.Tensor,
+                          carried: Any) -> tuple[torch.Tensor, Any]:
+        """On the torch path, the bridging pair and the batch's pairs in one flow computation over the
+        frame sequence (each frame's pyramid made once); on OpenCV's, pair by pair as the base class."""
+        if not uses_torch_flow(self.params["flow"], self.params["backend"], frames.device):
+            return super().batch_pair_values(last, frames, carried)
+        sequence = frames if last is None else torch.cat([last, frames])
+        if len(sequence) < 2:
+            return torch.zeros(0, dtype=torch.float64, device=frames.device), None
+        return consecutive_warp_error_torch(sequence, self.params["occlusion"]), None
 
 
 @register
