@@ -107,8 +107,11 @@ def main() -> None:
         print(f"device {device}, {args.clips} clips x {args.frames} frame pairs at {args.size}; suite: {', '.join(suite)}")
         score(*warm_up, suite, options=options, device=device)
         decode_s, _ = timed(lambda: decode_only(*clips, options, device))
-        suite_s, _ = timed(lambda: score(*clips, suite, options=options, device=device))
+        suite_s, run = timed(lambda: score(*clips, suite, options=options, device=device))
         print(f"decode-only {decode_s:.2f} s, suite {suite_s:.2f} s ({suite_s / decode_s:.1f}x)")
+        phases = run.manifest.get("timings", {}).get("ranks", [{}])[0]
+        print("the run's phases (s): " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in phases.items()
+                                                 if name != "start_up"))
         profile = cProfile.Profile()
         profile.runcall(score, *clips, suite, options=options, device=device)
         text = io.StringIO()

@@ -5,6 +5,8 @@ Peak host memory per clip pair is bounded by the queues, not by the clip's lengt
 ``2 * batch_size`` decoded frames per clip in the per-clip queues, plus ``PREFETCH_BATCHES + 2`` stacked
 batches (queued, being filled, being scored), each ``batch_size`` frames of prediction and reference:
 about ``(4 * batch_size + 2 * batch_size * (PREFETCH_BATCHES + 2)) * H * W * 3`` bytes for uint8 frames.
+The scoring engine decodes two clip pairs at a time (the next one starts while the current one is scored):
+twice that.
 """
 
 from __future__ import annotations
@@ -30,42 +32,60 @@ class _Failure:
         self.exc = exc
 
 
-def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
-    """Iterate ``items`` in a daemon thread, at most ``depth`` ahead of the consumer.
+def _produce(items: Iterable[T], slots: queue.Queue, stop: threading.Event) -> None:
+    try:
+        for item in items:
+            while not stop.is_set():
+                try:
+                    slots.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+        slots.put(_DONE)
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+        slots.put(_Failure(exc))
+
+
+class Prefetched(Iterator[T]):
+    """Iterates ``items`` in a daemon thread started at once (before the first ``next``), at most ``depth``
+    ahead of the consumer: a clip's decoding can begin while the previous clip is still being scored.
 
     Exceptions raised while producing are re-raised in the consumer at the point they occurred.
-    If the consumer stops early, the producer is told to stop at its next item.
+    ``close()`` (or the iterator's collection) tells the producer to stop at its next item.
     """
-    slots: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
 
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        slots.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            slots.put(_DONE)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            slots.put(_Failure(exc))
+    def __init__(self, items: Iterable[T], depth: int):
+        self._slots: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._finished = False
+        # The thread holds the queue and the event, not this object: an abandoned iterator is still collected.
+        threading.Thread(target=_produce, args=(items, self._slots, self._stop), daemon=True).start()
 
-    worker = threading.Thread(target=produce, daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = slots.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            yield item
-    finally:
-        stop.set()
+    def __next__(self) -> T:
+        if self._finished:
+            raise StopIteration
+        item = self._slots.get()
+        if item is _DONE:
+            self._finished = True
+            raise StopIteration
+        if isinstance(item, _Failure):
+            self.close()
+            raise item.exc
+        return item
+
+    def close(self) -> None:
+        self._finished = True
+        self._stop.set()
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+
+def prefetch(items: Iterable[T], depth: int) -> Prefetched[T]:
+    """``items`` produced in a background thread, at most ``depth`` ahead (see :class:`Prefetched`)."""
+    return Prefetched(items, depth)
 
 
 @dataclass
@@ -92,8 +112,14 @@ class PairFrames:
         self._context, self._batch_size, self._mode, self._pin = context, batch_size, frames_mode, pin_memory
         self._digest_ref = digest_ref
 
-    def __iter__(self) -> Iterator[HostBatch]:
+    def __iter__(self) -> Prefetched[HostBatch]:
+        """The host batches; their decoding and stacking start at this call, in background threads."""
         return prefetch(self._batches(), PREFETCH_BATCHES)
+
+    def close(self) -> None:
+        """Stop decoding (the pair is abandoned): the background threads end at their next frame."""
+        self._pred.close()
+        self._ref.close()
 
     def _batches(self) -> Iterator[HostBatch]:
         pending: list[tuple[int, np.ndarray, np.ndarray]] = []

@@ -88,63 +88,94 @@ def _record_per_frame(result: PairResult, pending: list[tuple[str, list[int], li
         result.per_frame[name].extend(row for row in zip(horizons, frame_indices, values) if not math.isnan(row[2]))
 
 
+class PairInFlight:
+    """A clip pair opened, its frames decoding in background threads until it is scored: the engine opens
+    the next pair before scoring the current one, so the next pair's first batches are decoded while the
+    device works on this one's (two pairs' decoding queues at most; see :mod:`foresight_eval.decoding`).
+    A failure to open is kept and becomes the pair's error row when it is scored."""
+
+    def __init__(self, pair: ClipPair, options: ScoreOptions, device: torch.device, *, digest_refs: bool = False):
+        self.pair, self.options = pair, options
+        self.result = PairResult(video=pair.key, pred=str(pair.pred), ref=str(pair.ref))
+        self.failure: Exception | None = None
+        self.frames: PairFrames | None = None
+        try:
+            if pair.problem:
+                raise InputError(pair.problem)
+            pred_clip, ref_clip = open_clip(pair.pred), open_clip(pair.ref)
+            # result.media is kept on an error row: frame rates explain many failures
+            self.streams = PairStreams(pred_clip, ref_clip, media=self.result.media, fps=options.fps,
+                                       fps_mismatch=options.fps_mismatch, context=options.context,
+                                       horizon_seconds=options.horizon_seconds, frames=options.frame_mismatch)
+            self.frames = PairFrames(self.streams.pred, self.streams.ref, context=options.context,
+                                     batch_size=options.batch_size, frames_mode=options.frame_mismatch,
+                                     pin_memory=device.type == "cuda",
+                                     digest_ref=tensor_sha256 if digest_refs else None)
+            self.batches = iter(self.frames)  # decoding starts here
+        except Exception as exc:  # noqa: BLE001 - raised again when the pair is scored: its error row
+            self.failure = exc
+
+    def close(self) -> None:
+        """Abandon the pair (the run stopped before scoring it): its decoding threads stop."""
+        if self.frames is not None:
+            self.batches.close()
+            self.frames.close()
+
+    def score(self, metrics: list[Metric], device: torch.device) -> PairResult:
+        """Score the pair; any failure (opening included) becomes an error row with a one-line reason."""
+        result, options = self.result, self.options
+        # (metric, horizons, frame indices, values) per batch, turned into rows after the last batch
+        pending: list[tuple[str, list[int], list[int], Any]] = []
+        try:
+            if self.failure is not None:
+                raise self.failure
+            for metric in metrics:
+                metric.reset()
+                result.per_frame[metric.name] = []
+            for host in self.batches:
+                self.streams.record_sizes(host.pred, host.ref)
+                frame_index = torch.from_numpy(host.frame_index)
+                horizon = frame_index - options.context + 1
+                ref = _to_device(host.ref, device)
+                pred = _match_size(_to_device(host.pred, device), ref, options.resize)
+                # non_blocking: a blocking copy of these host tensors would make the host wait for the GPU's queue
+                batch = FrameBatch(self.pair.key, pred, ref, horizon.to(device, non_blocking=True),
+                                   frame_index.to(device, non_blocking=True), fps=self.streams.ref_timing.fps,
+                                   ref_decoded=host.ref, ref_sha256=host.ref_digest)
+                for metric in metrics:
+                    values = metric.update(batch)
+                    if values is not None:
+                        if isinstance(values, torch.Tensor):  # a copy: the metric may reuse its buffer next batch
+                            values = values.detach().to(torch.float64, copy=True)
+                        pending.append((metric.name, horizon.tolist(), host.frame_index.tolist(), values))
+            if self.frames.total <= options.context:
+                raise InputError(f"clip has {self.frames.total} frames, none left after --context {options.context}")
+            result.frames = self.frames.total - options.context
+            _record_per_frame(result, pending)
+            for metric in metrics:
+                # A set-granular metric's compute() is the clip's part of the run-level value.
+                value = metric.compute()
+                if metric.info.granularity == "set":
+                    result.set_parts[metric.name] = value
+                else:
+                    result.values[metric.name] = value
+        except InputError as exc:
+            fail_pair(result, str(exc))
+        except Exception as exc:  # noqa: BLE001 - an unforeseen failure of one clip must not lose the run
+            fail_pair(result, f"{type(exc).__name__}: {exc}")
+        finally:
+            self.close()  # a failed clip's frames still decoding are not needed
+            for *_, values in pending:  # nor its work still queued in the pool
+                if isinstance(values, Deferred):
+                    values.cancel()
+        return result
+
+
 def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, device: torch.device, *,
                digest_refs: bool = False) -> PairResult:
     """Score one clip pair; any failure becomes an error row with a one-line reason. ``digest_refs``: hash each
     batch's reference frames in the decoding thread (for metrics that read the reference cache)."""
-    result = PairResult(video=pair.key, pred=str(pair.pred), ref=str(pair.ref))
-    # (metric, horizons, frame indices, values) per batch, turned into rows after the last batch
-    pending: list[tuple[str, list[int], list[int], Any]] = []
-    try:
-        if pair.problem:
-            raise InputError(pair.problem)
-        pred_clip, ref_clip = open_clip(pair.pred), open_clip(pair.ref)
-        # result.media is kept on an error row: frame rates explain many failures
-        streams = PairStreams(pred_clip, ref_clip, media=result.media, fps=options.fps,
-                              fps_mismatch=options.fps_mismatch, context=options.context,
-                              horizon_seconds=options.horizon_seconds, frames=options.frame_mismatch)
-        for metric in metrics:
-            metric.reset()
-            result.per_frame[metric.name] = []
-        frames = PairFrames(streams.pred, streams.ref, context=options.context,
-                            batch_size=options.batch_size, frames_mode=options.frame_mismatch,
-                            pin_memory=device.type == "cuda", digest_ref=tensor_sha256 if digest_refs else None)
-        for host in frames:
-            streams.record_sizes(host.pred, host.ref)
-            frame_index = torch.from_numpy(host.frame_index)
-            horizon = frame_index - options.context + 1
-            ref = _to_device(host.ref, device)
-            pred = _match_size(_to_device(host.pred, device), ref, options.resize)
-            # non_blocking: a blocking copy of these host tensors would make the host wait for the GPU's queue
-            batch = FrameBatch(pair.key, pred, ref, horizon.to(device, non_blocking=True),
-                               frame_index.to(device, non_blocking=True),
-                               fps=streams.ref_timing.fps, ref_decoded=host.ref, ref_sha256=host.ref_digest)
-            for metric in metrics:
-                values = metric.update(batch)
-                if values is not None:
-                    if isinstance(values, torch.Tensor):  # a copy: the metric may reuse its buffer next batch
-                        values = values.detach().to(torch.float64, copy=True)
-                    pending.append((metric.name, horizon.tolist(), host.frame_index.tolist(), values))
-        if frames.total <= options.context:
-            raise InputError(f"clip has {frames.total} frames, none left after --context {options.context}")
-        result.frames = frames.total - options.context
-        _record_per_frame(result, pending)
-        for metric in metrics:
-            # A set-granular metric's compute() is the clip's part of the run-level value.
-            value = metric.compute()
-            if metric.info.granularity == "set":
-                result.set_parts[metric.name] = value
-            else:
-                result.values[metric.name] = value
-    except InputError as exc:
-        fail_pair(result, str(exc))
-    except Exception as exc:  # noqa: BLE001 - an unforeseen failure of one clip must not lose the run
-        fail_pair(result, f"{type(exc).__name__}: {exc}")
-    finally:
-        for *_, values in pending:  # a failed clip's work still queued in the pool is not needed
-            if isinstance(values, Deferred):
-                values.cancel()
-    return result
+    return PairInFlight(pair, options, device, digest_refs=digest_refs).score(metrics, device)
 
 
 def _split_by_inputs(names: Sequence[str] | None, with_latents: bool) -> tuple[list[str] | None, list[str] | None]:
@@ -272,21 +303,38 @@ def score(
     plan = RunPlan(work, key=lambda item: (item.seed, item.pair.key), metrics=definitions, skipped=skipped,
                    settings=settings, world=world)
 
-    def score_item(tasks: list[Task[WorkItem]]) -> list[PairResult]:
-        (task,) = tasks
-        pair = task.item.pair if task.problem is None else replace(task.item.pair, problem=task.problem)
-        result = score_pair(pair, active, options, torch_device, digest_refs=digest_refs)
+    # The next pair is opened (its decoding started) before the previous one is scored: results come one call late.
+    in_flight: list[tuple[Task[WorkItem], PairInFlight]] = []
+
+    def score_previous() -> list[PairResult]:
+        if not in_flight:
+            return []
+        task, opened = in_flight.pop()
+        result = opened.score(active, torch_device)
         result.seed = task.item.seed
         if latent_scorer is not None and result.ok:
             latent_scorer.add_to(result)
         return [result]
 
+    def score_item(tasks: list[Task[WorkItem]]) -> list[PairResult]:
+        (task,) = tasks
+        pair = task.item.pair if task.problem is None else replace(task.item.pair, problem=task.problem)
+        opened = PairInFlight(pair, options, torch_device, digest_refs=digest_refs)
+        done = score_previous()
+        in_flight.append((task, opened))
+        return done
+
     digest_refs = cache.root is not None and any(getattr(metric, "reads_reference_cache", False) for metric in active)
     phases.end("setup")
     with run_context.pool:  # the metrics' worker processes end with this rank's share
-        gathered = run_plan(plan, score_item, hash_inputs=lambda item: pair_input_hashes(item.pair, item.root, refs),
-                            run_dir=run_dir, resume=resume, on_start=on_start, on_result=on_pair,
-                            rank_extra=lambda: phases.end("scoring"))
+        try:
+            gathered = run_plan(plan, score_item, finish=score_previous,
+                                hash_inputs=lambda item: pair_input_hashes(item.pair, item.root, refs),
+                                run_dir=run_dir, resume=resume, on_start=on_start, on_result=on_pair,
+                                rank_extra=lambda: phases.end("scoring"))
+        finally:  # interrupted: the pair opened ahead is not scored
+            for _, opened in in_flight:
+                opened.close()
     if gathered is None:
         return None
     phases.end("gather")

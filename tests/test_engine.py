@@ -157,3 +157,40 @@ def test_peak_memory_does_not_grow_with_clip_length(tmp_path):
         tracemalloc.stop()
     clip_bytes = 512 * 64 * 64 * 3
     assert peaks[512] < peaks[32] + clip_bytes / 4
+
+
+def test_the_next_pair_decodes_while_the_previous_one_is_scored(tmp_path, monkeypatch):
+    """The engine opens pair k+1 (its decoding threads start) before it scores pair k: the next clip's first
+    frame is read while the current clip's metric is still working. A pair that fails to open still gets its
+    own error row, and the results keep the plan's order."""
+    import time
+
+    from foresight_eval.io import clips as clip_readers
+    from foresight_eval.metrics import pixel
+
+    for name in ("a", "b", "c"):
+        write_pair(tmp_path, name, gradient_clip(n_frames=4), gradient_clip(n_frames=4))
+    first_read, scored = {}, []
+    original_frames, original_mae = clip_readers.ArrayReader.frames, pixel.mae
+
+    def frames(self):
+        for frame in original_frames(self):
+            first_read.setdefault(self.path.stem, time.monotonic())
+            yield frame
+
+    def slow_mae(pred, ref, reduction="mean"):
+        time.sleep(0.5)
+        scored.append(time.monotonic())
+        return original_mae(pred, ref, reduction)
+
+    monkeypatch.setattr(clip_readers.ArrayReader, "frames", frames)
+    monkeypatch.setattr(pixel, "mae", slow_mae)
+    run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], options=ScoreOptions(batch_size=4))
+    assert all(pair.ok for pair in run.pairs) and len(scored) == 3
+    assert first_read["b"] < scored[0] and first_read["c"] < scored[1]  # read while the clip before was scored
+
+    (tmp_path / "preds" / "b.npy").write_bytes(b"not an array")
+    monkeypatch.setattr(pixel, "mae", original_mae)
+    run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], options=ScoreOptions(batch_size=4))
+    assert [(pair.video, pair.ok) for pair in run.pairs] == [("a", True), ("b", False), ("c", True)]
+    assert "b.npy" in run.pairs[1].error
