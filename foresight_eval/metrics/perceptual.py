@@ -9,6 +9,7 @@ and loaded with ``weights_only=True``: the same file the ``lpips`` package itsel
 from __future__ import annotations
 
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,9 @@ def load_lpips(net: str, backbone_file: Path) -> torch.nn.Module:
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")  # torchvision's deprecation notes about lpips's `pretrained=` call
         model = lpips.LPIPS(net=net, version="0.1", pretrained=False, pnet_rand=True, verbose=False)
-    backbone = torch.load(backbone_file, map_location="cpu", weights_only=True)
+    # Memory-mapped when the file is in torch's zip format: only the tensors used are read (AlexNet's
+    # convolutions are 10 MB of the checkpoint's 233 MB; its classifier is not used). Older files load whole.
+    backbone = torch.load(backbone_file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(backbone_file))
     linear_file = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"  # shipped in the lpips wheel
     linear = torch.load(linear_file, map_location="cpu", weights_only=True)
     # lpips splits torchvision's `features` into slices that keep the layers' original indices:
