@@ -60,3 +60,17 @@ def test_scoring_lpips_imports_neither_torchvision_nor_lpips(lpips_weights):
             "print(sorted(m for m in ('torchvision', 'torch._dynamo', 'lpips') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_backbone_file_in_torchs_legacy_format_loads_the_same(lpips_weights, tmp_path):
+    """Files in torch's zip format (torchvision's current checkpoints) are memory-mapped; a legacy-format file,
+    which cannot be, is read whole: the same model."""
+    from foresight_eval.metrics.perceptual import LPIPS_BACKBONES, load_lpips, lpips_distance
+
+    mapped = LPIPS_BACKBONES["alex"].locate()
+    legacy = tmp_path / mapped.name
+    torch.save(torch.load(mapped, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    frames = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        values = [lpips_distance(load_lpips("alex", path), frames[:2], frames[2:]) for path in (mapped, legacy)]
+    assert torch.equal(*values) and (values[0] > 0).all()
