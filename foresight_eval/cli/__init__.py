@@ -8,7 +8,9 @@ nor SciPy nor matplotlib (tests/test_cli_startup.py checks that).
 
 from __future__ import annotations
 
+import gc
 import importlib
+from typing import Any
 
 import click
 
@@ -57,6 +59,19 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, short_help) for name, (_, short_help) in COMMANDS.items()])
+
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        """The program (``args`` None: the arguments are the process's own; the console script and
+        `python -m foresight_eval`). Before it exits, every object still alive is frozen out of the cyclic
+        garbage collector: the interpreter's last collections over torch's hundreds of thousands of objects
+        took 0.6 s of each process's exit (0.8 -> 0.2 s; each `torchrun` rank's too). Files are closed by then
+        (run files are written atomically) and exit handlers still run; a caller passing ``args`` (a test
+        through click's CliRunner) keeps a normal collector."""
+        try:
+            return super().main(args, *rest, **kwargs)
+        finally:
+            if args is None:
+                gc.freeze()
 
     def invoke(self, ctx: click.Context):
         """Run the command under the application's error-to-exit-status mapping (one place for every
