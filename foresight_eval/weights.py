@@ -67,7 +67,7 @@ class TorchvisionCheckpoint(WeightSpec):
     used_by: str
     weights_enum: str  # e.g. "AlexNet_Weights.IMAGENET1K_V1"
     # The file name of the enum's URL, e.g. "alexnet-owt-7be5be79.pth", written out: finding the file must not
-    # import torchvision (1-4 s: it pulls in torch._dynamo); tests/test_weight_digest.py checks it against the enum.
+    # import torchvision (1-4 s: it pulls in torch._dynamo); tests/test_fixed_costs.py checks it against the enum.
     file: str
 
     def _weights(self):
@@ -108,13 +108,18 @@ class HuggingFaceModel(WeightSpec):
         return "model.safetensors"
 
     def candidates(self, weights_dir: Path | None) -> list[tuple[str, Path]]:
-        from huggingface_hub import constants, try_to_load_from_cache
-        from huggingface_hub.file_download import repo_folder_name
+        from huggingface_hub import constants
 
         places = [(label, folder / self.folder / self.filename) for label, folder in user_weight_dirs(weights_dir)]
-        cached = try_to_load_from_cache(self.repo_id, self.filename)
+        # The hub's folder for the model (its `repo_folder_name`); the hub's own lookup of the revision only where
+        # that folder exists: importing it (huggingface_hub.file_download, httpx) is 0.2 s of a run's set-up.
+        repo_cache = Path(constants.HF_HUB_CACHE) / f"models--{self.repo_id.replace('/', '--')}"
+        cached = None
+        if repo_cache.is_dir():
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(self.repo_id, self.filename)
         if not isinstance(cached, str):  # not cached: show where the hub would put it
-            repo_cache = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=self.repo_id, repo_type="model")
             cached = repo_cache / "snapshots" / "<revision>" / self.filename
         places.append(("Hugging Face cache", Path(cached)))
         return places

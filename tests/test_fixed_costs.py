@@ -1,7 +1,8 @@
-"""The weight files' SHA-256 for the run manifest, remembered per file version (foresight_eval.weights
-.weight_sha256): a second run does not read the file again, a changed file is hashed again, a broken memo
-is ignored; and the LPIPS backbones' file names, written out so that finding them imports no torchvision,
-are torchvision's own."""
+"""Fixed costs of a run's set-up (issue 17). The weight files' SHA-256 for the run manifest, remembered per
+file version (foresight_eval.weights.weight_sha256): a second run does not read the file again, a changed
+file is hashed again, a broken memo is ignored. The LPIPS backbones' file names, written out so that finding
+them imports no torchvision, are torchvision's own; a Hugging Face model's cache folder, named without
+importing the hub's download module, is the hub's own."""
 
 from __future__ import annotations
 
@@ -88,3 +89,20 @@ def test_lpips_backbone_file_names_are_torchvisions(net):
     spec = LPIPS_BACKBONES[net]
     enum_name, member = spec.weights_enum.split(".")
     assert spec.filename == os.path.basename(getattr(getattr(torchvision.models, enum_name), member).url)
+
+
+def test_hugging_face_candidates_name_the_hubs_own_folders(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    from foresight_eval.metrics.features import DINOV2_MODELS
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    spec = DINOV2_MODELS["small"]
+    repo = tmp_path / repo_folder_name(repo_id=spec.repo_id, repo_type="model")
+    assert spec.candidates(None)[-1][1] == repo / "snapshots" / "<revision>" / "model.safetensors"  # not cached
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "model.safetensors").write_bytes(b"")
+    assert spec.candidates(None)[-1][1] == repo / "snapshots" / "abc123" / "model.safetensors"  # the hub's lookup
