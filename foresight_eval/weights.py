@@ -66,9 +66,10 @@ class TorchvisionCheckpoint(WeightSpec):
     name: str
     used_by: str
     weights_enum: str  # e.g. "AlexNet_Weights.IMAGENET1K_V1"
-    # The file name of the enum's URL, e.g. "alexnet-owt-7be5be79.pth", written out: finding the file must not
-    # import torchvision (1-4 s: it pulls in torch._dynamo); tests/test_fixed_costs.py checks it against the enum.
-    file: str
+    # The file name of the enum's URL, e.g. "alexnet-owt-7be5be79.pth", written out so that finding the file
+    # imports no torchvision (1-4 s: it pulls in torch._dynamo); tests/test_fixed_costs.py checks it against
+    # the enum. None: read from the enum.
+    file: str | None = None
 
     def _weights(self):
         import torchvision
@@ -78,7 +79,7 @@ class TorchvisionCheckpoint(WeightSpec):
 
     @property
     def filename(self) -> str:
-        return self.file
+        return self.file or os.path.basename(self._weights().url)
 
     def candidates(self, weights_dir: Path | None) -> list[tuple[str, Path]]:
         places = user_weight_dirs(weights_dir)

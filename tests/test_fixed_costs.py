@@ -89,6 +89,7 @@ def test_lpips_backbone_file_names_are_torchvisions(net):
     spec = LPIPS_BACKBONES[net]
     enum_name, member = spec.weights_enum.split(".")
     assert spec.filename == os.path.basename(getattr(getattr(torchvision.models, enum_name), member).url)
+    assert weights.TorchvisionCheckpoint(spec.name, spec.used_by, spec.weights_enum).filename == spec.filename
 
 
 def test_hugging_face_candidates_name_the_hubs_own_folders(tmp_path, monkeypatch):

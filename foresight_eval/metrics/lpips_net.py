@@ -10,6 +10,8 @@ holds each to torchvision's ``features`` and the whole metric to the ``lpips`` p
 
 from __future__ import annotations
 
+from functools import partial
+
 from torch import Tensor, cat, empty, nn, tensor
 
 # Per backbone: the channels of each tapped layer, and the index after which each tap is taken (the ends
@@ -40,7 +42,7 @@ class Fire(nn.Module):
 def backbone_layers(net: str) -> list[nn.Module]:
     """The layers of torchvision's ``features`` for ``net`` up to LPIPS's last tap (the in-place ReLUs are
     safe: every tap is followed by a pooling or a convolution, which leaves its input alone)."""
-    relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
+    relu = partial(nn.ReLU, inplace=True)
     if net == "alex":
         return [nn.Conv2d(3, 64, 11, stride=4, padding=2), relu(), nn.MaxPool2d(3, 2),
                 nn.Conv2d(64, 192, 5, padding=2), relu(), nn.MaxPool2d(3, 2),
@@ -57,7 +59,7 @@ def backbone_layers(net: str) -> list[nn.Module]:
                 channels = width
         return layers
     if net == "squeeze":
-        pool = lambda: nn.MaxPool2d(3, 2, ceil_mode=True)  # noqa: E731
+        pool = partial(nn.MaxPool2d, 3, 2, ceil_mode=True)
         return [nn.Conv2d(3, 64, 3, stride=2), relu(), pool(), Fire(64, 16, 64, 64), Fire(128, 16, 64, 64), pool(),
                 Fire(128, 32, 128, 128), Fire(256, 32, 128, 128), pool(), Fire(256, 48, 192, 192),
                 Fire(384, 48, 192, 192), Fire(384, 64, 256, 256), Fire(512, 64, 256, 256)]
