@@ -87,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="ranks to start on this machine (one GPU each)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the foresight-eval command and its arguments")
     args = parser.parse_args(argv)
-    if args.nproc_per_node < 1 or not args.command:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.nproc_per_node < 1 or not command:
         parser.error("give --nproc-per-node N (N >= 1) and a foresight-eval command, e.g. score PREDS REFS")
-    return run_ranks(args.nproc_per_node, args.command)
+    return run_ranks(args.nproc_per_node, command)
 
 
 if __name__ == "__main__":

@@ -61,3 +61,15 @@ def test_a_failing_rank_stops_the_others(tmp_path, monkeypatch):
     start = time.monotonic()
     assert launch.run_ranks(2, ["score"]) == 2
     assert time.monotonic() - start < 60
+
+
+def test_the_command_line(monkeypatch):
+    import foresight_eval.launch as launch
+
+    calls = []
+    monkeypatch.setattr(launch, "run_ranks", lambda ranks, args: calls.append((ranks, args)) or 0)
+    assert launch.main(["--nproc-per-node", "2", "score", "a", "b", "-m", "psnr"]) == 0
+    assert launch.main(["--nproc-per-node=3", "--", "score", "--help"]) == 0
+    assert calls == [(2, ["score", "a", "b", "-m", "psnr"]), (3, ["score", "--help"])]
+    with pytest.raises(SystemExit):
+        launch.main(["--nproc-per-node", "0", "score"])
