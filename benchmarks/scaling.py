@@ -2,9 +2,11 @@
 GPU each), the throughput ratio, whether every world size wrote the same results, and where the time went
 (each rank's start-up, setup, scoring, gather and merge from the run's manifest.timings).
 
-    python benchmarks/scaling.py --ranks 1,2 --clips 64 --frames 48 --size 256x256
+    python benchmarks/scaling.py --ranks 1,2 --clips 64 --frames 48 --size 256x256 [--launchers torchrun,launch]
 
-Goal (two H200s): at least 1.8x the single-rank throughput with 2 ranks.
+Goal (two H200s): at least 1.8x the single-rank throughput with 2 ranks. ``--launchers`` starts the ranks
+with `torchrun --standalone` (default), `python -m foresight_eval.launch` (no elastic agent: no torch import
+before the ranks, none to tear down after), or both, each world size with each launcher in turn.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--size", default="256x256", help="WIDTHxHEIGHT")
     parser.add_argument("--metrics", default="psnr,ssim,lpips")
     parser.add_argument("--device", default="cuda", help="cuda: one GPU per rank; cpu for a dry run")
+    parser.add_argument("--launchers", default="torchrun", help="torchrun, launch, or both: torchrun,launch")
     parser.add_argument("--json", type=Path, help="also write the figures and every rank's phases here")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
@@ -54,10 +57,12 @@ def main() -> None:
                 for clip in (shard / side.name).iterdir():
                     clip.rename(side / clip.name)
         results, phases = {}, {}
-        for ranks in (int(r) for r in args.ranks.split(",")):
-            out = tmp / f"run{ranks}"
-            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
-                       "-m", "foresight_eval", "score", str(preds), str(refs), "-m", args.metrics, "--device", args.device,
+        launchers = {"torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"],
+                     "launch": [sys.executable, "-m", "foresight_eval.launch", "--nproc-per-node"]}
+        for ranks, launcher in ((int(r), name) for r in args.ranks.split(",") for name in args.launchers.split(",")):
+            out = tmp / f"run{ranks}-{launcher}"
+            command = [*launchers[launcher], str(ranks), *(["-m", "foresight_eval"] if launcher == "torchrun" else []),
+                       "score", str(preds), str(refs), "-m", args.metrics, "--device", args.device,
                        "--out", str(out), "--json"]
             start = time.perf_counter()
             done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "4"})
@@ -65,20 +70,21 @@ def main() -> None:
                 raise SystemExit(f"{ranks} rank(s) failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
             seconds = time.perf_counter() - start
             summary = json.loads((out / "summary.json").read_text())
-            results[ranks] = (seconds, {name: m["mean"] for name, m in summary["metrics"].items()},
-                              (out / "per_frame.csv").read_text())
-            phases[ranks] = summary["manifest"].get("timings", {}).get("ranks", [])
+            results[ranks, launcher] = (seconds, {name: m["mean"] for name, m in summary["metrics"].items()},
+                                        (out / "per_frame.csv").read_text())
+            phases[ranks, launcher] = summary["manifest"].get("timings", {}).get("ranks", [])
         frames = args.clips * args.frames
-        base = min(results)
         print(f"{args.clips} clips x {args.frames} frames at {width}x{height}, metrics {args.metrics}")
-        for ranks, (seconds, means, per_frame) in sorted(results.items()):
+        for (ranks, launcher), (seconds, means, per_frame) in sorted(results.items()):
+            base = min(key for key in results if key[1] == launcher)
             same = means == results[base][1] and per_frame == results[base][2]
-            print(f"  {ranks} rank(s): {seconds:7.1f} s wall, {frames / seconds:8.1f} frames/s, "
-                  f"{results[base][0] / seconds:.2f}x of {base} rank(s), results identical: {same}")
-            print("    " + phase_split(seconds, phases[ranks]))
+            print(f"  {ranks} rank(s), {launcher}: {seconds:7.1f} s wall, {frames / seconds:8.1f} frames/s, "
+                  f"{results[base][0] / seconds:.2f}x of {base[0]} rank(s), results identical: {same}")
+            print("    " + phase_split(seconds, phases[ranks, launcher]))
         report = {"clips": args.clips, "frames": args.frames, "size": args.size, "metrics": args.metrics,
-                  "runs": {ranks: {"wall_s": seconds, "phases": phases[ranks]}
-                           for ranks, (seconds, _, _) in sorted(results.items())}}
+                  "runs": {f"{ranks}" if launcher == "torchrun" else f"{ranks} {launcher}":
+                           {"wall_s": seconds, "phases": phases[ranks, launcher]}
+                           for (ranks, launcher), (seconds, _, _) in sorted(results.items())}}
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))
 

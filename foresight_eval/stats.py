@@ -23,8 +23,15 @@ from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats as scipy_stats
 
+
+
+def _scipy_stats():
+    """``scipy.stats``, imported on first use: its import is 0.6 s of a `score` process's start-up (each
+    `torchrun` rank's) and only the summaries after the scoring need it."""
+    from scipy import stats
+
+    return stats
 
 @dataclass(frozen=True)
 class BootstrapConfig:
@@ -58,7 +65,7 @@ def mean_with_ci(values: np.ndarray, config: BootstrapConfig = BootstrapConfig()
         return Estimate(mean, None, None, n)
     if np.ptp(values) == 0:
         return Estimate(mean, mean, mean, n)
-    result = scipy_stats.bootstrap(
+    result = _scipy_stats().bootstrap(
         (values,),
         np.mean,
         confidence_level=config.confidence,
@@ -87,7 +94,7 @@ def means_with_ci(samples: Sequence[np.ndarray], config: BootstrapConfig = Boots
             by_length[values.size].append(index)
     for indices in by_length.values():
         stacked = np.stack([samples[index] for index in indices])
-        interval = scipy_stats.bootstrap(
+        interval = _scipy_stats().bootstrap(
             (stacked,), np.mean, axis=-1, confidence_level=config.confidence, n_resamples=config.n_resamples,
             method=config.method, rng=np.random.default_rng(config.seed)).confidence_interval
         for row, index in enumerate(indices):
@@ -131,7 +138,7 @@ def paired_bootstrap(diffs: np.ndarray, config: BootstrapConfig = BootstrapConfi
         p_value = 1.0 if estimate.mean == 0 else 1.0 / (config.n_resamples + 1)
         return PairedDifference(estimate.mean, estimate.ci_low, estimate.ci_high, p_value, estimate.n)
     # Same seed as the CI above, so these are the very resamples behind it.
-    resampled = scipy_stats.bootstrap(
+    resampled = _scipy_stats().bootstrap(
         (diffs,), np.mean, confidence_level=config.confidence, n_resamples=config.n_resamples,
         method=config.method, rng=np.random.default_rng(config.seed),
     ).bootstrap_distribution
@@ -161,7 +168,7 @@ def sign_flip_p(diffs: np.ndarray, seed: int = 0) -> tuple[float | None, float |
         p_min = max(p_min, 1.0 / (PERMUTATION_RESAMPLES + 1))
     if not nonzero:
         return 1.0, 1.0
-    result = scipy_stats.permutation_test(
+    result = _scipy_stats().permutation_test(
         (diffs,), _mean, permutation_type="samples", vectorized=True, alternative="two-sided",
         n_resamples=np.inf if exact else PERMUTATION_RESAMPLES, rng=np.random.default_rng(seed),
     )
@@ -175,7 +182,7 @@ def wilcoxon_p_min(diffs: np.ndarray) -> float | None:
     nonzero = nonzero[nonzero != 0]
     if nonzero.size < 2:
         return None if nonzero.size == 0 and np.size(diffs) < 2 else 1.0
-    return float(scipy_stats.wilcoxon(np.abs(nonzero)).pvalue)
+    return float(_scipy_stats().wilcoxon(np.abs(nonzero)).pvalue)
 
 
 def wilcoxon_p(diffs: np.ndarray) -> float | None:
@@ -185,7 +192,7 @@ def wilcoxon_p(diffs: np.ndarray) -> float | None:
         return None
     if not np.any(diffs):
         return 1.0  # SciPy divides by zero on all-zero differences
-    return float(scipy_stats.wilcoxon(diffs).pvalue)
+    return float(_scipy_stats().wilcoxon(diffs).pvalue)
 
 
 def paired_test(
@@ -229,7 +236,7 @@ def adjust_p_values(p_values: list[float | None], method: str = DEFAULT_CORRECTI
         return list(p_values)
     raw = np.array([p_values[i] for i in index], dtype=np.float64)
     if method == "bh":
-        adjusted = scipy_stats.false_discovery_control(raw, method="bh")
+        adjusted = _scipy_stats().false_discovery_control(raw, method="bh")
     else:
         order = np.argsort(raw, kind="stable")
         steps = raw[order] * (raw.size - np.arange(raw.size))
@@ -253,5 +260,5 @@ def minimum_detectable_effect(diffs: np.ndarray, alpha: float, power: float = 0.
     if 2.0 ** (1 - n) >= alpha:
         return math.inf
     dof = n - 1
-    quantiles = scipy_stats.t.ppf(1 - alpha / 2, dof) + scipy_stats.t.ppf(power, dof)
+    quantiles = _scipy_stats().t.ppf(1 - alpha / 2, dof) + _scipy_stats().t.ppf(power, dof)
     return float(quantiles * diffs.std(ddof=1) / math.sqrt(n))

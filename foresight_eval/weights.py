@@ -7,7 +7,9 @@ is the one command that downloads, through the owning library's own download fun
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import torch
 
 from foresight_eval.errors import MetricUnavailable, UsageError, WeightsNotFound
+from foresight_eval.io.files import sha256_file, write_atomic
 
 WEIGHTS_ENV = "FORESIGHT_WEIGHTS"
 
@@ -63,6 +66,10 @@ class TorchvisionCheckpoint(WeightSpec):
     name: str
     used_by: str
     weights_enum: str  # e.g. "AlexNet_Weights.IMAGENET1K_V1"
+    # The file name of the enum's URL, e.g. "alexnet-owt-7be5be79.pth", written out so that finding the file
+    # imports no torchvision (1-4 s: it pulls in torch._dynamo); tests/test_fixed_costs.py checks it against
+    # the enum. None: read from the enum.
+    file: str | None = None
 
     def _weights(self):
         import torchvision
@@ -72,7 +79,7 @@ class TorchvisionCheckpoint(WeightSpec):
 
     @property
     def filename(self) -> str:
-        return os.path.basename(self._weights().url)
+        return self.file or os.path.basename(self._weights().url)
 
     def candidates(self, weights_dir: Path | None) -> list[tuple[str, Path]]:
         places = user_weight_dirs(weights_dir)
@@ -102,13 +109,18 @@ class HuggingFaceModel(WeightSpec):
         return "model.safetensors"
 
     def candidates(self, weights_dir: Path | None) -> list[tuple[str, Path]]:
-        from huggingface_hub import constants, try_to_load_from_cache
-        from huggingface_hub.file_download import repo_folder_name
+        from huggingface_hub import constants
 
         places = [(label, folder / self.folder / self.filename) for label, folder in user_weight_dirs(weights_dir)]
-        cached = try_to_load_from_cache(self.repo_id, self.filename)
+        # The hub's folder for the model (its `repo_folder_name`); the hub's own lookup of the revision only where
+        # that folder exists: importing it (huggingface_hub.file_download, httpx) is 0.2 s of a run's set-up.
+        repo_cache = Path(constants.HF_HUB_CACHE) / f"models--{self.repo_id.replace('/', '--')}"
+        cached = None
+        if repo_cache.is_dir():
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(self.repo_id, self.filename)
         if not isinstance(cached, str):  # not cached: show where the hub would put it
-            repo_cache = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=self.repo_id, repo_type="model")
             cached = repo_cache / "snapshots" / "<revision>" / self.filename
         places.append(("Hugging Face cache", Path(cached)))
         return places
@@ -204,3 +216,56 @@ def fetch_weights(name: str, weights_dir: Path | None = None) -> Path:
         raise UsageError(f"weights fetch {name}: could not download {spec.filename} ({type(exc).__name__}: "
                          f"{reason}); this machine looks offline. Copy the file from a machine that has it "
                          f"into one of: {places}, or a folder given with --weights-dir") from None
+
+
+# SHA-256 of weight files for the run manifest, remembered by the file's identity and version: hashing
+# LPIPS's 233 MiB AlexNet file took 0.21-0.25 s of every run on an H200 host (benchmarks/RESULTS.md).
+SHA256_MEMO_FILE = "weight-sha256.json"  # in the cache folder of the run (feature_cache.user_cache_dir)
+SHA256_MEMO_ENTRIES = 256  # the most recent ones kept in the file
+_sha256_memo: dict[str, str] = {}
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _file_version(path: Path) -> str:
+    """What identifies one version of a file: its resolved path, size, modification and status-change times
+    (ns), inode and device. A rewrite changes the times; the change time cannot be set back by tools such as
+    ``touch -d`` that restore a modification time; a file replaced by another has another inode."""
+    resolved = Path(path).resolve()
+    info = resolved.stat()
+    return f"{resolved}|{info.st_size}|{info.st_mtime_ns}|{info.st_ctime_ns}|{info.st_ino}|{info.st_dev}"
+
+
+def _read_sha256_memo(memo_file: Path) -> dict[str, str]:
+    """The remembered digests; a missing, unreadable or foreign file is an empty memo (then rewritten)."""
+    try:
+        stored = json.loads(memo_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(stored, dict):
+        return {}
+    return {key: value for key, value in stored.items()
+            if isinstance(key, str) and isinstance(value, str) and _SHA256_HEX.fullmatch(value)}
+
+
+
+def weight_sha256(path: Path, cache_dir: Path | None = None) -> str:
+    """SHA-256 of a weight file, as :func:`foresight_eval.io.files.sha256_file`, read once per file version
+    (:func:`_file_version`): remembered in this process and, with ``cache_dir`` (a run's cache folder,
+    ``RunContext.resources["cache_dir"]``; None: ``--no-cache`` or no run), in ``cache_dir/weight-sha256.json``
+    (written atomically; a write that fails leaves the run unaffected)."""
+    version = _file_version(path)
+    if version in _sha256_memo:
+        return _sha256_memo[version]
+    memo_file = None if cache_dir is None else Path(cache_dir) / SHA256_MEMO_FILE
+    stored = {} if memo_file is None else _read_sha256_memo(memo_file)
+    digest = stored.get(version)
+    if digest is None:
+        digest = sha256_file(Path(path))
+        if memo_file is not None:
+            kept = dict(list({**stored, version: digest}.items())[-SHA256_MEMO_ENTRIES:])
+            try:
+                write_atomic(memo_file, json.dumps(kept, indent=1) + "\n")
+            except OSError:  # a read-only or full cache folder: the digest is still right, only not remembered
+                pass
+    _sha256_memo[version] = digest
+    return digest

@@ -8,7 +8,9 @@ nor SciPy nor matplotlib (tests/test_cli_startup.py checks that).
 
 from __future__ import annotations
 
+import gc
 import importlib
+from typing import Any
 
 import click
 
@@ -57,6 +59,21 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, short_help) for name, (_, short_help) in COMMANDS.items()])
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """The program, when ``args`` is None (the process's own arguments) in standalone mode (exiting
+        after the command): the console script and `python -m foresight_eval`. Before it exits, every object
+        still alive is frozen out of the cyclic garbage collector: the interpreter's last collections over
+        torch's hundreds of thousands of objects took 0.6 s of each process's exit (0.8 -> 0.2 s; each
+        `torchrun` rank's too). Files are closed by then (run files are written atomically) and exit handlers
+        still run. A caller passing ``args`` (a test through click's CliRunner) or returning from it keeps
+        a normal collector."""
+        try:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        finally:
+            if args is None and standalone_mode:
+                gc.freeze()
 
     def invoke(self, ctx: click.Context):
         """Run the command under the application's error-to-exit-status mapping (one place for every

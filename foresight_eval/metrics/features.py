@@ -39,10 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from foresight_eval.errors import MetricUnavailable
-from foresight_eval.io.files import sha256_file
 from foresight_eval.metrics.base import ConsecutivePairMetric, FrameBatch, MetricInfo, RunContext
 from foresight_eval.metrics.registry import register
-from foresight_eval.weights import HuggingFaceModel, TorchHubFile, register_weights, user_weight_dirs
+from foresight_eval.weights import HuggingFaceModel, TorchHubFile, register_weights, user_weight_dirs, weight_sha256
 
 DINOV2_MODELS = {
     variant: register_weights(HuggingFaceModel(
@@ -102,6 +101,7 @@ class _FeatureConsistency(ConsecutivePairMetric):
         self.model_folder = DINOV2_MODELS[self.params["model"]].locate_folder(context.weights_dir)
         self.model_file = self.model_folder / "model.safetensors"
         self.model, self.processor = load_feature_model(self.model_folder, context.device)
+        self.weights_sha256 = weight_sha256(self.model_file, context.resources.get("cache_dir"))
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         return frame_features(self.model, self.processor, frames)
@@ -110,9 +110,8 @@ class _FeatureConsistency(ConsecutivePairMetric):
         described = super().describe()
         described["params"]["feature"] = "pooler_output (final-layer-normed CLS token)"
         if getattr(self, "model_folder", None) is not None:
-            weights = self.model_folder / "model.safetensors"
-            described["weights"] = {"model": DINOV2_MODELS[self.params["model"]].repo_id, "file": weights.name,
-                                    "sha256": sha256_file(weights)}
+            described["weights"] = {"model": DINOV2_MODELS[self.params["model"]].repo_id,
+                                    "file": self.model_file.name, "sha256": self.weights_sha256}
         return described
 
     def reset(self) -> None:
@@ -281,6 +280,7 @@ class SubjectConsistency(_FeatureConsistency):
         self.device = context.device
         self.model_file = DINO_VITB16.locate(context.weights_dir)
         self.model = load_dino(self.model_file, context.device)
+        self.weights_sha256 = weight_sha256(self.model_file, context.resources.get("cache_dir"))
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         return self.model(vbench_dino_preprocess(frames))
@@ -291,5 +291,5 @@ class SubjectConsistency(_FeatureConsistency):
                                    preprocess="uint8, torchvision Resize(224, antialias=False), /255, ImageNet mean/std")
         if getattr(self, "model_file", None) is not None:
             described["weights"] = {"model": "facebookresearch/dino dino_vitb16", "file": self.model_file.name,
-                                    "sha256": sha256_file(self.model_file)}
+                                    "sha256": self.weights_sha256}
         return described

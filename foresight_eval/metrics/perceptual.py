@@ -1,14 +1,15 @@
-"""LPIPS (Zhang et al. 2018, version 0.1) through the ``lpips`` package.
+"""LPIPS (Zhang et al. 2018, version 0.1), scoring as the ``lpips`` package does with its own weights.
 
 The linear calibration layers are the ones shipped inside the ``lpips`` wheel. The backbone's
 ImageNet weights are torchvision's standard checkpoint, found offline by :mod:`foresight_eval.weights`
 and loaded with ``weights_only=True``: the same file the ``lpips`` package itself would load from
-``$TORCH_HOME/hub/checkpoints``, so scores agree with it exactly.
+``$TORCH_HOME/hub/checkpoints``, so scores agree with it exactly. The networks are built by
+:mod:`foresight_eval.metrics.lpips_net`, which imports neither ``lpips`` nor torchvision (seconds of start-up).
 """
 
 from __future__ import annotations
 
-import warnings
+import importlib.util
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,44 +17,53 @@ from typing import Any
 import torch
 
 from foresight_eval.errors import MetricUnavailable
-from foresight_eval.io.files import sha256_file
 from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, RunContext
+from foresight_eval.metrics.lpips_net import LPIPSNetwork, ScalingLayer
 from foresight_eval.metrics.registry import register
-from foresight_eval.weights import TorchvisionCheckpoint, register_weights
+from foresight_eval.weights import TorchvisionCheckpoint, register_weights, weight_sha256
 
 LPIPS_BACKBONES = {
-    "alex": register_weights(TorchvisionCheckpoint("lpips-alex", "lpips (net=alex)", "AlexNet_Weights.IMAGENET1K_V1")),
-    "vgg": register_weights(TorchvisionCheckpoint("lpips-vgg", "lpips (net=vgg)", "VGG16_Weights.IMAGENET1K_V1")),
-    "squeeze": register_weights(
-        TorchvisionCheckpoint("lpips-squeeze", "lpips (net=squeeze)", "SqueezeNet1_1_Weights.IMAGENET1K_V1")
-    ),
+    "alex": register_weights(TorchvisionCheckpoint("lpips-alex", "lpips (net=alex)", "AlexNet_Weights.IMAGENET1K_V1",
+                                                   "alexnet-owt-7be5be79.pth")),
+    "vgg": register_weights(TorchvisionCheckpoint("lpips-vgg", "lpips (net=vgg)", "VGG16_Weights.IMAGENET1K_V1",
+                                                  "vgg16-397923af.pth")),
+    "squeeze": register_weights(TorchvisionCheckpoint(
+        "lpips-squeeze", "lpips (net=squeeze)", "SqueezeNet1_1_Weights.IMAGENET1K_V1", "squeezenet1_1-b8a52dc0.pth")),
 }
 
 
+def lpips_linear_file(net: str) -> Path:
+    """The calibrated linear layers shipped in the ``lpips`` wheel (``lpips/weights/v0.1/<net>.pth``), found
+    without importing the package (its import imports torchvision)."""
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:
+        raise MetricUnavailable("the lpips package (its calibrated linear layers) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / f"{net}.pth"
+
+
 def load_lpips(net: str, backbone_file: Path) -> torch.nn.Module:
-    """An ``lpips.LPIPS`` model whose backbone holds the weights in ``backbone_file`` (torchvision's format)
-    and whose linear layers are the calibrated ones shipped inside the ``lpips`` wheel.
+    """An LPIPS model (:class:`~foresight_eval.metrics.lpips_net.LPIPSNetwork`) whose backbone holds the
+    weights in ``backbone_file`` (torchvision's format) and whose linear layers are the calibrated ones
+    shipped inside the ``lpips`` wheel.
 
     The model is built on the meta device and every tensor then assigned from its file: building it on the
     CPU would first fill the backbone with random numbers (0.3-0.7 s of every run's start, all overwritten).
+    The backbone's file is memory-mapped and only its ``features`` tensors copied out: reading the whole
+    file took 0.16-0.24 s of each run's set-up (2-core machine), mapping it and copying those 0.02-0.05 s.
     Strict loading checks that the files fill every parameter and buffer."""
-    import lpips
-
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore")  # torchvision's deprecation notes about lpips's `pretrained=` call
-        model = lpips.LPIPS(net=net, version="0.1", pretrained=False, pnet_rand=True, verbose=False)
-    # Memory-mapped when the file is in torch's zip format: only the tensors used are read (AlexNet's
-    # convolutions are 10 MB of the checkpoint's 233 MB; its classifier is not used). Older files load whole.
+    with torch.device("meta"):
+        model = LPIPSNetwork(net)
+    # Memory-mapped: only the tensors LPIPS uses are read (AlexNet's file is 233 MiB, 10 of them features);
+    # a file in torch's legacy (pre-1.6, not zip) format cannot be mapped and is read whole.
     backbone = torch.load(backbone_file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(backbone_file))
-    linear_file = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"  # shipped in the lpips wheel
-    linear = torch.load(linear_file, map_location="cpu", weights_only=True)
-    # lpips splits torchvision's `features` into slices that keep the layers' original indices:
-    # `net.slice2.3.weight` is torchvision's `features.3.weight`; `lins.i` are the same modules as `lin{i}`.
+    linear = torch.load(lpips_linear_file(net), map_location="cpu", weights_only=True)
+    # The backbone's keys are torchvision's (`net.features.3.weight` is `features.3.weight`); the package's
+    # linear layers are 1x1 convolutions (`lin2.model.1.weight`, shape (1, C, 1, 1)): their C weights.
     names = model.state_dict().keys()
     try:
-        state = {**{f"scaling_layer.{key}": value for key, value in lpips.ScalingLayer().state_dict().items()},
-                 **{name: backbone[f"features.{name.split('.', 2)[2]}"] for name in names if name.startswith("net.")},
-                 **{name: linear[name.replace("lins.", "lin", 1)] for name in names if name.startswith("lin")}}
+        state = {**{f"scaling_layer.{key}": value for key, value in ScalingLayer().state_dict().items()},
+                 **{name: backbone[name.removeprefix("net.")].clone() for name in names if name.startswith("net.")},
+                 **{f"lins.{i}": linear[f"lin{i}.model.1.weight"].flatten() for i in range(len(model.lins))}}
         model.load_state_dict(state, strict=True, assign=True)
     except (KeyError, RuntimeError) as exc:
         raise MetricUnavailable(f"{backbone_file} does not hold torchvision {net} weights ({exc})") from exc
@@ -81,8 +91,7 @@ def lpips_distance(model: torch.nn.Module, pred: torch.Tensor, ref: torch.Tensor
         features = features.float()
         features = features / (torch.linalg.vector_norm(features, dim=1, keepdim=True) + 1e-10)
         pred_features, ref_features = features.chunk(2)
-        weight = lin.model[-1].weight.flatten()
-        total += torch.einsum("bchw,c->b", (pred_features - ref_features).square(), weight) / features[0, 0].numel()
+        total += torch.einsum("bchw,c->b", (pred_features - ref_features).square(), lin) / features[0, 0].numel()
     return total
 
 
@@ -101,11 +110,12 @@ class LPIPS(FrameMetric):
         super().setup(context)
         self.backbone_file = LPIPS_BACKBONES[self.params["net"]].locate(context.weights_dir)
         self.model = load_lpips(self.params["net"], self.backbone_file).to(context.device)
+        self.backbone_sha256 = weight_sha256(self.backbone_file, context.resources.get("cache_dir"))
 
     def describe(self) -> dict[str, Any]:
         described = super().describe()
         if getattr(self, "backbone_file", None) is not None:
-            described["weights"] = {"backbone": self.backbone_file.name, "sha256": sha256_file(self.backbone_file)}
+            described["weights"] = {"backbone": self.backbone_file.name, "sha256": self.backbone_sha256}
         return described
 
     def per_frame(self, batch: FrameBatch) -> torch.Tensor:

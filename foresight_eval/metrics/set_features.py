@@ -27,9 +27,9 @@ import torch.nn.functional as F
 
 from foresight_eval.errors import InputError, UsageError
 from foresight_eval.feature_cache import CACHE_USE_RESOURCE, FeatureCache, user_cache_dir
-from foresight_eval.io.files import sha256_file
 from foresight_eval.metrics.base import FrameBatch, FrameBatchMetric, RunContext
 from foresight_eval.metrics.distributions import frechet_distance_of, two_sample_bootstrap
+from foresight_eval.weights import weight_sha256
 
 # Below this many clips per side the Fréchet distance's upward bias (it shrinks like 1/N) is large
 # against the differences between models; the FVD paper and later tools use at least 256.
@@ -110,10 +110,13 @@ class WindowFeatureMetric(FrameBatchMetric):
     def setup(self, context: RunContext) -> None:
         super().setup(context)
         self.load_extractor(context)
+        # A run gives its cache folder (None: --no-cache, or not writable); used alone, the user cache folder.
+        resources = context.resources
+        cache_dir = resources[CACHE_DIR_RESOURCE] if CACHE_DIR_RESOURCE in resources else user_cache_dir()
         self.fingerprint = {
             "extractor": self.extractor,
             "weights_file": self.weights_file.name,
-            "weights_sha256": sha256_file(self.weights_file),
+            "weights_sha256": weight_sha256(self.weights_file, cache_dir),
             "resolution": self.resolution,
             "resize": self.params.get("resize", self.resize_method),
             "value_range": self.value_range,
@@ -121,9 +124,6 @@ class WindowFeatureMetric(FrameBatchMetric):
             "stride": self.params["stride"],
             "window": self.params["window"],
         }
-        # A run gives its cache folder (None: --no-cache, or not writable); used alone, the user cache folder.
-        resources = context.resources
-        cache_dir = resources[CACHE_DIR_RESOURCE] if CACHE_DIR_RESOURCE in resources else user_cache_dir()
         self.cache = FeatureCache(cache_dir, self.fingerprint, resources.get(CACHE_USE_RESOURCE))
 
     def describe(self) -> dict[str, Any]:
