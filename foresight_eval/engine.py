@@ -113,7 +113,8 @@ def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, dev
             ref = _to_device(host.ref, device)
             pred = _match_size(_to_device(host.pred, device), ref, options.resize)
             batch = FrameBatch(pair.key, pred, ref, horizon.to(device), frame_index.to(device),
-                               fps=streams.ref_timing.fps, ref_decoded=host.ref)
+                               fps=streams.ref_timing.fps, ref_decoded=host.ref,
+                               pred_decoded=host.pred if host.pred.shape == host.ref.shape else None)  # not resized
             for metric in metrics:
                 values = metric.update(batch)
                 if values is not None:

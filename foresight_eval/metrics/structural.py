@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -179,8 +180,22 @@ def ssim(
 
     ``border="reflect"`` pads the frames (reflection) so the map covers every pixel; ``"valid"`` keeps
     only window positions fully inside the frame. ``downsample`` applies :func:`wang_downsample` first;
-    ``channels="y"`` scores the BT.601 luma only.
+    ``channels="y"`` scores the BT.601 luma only. Float32 and float64 frames on the CPU go through
+    OpenCV frame by frame (:func:`_ssim_opencv`), anything else through PyTorch (:func:`_ssim_torch`):
+    the two agree to float rounding (``tests/test_ssim_cpu.py``).
     """
+    kwargs = {"window": window, "window_size": window_size, "sigma": sigma, "sample_covariance": sample_covariance,
+              "border": border, "downsample": downsample, "channels": channels, "k1": k1, "k2": k2,
+              "data_range": data_range}
+    on_cpu = pred.device.type == "cpu" and pred.dtype in (torch.float32, torch.float64)
+    # OpenCV centres an even window one pixel off PyTorch's padding; every SSIM mode's window is odd.
+    return (_ssim_opencv if on_cpu and window_size % 2 else _ssim_torch)(pred, ref, **kwargs)
+
+
+def _ssim_torch(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_size: int, sigma: float | None,
+                sample_covariance: bool, border: str, downsample: bool, channels: str, k1: float, k2: float,
+                data_range: float) -> torch.Tensor:
+    """:func:`ssim` as batch-wide PyTorch operations (the GPU path)."""
     pred, ref = (_prepare(x, window_size=window_size, border=border, downsample=downsample, channels=channels)
                  for x in (pred, ref))
     batch, n_channels = pred.shape[:2]
@@ -198,6 +213,58 @@ def ssim(
     mu_x, mu_y, xx, yy, xy = _separable_filter(stacked, w).split(n_channels, dim=1)
     return _ssim_mean(mu_x, mu_y, xx, yy, xy, window_size=window_size, sample_covariance=sample_covariance,
                       k1=k1, k2=k2, data_range=data_range)
+
+
+def _ssim_opencv(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_size: int, sigma: float | None,
+                 sample_covariance: bool, border: str, downsample: bool, channels: str, k1: float, k2: float,
+                 data_range: float) -> torch.Tensor:
+    """:func:`ssim` on the CPU, one frame at a time, with OpenCV: the same formula as :func:`_ssim_mean`.
+
+    Why OpenCV: its separable filter (SIMD, multi-threaded) on a frame's (H, W, C) images costs a fraction
+    of PyTorch's depthwise ``conv2d`` on the CPU, and its elementwise kernels, run on one frame's maps while
+    they are still in cache and written into reused buffers, about half of PyTorch's batch-wide passes over
+    (B, C, H, W) maps (``benchmarks/RESULTS.md``, "Pixel metrics on the CPU"). ``border="reflect"`` is OpenCV's
+    ``BORDER_REFLECT_101`` (PyTorch's "reflect" padding), so the frames are not padded here."""
+    dtype = pred.dtype
+    kernel = _window_1d(window, window_size, sigma, dtype, pred.device).numpy()
+    # (B, H, W, C) arrays (no copy for channels-last frames, as the engine's), (B, H, W) for one channel.
+    pred, ref = (_prepare(x, window_size=window_size, border="valid", downsample=downsample, channels=channels)
+                 .permute(0, 2, 3, 1).squeeze(3).contiguous().numpy() for x in (pred, ref))
+    scale = window_size**2 / (window_size**2 - 1) if sample_covariance else 1.0
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    height, width = pred.shape[1:3]
+    lo = (window_size - 1) // 2 if border == "valid" else 0  # "valid": the map's pixels whose window fits
+    rows, cols = slice(lo, height - lo), slice(lo, width - lo)
+    # Reused for every frame: the five filtered moments, the product of the means and one product image.
+    buffers = np.empty((7, *pred.shape[1:]), dtype=pred.dtype)
+    product = buffers[6]
+
+    def filtered(image: np.ndarray, slot: int) -> np.ndarray:
+        return cv2.sepFilter2D(image, -1, kernel, kernel, dst=buffers[slot],
+                               borderType=cv2.BORDER_REFLECT_101)[rows, cols]
+
+    values = np.empty(len(pred))
+    for index, (x, y) in enumerate(zip(pred, ref)):
+        mu_x, mu_y = filtered(x, 0), filtered(y, 1)
+        xx = filtered(cv2.multiply(x, x, dst=product), 2)
+        yy = filtered(cv2.multiply(y, y, dst=product), 3)
+        xy = filtered(cv2.multiply(x, y, dst=product), 4)
+        mu_xy = cv2.multiply(mu_x, mu_y, dst=buffers[5][rows, cols])
+        mu_x2, mu_y2 = cv2.multiply(mu_x, mu_x, dst=mu_x), cv2.multiply(mu_y, mu_y, dst=mu_y)
+        # Rounding can make E[x^2] - E[x]^2 slightly negative on flat regions; a variance is never negative.
+        variance_x = cv2.max(cv2.subtract(xx, mu_x2, dst=xx), 0, dst=xx)
+        variance_y = cv2.max(cv2.subtract(yy, mu_y2, dst=yy), 0, dst=yy)
+        # Each factor of the formula in one pass: 2 cov + C2 = 2 scale E[xy] - 2 scale mu_x mu_y + C2, ...
+        contrast_num = cv2.addWeighted(xy, 2 * scale, mu_xy, -2 * scale, c2, dst=xy)
+        contrast_den = cv2.addWeighted(variance_x, scale, variance_y, scale, c2, dst=variance_x)
+        luminance_num = cv2.addWeighted(mu_xy, 2, mu_xy, 0, c1, dst=mu_xy)
+        luminance_den = cv2.addWeighted(mu_x2, 1, mu_y2, 1, c1, dst=mu_x2)
+        numerator = cv2.multiply(luminance_num, contrast_num, dst=luminance_num)
+        denominator = cv2.multiply(luminance_den, contrast_den, dst=luminance_den)
+        # NumPy's division: 0 / 0 is NaN as in PyTorch (k1 = k2 = 0 on a flat region), where OpenCV's gives 0.
+        ssim_map = np.divide(numerator, denominator, out=numerator)
+        values[index] = sum(cv2.sumElems(ssim_map)) / ssim_map.size
+    return torch.from_numpy(values).to(dtype)
 
 
 @dataclass(frozen=True)
