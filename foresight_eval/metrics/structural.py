@@ -261,8 +261,9 @@ def _ssim_opencv(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_s
         luminance_den = cv2.addWeighted(mu_x2, 1, mu_y2, 1, c1, dst=mu_x2)
         numerator = cv2.multiply(luminance_num, contrast_num, dst=luminance_num)
         denominator = cv2.multiply(luminance_den, contrast_den, dst=luminance_den)
-        # NumPy's division: 0 / 0 is NaN as in PyTorch (k1 = k2 = 0 on a flat region), where OpenCV's gives 0.
-        ssim_map = np.divide(numerator, denominator, out=numerator)
+        # NumPy's division: 0 / 0 is NaN as in PyTorch (k1 = k2 = 0 on black frames), where OpenCV's gives 0.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ssim_map = np.divide(numerator, denominator, out=numerator)
         values[index] = sum(cv2.sumElems(ssim_map)) / ssim_map.size
     return torch.from_numpy(values).to(dtype)
 
