@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,11 +221,13 @@ def _ssim_opencv(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_s
                  data_range: float) -> torch.Tensor:
     """:func:`ssim` on the CPU, one frame at a time, with OpenCV: the same formula as :func:`_ssim_mean`.
 
-    Why OpenCV: its separable filter (SIMD, multi-threaded) on a frame's (H, W, C) images costs a fraction
-    of PyTorch's depthwise ``conv2d`` on the CPU, and its elementwise kernels, run on one frame's maps while
-    they are still in cache and written into reused buffers, about half of PyTorch's batch-wide passes over
-    (B, C, H, W) maps (``benchmarks/RESULTS.md``, "Pixel metrics on the CPU"). ``border="reflect"`` is OpenCV's
-    ``BORDER_REFLECT_101`` (PyTorch's "reflect" padding), so the frames are not padded here."""
+    Why OpenCV: its separable filter (SIMD) on a frame's (H, W, C) images costs a fraction of PyTorch's
+    depthwise ``conv2d`` on the CPU, and its elementwise kernels, run on one frame's maps while they are still
+    in cache and written into reused buffers, about half of PyTorch's batch-wide passes over (B, C, H, W) maps
+    (``benchmarks/RESULTS.md``, "Pixel metrics on the CPU"). ``border="reflect"`` is OpenCV's
+    ``BORDER_REFLECT_101`` (PyTorch's "reflect" padding), so the frames are not padded here. The frames are
+    split over PyTorch's number of threads: OpenCV releases the GIL, and one frame's work is too small for
+    OpenCV's own threads to pay (the same time on one thread as on two)."""
     dtype = pred.dtype
     kernel = _window_1d(window, window_size, sigma, dtype, pred.device).numpy()
     # (B, H, W, C) arrays (no copy for channels-last frames, as the engine's), (B, H, W) for one channel.
@@ -232,9 +235,26 @@ def _ssim_opencv(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_s
                  .permute(0, 2, 3, 1).squeeze(3).contiguous().numpy() for x in (pred, ref))
     scale = window_size**2 / (window_size**2 - 1) if sample_covariance else 1.0
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    crop = (window_size - 1) // 2 if border == "valid" else 0  # "valid": the map's pixels whose window fits
+
+    def frame_means(frames: slice) -> np.ndarray:
+        return _opencv_ssim_means(pred[frames], ref[frames], kernel=kernel, crop=crop, scale=scale, c1=c1, c2=c2)
+
+    workers = min(torch.get_num_threads(), len(pred))
+    if workers <= 1:
+        return torch.from_numpy(frame_means(slice(None))).to(dtype)
+    bounds = np.linspace(0, len(pred), workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(frame_means, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+    return torch.from_numpy(np.concatenate(parts)).to(dtype)
+
+
+def _opencv_ssim_means(pred: np.ndarray, ref: np.ndarray, *, kernel: np.ndarray, crop: int, scale: float,
+                       c1: float, c2: float) -> np.ndarray:
+    """The mean SSIM map of each (H, W[, C]) frame pair of ``pred`` and ``ref``, filtered by the separable
+    ``kernel`` with reflected borders, the map cropped by ``crop`` pixels on each side: (B,) float64."""
     height, width = pred.shape[1:3]
-    lo = (window_size - 1) // 2 if border == "valid" else 0  # "valid": the map's pixels whose window fits
-    rows, cols = slice(lo, height - lo), slice(lo, width - lo)
+    rows, cols = slice(crop, height - crop), slice(crop, width - crop)
     # Reused for every frame: the five filtered moments, the product of the means and one product image.
     buffers = np.empty((7, *pred.shape[1:]), dtype=pred.dtype)
     product = buffers[6]
@@ -265,7 +285,7 @@ def _ssim_opencv(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_s
         with np.errstate(divide="ignore", invalid="ignore"):
             ssim_map = np.divide(numerator, denominator, out=numerator)
         values[index] = sum(cv2.sumElems(ssim_map)) / ssim_map.size
-    return torch.from_numpy(values).to(dtype)
+    return values
 
 
 @dataclass(frozen=True)
