@@ -274,8 +274,10 @@ def _opencv_ssim_means(pred: np.ndarray, ref: np.ndarray, *, kernel: np.ndarray,
         # Rounding can make E[x^2] - E[x]^2 slightly negative on flat regions; a variance is never negative.
         variance_x = cv2.max(cv2.subtract(xx, mu_x2, dst=xx), 0, dst=xx)
         variance_y = cv2.max(cv2.subtract(yy, mu_y2, dst=yy), 0, dst=yy)
-        # Each factor of the formula in one pass: 2 cov + C2 = 2 scale E[xy] - 2 scale mu_x mu_y + C2, ...
-        contrast_num = cv2.addWeighted(xy, 2 * scale, mu_xy, -2 * scale, c2, dst=xy)
+        # The covariance is a difference of near-equal numbers: subtracted on its own, as addWeighted would
+        # add C2 to one of them first (rounding at their magnitude: 2x the float32 error of the PyTorch path).
+        covariance = cv2.subtract(xy, mu_xy, dst=xy)
+        contrast_num = cv2.addWeighted(covariance, 2 * scale, covariance, 0, c2, dst=covariance)
         contrast_den = cv2.addWeighted(variance_x, scale, variance_y, scale, c2, dst=variance_x)
         luminance_num = cv2.addWeighted(mu_xy, 2, mu_xy, 0, c1, dst=mu_xy)
         luminance_den = cv2.addWeighted(mu_x2, 1, mu_y2, 1, c1, dst=mu_x2)
