@@ -151,3 +151,14 @@ def test_scoring_a_video_uses_the_decoded_frames(fixtures_dir):
     ours = {frame_index: value for _, frame_index, value in pair.per_frame["psnr"]}
     assert_parity("psnr through the engine vs scikit-image on the decoded frames",
                   np.array(list(ours.values())), np.array([reference[index] for index in ours]), atol=1e-10)
+
+
+def test_cpu_frame_conversion_equals_pytorchs(rng):
+    """The engine's one-pass NumPy conversion of 8-bit frames on the CPU gives PyTorch's float32 x / 255, bit for
+    bit, for every 8-bit value, in the same (channels-last) layout."""
+    from foresight_eval.engine import _to_device
+
+    frames = torch.from_numpy(rng.permutation(np.repeat(np.arange(256, dtype=np.uint8), 9)).reshape(2, 16, 24, 3))
+    ours = _to_device(frames, torch.device("cpu"))
+    expected = frames.permute(0, 3, 1, 2).float().div_(255.0)
+    assert ours.dtype == torch.float32 and torch.equal(ours, expected) and ours.stride() == expected.stride()
