@@ -5,7 +5,8 @@ average, and how far our clip means are from the loop's.
 
     PYTHONPATH=$PWD python benchmarks/pixel_cpu.py [--rounds 3]
 
-To compare trees, run it once per tree (``PYTHONPATH=TREE``): the clips are written once into ``--clips``.
+To compare trees, copy it into the other tree's ``benchmarks/`` and run that copy too (``common.py`` puts its
+own tree first on ``sys.path``); the clips are written once into ``--clips``.
 """
 
 from __future__ import annotations
