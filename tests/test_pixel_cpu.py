@@ -33,10 +33,11 @@ def _frames(frames: np.ndarray, dtype: torch.dtype, layout: str) -> torch.Tensor
     return tensor.contiguous() if layout == "contiguous" else tensor
 
 
-# float32: the two paths round the filtered moments differently (OpenCV's separable filter, its fused
-# a * x + b * y + c); the worst case is a flat region, where the variances are differences of near-equal
-# numbers. float64: both use OpenCV's filter, the arithmetic differs in order only.
-TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-13}
+# float32: the paths round differently (OpenCV's separable filter, the sum of the variances from one filtered
+# E[x^2 + y^2]); the worst case is a flat region, where the variances are differences of near-equal numbers
+# and the PyTorch path's own error reaches 1e-6 of the float64 value (8.3e-7 apart measured). float64: both
+# filter with OpenCV, the arithmetic differs in order only.
+TOLERANCE = {torch.float32: 2e-6, torch.float64: 1e-13}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -255,9 +255,9 @@ def _opencv_ssim_means(pred: np.ndarray, ref: np.ndarray, *, kernel: np.ndarray,
     ``kernel`` with reflected borders, the map cropped by ``crop`` pixels on each side: (B,) float64."""
     height, width = pred.shape[1:3]
     rows, cols = slice(crop, height - crop), slice(crop, width - crop)
-    # Reused for every frame: the five filtered moments, the product of the means and one product image.
-    buffers = np.empty((7, *pred.shape[1:]), dtype=pred.dtype)
-    product = buffers[6]
+    # Reused for every frame: the four filtered moments, the product of the means and one product image.
+    buffers = np.empty((6, *pred.shape[1:]), dtype=pred.dtype)
+    product = buffers[5]
 
     def filtered(image: np.ndarray, slot: int) -> np.ndarray:
         return cv2.sepFilter2D(image, -1, kernel, kernel, dst=buffers[slot],
@@ -266,21 +266,21 @@ def _opencv_ssim_means(pred: np.ndarray, ref: np.ndarray, *, kernel: np.ndarray,
     values = np.empty(len(pred))
     for index, (x, y) in enumerate(zip(pred, ref)):
         mu_x, mu_y = filtered(x, 0), filtered(y, 1)
-        xx = filtered(cv2.multiply(x, x, dst=product), 2)
-        yy = filtered(cv2.multiply(y, y, dst=product), 3)
-        xy = filtered(cv2.multiply(x, y, dst=product), 4)
-        mu_xy = cv2.multiply(mu_x, mu_y, dst=buffers[5][rows, cols])
-        mu_x2, mu_y2 = cv2.multiply(mu_x, mu_x, dst=mu_x), cv2.multiply(mu_y, mu_y, dst=mu_y)
-        # Rounding can make E[x^2] - E[x]^2 slightly negative on flat regions; a variance is never negative.
-        variance_x = cv2.max(cv2.subtract(xx, mu_x2, dst=xx), 0, dst=xx)
-        variance_y = cv2.max(cv2.subtract(yy, mu_y2, dst=yy), 0, dst=yy)
+        # The formula needs the variances only as their sum: E[x^2 + y^2] is one filter instead of two.
+        cv2.multiply(x, x, dst=product)
+        squares = filtered(cv2.accumulateSquare(y, product), 2)
+        xy = filtered(cv2.multiply(x, y, dst=product), 3)
+        mu_xy = cv2.multiply(mu_x, mu_y, dst=buffers[4][rows, cols])
+        means_squared = cv2.add(cv2.multiply(mu_x, mu_x, dst=mu_x), cv2.multiply(mu_y, mu_y, dst=mu_y), dst=mu_x)
+        # Rounding can make E[x^2 + y^2] - mu_x^2 - mu_y^2 slightly negative on flat regions; variances never are.
+        variances = cv2.max(cv2.subtract(squares, means_squared, dst=squares), 0, dst=squares)
         # The covariance is a difference of near-equal numbers: subtracted on its own, as addWeighted would
         # add C2 to one of them first (rounding at their magnitude: 2x the float32 error of the PyTorch path).
         covariance = cv2.subtract(xy, mu_xy, dst=xy)
         contrast_num = cv2.addWeighted(covariance, 2 * scale, covariance, 0, c2, dst=covariance)
-        contrast_den = cv2.addWeighted(variance_x, scale, variance_y, scale, c2, dst=variance_x)
+        contrast_den = cv2.addWeighted(variances, scale, variances, 0, c2, dst=variances)
         luminance_num = cv2.addWeighted(mu_xy, 2, mu_xy, 0, c1, dst=mu_xy)
-        luminance_den = cv2.addWeighted(mu_x2, 1, mu_y2, 1, c1, dst=mu_x2)
+        luminance_den = cv2.addWeighted(means_squared, 1, means_squared, 0, c1, dst=means_squared)
         numerator = cv2.multiply(luminance_num, contrast_num, dst=luminance_num)
         denominator = cv2.multiply(luminance_den, contrast_den, dst=luminance_den)
         # NumPy's division: 0 / 0 is NaN as in PyTorch (k1 = k2 = 0 on black frames), where OpenCV's gives 0.
