@@ -48,7 +48,7 @@ def _to_device(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
 
     Uploaded as stored (uint8 is a quarter of float32's bytes) and converted on the device. On the CPU, uint8
     frames are converted in one NumPy pass: the same values as PyTorch's conversion and division (both IEEE
-    float32 x / 255), which take two passes and 2-4x the time.
+    float32 x / 255), which take two passes and several times as long.
     """
     if device.type == "cpu" and frames.dtype == torch.uint8:
         return torch.from_numpy(np.divide(frames.numpy(), np.float32(255), dtype=np.float32)).permute(0, 3, 1, 2)

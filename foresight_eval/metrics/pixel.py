@@ -10,7 +10,7 @@ over (B, T, C, H, W)). Either way the clip's value is the mean over its frames.
 
 On the CPU, frames decoded from 8-bit video (``FrameBatch.pred_decoded`` / ``ref_decoded``) are scored from
 their integer differences (:func:`mse_u8`, :func:`mae_u8`): exact, so equal to scikit-image's float64 values,
-where the float32 frames agree with those within float32 rounding (about 1e-7 relative); other frames (the
+where the float32 frames agree with those within float32 rounding (about 1e-8 relative); other frames (the
 GPU, resized predictions, float arrays) take the float path.
 
 ``mse`` also takes Physics-IQ's conventions (:mod:`foresight_eval.metrics.physics_iq`): ``downscale`` and

@@ -183,14 +183,16 @@ def ssim(
     only window positions fully inside the frame. ``downsample`` applies :func:`wang_downsample` first;
     ``channels="y"`` scores the BT.601 luma only. Float32 and float64 frames on the CPU go through
     OpenCV frame by frame (:func:`_ssim_opencv`), anything else through PyTorch (:func:`_ssim_torch`):
-    the two agree to float rounding (``tests/test_ssim_cpu.py``).
+    the two agree to float rounding (``tests/test_pixel_cpu.py``).
     """
     kwargs = {"window": window, "window_size": window_size, "sigma": sigma, "sample_covariance": sample_covariance,
               "border": border, "downsample": downsample, "channels": channels, "k1": k1, "k2": k2,
               "data_range": data_range}
-    on_cpu = pred.device.type == "cpu" and pred.dtype in (torch.float32, torch.float64)
-    # OpenCV centres an even window one pixel off PyTorch's padding; every SSIM mode's window is odd.
-    return (_ssim_opencv if on_cpu and window_size % 2 else _ssim_torch)(pred, ref, **kwargs)
+    # OpenCV centres an even window one pixel off PyTorch's padding (every SSIM mode's window is odd), and its
+    # sums hold at most 4 channels.
+    opencv = (pred.device.type == "cpu" and pred.dtype in (torch.float32, torch.float64) and window_size % 2
+              and pred.shape[1] <= 4)
+    return (_ssim_opencv if opencv else _ssim_torch)(pred, ref, **kwargs)
 
 
 def _ssim_torch(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_size: int, sigma: float | None,
@@ -219,7 +221,8 @@ def _ssim_torch(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_si
 def _ssim_opencv(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_size: int, sigma: float | None,
                  sample_covariance: bool, border: str, downsample: bool, channels: str, k1: float, k2: float,
                  data_range: float) -> torch.Tensor:
-    """:func:`ssim` on the CPU, one frame at a time, with OpenCV: the same formula as :func:`_ssim_mean`.
+    """:func:`ssim` on the CPU, one frame at a time, with OpenCV: the formula of :func:`_ssim_mean`, with the
+    variances filtered and clamped at 0 as their sum (the only way the formula uses them).
 
     Why OpenCV: its separable filter (SIMD) on a frame's (H, W, C) images costs a fraction of PyTorch's
     depthwise ``conv2d`` on the CPU, and its elementwise kernels, run on one frame's maps while they are still
