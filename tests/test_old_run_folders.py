@@ -59,7 +59,9 @@ def test_an_old_run_resumes_without_rescoring_and_compares_equal_to_a_new_one(ol
     rescore(fixtures_dir, new)
     assert parameter_differences([load_run(OLD_RUN), load_run(new)]) == []
     paired = compare([OLD_RUN, new]).pairs
-    assert paired and all(entry.diff == 0.0 for entry in paired)
+    # The old folder's psnr and mae came from the float32 frames; today's CPU path sums the decoded 8-bit
+    # differences exactly (metrics/pixel.py): the same values to float32 rounding of the frames.
+    assert paired and all(abs(entry.diff) <= 1e-7 * abs(entry.mean_a) for entry in paired)
 
     other = tmp_path / "other"
     rescore(fixtures_dir, other, frame_mismatch="error", study=Study(limit=1))

@@ -88,6 +88,9 @@ class FrameBatch:
     # them: the reference cache's key hashes these, not ``ref`` (copying device frames back to hash them
     # would wait for the device at every batch).
     ref_decoded: torch.Tensor | None = field(default=None, repr=False)
+    # The prediction frames as decoded, when ``pred`` is exactly them converted (not resized): the pixel metrics
+    # take their exact 8-bit errors from these pairs on the CPU (foresight_eval.metrics.pixel).
+    pred_decoded: torch.Tensor | None = field(default=None, repr=False)
     # Their :func:`reference_sha256`, when the engine hashed them ahead (in the decoding thread).
     ref_sha256: str | None = field(default=None, repr=False)
 
@@ -107,7 +110,8 @@ class FrameBatch:
             return self
         return FrameBatch(self.video, self.pred[:count], self.ref[:count], self.horizon[:count],
                           self.frame_index[:count], self.fps, self._shared.setdefault(("head", count), {}),
-                          None if self.ref_decoded is None else self.ref_decoded[:count])
+                          ref_decoded=None if self.ref_decoded is None else self.ref_decoded[:count],
+                          pred_decoded=None if self.pred_decoded is None else self.pred_decoded[:count])
 
 
 @functools.lru_cache(maxsize=256)

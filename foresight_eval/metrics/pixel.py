@@ -8,6 +8,11 @@ over (B, T, C, H, W)). Either way the clip's value is the mean over its frames.
 ``cap=100`` is common_metrics_on_video_quality's rule "100 if mse < 1e-10": with data range 1,
 10 log10(1 / 1e-10) = 100, so capping at 100 changes exactly the frames that rule changes.
 
+On the CPU, frames decoded from 8-bit video (``FrameBatch.pred_decoded`` / ``ref_decoded``) are scored from
+their integer differences (:func:`mse_u8`, :func:`mae_u8`): exact, so equal to scikit-image's float64 values,
+where the float32 frames agree with those within float32 rounding (about 1e-8 relative); other frames (the
+GPU, resized predictions, float arrays) take the float path.
+
 ``mse`` also takes Physics-IQ's conventions (:mod:`foresight_eval.metrics.physics_iq`): ``downscale`` and
 ``window_seconds``.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -44,12 +50,49 @@ def mae(pred: torch.Tensor, ref: torch.Tensor, reduction: str = "mean") -> torch
     return _per_frame((pred - ref).abs(), reduction)
 
 
+def _per_frame_u8(pred: torch.Tensor, ref: torch.Tensor, norm: int, unit: float, reduction: str) -> torch.Tensor:
+    # OpenCV's norm of uint8 images sums the integer differences exactly (integer accumulators, summed in
+    # float64, exact below 2^53), in one SIMD pass per frame without a float copy of the frames.
+    sums = np.array([cv2.norm(p, r, norm) for p, r in zip(pred.numpy(), ref.numpy())], dtype=np.float64)
+    return torch.from_numpy(sums / unit if reduction == "sum" else sums / (unit * math.prod(pred.shape[1:])))
+
+
+def mse_u8(pred: torch.Tensor, ref: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """:func:`mse` of 8-bit frames, (B, H, W, C) uint8 on the host, taken as x / 255, exactly: (B,) float64."""
+    return _per_frame_u8(pred, ref, cv2.NORM_L2SQR, 255.0**2, reduction)
+
+
+def mae_u8(pred: torch.Tensor, ref: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """:func:`mae` of 8-bit frames, (B, H, W, C) uint8 on the host, taken as x / 255, exactly: (B,) float64."""
+    return _per_frame_u8(pred, ref, cv2.NORM_L1, 255.0, reduction)
+
+
+def psnr_of_mse(error: torch.Tensor, data_range: float = 1.0, cap: float | None = None) -> torch.Tensor:
+    """PSNR in dB from the mean squared error per frame; +inf where it is 0, or at most ``cap``."""
+    values = 10.0 * torch.log10(data_range**2 / error)
+    return values if cap is None else values.clamp_(max=cap)
+
+
 def psnr(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0, cap: float | None = None) -> torch.Tensor:
     """Peak signal-to-noise ratio per frame in dB; +inf for identical frames (as scikit-image gives),
     or at most ``cap``."""
-    error = mse(pred, ref)
-    values = 10.0 * torch.log10(data_range**2 / error)
-    return values if cap is None else values.clamp_(max=cap)
+    return psnr_of_mse(mse(pred, ref), data_range, cap)
+
+
+def batch_error(batch: FrameBatch, *, squared: bool, reduction: str = "mean") -> torch.Tensor:
+    """The batch's :func:`mse` (``squared``) or :func:`mae` per frame, computed once per batch for every metric
+    that asks (psnr and mse): from the decoded 8-bit frames when the batch has both on the CPU (exact),
+    else from its float frames."""
+    pred, ref = batch.pred_decoded, batch.ref_decoded
+    exact = (batch.pred.device.type == "cpu" and pred is not None and ref is not None
+             and pred.dtype == ref.dtype == torch.uint8)
+
+    def compute() -> torch.Tensor:
+        if exact:
+            return (mse_u8 if squared else mae_u8)(pred, ref, reduction)
+        return (mse if squared else mae)(batch.pred, batch.ref, reduction)
+
+    return batch.shared(("pixel error", squared, reduction), compute)
 
 
 @register
@@ -70,7 +113,7 @@ class PSNR(FrameMetric):
             raise UsageError(f"psnr.cap must be a finite number or null (no cap), got {cap!r}")
 
     def per_frame(self, batch: FrameBatch) -> torch.Tensor:
-        return psnr(batch.pred, batch.ref, self.params["data_range"], self.params["cap"])
+        return psnr_of_mse(batch_error(batch, squared=True), self.params["data_range"], self.params["cap"])
 
 
 class _PixelError(FrameMetric):
@@ -91,7 +134,7 @@ class MSE(WindowedFrameMetric):
     def per_frame(self, batch: FrameBatch) -> torch.Tensor:
         factor = self.params["downscale"]
         if factor == 1:
-            return mse(batch.pred, batch.ref, self.params["reduction"])
+            return batch_error(batch, squared=True, reduction=self.params["reduction"])
         # Physics-IQ resizes the 8-bit frames, so the small frames are rounded to 8 bits before the error.
         small_pred, small_ref = (downscale_u8(to_u8(frames), factor).astype(np.float64) for frames in (batch.pred, batch.ref))
         squared = np.square((small_pred - small_ref).reshape(len(batch.pred), -1) / 255)
@@ -105,4 +148,4 @@ class MAE(_PixelError):
                       direction="lower")
 
     def per_frame(self, batch: FrameBatch) -> torch.Tensor:
-        return mae(batch.pred, batch.ref, self.params["reduction"])
+        return batch_error(batch, squared=False, reduction=self.params["reduction"])

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -179,8 +181,24 @@ def ssim(
 
     ``border="reflect"`` pads the frames (reflection) so the map covers every pixel; ``"valid"`` keeps
     only window positions fully inside the frame. ``downsample`` applies :func:`wang_downsample` first;
-    ``channels="y"`` scores the BT.601 luma only.
+    ``channels="y"`` scores the BT.601 luma only. Float32 and float64 frames on the CPU go through
+    OpenCV frame by frame (:func:`_ssim_opencv`), anything else through PyTorch (:func:`_ssim_torch`):
+    the two agree to float rounding (``tests/test_pixel_cpu.py``).
     """
+    kwargs = {"window": window, "window_size": window_size, "sigma": sigma, "sample_covariance": sample_covariance,
+              "border": border, "downsample": downsample, "channels": channels, "k1": k1, "k2": k2,
+              "data_range": data_range}
+    # OpenCV centres an even window one pixel off PyTorch's padding (every SSIM mode's window is odd), and its
+    # sums hold at most 4 channels.
+    opencv = (pred.device.type == "cpu" and pred.dtype in (torch.float32, torch.float64) and window_size % 2
+              and pred.shape[1] <= 4)
+    return (_ssim_opencv if opencv else _ssim_torch)(pred, ref, **kwargs)
+
+
+def _ssim_torch(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_size: int, sigma: float | None,
+                sample_covariance: bool, border: str, downsample: bool, channels: str, k1: float, k2: float,
+                data_range: float) -> torch.Tensor:
+    """:func:`ssim` as batch-wide PyTorch operations (the GPU path)."""
     pred, ref = (_prepare(x, window_size=window_size, border=border, downsample=downsample, channels=channels)
                  for x in (pred, ref))
     batch, n_channels = pred.shape[:2]
@@ -198,6 +216,81 @@ def ssim(
     mu_x, mu_y, xx, yy, xy = _separable_filter(stacked, w).split(n_channels, dim=1)
     return _ssim_mean(mu_x, mu_y, xx, yy, xy, window_size=window_size, sample_covariance=sample_covariance,
                       k1=k1, k2=k2, data_range=data_range)
+
+
+def _ssim_opencv(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_size: int, sigma: float | None,
+                 sample_covariance: bool, border: str, downsample: bool, channels: str, k1: float, k2: float,
+                 data_range: float) -> torch.Tensor:
+    """:func:`ssim` on the CPU, one frame at a time, with OpenCV: the formula of :func:`_ssim_mean`, with the
+    variances filtered and clamped at 0 as their sum (the only way the formula uses them).
+
+    Why OpenCV: its separable filter (SIMD) on a frame's (H, W, C) images costs a fraction of PyTorch's
+    depthwise ``conv2d`` on the CPU, and its elementwise kernels, run on one frame's maps while they are still
+    in cache and written into reused buffers, about half of PyTorch's batch-wide passes over (B, C, H, W) maps
+    (``benchmarks/RESULTS.md``, "Pixel metrics on the CPU"). ``border="reflect"`` is OpenCV's
+    ``BORDER_REFLECT_101`` (PyTorch's "reflect" padding), so the frames are not padded here. The frames are
+    split over PyTorch's number of threads: OpenCV releases the GIL, and one frame's work is too small for
+    OpenCV's own threads to pay (the same time on one thread as on two)."""
+    dtype = pred.dtype
+    kernel = _window_1d(window, window_size, sigma, dtype, pred.device).numpy()
+    # (B, H, W, C) arrays (no copy for channels-last frames, as the engine's), (B, H, W) for one channel.
+    pred, ref = (_prepare(x, window_size=window_size, border="valid", downsample=downsample, channels=channels)
+                 .permute(0, 2, 3, 1).squeeze(3).contiguous().numpy() for x in (pred, ref))
+    scale = window_size**2 / (window_size**2 - 1) if sample_covariance else 1.0
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    crop = (window_size - 1) // 2 if border == "valid" else 0  # "valid": the map's pixels whose window fits
+
+    def frame_means(frames: slice) -> np.ndarray:
+        return _opencv_ssim_means(pred[frames], ref[frames], kernel=kernel, crop=crop, scale=scale, c1=c1, c2=c2)
+
+    workers = min(torch.get_num_threads(), len(pred))
+    if workers <= 1:
+        return torch.from_numpy(frame_means(slice(None))).to(dtype)
+    bounds = np.linspace(0, len(pred), workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(frame_means, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+    return torch.from_numpy(np.concatenate(parts)).to(dtype)
+
+
+def _opencv_ssim_means(pred: np.ndarray, ref: np.ndarray, *, kernel: np.ndarray, crop: int, scale: float,
+                       c1: float, c2: float) -> np.ndarray:
+    """The mean SSIM map of each (H, W[, C]) frame pair of ``pred`` and ``ref``, filtered by the separable
+    ``kernel`` with reflected borders, the map cropped by ``crop`` pixels on each side: (B,) float64."""
+    height, width = pred.shape[1:3]
+    rows, cols = slice(crop, height - crop), slice(crop, width - crop)
+    # Reused for every frame: the four filtered moments, the product of the means and one product image.
+    buffers = np.empty((6, *pred.shape[1:]), dtype=pred.dtype)
+    product = buffers[5]
+
+    def filtered(image: np.ndarray, slot: int) -> np.ndarray:
+        return cv2.sepFilter2D(image, -1, kernel, kernel, dst=buffers[slot],
+                               borderType=cv2.BORDER_REFLECT_101)[rows, cols]
+
+    values = np.empty(len(pred))
+    for index, (x, y) in enumerate(zip(pred, ref)):
+        mu_x, mu_y = filtered(x, 0), filtered(y, 1)
+        # The formula needs the variances only as their sum: E[x^2 + y^2] is one filter instead of two.
+        cv2.multiply(x, x, dst=product)
+        squares = filtered(cv2.accumulateSquare(y, product), 2)
+        xy = filtered(cv2.multiply(x, y, dst=product), 3)
+        mu_xy = cv2.multiply(mu_x, mu_y, dst=buffers[4][rows, cols])
+        means_squared = cv2.add(cv2.multiply(mu_x, mu_x, dst=mu_x), cv2.multiply(mu_y, mu_y, dst=mu_y), dst=mu_x)
+        # Rounding can make E[x^2 + y^2] - mu_x^2 - mu_y^2 slightly negative on flat regions; variances never are.
+        variances = cv2.max(cv2.subtract(squares, means_squared, dst=squares), 0, dst=squares)
+        # The covariance is a difference of near-equal numbers: subtracted on its own, as addWeighted would
+        # add C2 to one of them first (rounding at their magnitude: 2x the float32 error of the PyTorch path).
+        covariance = cv2.subtract(xy, mu_xy, dst=xy)
+        contrast_num = cv2.addWeighted(covariance, 2 * scale, covariance, 0, c2, dst=covariance)
+        contrast_den = cv2.addWeighted(variances, scale, variances, 0, c2, dst=variances)
+        luminance_num = cv2.addWeighted(mu_xy, 2, mu_xy, 0, c1, dst=mu_xy)
+        luminance_den = cv2.addWeighted(means_squared, 1, means_squared, 0, c1, dst=means_squared)
+        numerator = cv2.multiply(luminance_num, contrast_num, dst=luminance_num)
+        denominator = cv2.multiply(luminance_den, contrast_den, dst=luminance_den)
+        # NumPy's division: 0 / 0 is NaN as in PyTorch (k1 = k2 = 0 on black frames), where OpenCV's gives 0.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ssim_map = np.divide(numerator, denominator, out=numerator)
+        values[index] = sum(cv2.sumElems(ssim_map)) / ssim_map.size
+    return values
 
 
 @dataclass(frozen=True)
