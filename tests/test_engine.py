@@ -171,26 +171,26 @@ def test_the_next_pair_decodes_while_the_previous_one_is_scored(tmp_path, monkey
     for name in ("a", "b", "c"):
         write_pair(tmp_path, name, gradient_clip(n_frames=4), gradient_clip(n_frames=4))
     first_read, scored = {}, []
-    original_frames, original_mae = clip_readers.ArrayReader.frames, pixel.mae
+    original_frames, original_per_frame = clip_readers.ArrayReader.frames, pixel.MAE.per_frame
 
     def frames(self):
         for frame in original_frames(self):
             first_read.setdefault(self.path.stem, time.monotonic())
             yield frame
 
-    def slow_mae(pred, ref, reduction="mean"):
+    def slow_per_frame(self, batch):
         time.sleep(0.5)
         scored.append(time.monotonic())
-        return original_mae(pred, ref, reduction)
+        return original_per_frame(self, batch)
 
     monkeypatch.setattr(clip_readers.ArrayReader, "frames", frames)
-    monkeypatch.setattr(pixel, "mae", slow_mae)
+    monkeypatch.setattr(pixel.MAE, "per_frame", slow_per_frame)
     run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], options=ScoreOptions(batch_size=4))
     assert all(pair.ok for pair in run.pairs) and len(scored) == 3
     assert first_read["b"] < scored[0] and first_read["c"] < scored[1]  # read while the clip before was scored
 
     (tmp_path / "preds" / "b.npy").write_bytes(b"not an array")
-    monkeypatch.setattr(pixel, "mae", original_mae)
+    monkeypatch.setattr(pixel.MAE, "per_frame", original_per_frame)
     run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], options=ScoreOptions(batch_size=4))
     assert [(pair.video, pair.ok) for pair in run.pairs] == [("a", True), ("b", False), ("c", True)]
     assert "b.npy" in run.pairs[1].error
