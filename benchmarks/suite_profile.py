@@ -101,7 +101,7 @@ def main() -> None:
         tmp = Path(name)
         ensure_alexnet_weights(tmp)
         clips = make_clips(tmp / "clips", args.clips, args.frames, height, width)
-        warm_up = make_clips(tmp / "warm_up", 1, 6, height, width)
+        warm_up = make_clips(tmp / "warm_up", 1, args.frames, height, width)  # every batch shape seen once
         options = ScoreOptions(batch_size=16)
         suite = [metric.name for metric in prepare_metrics(None, {}, RunContext(device=device))[0]]
         print(f"device {device}, {args.clips} clips x {args.frames} frame pairs at {args.size}; suite: {', '.join(suite)}")
