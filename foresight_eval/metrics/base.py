@@ -22,10 +22,11 @@ import inspect
 import math
 import warnings
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 
@@ -124,6 +125,27 @@ def device_constant(values: tuple[float, ...], dtype: torch.dtype, device: torch
     tensor([1., 2., 1.], dtype=torch.float64)
     """
     return torch.tensor(values, dtype=dtype, device=device)
+
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def over_threads(work: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
+    """``[work(item) for item in items]``, in order, spread over PyTorch's number of threads (the CPU budget of
+    the run: ``torch.get_num_threads()``). For per-frame work in libraries that release the GIL and gain
+    nothing from their own threads on one frame (OpenCV's Farnebäck flow and filters, scikit-image's Canny):
+    on two cores it takes about half the time (``benchmarks/RESULTS.md``). An exception is raised as the loop
+    would raise it.
+
+    >>> over_threads(lambda x: x * x, [1, 2, 3])
+    [1, 4, 9]
+    """
+    workers = min(torch.get_num_threads(), len(items))
+    if workers <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(work, items))
 
 
 class RunningMean:

@@ -54,7 +54,7 @@ from skimage.morphology import thin
 
 from foresight_eval.errors import UsageError
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
-from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, RunContext
+from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, RunContext, over_threads
 from foresight_eval.metrics.edges_torch import canny as canny_torch
 from foresight_eval.metrics.registry import register
 from foresight_eval.workers import INLINE, Deferred
@@ -74,8 +74,9 @@ def edge_maps(frames: torch.Tensor, sigma: float = 1.0, low_threshold: float = 0
     if detector == "torch" or (detector == "auto" and frames.device.type != "cpu"):
         return canny_torch(frames, sigma=sigma, low_threshold=low_threshold, high_threshold=high_threshold).cpu().numpy()
     images = frames.detach().permute(0, 2, 3, 1).double().cpu().numpy()
-    return np.stack([canny(rgb2gray(image), sigma=sigma, low_threshold=low_threshold,
-                           high_threshold=high_threshold) for image in images])
+    # scikit-image's Canny runs on one core per frame: frames in parallel threads.
+    return np.stack(over_threads(lambda image: canny(rgb2gray(image), sigma=sigma, low_threshold=low_threshold,
+                                                     high_threshold=high_threshold), images))
 
 
 def edge_strength(frames: torch.Tensor) -> np.ndarray:

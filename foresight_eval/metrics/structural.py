@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from foresight_eval.errors import InputError
-from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, device_constant
+from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, device_constant, over_threads
 from foresight_eval.metrics.registry import register
 
 _GAUSSIAN = {"window": "gaussian", "window_size": 11, "sigma": 1.5, "sample_covariance": False}
@@ -243,12 +242,9 @@ def _ssim_opencv(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_s
     def frame_means(frames: slice) -> np.ndarray:
         return _opencv_ssim_means(pred[frames], ref[frames], kernel=kernel, crop=crop, scale=scale, c1=c1, c2=c2)
 
-    workers = min(torch.get_num_threads(), len(pred))
-    if workers <= 1:
-        return torch.from_numpy(frame_means(slice(None))).to(dtype)
-    bounds = np.linspace(0, len(pred), workers + 1).astype(int)
-    with ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(frame_means, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+    # One contiguous run of frames per thread (the buffers are reused within a run).
+    bounds = np.linspace(0, len(pred), max(1, min(torch.get_num_threads(), len(pred))) + 1).astype(int)
+    parts = over_threads(frame_means, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])])
     return torch.from_numpy(np.concatenate(parts)).to(dtype)
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from foresight_eval.metrics.base import ConsecutivePairMetric, FrameBatch, MetricInfo, device_constant
+from foresight_eval.metrics.base import ConsecutivePairMetric, FrameBatch, MetricInfo, device_constant, over_threads
 from foresight_eval.metrics.flow_torch import farneback_pairs
 from foresight_eval.metrics.motion import _gray_u8  # OpenCV's RGB2GRAY, shared with the motion masks
 from foresight_eval.metrics.registry import register
@@ -147,14 +147,16 @@ def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneb
     earlier_gray, later_gray = to_gray_uint8(earlier), to_gray_uint8(later)
     earlier_rgb = earlier.permute(0, 2, 3, 1).float().cpu().numpy()
     later_rgb = later.permute(0, 2, 3, 1).float().cpu().numpy()
-    errors = []
-    for i in range(len(earlier_gray)):
+
+    def pair_error(i: int) -> float:
         backward = optical_flow(later_gray[i], earlier_gray[i], method)
         forward = optical_flow(earlier_gray[i], later_gray[i], method)
         valid = valid_flow_mask(backward, forward, occlusion)
         squared = np.square(later_rgb[i] - backward_warp(earlier_rgb[i], backward)).mean(axis=-1)
-        errors.append(float((squared[valid] if valid.any() else squared).mean(dtype=np.float64)))
-    return torch.tensor(errors, dtype=torch.float64)
+        return float((squared[valid] if valid.any() else squared).mean(dtype=np.float64))
+
+    # OpenCV's Farnebäck runs on one core per flow: pairs in parallel threads.
+    return torch.tensor(over_threads(pair_error, range(len(earlier_gray))), dtype=torch.float64)
 
 
 def _warp_torch(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
