@@ -503,8 +503,9 @@ def test_defect10_lock_in_process(tmp_path):
 
 # --- the smaller ones -----------------------------------------------------------------------------
 
-SLOW_CLI = ("import time, foresight_eval.engine as engine; score_pair = engine.score_pair; "
-            "engine.score_pair = lambda *a, **k: (time.sleep(0.4), score_pair(*a, **k))[1]; "
+# Each clip pair takes 0.4 s longer to score, so that the run can be interrupted between pairs.
+SLOW_CLI = ("import time, foresight_eval.engine as engine; score = engine.PairInFlight.score; "
+            "engine.PairInFlight.score = lambda self, *a, **k: (time.sleep(0.4), score(self, *a, **k))[1]; "
             "from foresight_eval.cli import main; main()")
 
 
