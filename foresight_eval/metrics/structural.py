@@ -120,9 +120,12 @@ def _separable_filter(images: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         out = torch.empty((batch, channels, height - size + 1, width - size + 1), dtype=images.dtype)
         source, target = images.numpy(), out.numpy()
         lo, hi_y, hi_x = (size - 1) // 2, height - size // 2, width - size // 2
-        for b in range(batch):
-            for c in range(channels):  # the border pixels OpenCV adds are cropped: only valid positions remain
-                target[b, c] = cv2.sepFilter2D(source[b, c], -1, kernel, kernel)[lo:hi_y, lo:hi_x]
+
+        def filter_image(index: int) -> None:  # the border pixels OpenCV adds are cropped: only valid positions remain
+            b, c = divmod(index, channels)
+            target[b, c] = cv2.sepFilter2D(source[b, c], -1, kernel, kernel)[lo:hi_y, lo:hi_x]
+
+        over_threads(filter_image, range(batch * channels))  # one image per thread at a time (OpenCV frees the GIL)
         return out
     groups = images.shape[1]
     images = F.conv2d(images, w.view(1, 1, -1, 1).expand(groups, 1, -1, 1), groups=groups)
