@@ -8,7 +8,6 @@ A clip pair that fails for any reason becomes one error row; the run goes on wit
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -105,13 +104,8 @@ class PairInFlight:
         self.result = PairResult(video=pair.key, pred=str(pair.pred), ref=str(pair.ref))
         self.failure: Exception | None = None
         self.frames: PairFrames | None = None
-        # Opened in a thread too: probing the files and reading their timestamps (a demux pass) would
-        # otherwise hold up the thread that drives the device.
-        self._opening = threading.Thread(target=self._open, args=(device, digest_refs), daemon=True)
-        self._opening.start()
-
-    def _open(self, device: torch.device, digest_refs: bool) -> None:
-        pair, options = self.pair, self.options
+        # Opened here, in the calling thread: opening can import modules on first use, and CPython 3.11 fails
+        # ("SystemError: AST constructor recursion depth mismatch") when two threads compile code at once.
         try:
             if pair.problem:
                 raise InputError(pair.problem)
@@ -130,7 +124,6 @@ class PairInFlight:
 
     def close(self) -> None:
         """Abandon the pair (the run stopped before scoring it): its decoding threads stop."""
-        self._opening.join()
         if self.frames is not None:
             self.batches.close()
             self.frames.close()
@@ -141,7 +134,6 @@ class PairInFlight:
         # (metric, horizons, frame indices, values) per batch, turned into rows after the last batch
         pending: list[tuple[str, list[int], list[int], Any]] = []
         try:
-            self._opening.join()
             if self.failure is not None:
                 raise self.failure
             for metric in metrics:
