@@ -503,10 +503,18 @@ def test_defect10_lock_in_process(tmp_path):
 
 # --- the smaller ones -----------------------------------------------------------------------------
 
-# Each clip pair takes 0.4 s longer to score, so that the run can be interrupted between pairs.
+# Each clip pair takes 1 s longer to score, so that the run is interrupted between pairs, well before its end.
 SLOW_CLI = ("import time, foresight_eval.engine as engine; score = engine.PairInFlight.score; "
-            "engine.PairInFlight.score = lambda self, *a, **k: (time.sleep(0.4), score(self, *a, **k))[1]; "
+            "engine.PairInFlight.score = lambda self, *a, **k: (time.sleep(1.0), score(self, *a, **k))[1]; "
             "from foresight_eval.cli import main; main()")
+
+
+def _default_sigint() -> None:
+    """In the child before it starts Python: Ctrl-C's default disposition, unblocked. A child inherits an
+    ignored or blocked SIGINT from whatever the test process's state is, and Python then never raises
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 @pytest.fixture(scope="module")
@@ -552,7 +560,8 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path, uninterr
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-c", SLOW_CLI, "score", *args, "--out", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                               env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+                               env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+                               preexec_fn=_default_sigint)
     wait_for_pairs(out / "partial" / "rank-00000.jsonl", 2, process)
     process.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
