@@ -30,7 +30,7 @@ from foresight_eval.manifest import build_manifest, utc_now
 from foresight_eval.metrics.base import FrameBatch, Metric, RunContext
 from foresight_eval.latent_pairs import score_latent_pair
 from foresight_eval.metrics.registry import get_metric_class, prepare_metrics
-from foresight_eval.decoding import PairFrames
+from foresight_eval.decoding import HostBatch, PairFrames, Prefetched
 from foresight_eval.profiles import Profile, apply_profile, load_profile
 from foresight_eval.options import ScoreOptions
 from foresight_eval.results import PairResult, RunResult, fail_pair
@@ -104,6 +104,7 @@ class PairInFlight:
         self.result = PairResult(video=pair.key, pred=str(pair.pred), ref=str(pair.ref))
         self.failure: Exception | None = None
         self.frames: PairFrames | None = None
+        self.batches: Prefetched[HostBatch] | None = None
         # Opened here, in the calling thread: opening can import modules on first use, and CPython 3.11 fails
         # ("SystemError: AST constructor recursion depth mismatch") when two threads compile code at once.
         try:
@@ -124,8 +125,9 @@ class PairInFlight:
 
     def close(self) -> None:
         """Abandon the pair (the run stopped before scoring it): its decoding threads stop."""
-        if self.frames is not None:
+        if self.batches is not None:
             self.batches.close()
+        if self.frames is not None:
             self.frames.close()
 
     def score(self, metrics: list[Metric], device: torch.device) -> PairResult:
