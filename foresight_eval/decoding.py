@@ -83,11 +83,6 @@ class Prefetched(Iterator[T]):
         self._stop.set()
 
 
-def prefetch(items: Iterable[T], depth: int) -> Prefetched[T]:
-    """``items`` produced in a background thread, at most ``depth`` ahead (see :class:`Prefetched`)."""
-    return Prefetched(items, depth)
-
-
 @dataclass
 class HostBatch:
     """Aligned frames of a clip pair on the host, stacked: (B, H, W, 3) arrays and their frame indices."""
@@ -107,14 +102,14 @@ class PairFrames:
                  batch_size: int, frames_mode: str, pin_memory: bool,
                  digest_ref: Callable[[torch.Tensor], str] | None = None):
         self.total = 0
-        self._pred = prefetch(pred_frames, batch_size)
-        self._ref = prefetch(ref_frames, batch_size)
+        self._pred = Prefetched(pred_frames, batch_size)
+        self._ref = Prefetched(ref_frames, batch_size)
         self._context, self._batch_size, self._mode, self._pin = context, batch_size, frames_mode, pin_memory
         self._digest_ref = digest_ref
 
     def __iter__(self) -> Prefetched[HostBatch]:
         """The host batches; their decoding and stacking start at this call, in background threads."""
-        return prefetch(self._batches(), PREFETCH_BATCHES)
+        return Prefetched(self._batches(), PREFETCH_BATCHES)
 
     def close(self) -> None:
         """Stop decoding (the pair is abandoned): the background threads end at their next frame."""
