@@ -3,7 +3,7 @@
     python benchmarks/suite_speed.py --out DIR [--devices cpu,cuda] [--clips 3 --frames 32 --size 640x360]
 
 Synthesises the clips deterministically (``synthetic.camera_like_clip``: multi-scale texture panning under
-moving shapes, sensor noise; H.264), then per device, each timed once after an untimed warm-up on a short clip:
+moving shapes, sensor noise; H.264), then per device, each timed once after an untimed warm-up on two clips of the same length:
 
 * decode-only: the engine's pipeline (background decoding, batching, upload to the device), no metric;
 * the default suite in one run, without a cache; then with a fresh ``cache_dir`` (cold: computes and writes
@@ -196,7 +196,9 @@ def measure(args: argparse.Namespace) -> dict:
         ensure_alexnet_weights(tmp)
         clips = make_clips(tmp / "clips", args.clips, args.frames, height, width)
         # As long as a timed clip: every batch shape the timed runs use is seen once (kernel choices, memory pools).
-        warmup = make_clips(tmp / "warmup", 1, args.frames, height, width)
+        # Two clips: a run of one has no confidence interval, so the first bootstrap of the process (with
+        # scipy.stats's import, 0.3-0.6 s, once per process) would fall in the first timed run.
+        warmup = make_clips(tmp / "warmup", 2, args.frames, height, width)
         devices = []
         for name in args.devices.split(","):
             try:

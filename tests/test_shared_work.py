@@ -13,7 +13,8 @@ from foresight_eval import ScoreOptions, score
 from foresight_eval.metrics import edges, motion, temporal
 
 FRAMES, BATCH = 9, 4  # three batches: pairs bridge batch boundaries, masks carry their background across them
-COUNTED = {"ssim": (temporal, "ssim_moments"), "difference": (temporal, "frame_difference"),
+COUNTED = {"ssim": (temporal, "ssim"),  # on the CPU tc takes ssim over the sequence (on a GPU ssim_moments)
+            "difference": (temporal, "frame_difference"),
            "flow": (temporal, "optical_flow"), "masks": (motion, "motion_masks"), "edges": (edges, "edge_maps")}
 
 

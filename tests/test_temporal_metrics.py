@@ -328,13 +328,24 @@ def _float64_ssim_reference(mode: str, earlier: torch.Tensor, later: torch.Tenso
                                   data_range=1.0, **window) for a, b in zip(earlier, later)]
 
 
+def _force_the_gpu_path(monkeypatch) -> None:
+    """tc's GPU path (each frame's moments shared by its two pairs) on the CPU, where ssim over the sequence
+    through OpenCV is the faster one."""
+    from foresight_eval.metrics import temporal
+
+    monkeypatch.setattr(temporal, "ssim_takes_opencv", lambda frames, **kwargs: False)
+
+
+@pytest.mark.parametrize("path", ["cpu", "gpu"])
 @pytest.mark.parametrize("mode", ["torchmetrics", "wang", "skimage"])
 @pytest.mark.parametrize("batch_size", [1, 3, 7])
-def test_tc_shares_frame_moments_and_matches_float64_ssim(moving, mode, batch_size):
+def test_tc_matches_float64_ssim_on_both_paths(moving, mode, batch_size, path, monkeypatch):
+    if path == "gpu":
+        _force_the_gpu_path(monkeypatch)
     video = (moving[:7] + 0.05 * torch.rand(moving[:7].shape, generator=torch.Generator().manual_seed(5))).clamp(0, 1)
     _, per_frame = run_metric("tc", video, batch_size=batch_size, mode=mode)
     reference = _float64_ssim_reference(mode, video[:-1].double(), video[1:].double())
-    assert_parity(f"tc (mode={mode}, shared moments) vs float64 SSIM of consecutive frames", per_frame[1:], reference,
+    assert_parity(f"tc (mode={mode}, {path} path) vs float64 SSIM of consecutive frames", per_frame[1:], reference,
                   atol=1e-9)
 
 
@@ -343,6 +354,7 @@ def test_tc_after_a_reference_cache_hit_recomputes_the_carried_moments(moving, t
     from foresight_eval.metrics import temporal
     from foresight_eval.metrics.base import RunContext
 
+    _force_the_gpu_path(monkeypatch)
     ref = moving.flip(0)
     uncached, uncached_frames = run_metric("tc_delta", moving, ref, batch_size=4)
     moments_of = []  # frames per call of ssim_moments

@@ -190,11 +190,15 @@ def ssim(
     kwargs = {"window": window, "window_size": window_size, "sigma": sigma, "sample_covariance": sample_covariance,
               "border": border, "downsample": downsample, "channels": channels, "k1": k1, "k2": k2,
               "data_range": data_range}
-    # OpenCV centres an even window one pixel off PyTorch's padding (every SSIM mode's window is odd), and its
-    # sums hold at most 4 channels.
-    opencv = (pred.device.type == "cpu" and pred.dtype in (torch.float32, torch.float64) and window_size % 2
-              and pred.shape[1] <= 4)
-    return (_ssim_opencv if opencv else _ssim_torch)(pred, ref, **kwargs)
+    return (_ssim_opencv if ssim_takes_opencv(pred, window_size=window_size) else _ssim_torch)(pred, ref, **kwargs)
+
+
+def ssim_takes_opencv(frames: torch.Tensor, *, window_size: int = 11) -> bool:
+    """Whether :func:`ssim` of these frames goes through OpenCV frame by frame (float32/float64 on the CPU).
+    OpenCV centres an even window one pixel off PyTorch's padding (every SSIM mode's window is odd), and its
+    sums hold at most 4 channels."""
+    return (frames.device.type == "cpu" and frames.dtype in (torch.float32, torch.float64)
+            and bool(window_size % 2) and frames.shape[1] <= 4)
 
 
 def _ssim_torch(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_size: int, sigma: float | None,
