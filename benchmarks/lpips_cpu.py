@@ -49,7 +49,7 @@ def measure(width: int, height: int, pairs: int, repeats: int) -> dict:
     with torch.inference_mode():
         fp32_s, fp32 = best_time(lambda: lpips_distance(model, pred_t, ref_t), repeats)
         bf16_s, bf16 = best_time(lambda: lpips_distance(model, pred_t, ref_t, precision="bf16"), repeats)
-        batch = model.scaling_layer(torch.cat([pred_t, ref_t]) * 2 - 1).contiguous(memory_format=torch.channels_last)
+        batch = model.scaling_layer.normalise_(torch.cat([pred_t, ref_t]))
         inputs = conv_inputs(model, batch)
         convs = conv_layers(model)
         flops = sum(2 * F.conv2d(x, c.weight, c.bias, c.stride, c.padding).numel() * c.weight[0].numel()

@@ -26,6 +26,7 @@ from foresight_eval.engine import score
 from foresight_eval.options import ScoreOptions
 from foresight_eval.errors import UsageError
 from foresight_eval.metrics.registry import create
+from foresight_eval.metrics import edges
 from foresight_eval.metrics.edges import (
     bsds_edge_counts, bsds_scores, bsds_thresholds, edge_precision_recall_f1, max_edge_matching,
 )
@@ -76,6 +77,22 @@ def test_matching_equals_the_previous_matcher_where_it_finishes():
         previous.append(int((maximum_bipartite_matching(graph, perm_type="column") >= 0).sum()))
         ours.append(max_edge_matching(pred, ref, radius))
     assert_parity("edge matching vs scipy maximum_bipartite_matching", ours, previous, atol=0)
+
+
+@pytest.mark.parametrize("radius", [0.5, 1.0, math.sqrt(2), 2.0, math.sqrt(5), 3.7, 5.507, 9.0])
+def test_pixel_pairs_within_the_radius_are_the_k_d_trees(rng, radius, monkeypatch):
+    """The offset look-up finds exactly the pairs SciPy's k-d tree finds, boundary distances included
+    (integer radii and square roots of integers put pixels exactly on the circle), also when the look-up
+    runs in blocks."""
+    monkeypatch.setattr(edges, "_LOOKUP_BLOCK", 500)  # several blocks on these maps
+    for density in (0.02, 0.3):
+        pred, ref = rng.random((37, 53)) < density, rng.random((37, 53)) < density
+        pred_points, ref_points = np.argwhere(pred), np.argwhere(ref)
+        found = edges._pairs_within(pred_points, ref_points, pred.shape, radius)
+        neighbours = cKDTree(ref_points).query_ball_point(pred_points, r=radius)
+        expected = {(row, column) for row, columns in enumerate(neighbours) for column in columns}
+        assert set(zip(*(part.tolist() for part in found))) == expected
+        assert len(found[0]) == len(expected)  # no pair twice
 
 
 def test_hand_computed_matches():

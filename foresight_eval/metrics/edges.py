@@ -47,7 +47,6 @@ import numpy as np
 import torch
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_flow
-from scipy.spatial import cKDTree
 from skimage.color import rgb2gray
 from skimage.feature import canny
 from skimage.morphology import thin
@@ -85,6 +84,39 @@ def edge_strength(frames: torch.Tensor) -> np.ndarray:
     return rgb2gray(frames.detach().permute(0, 2, 3, 1).double().cpu().numpy())
 
 
+# Neighbour look-ups done at once in _pairs_within: at most this many (pixel, offset) entries (8 bytes each).
+_LOOKUP_BLOCK = 1 << 21
+
+
+def _pairs_within(pred_points: np.ndarray, ref_points: np.ndarray, shape: tuple[int, int],
+                  radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every (predicted, reference) pair of pixel coordinates (N, 2) at most ``radius`` apart, as index arrays
+    into ``pred_points`` and ``ref_points``, grouped by predicted pixel.
+
+    Written by hand because the points are pixels: the integer offsets within the radius are few (97 at the
+    default 0.0075 x the diagonal of 640x360), so looking each predicted pixel's offsets up in an image of
+    reference indices finds the pairs about 2.5x faster than ``cKDTree.query_ball_point`` (SciPy's k-d
+    tree; 17 Canny maps of 640x360: 0.08 s against 0.22 s), and the same ones: the distance test is the
+    k-d tree's, squared integer distance <= radius * radius
+    (tests/test_edges_bsds.py compares the two)."""
+    reach = int(math.floor(radius))
+    dy, dx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
+    within = dy * dy + dx * dx <= radius * radius
+    dy, dx = dy[within], dx[within]
+    height, width = shape
+    ref_index = np.full((height + 2 * reach, width + 2 * reach), -1, dtype=np.int64)  # padded: no bounds checks
+    ref_index[ref_points[:, 0] + reach, ref_points[:, 1] + reach] = np.arange(len(ref_points))
+    pred_parts, ref_parts = [], []
+    step = max(1, _LOOKUP_BLOCK // len(dy))
+    for start in range(0, len(pred_points), step):
+        block = pred_points[start:start + step] + reach
+        found = ref_index[block[:, :1] + dy, block[:, 1:] + dx]  # (pixels, offsets)
+        rows, columns = np.nonzero(found >= 0)
+        pred_parts.append(rows + start)
+        ref_parts.append(found[rows, columns])
+    return np.concatenate(pred_parts), np.concatenate(ref_parts)
+
+
 def max_edge_matching(pred: np.ndarray, ref: np.ndarray, radius: float) -> int:
     """Pairs in a maximum one-to-one matching of the edge pixels of two (H, W) bool maps, where a
     predicted and a reference pixel may pair when at most ``radius`` pixels apart (Euclidean).
@@ -98,16 +130,13 @@ def max_edge_matching(pred: np.ndarray, ref: np.ndarray, radius: float) -> int:
     n_pred, n_ref = len(pred_points), len(ref_points)
     if n_pred == 0 or n_ref == 0:
         return 0
-    neighbours = cKDTree(ref_points).query_ball_point(pred_points, r=radius, return_sorted=False)
-    lengths = np.fromiter(map(len, neighbours), dtype=np.int64, count=n_pred)
+    pred_of_pair, ref_of_pair = _pairs_within(pred_points, ref_points, pred.shape, radius)
     # Nodes: 0 the source, 1..n_pred the predicted pixels, then the reference pixels, last the sink.
     sink = n_pred + n_ref + 1
     pred_nodes = np.arange(1, n_pred + 1)
     ref_nodes = np.arange(n_pred + 1, sink)
-    rows = np.concatenate([np.zeros(n_pred, dtype=np.int64), np.repeat(pred_nodes, lengths), ref_nodes])
-    cols = np.concatenate([pred_nodes, n_pred + 1 + np.fromiter(itertools.chain.from_iterable(neighbours),
-                                                                  dtype=np.int64, count=int(lengths.sum())),
-                           np.full(n_ref, sink)])
+    rows = np.concatenate([np.zeros(n_pred, dtype=np.int64), pred_of_pair + 1, ref_nodes])
+    cols = np.concatenate([pred_nodes, ref_of_pair + n_pred + 1, np.full(n_ref, sink)])
     graph = csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)), shape=(sink + 1, sink + 1))
     return int(maximum_flow(graph, 0, sink, method="dinic").flow_value)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from torch import Tensor, cat, empty, nn, tensor
+from torch import Tensor, cat, channels_last, empty, nn, tensor
 
 # Per backbone: the channels of each tapped layer, and the index after which each tap is taken (the ends
 # of the ``lpips`` package's slices, e.g. relu1 of AlexNet is the output of features[1]).
@@ -85,15 +85,18 @@ class TappedFeatures(nn.Module):
 
 
 class ScalingLayer(nn.Module):
-    """LPIPS's input normalisation of [-1, 1] images: (x - shift) / scale per channel (its constants)."""
+    """LPIPS's input normalisation: [0, 1] images to [-1, 1], then (x - shift) / scale per channel (its constants)."""
 
     def __init__(self):
         super().__init__()
         self.register_buffer("shift", tensor([-0.030, -0.088, -0.188])[None, :, None, None])
         self.register_buffer("scale", tensor([0.458, 0.448, 0.450])[None, :, None, None])
 
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.shift) / self.scale
+    def normalise_(self, images: Tensor) -> Tensor:
+        """``images`` (B, 3, H, W) in [0, 1], normalised in place (the package's arithmetic, step by step) and
+        returned channels-last, the layout the backbone runs fastest in."""
+        normalised = images.mul_(2).sub_(1).sub_(self.shift).div_(self.scale)
+        return normalised.contiguous(memory_format=channels_last)
 
 
 class LPIPSNetwork(nn.Module):
