@@ -379,3 +379,17 @@ def test_tc_after_a_reference_cache_hit_recomputes_the_carried_moments(moving, t
     assert len(first_entry) == 1
     # second run: the prediction's 3 batches, the reference's batches 2 and 3, and batch 1's last frame alone
     assert sorted(moments_of) == sorted([4, 4, 2, 4, 2, 1])
+
+
+@pytest.mark.parametrize("components", [2, 3])
+def test_short_axis_sums_equal_numpys_bit_for_bit(components):
+    """warp_error's sums over a flow's 2 components and RGB's 3 (plane by plane) against NumPy's own
+    ``sum(axis=-1)`` / ``mean(axis=-1)``, on values across nine orders of magnitude."""
+    from foresight_eval.metrics.temporal import _sum_last
+
+    rng = np.random.default_rng(components)
+    shape = (61, 83, components)
+    values = np.square(rng.standard_normal(shape) * 10.0 ** rng.integers(-4, 5, size=shape)).astype(np.float32)
+    assert np.array_equal(_sum_last(values), values.sum(axis=-1))
+    if components == 3:
+        assert np.array_equal(_sum_last(values) / 3, values.mean(axis=-1))
