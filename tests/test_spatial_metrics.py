@@ -256,3 +256,17 @@ def test_motion_metrics_share_their_masks_and_equal_their_separate_runs(fixtures
     for name in names:
         alone = score(preds, refs, [name], options=options)
         assert [p.values[name] for p in alone.pairs] == [p.values[name] for p in together.pairs]
+
+
+@pytest.mark.parametrize("by_addition", [True, False])
+@pytest.mark.parametrize("frames", [0, 1, 7])
+def test_running_mask_counts_equal_a_cumulative_sum(by_addition, frames):
+    from foresight_eval.metrics.motion import running_counts
+
+    generator = torch.Generator().manual_seed(frames)
+    masks = torch.rand((frames, 9, 13), generator=generator) > 0.6
+    start = torch.randint(0, 50, (9, 13), generator=generator, dtype=torch.int32)
+    expected = masks.to(torch.int32).cumsum(dim=0)
+    assert torch.equal(running_counts(masks, by_addition=by_addition), expected)
+    counted = running_counts(masks, start, by_addition=by_addition)
+    assert counted.dtype == torch.int32 and torch.equal(counted, expected + start)

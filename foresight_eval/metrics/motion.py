@@ -252,6 +252,23 @@ class _MotionMaskMetric(WindowedFrameMetric):
         raise NotImplementedError
 
 
+def running_counts(masks: torch.Tensor, start: torch.Tensor | None = None, *,
+                   by_addition: bool | None = None) -> torch.Tensor:
+    """Per pixel, how many of the masks up to each one are set: (B, H, W) bool in, (B, H, W) int32 out,
+    plus ``start`` (H, W), the counts before this batch, when given. ``by_addition`` (default: on the CPU)
+    adds mask by mask: torch's ``cumsum`` along the first dimension runs there about 10x slower (16 masks
+    of 640x360: 12-34 ms against 1-3 ms); on a GPU ``cumsum`` is one kernel."""
+    if not (masks.device.type == "cpu" if by_addition is None else by_addition):
+        running = masks.cumsum(dim=0, dtype=torch.int32)
+        return running if start is None else running.add_(start)
+    running = torch.empty(masks.shape, dtype=torch.int32, device=masks.device)
+    if len(masks):
+        running[0] = masks[0] if start is None else start + masks[0]
+    for index in range(1, len(masks)):
+        torch.add(running[index - 1], masks[index], out=running[index])
+    return running
+
+
 class _CumulativeMotionMetric(_MotionMaskMetric):
     """Compares masks accumulated over horizons 1..h; the clip's value is the one over all its frames."""
 
@@ -260,9 +277,7 @@ class _CumulativeMotionMetric(_MotionMaskMetric):
         self._totals: dict[str, torch.Tensor | None] = {"pred": None, "ref": None}
 
     def _accumulate(self, side: str, masks: torch.Tensor) -> torch.Tensor:
-        running = masks.to(torch.int32).cumsum(dim=0)
-        if self._totals[side] is not None:
-            running += self._totals[side]
+        running = running_counts(masks, self._totals[side])
         self._totals[side] = running[-1]
         return running
 
