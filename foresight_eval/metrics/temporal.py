@@ -358,13 +358,14 @@ class _WarpError(ConsecutivePairMetric):
 
     def batch_pair_values(self, last: torch.Tensor | None, frames: torch.Tensor,
                           carried: Any) -> tuple[torch.Tensor, Any]:
-        """On the torch path, the bridging pair and the batch's pairs in one flow computation over the
-        frame sequence (each frame's pyramid made once); on OpenCV's, pair by pair as the base class."""
-        if not uses_torch_flow(self.params["flow"], self.params["backend"], frames.device):
-            return super().batch_pair_values(last, frames, carried)
+        """The bridging pair and the batch's pairs in one call over the frame sequence. On the torch path one
+        flow computation (each frame's pyramid made once); on OpenCV's, one spread of the pairs over the
+        threads: the bridging pair alone would keep one core idle for a whole pair's two flows."""
         sequence = frames if last is None else torch.cat([last, frames])
         if len(sequence) < 2:
             return torch.zeros(0, dtype=torch.float64, device=frames.device), None
+        if not uses_torch_flow(self.params["flow"], self.params["backend"], frames.device):
+            return self.pair_values(sequence[:-1], sequence[1:]), None
         return consecutive_warp_error_torch(sequence, self.params["occlusion"]), None
 
 
