@@ -1,6 +1,6 @@
 """Every figure of issue 17 (speed of the default suite) in one command, each against its goal.
 
-    python benchmarks/issue17.py --out DIR [--gpu] [--quick] [--rounds 3] [--old-tree PATH]
+    python benchmarks/issue17.py --out DIR [--gpu] [--scaling] [--quick] [--rounds 3] [--old-tree PATH]
 
 CPU figures (this machine, its torch thread count), on camera-like clips at mixed sizes
 (``suite_speed.make_clips``: multi-scale texture panning under moving shapes, sensor noise, H.264;
@@ -22,6 +22,11 @@ c) the default suite now against the tree issue 17 was filed on (``--old-commit`
 ``--gpu``: also ``suite_speed.py`` (its own clips; the GPU suite against decode-only and against this
 host's CPU threads, the reference cache cold and warm), with the goals of issue 17 (<= 1.5x decode-only,
 >= 10x the CPU run). LPIPS: the cached AlexNet checkpoint, else seeded random weights (timing only).
+
+``--scaling`` (default: with ``--gpu`` when two GPUs are visible): also ``scaling.py``'s multi-GPU figure,
+256 clips x 48 frames of 256x256, psnr + ssim + lpips, 1 and 2 ranks started by
+``python -m foresight_eval.launch``, every rank's phases recorded (goal >= 1.8x, results identical). With
+``--quick`` it is a dry run of the same on the CPU (4 tiny clips), to check that it runs.
 
 Writes ``DIR/issue17.json`` (every timing, value and the machine) and ``DIR/issue17.md`` (the table).
 """
@@ -263,6 +268,21 @@ def gpu_figures(args: argparse.Namespace) -> tuple[dict, list[dict]]:
     return results, rows
 
 
+def scaling_figure(args: argparse.Namespace) -> tuple[dict, list[dict]]:
+    """``scaling.py``'s measurement (reused, not copied) at the issue's size, and its row against the goal."""
+    import scaling
+
+    argv = ["--ranks", "1,2", "--launchers", "launch", "--metrics", "psnr,ssim,lpips"]
+    argv += (["--clips", "4", "--frames", "4", "--size", "64x64", "--device", "cpu"] if args.quick else
+             ["--clips", "256", "--frames", "48", "--size", "256x256"])
+    report = scaling.measure(scaling.build_parser().parse_args(argv))
+    one, two = report["runs"]["1 launch"], report["runs"]["2 launch"]
+    row = {"figure": f"2 ranks vs 1 ({report['clips']} clips, {report['device']}, launch; results identical: "
+                     f"{two['results_identical']})", "baseline_s": one["wall_s"], "ours_s": two["wall_s"],
+           "ratio": two["speed_up"], "goal": ">= 1.8x", "met": two["speed_up"] >= 1.8 and two["results_identical"]}
+    return report, [row]
+
+
 def markdown(report: dict) -> str:
     lines = [f"Issue 17 figures: {report['machine']}, commit {report['commit']}, {report['date']}", ""]
     if "cpu" in report:
@@ -295,6 +315,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--gpu", action="store_true", help="also suite_speed.py's GPU and CPU-thread figures")
     parser.add_argument("--no-cpu", dest="cpu", action="store_false", help="skip the CPU rounds (a, b, c)")
+    parser.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=None,
+                        help="also the 2-GPU scaling figure (default: with --gpu when two GPUs are visible)")
     parser.add_argument("--quick", action="store_true", help="tiny clips, one round: checks that everything runs")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", default="640x360,320x240,176x144", help="WIDTHxHEIGHT of the clips, in turn")
@@ -341,6 +363,9 @@ def main() -> None:
             report["value_gaps"] = value_gaps(report["cpu"])
         if args.gpu:
             report["suite_speed"], rows = gpu_figures(args)
+            report["rows"] += rows
+        if args.scaling or (args.scaling is None and args.gpu and torch.cuda.device_count() >= 2):
+            report["scaling"], rows = scaling_figure(args)
             report["rows"] += rows
     (args.out / "issue17.json").write_text(json.dumps(report, indent=2))
     table = markdown(report)

@@ -29,7 +29,7 @@ def _make_shard(args: tuple[Path, int, int, int, int, int]) -> None:
     make_pairs(root / f"shard{first}", count, frames, height, width, first_index=first)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ranks", default="1,2")
     parser.add_argument("--clips", type=int, default=64)
@@ -39,7 +39,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda: one GPU per rank; cpu for a dry run")
     parser.add_argument("--launchers", default="torchrun", help="torchrun, launch, or both: torchrun,launch")
     parser.add_argument("--json", type=Path, help="also write the figures and every rank's phases here")
-    args = parser.parse_args()
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Run every (world size, launcher) of ``args`` on the same clips, print the figures, return the report:
+    per run its wall time, its speed-up over the smallest world size of its launcher, whether its results
+    equal that run's, and every rank's phases."""
     width, height = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -73,20 +79,28 @@ def main() -> None:
             results[ranks, launcher] = (seconds, {name: m["mean"] for name, m in summary["metrics"].items()},
                                         (out / "per_frame.csv").read_text())
             phases[ranks, launcher] = summary["manifest"].get("timings", {}).get("ranks", [])
-        frames = args.clips * args.frames
-        print(f"{args.clips} clips x {args.frames} frames at {width}x{height}, metrics {args.metrics}")
-        for (ranks, launcher), (seconds, means, per_frame) in sorted(results.items()):
-            base = min(key for key in results if key[1] == launcher)
-            same = means == results[base][1] and per_frame == results[base][2]
-            print(f"  {ranks} rank(s), {launcher}: {seconds:7.1f} s wall, {frames / seconds:8.1f} frames/s, "
-                  f"{results[base][0] / seconds:.2f}x of {base[0]} rank(s), results identical: {same}")
-            print("    " + phase_split(seconds, phases[ranks, launcher]))
-        report = {"clips": args.clips, "frames": args.frames, "size": args.size, "metrics": args.metrics,
-                  "runs": {f"{ranks}" if launcher == "torchrun" else f"{ranks} {launcher}":
-                           {"wall_s": seconds, "phases": phases[ranks, launcher]}
-                           for (ranks, launcher), (seconds, _, _) in sorted(results.items())}}
-        if args.json:
-            args.json.write_text(json.dumps(report, indent=2))
+    frames = args.clips * args.frames
+    print(f"{args.clips} clips x {args.frames} frames at {width}x{height}, metrics {args.metrics}")
+    runs = {}
+    for (ranks, launcher), (seconds, means, per_frame) in sorted(results.items()):
+        base = min(key for key in results if key[1] == launcher)
+        same = means == results[base][1] and per_frame == results[base][2]
+        speed_up = results[base][0] / seconds
+        print(f"  {ranks} rank(s), {launcher}: {seconds:7.1f} s wall, {frames / seconds:8.1f} frames/s, "
+              f"{speed_up:.2f}x of {base[0]} rank(s), results identical: {same}")
+        print("    " + phase_split(seconds, phases[ranks, launcher]))
+        runs[f"{ranks}" if launcher == "torchrun" else f"{ranks} {launcher}"] = {
+            "ranks": ranks, "launcher": launcher, "wall_s": seconds, "speed_up": speed_up, "of_ranks": base[0],
+            "results_identical": same, "phases": phases[ranks, launcher]}
+    report = {"clips": args.clips, "frames": args.frames, "size": args.size, "metrics": args.metrics,
+              "device": args.device, "runs": runs}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main() -> None:
+    measure(build_parser().parse_args())
 
 
 def phase_split(wall: float, ranks: list[dict[str, float]]) -> str:
