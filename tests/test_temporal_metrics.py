@@ -393,3 +393,17 @@ def test_short_axis_sums_equal_numpys_bit_for_bit(components):
     assert np.array_equal(_sum_last(values), values.sum(axis=-1))
     if components == 3:
         assert np.array_equal(_sum_last(values) / 3, values.mean(axis=-1))
+
+
+@pytest.mark.parametrize("method, occlusion", [("farneback", "lai"), ("dis", "consistency")])
+def test_consecutive_opencv_warp_error_equals_the_pairwise_one(moving, method, occlusion):
+    """The metric's OpenCV path over a frame sequence (each frame's grayscale image made once) gives the
+    pair-by-pair function's values exactly, and through the metric's batches as well."""
+    from foresight_eval.metrics.temporal import consecutive_warp_error_opencv
+
+    video = moving[:6]
+    pairwise = warp_error(video[:-1], video[1:], method, occlusion)
+    assert torch.equal(consecutive_warp_error_opencv(video, method, occlusion), pairwise)
+    assert len(consecutive_warp_error_opencv(video[:1], method, occlusion)) == 0
+    _, per_frame = run_metric("warp_error", video, batch_size=4, flow=method, occlusion=occlusion, backend="opencv")
+    assert torch.equal(per_frame[1:], pairwise)

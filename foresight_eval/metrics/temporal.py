@@ -154,9 +154,28 @@ def warp_error(earlier: torch.Tensor, later: torch.Tensor, method: str = "farneb
         return torch.zeros(0, dtype=torch.float64)
     if uses_torch_flow(method, backend, earlier.device):
         return warp_error_torch(earlier, later, occlusion)
-    earlier_gray, later_gray = to_gray_uint8(earlier), to_gray_uint8(later)
-    earlier_rgb = earlier.permute(0, 2, 3, 1).float().cpu().numpy()
-    later_rgb = later.permute(0, 2, 3, 1).float().cpu().numpy()
+    return _warp_errors_opencv(to_gray_uint8(earlier), to_gray_uint8(later), _rgb_arrays(earlier), _rgb_arrays(later),
+                               method, occlusion)
+
+
+def consecutive_warp_error_opencv(frames: torch.Tensor, method: str = "farneback", occlusion: str = "lai") -> torch.Tensor:
+    """:func:`warp_error`'s OpenCV path for ``frames[:-1]`` and ``frames[1:]`` (N + 1 frames, N pairs), each
+    frame converted to grayscale and to a NumPy array once instead of twice."""
+    if len(frames) < 2:
+        return torch.zeros(0, dtype=torch.float64)
+    gray, rgb = to_gray_uint8(frames), _rgb_arrays(frames)
+    return _warp_errors_opencv(gray[:-1], gray[1:], rgb[:-1], rgb[1:], method, occlusion)
+
+
+def _rgb_arrays(frames: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) frames as (N, H, W, 3) float32 NumPy (a view of channels-last CPU frames)."""
+    return frames.permute(0, 2, 3, 1).float().cpu().numpy()
+
+
+def _warp_errors_opencv(earlier_gray: np.ndarray, later_gray: np.ndarray, earlier_rgb: np.ndarray,
+                        later_rgb: np.ndarray, method: str, occlusion: str) -> torch.Tensor:
+    """The OpenCV path's warp error of each pair i: flows between the 8-bit grayscale images
+    ``earlier_gray[i]`` and ``later_gray[i]`` (H, W), the error over the RGB images ``*_rgb[i]`` (H, W, 3)."""
 
     def pair_error(i: int) -> float:
         backward = optical_flow(later_gray[i], earlier_gray[i], method)
@@ -359,14 +378,15 @@ class _WarpError(ConsecutivePairMetric):
 
     def batch_pair_values(self, last: torch.Tensor | None, frames: torch.Tensor,
                           carried: Any) -> tuple[torch.Tensor, Any]:
-        """The bridging pair and the batch's pairs in one call over the frame sequence. On the torch path one
-        flow computation (each frame's pyramid made once); on OpenCV's, one spread of the pairs over the
-        threads: the bridging pair alone would keep one core idle for a whole pair's two flows."""
+        """The bridging pair and the batch's pairs in one call over the frame sequence, each frame prepared
+        once. On the torch path one flow computation (each frame's pyramid made once); on OpenCV's, each
+        frame's grayscale image made once and one spread of the pairs over the threads (the bridging pair
+        alone would keep one core idle for a whole pair's two flows)."""
         sequence = frames if last is None else torch.cat([last, frames])
         if len(sequence) < 2:
             return torch.zeros(0, dtype=torch.float64, device=frames.device), None
         if not uses_torch_flow(self.params["flow"], self.params["backend"], frames.device):
-            return self.pair_values(sequence[:-1], sequence[1:]), None
+            return consecutive_warp_error_opencv(sequence, self.params["flow"], self.params["occlusion"]), None
         return consecutive_warp_error_torch(sequence, self.params["occlusion"]), None
 
 
