@@ -25,13 +25,13 @@ from typing import NamedTuple
 import numpy as np
 
 
-
 def _scipy_stats():
     """``scipy.stats``, imported on first use: its import is 0.6 s of a `score` process's start-up (each
     `torchrun` rank's) and only the summaries after the scoring need it."""
     from scipy import stats
 
     return stats
+
 
 @dataclass(frozen=True)
 class BootstrapConfig:
