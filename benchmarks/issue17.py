@@ -242,7 +242,7 @@ def gpu_figures(args: argparse.Namespace) -> tuple[dict, list[dict]]:
 
     argv = ["--out", str(args.out / "suite_speed"), "--no-per-metric", "--no-lpips-ceiling"]
     if args.quick:
-        argv += ["--clips", "1", "--frames", "4", "--size", "96x64"]
+        argv += ["--clips", "1", "--frames", "4", "--size", "96x64", "--rounds", "1"]
     results = suite_speed.measure(suite_speed.build_parser().parse_args(argv))
     devices = {d["device"].split(":")[0]: d for d in results["devices"]}
     rows = []
@@ -250,8 +250,10 @@ def gpu_figures(args: argparse.Namespace) -> tuple[dict, list[dict]]:
     if gpu is not None:
         suite_s = gpu["suite_runs"]["no cache"]["seconds"]
         ratio = suite_s / gpu["decode_only_s"]
+        per_round = [s / d for s, d in zip(gpu["suite_runs"]["no cache"].get("rounds", []), gpu["decode_only_rounds"])]
         rows.append({"figure": "GPU default suite / decode-only time", "baseline_s": gpu["decode_only_s"],
-                     "ours_s": suite_s, "ratio": ratio, "goal": "<= 1.5x", "met": ratio <= 1.5})
+                     "ours_s": suite_s, "ratio": ratio, "per_round": per_round, "goal": "<= 1.5x",
+                     "met": ratio <= 1.5})
         warm = gpu["suite_runs"]["no cache"]["seconds"] / gpu["suite_runs"]["warm cache"]["seconds"]
         rows.append({"figure": "GPU reference cache, warm vs no cache (second model)", "ratio": warm,
                      "ours_s": gpu["suite_runs"]["warm cache"]["seconds"], "goal": "report", "met": None})

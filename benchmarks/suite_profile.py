@@ -9,6 +9,12 @@ on its share: the synchronisation stops work from overlapping). On a GPU, last, 
 ``torch.cuda.set_sync_debug_mode("warn")``: every operation that makes the host wait for the GPU (a
 copy from pageable memory, ``.item()``, ``.cpu()``, ``nonzero``), counted by the package line that called
 it. Each one drains the GPU's queue, so the host's launches and the GPU's work stop overlapping.
+
+``--trace``: also one run under ``torch.profiler`` with each metric's hooks labelled: per metric the host's
+time in its hooks (not synchronised), its kernels' count and GPU time; for the run, the GPU's busy time
+(the union of its kernels' intervals) against the wall time, and how long the scoring thread waited for
+decoded batches. Busy time near the wall time: the GPU is the bound; host time near it with many kernels:
+the launches are; long waits for batches: decoding is.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import sys
 import tempfile
 import time
 import traceback
+import threading
 import warnings
 from pathlib import Path
 
@@ -33,6 +40,7 @@ from pipeline_throughput import decode_only  # noqa: E402
 from suite_speed import make_clips, timed  # noqa: E402
 
 from foresight_eval import RunContext, ScoreOptions, score  # noqa: E402
+from foresight_eval.decoding import Prefetched  # noqa: E402
 from foresight_eval.distributed import resolve_device  # noqa: E402
 from foresight_eval.metrics.registry import metric_classes, prepare_metrics  # noqa: E402
 
@@ -44,25 +52,108 @@ def synchronised(device: torch.device):
     return wait
 
 
-def time_metric_hooks(names: list[str], device: torch.device, spent: collections.Counter) -> None:
-    """Wrap ``update`` and ``compute`` of every class the suite's metrics use, adding seconds to ``spent``."""
-    wait, wrapped = synchronised(device), set()
+def wrap_metric_hooks(names: list[str], wrap) -> None:
+    """Replace ``update`` and ``compute`` of every class the suite's metrics use (each class once) by
+    ``wrap(original)``."""
+    wrapped = set()
     for name in names:
         for klass in metric_classes()[name].__mro__:
             for hook in ("update", "compute"):
                 if hook in vars(klass) and (klass, hook) not in wrapped:
                     wrapped.add((klass, hook))
-                    original = vars(klass)[hook]
+                    setattr(klass, hook, wrap(vars(klass)[hook]))
 
-                    def timed_hook(self, *args, _original=original, **kwargs):
-                        wait()
-                        start = time.perf_counter()
-                        result = _original(self, *args, **kwargs)
-                        wait()
-                        spent[self.name] += time.perf_counter() - start
-                        return result
 
-                    setattr(klass, hook, timed_hook)
+def time_metric_hooks(names: list[str], device: torch.device, spent: collections.Counter) -> None:
+    """Time each metric's hooks between device synchronisations, adding seconds to ``spent``."""
+    wait = synchronised(device)
+
+    def timed(original):
+        def timed_hook(self, *args, **kwargs):
+            wait()
+            start = time.perf_counter()
+            result = original(self, *args, **kwargs)
+            wait()
+            spent[self.name] += time.perf_counter() - start
+            return result
+        return timed_hook
+
+    wrap_metric_hooks(names, timed)
+
+
+def label_metric_hooks(names: list[str]) -> None:
+    """Label each metric's hooks for the profiler: ``metric:<name>``."""
+    def labelled(original):
+        def labelled_hook(self, *args, **kwargs):
+            with torch.profiler.record_function(f"metric:{self.name}"):
+                return original(self, *args, **kwargs)
+        return labelled_hook
+
+    wrap_metric_hooks(names, labelled)
+
+
+def time_batch_waits(waited: list[float]) -> None:
+    """Add to ``waited[0]`` the seconds the main (scoring) thread spends in ``Prefetched.__next__``."""
+    original = Prefetched.__next__
+    main = threading.main_thread()
+
+    def timed_next(self):
+        if threading.current_thread() is not main:
+            return original(self)
+        start = time.perf_counter()
+        try:
+            return original(self)
+        finally:
+            waited[0] += time.perf_counter() - start
+
+    Prefetched.__next__ = timed_next
+
+
+def busy_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of (start, end) intervals."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def trace(run, names: list[str]) -> None:
+    """One run under torch.profiler: the GPU's busy time against the wall, and per metric host time, kernels
+    and GPU time (see the module's docstring)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+
+    label_metric_hooks(names)
+    waited = [0.0]
+    time_batch_waits(waited)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        run()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    events = prof.events()
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = busy_seconds([(e.time_range.start / 1e6, e.time_range.end / 1e6) for e in kernels])
+    print(f"traced run {wall:.2f} s (profiler on); GPU busy {busy:.3f} s ({busy / wall:.0%}) in {len(kernels)} "
+          f"kernels and copies; scoring thread waited for decoded batches {waited[0]:.2f} s")
+    def launches(event) -> int:
+        return sum(launches(child) for child in event.cpu_children) + ("LaunchKernel" in event.name)
+
+    per_metric = {}
+    for event in events:
+        if event.name.startswith("metric:") and event.device_type == torch.autograd.DeviceType.CPU:
+            host, gpu, count = per_metric.get(event.name, (0.0, 0.0, 0))
+            per_metric[event.name] = (host + event.cpu_time_total / 1e6, gpu + event.device_time_total / 1e6,
+                                      count + launches(event))
+    print("  metric                     host s   GPU s  kernels")
+    for name, (host, gpu, count) in sorted(per_metric.items(), key=lambda item: -item[1][0]):
+        print(f"  {name[7:]:24s} {host:8.3f} {gpu:7.3f} {count:8d}")
+    averages = prof.key_averages()
+    print(averages.table(sort_by="self_device_time_total", row_limit=25))
 
 
 def count_synchronisations(run, device: torch.device) -> collections.Counter:
@@ -94,6 +185,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
     parser.add_argument("--top", type=int, default=40, help="profile lines shown")
+    parser.add_argument("--trace", action="store_true", help="also one run under torch.profiler")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     device = resolve_device(args.device)
@@ -122,6 +214,8 @@ def main() -> None:
         stats.sort_stats("tottime").print_stats(args.top // 2)
         print(text.getvalue())
 
+        if args.trace:  # before the hooks are synchronised below
+            trace(lambda: score(*clips, suite, options=options, device=device), suite)
         spent: collections.Counter = collections.Counter()
         time_metric_hooks(suite, device, spent)
         synced_s, _ = timed(lambda: score(*clips, suite, options=options, device=device))

@@ -3,11 +3,13 @@
     python benchmarks/suite_speed.py --out DIR [--devices cpu,cuda] [--clips 3 --frames 32 --size 640x360]
 
 Synthesises the clips deterministically (``synthetic.camera_like_clip``: multi-scale texture panning under
-moving shapes, sensor noise; H.264), then per device, each timed once after an untimed warm-up on two clips of the same length:
+moving shapes, sensor noise; H.264), then per device, after an untimed warm-up on two clips of the same length:
 
-* decode-only: the engine's pipeline (background decoding, batching, upload to the device), no metric;
-* the default suite in one run, without a cache; then with a fresh ``cache_dir`` (cold: computes and writes
-  the reference side) and again (warm: reads it), the speed-up of scoring a second model;
+* in ``--rounds`` alternating rounds (medians and per-round ratios reported), decode-only (the engine's
+  pipeline: background decoding, batching, upload to the device, no metric) and the default suite in one
+  run without a cache;
+* timed once each: the suite with a fresh ``cache_dir`` (cold: computes and writes the reference side) and
+  again (warm: reads it), the speed-up of scoring a second model;
 * where the run has worker processes for metrics' CPU work (``--workers``, default: the engine's, every CPU
   but one on a GPU, none on the CPU), the suite without cache again with the pool off (``workers=0``), and
   ``edge_f1`` alone with the pool on and off;
@@ -25,6 +27,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -76,25 +79,35 @@ def bench_device(device_name: str, clips: tuple[Path, Path], warmup: tuple[Path,
     print(f"[{device}] default suite: {', '.join(suite)}", flush=True)
     # imports, weights, kernels, thread pools, the worker pool's fork server (not the user's cache folder)
     score(*warmup, suite, options=options, device=device, resources={"cache_dir": None})
-    decode_s, _ = timed(lambda: decode_only(*clips, options, device))
     out = {"device": str(device), "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "threads": torch.get_num_threads(), "suite": suite, "frame_pairs": frames, "decode_only_s": decode_s,
-           "workers": workers}
-    print(f"[{device}] decode-only {decode_s:.2f} s", flush=True)
+           "threads": torch.get_num_threads(), "suite": suite, "frame_pairs": frames, "workers": workers}
     runs = {}
-    cache = tmp / f"cache-{device.type}"
-    no_pool = replace(options, workers=0)
-    variants = [("no cache", {"cache_dir": None}, options), ("cold cache", {"cache_dir": cache}, options),
-                ("warm cache", {"cache_dir": cache}, options)]
-    if workers:
-        variants.append(("no cache, pool off", {"cache_dir": None}, no_pool))
-    for label, resources, run_options in variants:
+
+    def suite_run(label, resources, run_options) -> float:
         seconds, run = timed(lambda: score(*clips, suite, options=run_options, device=device, resources=resources))
         failed = [pair.error for pair in run.pairs if not pair.ok]
         if failed:
             raise RuntimeError(f"{device}, {label}: {failed[0]}")
         runs[label] = {"seconds": seconds, "values": {m: s.mean for m, s in run.metrics.items()}}
         print(f"[{device}] suite, {label}: {seconds:.2f} s", flush=True)
+        return seconds
+
+    # The two figures of the goals, decode-only and the suite without cache, in --rounds alternating rounds:
+    # medians, and each round's ratio (one run of each moved by 20% between runs on the H200).
+    decode_rounds, suite_rounds = [], []
+    for _ in range(args.rounds):
+        decode_rounds.append(timed(lambda: decode_only(*clips, options, device))[0])
+        print(f"[{device}] decode-only {decode_rounds[-1]:.2f} s", flush=True)
+        suite_rounds.append(suite_run("no cache", {"cache_dir": None}, options))
+    out["decode_only_s"], out["decode_only_rounds"] = statistics.median(decode_rounds), decode_rounds
+    runs["no cache"].update(seconds=statistics.median(suite_rounds), rounds=suite_rounds)
+    cache = tmp / f"cache-{device.type}"
+    no_pool = replace(options, workers=0)
+    variants = [("cold cache", {"cache_dir": cache}, options), ("warm cache", {"cache_dir": cache}, options)]
+    if workers:
+        variants.append(("no cache, pool off", {"cache_dir": None}, no_pool))
+    for label, resources, run_options in variants:
+        suite_run(label, resources, run_options)
     out["suite_runs"] = runs
     if "no cache, pool off" in runs:  # the pool moves work, it must not change a value
         on, off = (runs[label]["values"] for label in ("no cache", "no cache, pool off"))
@@ -132,14 +145,17 @@ def markdown(results: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(values) + " |")
 
     row("metric worker processes", [str(d.get("workers", 0)) for d in devices])
-    row("decode-only (s)", [f"{d['decode_only_s']:.2f}" for d in devices])
+    row("decode-only (s, median)", [f"{d['decode_only_s']:.2f}" for d in devices])
     for label in ("no cache", "cold cache", "warm cache", "no cache, pool off"):
-        row(f"default suite, {label} (s)",
+        row(f"default suite, {label} (s{', median' if label == 'no cache' else ''})",
             [f"{d['suite_runs'][label]['seconds']:.2f}" if label in d["suite_runs"] else "-" for d in devices])
     for label in ("pool on", "pool off"):
         row(f"edge_f1 alone, {label} (s)",
             [f"{d['edge_f1_pool_s'][label]:.2f}" if "edge_f1_pool_s" in d else "-" for d in devices])
-    row("suite / decode-only", [f"{d['suite_runs']['no cache']['seconds'] / d['decode_only_s']:.1f}x" for d in devices])
+    row("suite / decode-only (medians)",
+        [f"{d['suite_runs']['no cache']['seconds'] / d['decode_only_s']:.2f}x" for d in devices])
+    row("suite / decode-only, per round", [", ".join(f"{s / t:.2f}x" for s, t in zip(
+        d["suite_runs"]["no cache"].get("rounds", []), d.get("decode_only_rounds", []))) for d in devices])
     row("second model (warm cache) speed-up",
         [f"{d['suite_runs']['no cache']['seconds'] / d['suite_runs']['warm cache']['seconds']:.2f}x" for d in devices])
     row("frame pairs / s (suite)", [f"{d['frame_pairs'] / d['suite_runs']['no cache']['seconds']:.1f}" for d in devices])
@@ -175,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of decode-only and the suite without cache (medians reported)")
     parser.add_argument("--workers", type=int, default=None,
                         help="metric worker processes (default: the engine's by device; 0: none, no pool-off runs)")
     parser.add_argument("--per-metric", action=argparse.BooleanOptionalAction, default=True)

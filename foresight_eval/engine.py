@@ -130,9 +130,13 @@ class PairInFlight:
         if self.frames is not None:
             self.frames.close()
 
-    def score(self, metrics: list[Metric], device: torch.device) -> PairResult:
-        """Score the pair; any failure (opening included) becomes an error row with a one-line reason."""
+    def score(self, metrics: list[Metric], device: torch.device, *,
+              after_first_batch: Callable[[], None] | None = None) -> PairResult:
+        """Score the pair; any failure (opening included) becomes an error row with a one-line reason.
+        ``after_first_batch`` is called once, when the first batch's work is queued on the device (or when
+        the pair ends without one)."""
         result, options = self.result, self.options
+        pending_call = [after_first_batch] if after_first_batch is not None else []
         # (metric, horizons, frame indices, values) per batch, turned into rows after the last batch
         pending: list[tuple[str, list[int], list[int], Any]] = []
         try:
@@ -158,6 +162,8 @@ class PairInFlight:
                         if isinstance(values, torch.Tensor):  # a copy: the metric may reuse its buffer next batch
                             values = values.detach().to(torch.float64, copy=True)
                         pending.append((metric.name, horizon.tolist(), host.frame_index.tolist(), values))
+                while pending_call:
+                    pending_call.pop()()
             if self.frames.total <= options.context:
                 raise InputError(f"clip has {self.frames.total} frames, none left after --context {options.context}")
             result.frames = self.frames.total - options.context
@@ -174,6 +180,8 @@ class PairInFlight:
         except Exception as exc:  # noqa: BLE001 - an unforeseen failure of one clip must not lose the run
             fail_pair(result, f"{type(exc).__name__}: {exc}")
         finally:
+            while pending_call:
+                pending_call.pop()()
             self.close()  # a failed clip's frames still decoding are not needed
             for *_, values in pending:  # nor its work still queued in the pool
                 if isinstance(values, Deferred):
@@ -313,26 +321,40 @@ def score(
     plan = RunPlan(work, key=lambda item: (item.seed, item.pair.key), metrics=definitions, skipped=skipped,
                    settings=settings, world=world)
 
-    # The next pair is opened (its decoding started) before the previous one is scored: results come one call late.
+    # Each pair is opened (its decoding started) before the previous one is scored, or while it is, so that it
+    # decodes meanwhile: results come one call late.
     in_flight: list[tuple[Task[WorkItem], PairInFlight]] = []
 
-    def score_previous() -> list[PairResult]:
-        if not in_flight:
-            return []
-        task, opened = in_flight.pop()
-        result = opened.score(active, torch_device)
+    def score_opened(task: Task[WorkItem], opened: PairInFlight,
+                     open_next: Callable[[], None] | None = None) -> list[PairResult]:
+        result = opened.score(active, torch_device, after_first_batch=open_next)
         result.seed = task.item.seed
         if latent_scorer is not None and result.ok:
             latent_scorer.add_to(result)
         return [result]
 
+    def score_previous(open_next: Callable[[], None] | None = None) -> list[PairResult]:
+        if in_flight:
+            return score_opened(*in_flight.pop(), open_next)
+        if open_next is not None:
+            open_next()
+        return []
+
     def score_item(tasks: list[Task[WorkItem]]) -> list[PairResult]:
         (task,) = tasks
         pair = task.item.pair if task.problem is None else replace(task.item.pair, problem=task.problem)
-        opened = PairInFlight(pair, options, torch_device, digest_refs=digest_refs)
-        done = score_previous()
-        in_flight.append((task, opened))
-        return done
+
+        def open_pair() -> None:
+            in_flight.append((task, PairInFlight(pair, options, torch_device, digest_refs=digest_refs)))
+
+        if torch_device.type != "cpu":
+            # A GPU only queues the work: the pair is opened (which reads the files' timestamps on this thread)
+            # once the previous pair's first batch is queued, so that the device is not idle meanwhile.
+            return score_previous(open_pair)
+        # The CPU computes each batch in the call: opened first, the pair decodes during all of the previous one.
+        previous = in_flight.pop() if in_flight else None
+        open_pair()
+        return score_opened(*previous) if previous else []
 
     digest_refs = cache.root is not None and any(getattr(metric, "reads_reference_cache", False) for metric in active)
     phases.end("setup")

@@ -22,11 +22,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from foresight_eval.errors import UsageError
 
@@ -66,6 +67,27 @@ class Deferred:
             future.cancel()
 
 
+class _WhenReady(Deferred):
+    """A :class:`Deferred` whose work is handed over later, by the pool's dispatching thread (``submitted``:
+    the future of that hand-over, a Deferred)."""
+
+    def __init__(self, submitted: Future):
+        self._submitted = submitted
+
+    def result(self) -> Any:
+        return self._submitted.result().result()
+
+    def cancel(self) -> None:
+        if not self._submitted.cancel():  # handed over already, or being handed over
+            self._submitted.result().cancel()
+
+
+class Ready(Protocol):
+    """What :meth:`WorkerPool.map_when_ready` waits on: a ``torch.cuda.Event`` recorded after the copies."""
+
+    def synchronize(self) -> None: ...
+
+
 def _ready() -> None:
     """A worker's first task in :meth:`WorkerPool.warm_up`: nothing but being started."""
 
@@ -76,6 +98,9 @@ def _done(value: Any) -> Future:
     return future
 
 
+_HIDING = threading.Lock()
+
+
 @contextmanager
 def _main_script_hidden() -> Iterator[None]:
     """Start worker processes without the main script. multiprocessing sends a new process the path (or
@@ -83,17 +108,18 @@ def _main_script_hidden() -> Iterator[None]:
     without an ``if __name__ == "__main__":`` guard would then score again in every worker. The work handed
     over lives in importable modules, so the workers need no main script: it is hidden from the start-up
     data while processes start (they start inside ``submit``)."""
-    main = sys.modules.get("__main__")
-    hidden = {name: main.__dict__[name] for name in ("__file__", "__spec__")
-              if main is not None and name in main.__dict__}
-    if main is not None:
-        main.__dict__.pop("__file__", None)
-        main.__spec__ = None  # read unguarded by multiprocessing: set, not removed
-    try:
-        yield
-    finally:
+    with _HIDING:  # the main thread and the hand-over thread may both hand work over
+        main = sys.modules.get("__main__")
+        hidden = {name: main.__dict__[name] for name in ("__file__", "__spec__")
+                  if main is not None and name in main.__dict__}
         if main is not None:
-            main.__dict__.update(hidden)
+            main.__dict__.pop("__file__", None)
+            main.__spec__ = None  # read unguarded by multiprocessing: set, not removed
+        try:
+            yield
+        finally:
+            if main is not None:
+                main.__dict__.update(hidden)
 
 
 class WorkerPool:
@@ -105,7 +131,9 @@ class WorkerPool:
             raise UsageError(f"--workers must be a whole number >= 0 (0: inline), got {workers!r}")
         self.workers = workers
         self._executor: ProcessPoolExecutor | None = None
-        self.start_method: str | None = None
+        self._dispatcher: ThreadPoolExecutor | None = None  # map_when_ready's hand-overs, one thread
+        self._starting = threading.Lock()
+        self.start_method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
             combine: Callable[[list[Any]], Any] = list) -> Deferred:
@@ -119,9 +147,29 @@ class WorkerPool:
             try:
                 futures = [self._start(fn).submit(fn, *args) for args in items]
             except BrokenProcessPool:  # a worker died (killed, out of memory) in an earlier clip, an error row: restart
-                self.shutdown()
+                self._stop_workers()
                 futures = [self._start(fn).submit(fn, *args) for args in items]
         return Deferred(futures, combine)
+
+    def map_when_ready(self, ready: Ready | None, fn: Callable[..., Any], *iterables: Iterable[Any],
+                       combine: Callable[[list[Any]], Any] = list) -> Deferred:
+        """:meth:`map`, handed over once ``ready`` has happened (None: now): the items may be host views of
+        device-to-host copies still in flight, ``ready`` the CUDA event recorded after them. The calling
+        thread does not wait: a thread of the pool waits and hands the work over, in call order, so the
+        thread that drives the GPU never drains its queue. Inline (no workers) the work is done before this
+        returns, after waiting."""
+        if ready is None or self.workers == 0:
+            if ready is not None:
+                ready.synchronize()
+            return self.map(fn, *iterables, combine=combine)
+        if self._dispatcher is None:
+            self._dispatcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="foresight-eval-hand-over")
+
+        def hand_over() -> Deferred:
+            ready.synchronize()
+            return self.map(fn, *iterables, combine=combine)
+
+        return _WhenReady(self._dispatcher.submit(hand_over))
 
     def warm_up(self, fn: Callable[..., Any]) -> None:
         """Start every worker now (from a metric's ``setup``, naming the function it will hand over), so that
@@ -133,18 +181,23 @@ class WorkerPool:
                     executor.submit(_ready)
 
     def _start(self, fn: Callable[..., Any]) -> ProcessPoolExecutor:
-        if self._executor is None:
-            methods = multiprocessing.get_all_start_methods()
-            self.start_method = "forkserver" if "forkserver" in methods else "spawn"
-            context = multiprocessing.get_context(self.start_method)
-            if self.start_method == "forkserver":
-                # Imported once by the fork server (if this process has not started one yet), not by each worker.
-                context.set_forkserver_preload([fn.__module__])
-            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
-        return self._executor
+        with self._starting:  # the calling thread and the hand-over thread may both start the pool
+            if self._executor is None:
+                context = multiprocessing.get_context(self.start_method)
+                if self.start_method == "forkserver":
+                    # Imported once by the fork server (if this process has not started one yet), not by each worker.
+                    context.set_forkserver_preload([fn.__module__])
+                self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            return self._executor
 
     def shutdown(self) -> None:
         """Stop the workers (the work not started is dropped); the pool may be used again afterwards."""
+        if self._dispatcher is not None:  # first: a hand-over in progress still finds the workers
+            self._dispatcher.shutdown(wait=True, cancel_futures=True)
+            self._dispatcher = None
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None

@@ -12,8 +12,8 @@ from skimage.feature import canny as skimage_canny
 
 from fixtures import synthetic
 from foresight_eval.io.clips import open_clip
-from foresight_eval.metrics.edges_torch import canny, hysteresis
-from foresight_eval.metrics.edges import edge_f1, edge_precision_recall_f1
+from foresight_eval.metrics.edges_torch import STRONG, WEAK, canny, canny_candidates, hysteresis
+from foresight_eval.metrics.edges import edge_f1, edge_precision_recall_f1, link_edges
 from tests.parity import assert_parity
 
 
@@ -53,6 +53,21 @@ def test_torch_canny_matches_skimage(case, thresholds, fixtures_dir):
     f1 = [edge_precision_recall_f1(o, r, matching="approx")[2] for o, r in zip(ours, reference)]
     assert_parity("torch Canny vs skimage.feature.canny (edge F1 of one against the other)", f1,
                   np.ones(len(f1)), atol=1e-3)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_candidates_linked_on_the_cpu_are_the_torch_canny(case, fixtures_dir):
+    """edge_f1's GPU path: steps 1-3 in torch, hysteresis by scipy.ndimage.label in the workers."""
+    frames = CASES[case](fixtures_dir)
+    candidates = canny_candidates(frames).numpy()
+    assert set(np.unique(candidates)) == {0, WEAK, STRONG}
+    linked = np.stack([link_edges(frame) for frame in candidates])
+    whole = canny(frames).numpy()
+    assert linked.any() and np.array_equal(linked, whole)
+    assert_parity("Canny candidates linked by scipy.ndimage.label vs skimage.feature.canny (pixels differing)",
+                  (linked != _skimage_maps(frames)).mean(axis=(1, 2)), np.zeros(len(frames)), atol=1e-3)
+    edges = whole[0]
+    assert link_edges(edges) is edges  # edges already (a cached reference): as they are
 
 
 def test_edge_f1_is_the_same_with_either_detector(fixtures_dir):

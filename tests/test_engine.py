@@ -12,6 +12,8 @@ import pytest
 from foresight_eval import ScoreOptions, score
 from foresight_eval.errors import UsageError
 from foresight_eval.io.files import write_atomic
+from foresight_eval.metrics.base import RunContext
+from foresight_eval.metrics.registry import prepare_metrics
 from tests.clipmaker import gradient_clip
 from tests.test_readers import bad_inputs
 
@@ -185,7 +187,8 @@ def test_the_next_pair_decodes_while_the_previous_one_is_scored(tmp_path, monkey
 
     monkeypatch.setattr(clip_readers.ArrayReader, "frames", frames)
     monkeypatch.setattr(pixel.MAE, "per_frame", slow_per_frame)
-    run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], options=ScoreOptions(batch_size=4))
+    # On the CPU (on a GPU the next pair opens once the current one's first batch is queued: the test below)
+    run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], options=ScoreOptions(batch_size=4), device="cpu")
     assert all(pair.ok for pair in run.pairs) and len(scored) == 3
     assert first_read["b"] < scored[0] and first_read["c"] < scored[1]  # read while the clip before was scored
 
@@ -194,3 +197,44 @@ def test_the_next_pair_decodes_while_the_previous_one_is_scored(tmp_path, monkey
     run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], options=ScoreOptions(batch_size=4))
     assert [(pair.video, pair.ok) for pair in run.pairs] == [("a", True), ("b", False), ("c", True)]
     assert "b.npy" in run.pairs[1].error
+
+
+def test_a_pair_calls_back_once_its_first_batch_is_queued(tmp_path, monkeypatch):
+    """On a GPU the metrics only queue work, so the engine opens the next pair (its timestamps read on the
+    scoring thread) once the current pair's first batch is queued, not before it: the device starts at once.
+    The hook that does it, on the CPU."""
+    import dataclasses
+
+    import torch
+
+    from foresight_eval import engine
+    from foresight_eval.io.pairing import pair_clips
+    from foresight_eval.metrics import pixel
+
+    for name in ("a", "b", "c"):
+        write_pair(tmp_path, name, gradient_clip(n_frames=6), gradient_clip(n_frames=6))
+    events = []
+    original_init, original_per_frame = engine.PairInFlight.__init__, pixel.MAE.per_frame
+
+    def opening(self, pair, *args, **kwargs):
+        events.append(f"open {pair.key}")
+        original_init(self, pair, *args, **kwargs)
+
+    def per_frame(self, batch):
+        events.append(f"batch {batch.video}")
+        return original_per_frame(self, batch)
+
+    monkeypatch.setattr(engine.PairInFlight, "__init__", opening)
+    monkeypatch.setattr(pixel.MAE, "per_frame", per_frame)
+    pairs = pair_clips(tmp_path / "preds", tmp_path / "refs").pairs
+    metric = prepare_metrics(["mae"], {}, RunContext(device=torch.device("cpu")))[0][0]
+    called = []
+    result = engine.PairInFlight(pairs[0], ScoreOptions(batch_size=4), torch.device("cpu")).score(
+        [metric], torch.device("cpu"), after_first_batch=lambda: called.append(list(events)))
+    assert result.ok and called == [["open a", "batch a"]]  # once, after the first of two batches
+    assert events == ["open a", "batch a", "batch a"]
+    failed = engine.PairInFlight(dataclasses.replace(pairs[1], problem="broken"), ScoreOptions(), torch.device("cpu"))
+    called.clear()
+    assert not failed.score([metric], torch.device("cpu"), after_first_batch=lambda: called.append(1)).ok
+    assert called == [1]  # a pair without a batch still lets the next one open (the engine on a GPU: tests/test_gpu.py)
+

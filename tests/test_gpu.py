@@ -22,3 +22,61 @@ def test_cuda_scores_equal_cpu_scores(fixtures_dir, lpips_weights):
         cpu = [pair.values[metric] for pair in runs["cpu"].pairs]
         cuda = [pair.values[metric] for pair in runs["cuda"].pairs]
         assert_parity(f"{metric} cuda vs cpu", cuda, cpu, atol=1e-4)
+
+
+def test_edge_f1_and_warp_error_on_cuda_equal_the_cpu(fixtures_dir):
+    """edge_f1's GPU path (Canny candidates on the device, linked and matched in worker processes once copied)
+    and warp_error's (Farnebäck in torch, replayed from CUDA graphs after the first batches) against the CPU's
+    scikit-image and OpenCV paths; three clips, so that graphs are captured and replayed."""
+    runs = {device: score(fixtures_dir / "preds" / "shift_mild", fixtures_dir / "refs", ["edge_f1", "warp_error"],
+                          options=ScoreOptions(context=4, batch_size=6), device=device, resources={"cache_dir": None})
+            for device in ("cpu", "cuda")}
+    assert all(pair.ok for run in runs.values() for pair in run.pairs)
+    cpu = [pair.values["edge_f1"] for pair in runs["cpu"].pairs]
+    assert_parity("edge_f1 cuda vs cpu", [pair.values["edge_f1"] for pair in runs["cuda"].pairs], cpu, atol=1e-3)
+    cpu = torch.tensor([pair.values["warp_error"] for pair in runs["cpu"].pairs])
+    cuda = torch.tensor([pair.values["warp_error"] for pair in runs["cuda"].pairs])
+    assert_parity("warp_error cuda (torch Farnebäck, graphs) vs cpu (OpenCV), relative", (cuda - cpu) / cpu,
+                  torch.zeros_like(cpu), atol=5e-3)
+
+
+def test_cuda_graph_replays_equal_eager_runs(fixtures_dir):
+    from foresight_eval.io.clips import open_clip
+    from foresight_eval.metrics.graphs import GraphedFunction
+    from foresight_eval.metrics.temporal import _consecutive_warp_error_torch
+
+    frames = torch.stack([torch.from_numpy(f) for f in open_clip(fixtures_dir / "refs" / "clip01.mp4").frames()])
+    frames = frames.permute(0, 3, 1, 2).float().div(255).cuda()
+    first, second = frames[:9], frames[9:18]
+    graphed = GraphedFunction(_consecutive_warp_error_torch)
+    runs = [graphed(first, occlusion="lai") for _ in range(3)]  # run, capture (its warm-up's result), replay
+    replayed_second = graphed(second, occlusion="lai")
+    assert graphed.capturing and len(graphed._graphs) == 1
+    eager = _consecutive_warp_error_torch(first, occlusion="lai")
+    for run in runs:
+        assert torch.equal(run, eager)
+    assert torch.equal(replayed_second, _consecutive_warp_error_torch(second, occlusion="lai"))
+
+
+def test_motion_masks_from_cuda_graphs_equal_eager_runs(fixtures_dir, monkeypatch):
+    """The torch motion masks batch after batch (background carried over), graphs on (captured on the
+    second batch of a shape, replayed after) and off: the same masks and background, bit for bit."""
+    from foresight_eval.io.clips import open_clip
+    from foresight_eval.metrics.motion import motion_masks
+
+    frames = torch.stack([torch.from_numpy(f) for f in open_clip(fixtures_dir / "refs" / "clip02.mp4").frames()])
+    frames = frames.permute(0, 3, 1, 2).float().div(255).cuda()
+
+    def masks_in_batches():
+        background, out = None, []
+        for start in range(0, 20, 5):
+            masks, background = motion_masks(frames[start:start + 5], background, backend="torch")
+            out.append(masks)
+        return torch.cat(out), background
+
+    graphed = [masks_in_batches() for _ in range(2)]
+    monkeypatch.setenv("FORESIGHT_EVAL_CUDA_GRAPHS", "0")
+    eager = masks_in_batches()
+    for masks, background in graphed:
+        assert torch.equal(masks, eager[0]) and torch.equal(background, eager[1])
+    assert eager[0][1:].any()  # there is motion to find

@@ -12,9 +12,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,7 +25,7 @@ from foresight_eval import ScoreOptions, score
 from foresight_eval.engine import score_pair
 from foresight_eval.errors import UsageError
 from foresight_eval.io.pairing import pair_clips
-from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext
+from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext, to_host_async
 from foresight_eval.workers import INLINE, WorkerPool, default_workers
 
 
@@ -139,6 +142,43 @@ def test_inline_pool_raises_at_once_and_keeps_order():
         INLINE.map(fail_on_frame, [1, 2], [2, 2])
 
 
+class Gate:
+    """Stands in for a CUDA event recorded after copies to the host: ``synchronize`` waits until opened."""
+
+    def __init__(self):
+        self.opened = threading.Event()
+
+    def synchronize(self) -> None:
+        assert self.opened.wait(60), "the gate was never opened"
+
+
+def test_work_is_handed_over_once_its_inputs_are_ready_and_the_caller_does_not_wait():
+    with WorkerPool(2) as pool:
+        gate, frames = Gate(), np.zeros(3)
+        waiting = pool.map_when_ready(gate, fail_on_frame, frames, [-1] * 3)  # returns with the gate shut
+        dropped = pool.map_when_ready(gate, fail_on_frame, frames, [-1] * 3)
+        dropped.cancel()  # still queued behind the first: dropped without waiting
+        frames[:] = [3, 1, 2]  # "the copy lands" before the event: the work reads these values
+        gate.opened.set()
+        assert waiting.result() == [3.0, 1.0, 2.0]
+        with pytest.raises(CancelledError):
+            dropped.result()
+        failing = pool.map_when_ready(gate, fail_on_frame, [1, 2], [2, 2])
+        with pytest.raises(ValueError, match="frame 2"):  # a worker's failure reaches the reader
+            failing.result()
+    gate = Gate()
+    gate.opened.set()
+    assert INLINE.map_when_ready(gate, fail_on_frame, [5], [-1]).result() == [5.0]  # inline: waits, then works
+
+
+def test_host_copies_of_cpu_tensors_are_the_tensors():
+    tensor = torch.arange(6, dtype=torch.uint8).view(2, 3)
+    (array, other), ready = to_host_async(tensor, tensor + 1)
+    assert ready is None and array.tolist() == tensor.tolist() and other[0, 0] == 1
+    array[0, 0] = 9  # no copy was made
+    assert tensor[0, 0] == 9
+
+
 def test_worker_counts(monkeypatch):
     monkeypatch.setattr("foresight_eval.workers.usable_cpus", lambda: 16)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
@@ -170,7 +210,8 @@ def test_a_script_without_a_main_guard_is_not_run_again_in_the_workers(fixtures_
                                                               refs=str(fixtures_dir / "refs"))))
     repo = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(repo)})
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                filter(None, [str(repo), os.environ.get("PYTHONPATH")]))})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("script body ran") == 1, result.stdout
     assert "pairs ok" in result.stdout and "pairs ok 0" not in result.stdout

@@ -15,7 +15,8 @@ from foresight_eval.metrics import edges, motion, temporal
 FRAMES, BATCH = 9, 4  # three batches: pairs bridge batch boundaries, masks carry their background across them
 COUNTED = {"ssim": (temporal, "ssim"),  # on the CPU tc takes ssim over the sequence (on a GPU ssim_moments)
             "difference": (temporal, "frame_difference"),
-           "flow": (temporal, "optical_flow"), "masks": (motion, "motion_masks"), "edges": (edges, "edge_maps")}
+           "flow": (temporal, "optical_flow"), "masks": (motion, "motion_masks"), "edges": (edges, "edge_maps"),
+           "candidates": (edges, "canny_candidates")}  # edge_f1's torch path
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +104,12 @@ def test_the_gpu_paths_through_the_engine_agree_with_the_cpu_paths(clips, calls,
     forced = {"edge_f1": {"detector": "torch"}, "warp_error": {"backend": "torch"},
               "warp_error_delta": {"backend": "torch"}}
     default, _ = _run(clips, metrics, calls)
-    for resources in ({}, {"cache_dir": tmp_path / "cache"}, {"cache_dir": tmp_path / "cache"}):
+    batches = -(-FRAMES // BATCH)
+    for resources, candidates in (({}, 2 * batches), ({"cache_dir": tmp_path / "cache"}, 2 * batches),
+                                  ({"cache_dir": tmp_path / "cache"}, batches)):  # warm: the prediction's only
         torch_paths, counted = _run(clips, metrics, calls, params=forced, resources=resources)
         assert counted["flow"] == 0  # OpenCV's flow never ran
+        assert counted["candidates"] == candidates
         ours, reference = torch_paths.pairs[0].values, default.pairs[0].values
         assert ours["edge_f1"] == reference["edge_f1"]
         for name in ("warp_error", "warp_error_delta"):

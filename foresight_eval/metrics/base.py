@@ -28,6 +28,7 @@ from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
+import numpy as np
 import torch
 
 from foresight_eval.errors import UsageError, did_you_mean
@@ -125,6 +126,26 @@ def device_constant(values: tuple[float, ...], dtype: torch.dtype, device: torch
     tensor([1., 2., 1.], dtype=torch.float64)
     """
     return torch.tensor(values, dtype=dtype, device=device)
+
+
+def to_host_async(*tensors: torch.Tensor) -> tuple[list[np.ndarray], torch.cuda.Event | None]:
+    """Host copies of device tensors, without waiting for the device: (their NumPy arrays, the CUDA event
+    after which they hold the values, None when no tensor was on a device; CPU tensors are not copied). The
+    copies go to page-locked memory, queued behind the work that makes the tensors; read the arrays only
+    after the event (``WorkerPool.map_when_ready``). A plain ``.cpu()`` would make the host wait for the
+    whole queue of the GPU at every call."""
+    hosts, device = [], None
+    for tensor in tensors:
+        if tensor.device.type == "cpu":
+            hosts.append(tensor)
+        else:
+            device = tensor.device
+            hosts.append(torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True).copy_(tensor, non_blocking=True))
+    event = None
+    if device is not None:
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(device))
+    return [host.numpy() for host in hosts], event
 
 
 Item = TypeVar("Item")

@@ -45,6 +45,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_flow
 from scipy.spatial import cKDTree
@@ -54,7 +55,8 @@ from skimage.morphology import thin
 
 from foresight_eval.errors import UsageError
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
-from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, RunContext, over_threads
+from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, RunContext, over_threads, to_host_async
+from foresight_eval.metrics.edges_torch import STRONG, WEAK, canny_candidates
 from foresight_eval.metrics.edges_torch import canny as canny_torch
 from foresight_eval.metrics.registry import register
 from foresight_eval.workers import INLINE, Deferred
@@ -77,6 +79,27 @@ def edge_maps(frames: torch.Tensor, sigma: float = 1.0, low_threshold: float = 0
     # scikit-image's Canny runs on one core per frame: frames in parallel threads.
     return np.stack(over_threads(lambda image: canny(rgb2gray(image), sigma=sigma, low_threshold=low_threshold,
                                                      high_threshold=high_threshold), images))
+
+
+def link_edges(candidates: np.ndarray) -> np.ndarray:
+    """Canny's hysteresis on the CPU: of ``candidates`` (H, W) uint8 as :func:`edges_torch.canny_candidates`
+    gives them (``WEAK``, ``STRONG``, else 0), the 8-connected components of candidate pixels that hold a
+    strong one, (H, W) bool; scikit-image's own step (``scipy.ndimage.label``). A bool map is edges already
+    and comes back as it is."""
+    if candidates.dtype == bool:
+        return candidates
+    labels, _ = ndimage.label(candidates >= WEAK, structure=np.ones((3, 3), dtype=bool))
+    linked = np.zeros(labels.max() + 1, dtype=bool)
+    linked[labels[candidates == STRONG]] = True
+    linked[0] = False
+    return linked[labels]
+
+
+def edge_f1_of_candidates(pred: np.ndarray, ref: np.ndarray, max_dist: float = 0.0075,
+                          matching: str = "exact") -> float:
+    """:func:`edge_f1_value` of two maps of Canny candidates (or edges), linked here: run in the worker
+    processes, so that the GPU's host never waits for the linking."""
+    return edge_f1_value(link_edges(pred), link_edges(ref), max_dist, matching)
 
 
 def edge_strength(frames: torch.Tensor) -> np.ndarray:
@@ -293,9 +316,11 @@ class EdgeF1(FrameMetric):
         # (the device type in the key: detector=auto picks the implementation by device).
         self._ref_cache = ReferenceCache.from_resources(context.resources, "canny_edges",
                                                         {**self._canny_params(), "device_type": context.device.type})
+        self._ref_candidates_cache = ReferenceCache.from_resources(context.resources, "canny_candidates",
+                                                                   self._canny_thresholds())
         # The matching (a k-d tree and a maximum flow per frame, on the CPU) overlaps the device's work there.
         self._pool = context.pool
-        self._pool.warm_up(edge_f1_value)
+        self._pool.warm_up(edge_f1_of_candidates)
 
     def reset(self) -> None:
         super().reset()
@@ -303,8 +328,11 @@ class EdgeF1(FrameMetric):
         self._pending: list[Deferred] = []
         self._bsds_pending: list[tuple[list[int], Deferred]] = []
 
+    def _canny_thresholds(self) -> dict[str, Any]:
+        return {key: self.params[key] for key in ("sigma", "low_threshold", "high_threshold")}
+
     def _canny_params(self) -> dict[str, Any]:
-        return {key: self.params[key] for key in ("sigma", "low_threshold", "high_threshold", "detector")}
+        return {**self._canny_thresholds(), "detector": self.params["detector"]}
 
     def _edges(self, frames: torch.Tensor) -> np.ndarray:
         if self.params["edges"] == "input":
@@ -319,11 +347,29 @@ class EdgeF1(FrameMetric):
         entry = cache((reference_sha256(batch),), lambda: {"edges": torch.from_numpy(self._edges(batch.ref))})
         return entry["edges"].numpy()
 
+    def _canny_in_torch(self, frames: torch.Tensor) -> bool:
+        detector = self.params["detector"]
+        return self.params["edges"] == "canny" and (
+            detector == "torch" or (detector == "auto" and frames.device.type != "cpu"))
+
+    def _ref_candidates(self, batch: FrameBatch) -> torch.Tensor:
+        """The batch's reference Canny candidates: on the device, or on the CPU from the reference cache."""
+        cache, params = getattr(self, "_ref_candidates_cache", None), self._canny_thresholds()
+        if cache is None:
+            return canny_candidates(batch.ref, **params)
+        entry = cache((reference_sha256(batch),), lambda: {"candidates": canny_candidates(batch.ref, **params).cpu()})
+        return entry["candidates"]
+
     def _frame_values(self, pred: torch.Tensor, batch: FrameBatch) -> Deferred:
-        """The per-frame F1s of ``pred`` against the batch's reference, matched in the pool."""
-        return self._pool.map(edge_f1_value, self._edges(pred), self._ref_edges(batch),
-                              itertools.repeat(self.params["max_dist"]), itertools.repeat(self.params["matching"]),
-                              combine=_float64)
+        """The per-frame F1s of ``pred`` against the batch's reference, matched in the pool. With Canny in
+        torch, steps 1-3 run on the device and the maps go to the pool once copied, linked there: the host
+        does not wait for the device."""
+        repeat = itertools.repeat(self.params["max_dist"]), itertools.repeat(self.params["matching"])
+        if not self._canny_in_torch(pred):
+            return self._pool.map(edge_f1_value, self._edges(pred), self._ref_edges(batch), *repeat, combine=_float64)
+        pred_candidates = canny_candidates(pred, **self._canny_thresholds())
+        (pred_maps, ref_maps), ready = to_host_async(pred_candidates, self._ref_candidates(batch))
+        return self._pool.map_when_ready(ready, edge_f1_of_candidates, pred_maps, ref_maps, *repeat, combine=_float64)
 
     def per_frame(self, batch: FrameBatch) -> torch.Tensor:
         return self._frame_values(batch.pred, batch).result()

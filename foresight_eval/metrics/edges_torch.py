@@ -11,11 +11,13 @@ scikit-image's Canny (``skimage/feature/_canny.py``, after Canny 1986) on the ``
    border excluded and the low threshold applied (in float32, as its Cython signature takes it);
 4. hysteresis: 8-connected components of the surviving pixels that hold a pixel >= the high threshold.
 
-Step 4 is a connected-component labelling in scikit-image; here it is iterated binary dilation of the
-strong pixels inside the weak ones until nothing changes, which reaches exactly the same components and
-runs as a handful of pooling ops per iteration on a GPU. Everything runs in float64 by default, as
-scikit-image does, so the maps agree to the last pixel but for magnitude ties at the thresholds
-(tests/test_edges_torch.py measures it).
+Step 4 is a connected-component labelling in scikit-image; here (:func:`hysteresis`) it is iterated binary
+dilation of the strong pixels inside the weak ones until nothing changes, which reaches exactly the same
+components and runs as a handful of pooling ops per iteration on a GPU, but must ask the GPU whether it has
+converged. ``edge_f1`` on a GPU therefore takes steps 1-3 only (:func:`canny_candidates`) and labels the
+components on the CPU in its worker processes (``edges.link_edges``), so that its host never waits.
+Everything runs in float64 by default, as scikit-image does, so the maps agree to the last pixel but for
+magnitude ties at the thresholds (tests/test_edges_torch.py measures it).
 """
 
 from __future__ import annotations
@@ -112,10 +114,24 @@ def gray(frames: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tens
     return (frames.to(dtype) * weights).sum(dim=1, keepdim=True)
 
 
+WEAK, STRONG = 1, 2  # the values of canny_candidates
+
+
 def canny(frames: torch.Tensor, *, sigma: float = 1.0, low_threshold: float = 0.1, high_threshold: float = 0.2,
           dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Canny edges of (B, 3, H, W) RGB frames in [0, 1], as ``skimage.feature.canny(rgb2gray(frame), sigma,
     low_threshold, high_threshold)`` per frame: (B, H, W) bool on the frames' device."""
+    candidates = canny_candidates(frames, sigma=sigma, low_threshold=low_threshold, high_threshold=high_threshold,
+                                  dtype=dtype)
+    return hysteresis(candidates >= WEAK, candidates == STRONG)
+
+
+def canny_candidates(frames: torch.Tensor, *, sigma: float = 1.0, low_threshold: float = 0.1,
+                     high_threshold: float = 0.2, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Canny's steps 1-3 of (B, 3, H, W) RGB frames in [0, 1]: (B, H, W) uint8 on the frames' device, ``WEAK``
+    where a pixel survives non-maximum suppression and the low threshold, ``STRONG`` where it also reaches the
+    high one, else 0. No step waits for the host, so a GPU's queue keeps running; step 4 (:func:`hysteresis`
+    here, ``edges.link_edges`` on the CPU) makes them edges."""
     if low_threshold > high_threshold:
         raise ValueError("low_threshold should be lower than high_threshold")
     smoothed = smooth(gray(frames, dtype), sigma)
@@ -126,4 +142,4 @@ def canny(frames: torch.Tensor, *, sigma: float = 1.0, low_threshold: float = 0.
     interior = torch.zeros_like(magnitude, dtype=torch.bool)
     interior[:, 1:-1, 1:-1] = True
     weak = interior & (magnitude >= low) & _non_maximum(isobel, jsobel, magnitude)
-    return hysteresis(weak, weak & (magnitude >= high_threshold))
+    return weak.to(torch.uint8) + (weak & (magnitude >= high_threshold)).to(torch.uint8)

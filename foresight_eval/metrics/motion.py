@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
 from foresight_eval.metrics.base import FrameBatch, MetricInfo, RunContext, device_constant
+from foresight_eval.metrics.graphs import GraphedFunction
 from foresight_eval.metrics.physics_iq import (
     PIPELINE_DEFAULTS, Mp4vRoundTrip, WindowedFrameMetric, clip_fps, downscale_u8,
 )
@@ -152,14 +153,29 @@ def _motion_masks_opencv(frames, background, threshold, alpha, morph_kernel) -> 
     return torch.from_numpy(np.stack(masks)), background
 
 
+def _blurred_gray(frames: torch.Tensor) -> torch.Tensor:
+    return _blur_u8(_gray_u8(frames))[:, 0].double()
+
+
 def _motion_masks_torch(frames, background, threshold, alpha, morph_kernel) -> tuple[torch.Tensor, torch.Tensor]:
-    blurred = _blur_u8(_gray_u8(frames))[:, 0].double()
+    if background is not None:
+        return _masks_after_graphed(frames, background, threshold=threshold, alpha=alpha, morph_kernel=morph_kernel)
+    # The clip's first frame seeds the background and has no motion; the rest of the batch goes on as any batch.
+    background = _blurred_gray(frames[:1])[0]
+    first = torch.zeros((1, *frames.shape[-2:]), dtype=torch.bool, device=frames.device)
+    if len(frames) == 1:
+        return first, background
+    masks, background = _masks_after_graphed(frames[1:], background, threshold=threshold, alpha=alpha,
+                                             morph_kernel=morph_kernel)
+    return torch.cat([first, masks]), background
+
+
+def _masks_after(frames: torch.Tensor, background: torch.Tensor, *, threshold: float, alpha: float,
+                 morph_kernel: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The masks of ``frames`` that follow a running ``background`` (H, W) float64, and the new background."""
+    blurred = _blurred_gray(frames)
     diffs = torch.empty_like(blurred)
     for index, gray in enumerate(blurred):  # the background is a recurrence over time
-        if background is None:
-            background = gray.clone()
-            diffs[index] = 0
-            continue
         # accumulateWeighted's order; OpenCV fuses the multiply-add, so float64 ties in the rounding
         # below can break the other way on a few pixels (tests/test_spatial_metrics.py measures it).
         background = background * (1 - alpha) + gray * alpha
@@ -167,6 +183,10 @@ def _motion_masks_torch(frames, background, threshold, alpha, morph_kernel) -> t
     masks = (diffs > threshold).float().unsqueeze(1)
     masks = _morphology(_morphology(masks, morph_kernel, "open"), morph_kernel, "close")
     return masks[:, 0] > 0.5, background
+
+
+# About 100 small kernels per batch of 16 frames: on a GPU replayed from a CUDA graph once a shape repeats.
+_masks_after_graphed = GraphedFunction(_masks_after)
 
 
 # --- metric wrappers -------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from foresight_eval.metrics.base import ConsecutivePairMetric, FrameBatch, MetricInfo, device_constant, over_threads
 from foresight_eval.metrics.flow_torch import farneback_pairs
+from foresight_eval.metrics.graphs import GraphedFunction
 from foresight_eval.metrics.motion import _gray_u8  # OpenCV's RGB2GRAY, shared with the motion masks
 from foresight_eval.metrics.registry import register
 from foresight_eval.metrics.structural import (SSIM_CHOICES, SSIM_DEFAULTS, SSIM_MODES, SSIMMoments, ssim, ssim_kwargs,
@@ -218,11 +219,22 @@ def warp_error_torch(earlier: torch.Tensor, later: torch.Tensor, occlusion: str 
     return _warp_error_torch(earlier, later, gray, pairs, pairs + len(earlier), occlusion)
 
 
-def consecutive_warp_error_torch(frames: torch.Tensor, occlusion: str = "lai") -> torch.Tensor:
-    """:func:`warp_error_torch` of ``frames[:-1]`` and ``frames[1:]`` (N + 1 frames, N pairs), with each frame's
-    grayscale image, pyramid and polynomial expansion computed once instead of four times."""
+def _consecutive_warp_error_torch(frames: torch.Tensor, *, occlusion: str) -> torch.Tensor:
     index = torch.arange(len(frames), device=frames.device)
     return _warp_error_torch(frames[:-1], frames[1:], _gray_u8(frames)[:, 0], index[:-1], index[1:], occlusion)
+
+
+# About 1,500 kernels per batch of 16 pairs: on a GPU the launches, not the kernels, took the time.
+_consecutive_warp_error_graphed = GraphedFunction(_consecutive_warp_error_torch)
+
+
+def consecutive_warp_error_torch(frames: torch.Tensor, occlusion: str = "lai") -> torch.Tensor:
+    """:func:`warp_error_torch` of ``frames[:-1]`` and ``frames[1:]`` (N + 1 frames, N pairs), with each frame's
+    grayscale image, pyramid and polynomial expansion computed once instead of four times. On a GPU, replayed
+    from a CUDA graph once a batch shape repeats (:mod:`foresight_eval.metrics.graphs`)."""
+    if occlusion not in OCCLUSION_MODES:  # before any capture
+        raise ValueError(f"unknown occlusion mode {occlusion!r} (one of {OCCLUSION_MODES})")
+    return _consecutive_warp_error_graphed(frames, occlusion=occlusion)
 
 
 def _warp_error_torch(earlier: torch.Tensor, later: torch.Tensor, gray: torch.Tensor, earlier_index: torch.Tensor,
@@ -441,7 +453,7 @@ class Frozen(ConsecutivePairMetric):
 
     def reset(self) -> None:
         super().reset()
-        self._frozen: list[bool] = []
+        self._frozen: list[torch.Tensor] = []  # per batch; .tolist() at every batch would wait for a GPU
 
     def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
         return still_pairs(earlier, later, self.params["threshold"])
@@ -449,10 +461,11 @@ class Frozen(ConsecutivePairMetric):
     def update(self, batch: FrameBatch) -> None:
         pred_still, ref_still = self._role_values(batch, "pred"), self._role_values(batch, "ref")
         # .bool(): a one-frame first batch has no pairs, and its empty result is a float tensor
-        self._frozen.extend((pred_still.bool() & ~ref_still.bool()).tolist())
+        self._frozen.append(pred_still.bool() & ~ref_still.bool())
         return None
 
     def compute(self) -> float:
-        if not self._frozen:
+        frozen = torch.cat(self._frozen).tolist() if self._frozen else []
+        if not frozen:
             return float("nan")
-        return float(longest_run(self._frozen) >= self.params["min_run"])
+        return float(longest_run(frozen) >= self.params["min_run"])

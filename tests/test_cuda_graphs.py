@@ -1,0 +1,90 @@
+"""The CUDA-graph cache of metrics (foresight_eval.metrics.graphs): when it captures, replays, evicts and gives
+up. The capture itself needs a GPU (tests/test_gpu.py holds replays to eager runs there); here a stand-in
+capture records what would be captured, so the policy runs on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from foresight_eval.metrics.graphs import GraphedFunction
+
+
+class OnTheCPU(GraphedFunction):
+    """Graphs "run" on the CPU: the stand-in capture below replaces CUDA's."""
+
+    @staticmethod
+    def graphs_run_on(tensor: torch.Tensor) -> bool:
+        return True
+
+
+def scaled(x: torch.Tensor, *, by: float) -> torch.Tensor:
+    return x * by
+
+
+@pytest.fixture
+def captures():
+    """A stand-in capture: records the signature; its replays add 100 (so a replay is told from a run)."""
+    captured = []
+
+    def capture(fn, tensors, static):
+        captured.append((tuple(t.shape for t in tensors), tuple(sorted(static.items()))))
+        inputs = tuple(t.clone() for t in tensors)
+
+        def replay(new):
+            for held, tensor in zip(inputs, new):
+                held.copy_(tensor)
+            return fn(*inputs, **static) + 100
+
+        return replay, fn(*tensors, **static)
+
+    return captured, capture
+
+
+def test_a_signature_is_captured_on_its_second_call_and_replayed_after(captures):
+    captured, capture = captures
+    graphed = OnTheCPU(scaled, capture=capture)
+    x = torch.ones(3)
+    assert graphed(x, by=2.0).tolist() == [2.0] * 3 and captured == []  # first sight: run as it is
+    assert graphed(x, by=2.0).tolist() == [2.0] * 3 and len(captured) == 1  # second: captured, warm-up's result
+    assert graphed(x * 3, by=2.0).tolist() == [106.0] * 3  # replayed on the new values
+    assert graphed(x, by=5.0).tolist() == [5.0] * 3 and len(captured) == 1  # a static argument is in the key
+    assert graphed(torch.ones(4), by=2.0).tolist() == [2.0] * 4 and len(captured) == 1  # so is the shape
+
+
+def test_least_recently_used_graphs_are_dropped(captures):
+    captured, capture = captures
+    graphed = OnTheCPU(scaled, most_graphs=2, capture=capture)
+    shapes = [torch.ones(n) for n in (1, 2, 3)]
+    for x in shapes:
+        graphed(x, by=1.0), graphed(x, by=1.0)
+    assert len(captured) == 3
+    assert graphed(shapes[2], by=1.0)[0] == 101  # kept
+    assert graphed(shapes[0], by=1.0)[0] == 1 and len(captured) == 4  # dropped, captured again
+
+
+def test_a_failed_capture_turns_graphs_off_with_a_warning():
+    calls = []
+
+    def failing(fn, tensors, static):
+        calls.append(1)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    graphed = OnTheCPU(scaled, capture=failing)
+    x = torch.ones(2)
+    graphed(x, by=2.0)
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed, running without graphs"):
+        assert graphed(x, by=2.0).tolist() == [2.0, 2.0]
+    assert graphed(x, by=2.0).tolist() == [2.0, 2.0] and calls == [1] and not graphed.capturing
+
+
+def test_graphs_are_off_on_the_cpu_and_by_the_environment(captures, monkeypatch):
+    captured, capture = captures
+    on_cpu = GraphedFunction(scaled, capture=capture)
+    for _ in range(3):
+        assert on_cpu(torch.ones(2), by=2.0).tolist() == [2.0, 2.0]
+    monkeypatch.setenv("FORESIGHT_EVAL_CUDA_GRAPHS", "0")
+    switched_off = OnTheCPU(scaled, capture=capture)
+    for _ in range(3):
+        assert switched_off(torch.ones(2), by=2.0).tolist() == [2.0, 2.0]
+    assert captured == []
