@@ -75,9 +75,10 @@ def test_torchrun_two_ranks_give_the_single_process_value(videomae_dir, tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "foresight_eval", *args, "--cache-dir", str(tmp_path / "c1"),
                     "--out", str(tmp_path / "single")], check=True, capture_output=True, env=env, timeout=300)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                    "-m", "foresight_eval", *args, "--cache-dir", str(tmp_path / "c2"), "--out", str(tmp_path / "dist")],
-                   check=True, capture_output=True, env=env, timeout=300)
+    ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            "-m", "foresight_eval", *args, "--cache-dir", str(tmp_path / "c2"), "--out",
+                            str(tmp_path / "dist")], capture_output=True, text=True, env=env, timeout=300)
+    assert ranks.returncode == 0, ranks.stderr[-4000:]
     single, dist = (json.loads((tmp_path / name / "summary.json").read_text())["metrics"]["fvd_videomae"]
                     for name in ("single", "dist"))
     for summary in (single, dist):
