@@ -136,7 +136,9 @@ def trace(run, names: list[str]) -> None:
             torch.cuda.synchronize()
         wall = time.perf_counter() - start
     events = prof.events()
-    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    # The GPU-side spans of the labels ("metric:...") cover their kernels and the gaps between: not work.
+    kernels = [event for event in events
+               if event.device_type == torch.autograd.DeviceType.CUDA and not event.name.startswith("metric:")]
     busy = busy_seconds([(e.time_range.start / 1e6, e.time_range.end / 1e6) for e in kernels])
     print(f"traced run {wall:.2f} s (profiler on); GPU busy {busy:.3f} s ({busy / wall:.0%}) in {len(kernels)} "
           f"kernels and copies; scoring thread waited for decoded batches {waited[0]:.2f} s")
