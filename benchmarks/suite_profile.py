@@ -1,6 +1,7 @@
 """Where one default-suite run's time goes: each metric's share, and the top of a profile of the whole run.
 
     python benchmarks/suite_profile.py [--device cuda] [--clips 3 --frames 32 --size 640x360] [--top 40]
+                                       [--metrics psnr,ssim] [--trace] [--reference-cache]
 
 On ``suite_speed.py``'s camera-like clips, after an untimed warm-up: decode-only and the suite's wall time;
 then one run under cProfile (this package's functions by cumulative time, every function by own time); then
@@ -102,11 +103,79 @@ def time_batch_waits(waited: list[float]) -> None:
             return original(self)
         start = time.perf_counter()
         try:
-            return original(self)
+            with torch.profiler.record_function("engine:wait for decoded batch"):
+                return original(self)
         finally:
             waited[0] += time.perf_counter() - start
 
     Prefetched.__next__ = timed_next
+
+
+# The scoring thread's steps outside the metrics' hooks, labelled for the trace:
+# (module, class or None, function, label).
+ENGINE_STEPS = (
+    ("foresight_eval.engine", None, "prepare_metrics", "run:prepare metrics"),
+    ("foresight_eval.engine", None, "open_run_cache", "run:open cache"),
+    ("foresight_eval.engine", None, "pair_clips", "run:pair clips"),
+    ("foresight_eval.engine", None, "pair_input_hashes", "run:hash inputs"),
+    ("foresight_eval.engine", None, "_to_device", "engine:to device"),
+    ("foresight_eval.engine", None, "_record_per_frame", "engine:per-frame rows"),
+    ("foresight_eval.engine", None, "summarize_study", "run:summaries and CIs"),
+    ("foresight_eval.engine", None, "study_record", "run:study record"),
+    ("foresight_eval.engine", None, "manifest_inputs", "run:manifest inputs"),
+    ("foresight_eval.engine", None, "build_manifest", "run:build manifest"),
+    ("foresight_eval.engine", "PairInFlight", "__init__", "engine:open pair"),
+    ("foresight_eval.workers", "WorkerPool", "__enter__", "run:pool start"),
+    ("foresight_eval.workers", "WorkerPool", "__exit__", "run:pool shut-down"),
+    ("foresight_eval.workers", "WorkerPool", "warm_up", "run:pool warm-up"),
+)
+
+
+def label_engine_steps() -> None:
+    """Label :data:`ENGINE_STEPS` for the profiler (the engine looks these names up when it calls them, so
+    replacing them in their module or class is enough)."""
+    import importlib
+
+    for module_name, class_name, function, label in ENGINE_STEPS:
+        owner = importlib.import_module(module_name)
+        owner = getattr(owner, class_name) if class_name else owner
+        original = getattr(owner, function)
+
+        def labelled(*args, _original=original, _label=label, **kwargs):
+            with torch.profiler.record_function(_label):
+                return _original(*args, **kwargs)
+        setattr(owner, function, labelled)
+
+
+def gpu_idle_by_step(events, kernels, bin_us: float = 50.0) -> list[tuple[str, float, float]]:
+    """Per labelled step of the scoring thread (the innermost label at each moment; "(unlabelled)"
+    elsewhere): its seconds, and the seconds the GPU had no kernel or copy running meanwhile, over the
+    traced span, in bins of ``bin_us`` microseconds. The GPU's idle time during a step is the time that
+    step held up the GPU, unless the queue was empty for another reason (decoding)."""
+    import numpy as np
+
+    labels = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU
+              and e.name.split(":", 1)[0] in ("metric", "engine", "run")]
+    if not labels or not kernels:
+        return []
+    start = min(e.time_range.start for e in labels + kernels)
+    end = max(e.time_range.end for e in labels + kernels)
+    bins = int((end - start) / bin_us) + 1
+
+    def span(event) -> slice:
+        return slice(int((event.time_range.start - start) / bin_us), int((event.time_range.end - start) / bin_us) + 1)
+
+    busy = np.zeros(bins, bool)
+    for kernel in kernels:
+        busy[span(kernel)] = True
+    names = sorted({e.name for e in labels})
+    step = np.full(bins, len(names), np.int32)  # len(names): unlabelled
+    for event in sorted(labels, key=lambda e: e.time_range.end - e.time_range.start, reverse=True):
+        step[span(event)] = names.index(event.name)  # nested labels are shorter: painted last, they win
+    names.append("(unlabelled)")
+    seconds = np.bincount(step, minlength=len(names)) * bin_us / 1e6
+    idle = np.bincount(step[~busy], minlength=len(names)) * bin_us / 1e6
+    return sorted(zip(names, seconds.tolist(), idle.tolist()), key=lambda row: -row[2])
 
 
 def busy_seconds(intervals: list[tuple[float, float]]) -> float:
@@ -127,6 +196,7 @@ def trace(run, names: list[str]) -> None:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
 
     label_metric_hooks(names)
+    label_engine_steps()
     waited = [0.0]
     time_batch_waits(waited)
     with profile(activities=activities) as prof:
@@ -156,6 +226,12 @@ def trace(run, names: list[str]) -> None:
         print(f"  {name[7:]:24s} {host:8.3f} {gpu:7.3f} {count:8d}")
     averages = prof.key_averages()
     print(averages.table(sort_by="self_device_time_total", row_limit=25))
+    rows = gpu_idle_by_step(events, kernels)
+    if rows:
+        print("the scoring thread's steps (innermost label) and the GPU's idle time during each:")
+        print("  step                            thread s   GPU idle s")
+        for name, seconds, idle in rows:
+            print(f"  {name:32s} {seconds:8.3f} {idle:12.3f}")
 
 
 def count_synchronisations(run, device: torch.device) -> collections.Counter:
@@ -188,6 +264,9 @@ def main() -> None:
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
     parser.add_argument("--top", type=int, default=40, help="profile lines shown")
     parser.add_argument("--trace", action="store_true", help="also one run under torch.profiler")
+    parser.add_argument("--metrics", help="comma-separated metrics to profile (default: the default suite)")
+    parser.add_argument("--reference-cache", action="store_true",
+                        help="runs use the default reference cache (warm after the warm-up), not none")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     device = resolve_device(args.device)
@@ -199,17 +278,25 @@ def main() -> None:
         # happens here, not in the first timed run.
         warm_up = make_clips(tmp / "warm_up", 2, args.frames, height, width)
         options = ScoreOptions(batch_size=16)
-        suite = [metric.name for metric in prepare_metrics(None, {}, RunContext(device=device))[0]]
+        # As the goals are measured (suite_speed.py's "no cache"), unless --reference-cache: the default cache
+        # folder, warm after the warm-up run.
+        resources = {} if args.reference_cache else {"cache_dir": None}
+        suite = args.metrics.split(",") if args.metrics else [
+            metric.name for metric in prepare_metrics(None, {}, RunContext(device=device))[0]]
         print(f"device {device}, {args.clips} clips x {args.frames} frame pairs at {args.size}; suite: {', '.join(suite)}")
-        score(*warm_up, suite, options=options, device=device)
+
+        def run_suite(clip_folders=clips):
+            return score(*clip_folders, suite, options=options, device=device, resources=resources)
+
+        run_suite(warm_up)
         decode_s, _ = timed(lambda: decode_only(*clips, options, device))
-        suite_s, run = timed(lambda: score(*clips, suite, options=options, device=device))
+        suite_s, run = timed(run_suite)
         print(f"decode-only {decode_s:.2f} s, suite {suite_s:.2f} s ({suite_s / decode_s:.1f}x)")
         phases = run.manifest.get("timings", {}).get("ranks", [{}])[0]
         print("the run's phases (s): " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in phases.items()
                                                  if name != "start_up"))
         profile = cProfile.Profile()
-        profile.runcall(score, *clips, suite, options=options, device=device)
+        profile.runcall(run_suite)
         text = io.StringIO()
         stats = pstats.Stats(profile, stream=text)
         stats.sort_stats("cumulative").print_stats("foresight_eval", args.top)
@@ -217,14 +304,14 @@ def main() -> None:
         print(text.getvalue())
 
         if args.trace:  # before the hooks are synchronised below
-            trace(lambda: score(*clips, suite, options=options, device=device), suite)
+            trace(run_suite, suite)
         spent: collections.Counter = collections.Counter()
         time_metric_hooks(suite, device, spent)
-        synced_s, _ = timed(lambda: score(*clips, suite, options=options, device=device))
+        synced_s, _ = timed(run_suite)
         print(f"suite with each metric synchronised {synced_s:.2f} s; in the metrics {sum(spent.values()):.2f} s:")
         for metric, seconds in spent.most_common():
             print(f"  {metric:24s} {seconds:.3f} s")
-        syncs = count_synchronisations(lambda: score(*clips, suite, options=options, device=device), device)
+        syncs = count_synchronisations(run_suite, device)
         if syncs:
             print(f"host waits for the GPU: {sum(syncs.values())} times; by calling line:")
             for site, count in syncs.most_common(args.top):

@@ -154,8 +154,8 @@ class PairFrames:
                 raise InputError(f"frames of one clip differ in size: {sorted(shapes)}")
             # Stacked straight into page-locked memory, which lets the copy to the GPU run asynchronously
             # (non_blocking=True), without a second copy of the batch.
-            tensor = torch.empty((len(frames), *frames[0].shape), dtype=torch.from_numpy(frames[0][:0]).dtype,
-                                 pin_memory=self._pin)
+            dtype = torch.from_numpy(np.empty(0, frames[0].dtype)).dtype  # the frame may be read-only: not its view
+            tensor = torch.empty((len(frames), *frames[0].shape), dtype=dtype, pin_memory=self._pin)
             np.stack(frames, out=tensor.numpy())
             return tensor
 

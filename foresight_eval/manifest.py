@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -20,13 +21,18 @@ RECORDED_PACKAGES = (
 
 
 def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str | None]:
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    return versions
+    """Installed version of each distribution (None: not installed), looked up once per process: the look-up
+    scans every folder of ``sys.path`` (10-15 ms per run), and a package upgraded while a process runs is
+    still the version that process imported."""
+    return {name: _installed_version(name) for name in names}
+
+
+@functools.lru_cache(maxsize=None)
+def _installed_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def describe_device(device: torch.device) -> str:

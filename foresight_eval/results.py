@@ -21,7 +21,7 @@ import numpy as np
 
 from foresight_eval.io.files import csv_quoting, json_safe, write_atomic, write_json_atomic
 from foresight_eval.options import current_option_names
-from foresight_eval.stats import BootstrapConfig, mean_with_ci, means_with_ci
+from foresight_eval.stats import BootstrapConfig, means_with_ci
 
 SCHEMA = "foresight-eval/run/v1"
 SUMMARY_FILE, PER_VIDEO_FILE, PER_FRAME_FILE = "summary.json", "per_video.csv", "per_frame.csv"
@@ -166,10 +166,32 @@ def summarize(
 ) -> dict[str, MetricSummary]:
     """Mean and bootstrap CI over videos (successful pairs only) per metric, overall and per horizon.
 
-    A set-granular metric's headline is its run-level ``value``; it has no CI over videos."""
+    A set-granular metric's headline is its run-level ``value``; it has no CI over videos. Every metric's
+    samples (its values over videos, and at each horizon) go to one :func:`means_with_ci` call: one SciPy
+    bootstrap per sample length for the whole run, not two per metric (the values are the same)."""
     summaries = {}
     ok_pairs = [pair for pair in pairs if pair.ok]
     set_values = set_values or {}
+    samples: list[list[float]] = []
+    frame_metrics: list[tuple[str, list[int], int]] = []  # name, its horizons, index of its first sample
+    for name, definition in definitions.items():
+        if definition["granularity"] == "set":
+            continue
+        by_horizon: dict[int, list[float]] = defaultdict(list)
+        for pair in ok_pairs:
+            for horizon, _, value in pair.per_frame.get(name, ()):
+                by_horizon[horizon].append(value)
+        horizons = sorted(by_horizon)
+        frame_metrics.append((name, horizons, len(samples)))
+        samples.append([pair.values[name] for pair in ok_pairs if name in pair.values])
+        samples.extend(by_horizon[horizon] for horizon in horizons)
+    estimates = means_with_ci(samples, bootstrap)
+    for name, horizons, first in frame_metrics:
+        estimate, by_horizon_estimates = estimates[first], estimates[first + 1:first + 1 + len(horizons)]
+        per_horizon = [{"horizon": horizon, "mean": h.mean, "ci_low": h.ci_low, "ci_high": h.ci_high, "n": h.n}
+                       for horizon, h in zip(horizons, by_horizon_estimates)]
+        summaries[name] = MetricSummary(name, definitions[name], estimate.mean, estimate.ci_low, estimate.ci_high,
+                                        estimate.n, per_horizon, set_values.get(name))
     for name, definition in definitions.items():
         if definition["granularity"] == "set":
             figures = set_values.get(name) or {}
@@ -179,19 +201,7 @@ def summarize(
             curve = rows if all("mean" in row for row in rows) else []
             summaries[name] = MetricSummary(name, definition, figures.get("value", math.nan), figures.get("ci_low"),
                                             figures.get("ci_high"), len(ok_pairs), curve, set_values=figures)
-            continue
-        values = np.array([pair.values[name] for pair in ok_pairs if name in pair.values], dtype=np.float64)
-        estimate = mean_with_ci(values, bootstrap)
-        by_horizon: dict[int, list[float]] = defaultdict(list)
-        for pair in ok_pairs:
-            for horizon, _, value in pair.per_frame.get(name, ()):
-                by_horizon[horizon].append(value)
-        horizons = sorted(by_horizon)
-        per_horizon = [{"horizon": horizon, "mean": h.mean, "ci_low": h.ci_low, "ci_high": h.ci_high, "n": h.n}
-                       for horizon, h in zip(horizons, means_with_ci([by_horizon[h] for h in horizons], bootstrap))]
-        summaries[name] = MetricSummary(name, definition, estimate.mean, estimate.ci_low, estimate.ci_high, estimate.n,
-                                        per_horizon, set_values.get(name))
-    return summaries
+    return {name: summaries[name] for name in definitions}  # in the definitions' order
 
 
 def _cell(value: float | None) -> str:

@@ -33,6 +33,10 @@ def _scipy_stats():
     return stats
 
 
+# Memory of one SciPy bootstrap call of means_with_ci (its resampled values): 256 clips' samples in rows of 16.
+RESAMPLED_BYTES_PER_CALL = 64 << 20
+
+
 @dataclass(frozen=True)
 class BootstrapConfig:
     """How every CI of a run is computed; recorded in the run's summary."""
@@ -78,11 +82,12 @@ def mean_with_ci(values: np.ndarray, config: BootstrapConfig = BootstrapConfig()
 
 def means_with_ci(samples: Sequence[np.ndarray], config: BootstrapConfig = BootstrapConfig()) -> list[Estimate]:
     """:func:`mean_with_ci` of each sample, equal to it value for value, with one SciPy bootstrap call per
-    sample length instead of one per sample: a run's per-horizon curves are hundreds of small samples (a
-    metric's values at each horizon), and SciPy's per-call overhead, not the resampling, was their cost
-    (0.5-0.8 s of a 2.5 s GPU run, on rank 0 after every torchrun run). Samples of one length are resampled
-    together along their last axis with the same seeded generator, which draws the same indices for each
-    row as for the sample alone (tests/test_statistics.py checks the equality)."""
+    sample length (and per :data:`RESAMPLED_BYTES_PER_CALL` of resampled values) instead of one per sample:
+    a run's per-horizon curves are hundreds of small samples (a metric's values at each horizon), and
+    SciPy's per-call overhead, not the resampling, was their cost (0.5-0.8 s of a 2.5 s GPU run, on rank 0
+    after every torchrun run). Samples of one length are resampled together along their last axis with the
+    same seeded generator, which draws the same indices for each row as for the sample alone
+    (tests/test_statistics.py checks the equality)."""
     samples = [np.asarray(sample, dtype=np.float64) for sample in samples]
     estimates: list[Estimate | None] = []
     by_length: dict[int, list[int]] = defaultdict(list)
@@ -92,14 +97,18 @@ def means_with_ci(samples: Sequence[np.ndarray], config: BootstrapConfig = Boots
         else:
             estimates.append(None)
             by_length[values.size].append(index)
-    for indices in by_length.values():
-        stacked = np.stack([samples[index] for index in indices])
-        interval = _scipy_stats().bootstrap(
-            (stacked,), np.mean, axis=-1, confidence_level=config.confidence, n_resamples=config.n_resamples,
-            method=config.method, rng=np.random.default_rng(config.seed)).confidence_interval
-        for row, index in enumerate(indices):
-            estimates[index] = Estimate(float(samples[index].mean()), float(interval.low[row]),
-                                        float(interval.high[row]), int(samples[index].size))
+    for length, same_length in by_length.items():
+        # SciPy holds every resample of a call at once: rows x n_resamples x length float64 values.
+        rows_per_call = max(1, RESAMPLED_BYTES_PER_CALL // (8 * config.n_resamples * length))
+        for start in range(0, len(same_length), rows_per_call):
+            indices = same_length[start:start + rows_per_call]
+            interval = _scipy_stats().bootstrap(
+                (np.stack([samples[index] for index in indices]),), np.mean, axis=-1,
+                confidence_level=config.confidence, n_resamples=config.n_resamples, method=config.method,
+                rng=np.random.default_rng(config.seed)).confidence_interval
+            for row, index in enumerate(indices):
+                estimates[index] = Estimate(float(samples[index].mean()), float(interval.low[row]),
+                                            float(interval.high[row]), int(samples[index].size))
     return estimates  # type: ignore[return-value]
 
 

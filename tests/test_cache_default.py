@@ -110,3 +110,24 @@ def test_the_cache_key_hashes_the_decoded_frames_not_the_device_copies(fixtures_
     assert hashed and set(hashed) == {torch.uint8}
     assert len(hashed) == 12  # 6 clips x 2 batches: one digest per batch, whichever metric asked first
     assert threads == {False}
+
+
+def test_without_a_cache_no_reference_frames_are_hashed(fixtures_dir, monkeypatch):
+    """--no-cache: the metrics that read the reference cache (motion masks, tc, edges) hash no frames either:
+    a digest of 16 frames of 640x360 is 8 ms on the thread that drives the GPU."""
+    import foresight_eval.engine as engine
+    import foresight_eval.feature_cache as feature_cache
+
+    hashed = []
+    original = feature_cache.tensor_sha256
+
+    def recording(*tensors):
+        hashed.extend(t.dtype for t in tensors if hasattr(t, "dtype"))
+        return original(*tensors)
+
+    monkeypatch.setattr(feature_cache, "tensor_sha256", recording)
+    monkeypatch.setattr(engine, "tensor_sha256", recording)
+    names = ["motion_iou", "motion_iou_st", "tc", "tc_delta", "edge_f1"]
+    run = score(fixtures_dir / "preds" / "shift_mild", fixtures_dir / "refs", names, device="cpu",
+                resources={"cache_dir": None})
+    assert all(pair.ok for pair in run.pairs) and hashed == []

@@ -97,3 +97,36 @@ def test_a_sequence_shares_each_frames_pyramid_and_gives_the_pairwise_values():
                   for part, index in zip(frames.split(batch_size), torch.arange(len(frames)).split(batch_size))]
         assert_parity(f"warp_error metric, batches of {batch_size} vs pairwise", torch.cat(values)[1:], pairwise,
                       atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_per_image_convolution_grouped_as_on_a_gpu_is_the_plain_one(dtype):
+    """Off the CPU, conv_per_image runs one-channel images as the channels of one grouped convolution
+    (PyTorch's depthwise kernel instead of cuDNN's TF32 tensor cores): the same values as the plain
+    convolution, to rounding, for one to three filters of any shape."""
+    from foresight_eval.metrics.base import conv_per_image
+
+    images = _camera_like().mean(dim=1, keepdim=True).to(dtype)
+    filters = torch.randn(3, 1, 5, 7, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    for weight in (filters[:1], filters[:2, :, :1], filters[:, :, :, :1], filters):
+        plain, grouped = (conv_per_image(images, weight, grouped=flag) for flag in (False, True))
+        assert grouped.shape == plain.shape == (3, len(weight), 120 - weight.shape[2] + 1, 200 - weight.shape[3] + 1)
+        assert_parity(f"grouped vs plain convolution ({dtype})", grouped, plain,
+                      atol=1e-5 if dtype == torch.float32 else 1e-13)
+
+
+def test_the_gpu_paths_grouped_convolutions_give_the_cpu_paths_flow_and_edges(monkeypatch):
+    """Farnebäck's flow and Canny's maps with every convolution grouped, as on a GPU, against the plain ones."""
+    import functools
+
+    from foresight_eval.metrics import base, edges_torch, flow_torch
+
+    frames = _camera_like()
+    gray = torch.from_numpy(to_gray_uint8(frames))
+    plain_flow, plain_edges = farneback(gray[:-1], gray[1:], **FARNEBACK_PARAMS), edges_torch.canny(frames)
+    for module in (flow_torch, edges_torch):
+        monkeypatch.setattr(module, "conv_per_image", functools.partial(base.conv_per_image, grouped=True))
+    grouped_flow, grouped_edges = farneback(gray[:-1], gray[1:], **FARNEBACK_PARAMS), edges_torch.canny(frames)
+    assert_parity("Farnebäck flow, grouped vs plain convolutions (pixels)", grouped_flow, plain_flow, atol=1e-3)
+    assert_parity("Canny maps, grouped vs plain convolutions (pixels differing)",
+                  (grouped_edges != plain_edges).double().mean(), torch.tensor(0.0), atol=0)

@@ -80,3 +80,21 @@ def test_motion_masks_from_cuda_graphs_equal_eager_runs(fixtures_dir, monkeypatc
     for masks, background in graphed:
         assert torch.equal(masks, eager[0]) and torch.equal(background, eager[1])
     assert eager[0][1:].any()  # there is motion to find
+
+
+def test_torch_motion_masks_on_cuda_are_the_cpus_bit_for_bit(fixtures_dir):
+    """The torch motion masks (8-bit arithmetic: grey, blur, threshold, morphology) give the same masks on the
+    GPU as on the CPU: the blur's integer sums stay exact there (PyTorch's depthwise kernel, not cuDNN's TF32,
+    whose 11 significant bits round row sums above 2048)."""
+    from foresight_eval.metrics.motion import motion_masks
+    from tests.test_spatial_metrics import _frames
+
+    frames = _frames(fixtures_dir / "preds" / "noise_strong" / "clip01.mp4")
+    masks = {}
+    for device in ("cpu", "cuda"):
+        first, background = motion_masks(frames[:7].to(device), backend="torch")
+        second, _ = motion_masks(frames[7:].to(device), background, backend="torch")
+        masks[device] = torch.cat([first, second]).cpu()
+    assert masks["cpu"][1:].any()
+    assert_parity("torch motion masks cuda vs cpu (fraction of pixels differing)",
+                  (masks["cuda"] != masks["cpu"]).double().mean(), torch.tensor(0.0), atol=0)

@@ -119,10 +119,16 @@ def test_minimum_detectable_effect():
     assert 0.6 < np.mean(detected) <= 1.0
 
 
+@pytest.mark.parametrize("rows_per_call", [None, 2])
 @pytest.mark.parametrize("method", ["percentile", "BCa", "basic"])
-def test_per_horizon_estimates_equal_one_bootstrap_per_sample(method):
-    """means_with_ci (one SciPy call per sample length) gives what mean_with_ci gives for each sample alone:
-    lengths 0 to 7, constant samples, a NaN, repeated lengths in any order."""
+def test_per_horizon_estimates_equal_one_bootstrap_per_sample(method, rows_per_call, monkeypatch):
+    """means_with_ci (one SciPy call per sample length, or per few rows of a length where the resamples would
+    take too much memory) gives what mean_with_ci gives for each sample alone: lengths 0 to 7, constant
+    samples, a NaN, repeated lengths in any order."""
+    from foresight_eval import stats
+
+    if rows_per_call:  # the memory bound of a call: rows_per_call samples of length 7 (more of shorter ones)
+        monkeypatch.setattr(stats, "RESAMPLED_BYTES_PER_CALL", 8 * 500 * 7 * rows_per_call)
     rng = np.random.default_rng(3)
     samples = [rng.normal(size=int(n)) for n in rng.integers(0, 8, size=60)]
     samples += [np.full(4, 0.5), np.array([1.0, np.nan, 2.0]), np.array([2.0])]

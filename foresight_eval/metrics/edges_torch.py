@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from foresight_eval.metrics.base import device_constant
+from foresight_eval.metrics.base import conv_per_image, device_constant
 
 # skimage.color.rgb2gray: ITU-R BT.709 luma weights on linear values.
 RGB2GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
@@ -50,8 +50,7 @@ def _gaussian_kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> 
 
 def _separable(image: torch.Tensor, along_rows: torch.Tensor, along_cols: torch.Tensor) -> torch.Tensor:
     """Correlate (B, 1, H, W) with a column kernel then a row kernel, 'valid' (the caller pads)."""
-    image = F.conv2d(image, along_rows.view(1, 1, -1, 1))
-    return F.conv2d(image, along_cols.view(1, 1, 1, -1))
+    return conv_per_image(conv_per_image(image, along_rows.view(1, 1, -1, 1)), along_cols.view(1, 1, 1, -1))
 
 
 def smooth(gray: torch.Tensor, sigma: float) -> torch.Tensor:

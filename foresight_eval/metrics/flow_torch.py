@@ -26,6 +26,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from foresight_eval.metrics.base import conv_per_image
+
 MIN_LEVEL_SIZE = 32  # OpenCV stops the pyramid before a side falls under this
 _BORDER_WEIGHTS = (0.14, 0.14, 0.4472, 0.4472, 0.4472)
 
@@ -47,7 +49,7 @@ def _blur_reflect101(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor
     """Separable blur of (N, 1, H, W) with OpenCV's default BORDER_REFLECT_101 (torch's "reflect")."""
     radius = (len(kernel) - 1) // 2
     padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
-    return F.conv2d(F.conv2d(padded, kernel.view(1, 1, -1, 1)), kernel.view(1, 1, 1, -1))
+    return conv_per_image(conv_per_image(padded, kernel.view(1, 1, -1, 1)), kernel.view(1, 1, 1, -1))
 
 
 @functools.lru_cache(maxsize=16)
@@ -79,12 +81,12 @@ def _poly_filters(n: int, sigma: float, device: torch.device) -> tuple[torch.Ten
 def poly_expansion(images: torch.Tensor, n: int, sigma: float) -> torch.Tensor:
     """OpenCV's FarnebackPolyExp of (N, 1, H, W) float32: (N, 5, H, W) coefficients per pixel."""
     weights, (ig11, ig03, ig33, ig55) = _poly_filters(n, sigma, images.device)
-    vertical = F.conv2d(F.pad(images, (0, 0, n, n), mode="replicate"), weights.view(3, 1, -1, 1))
+    vertical = conv_per_image(F.pad(images, (0, 0, n, n), mode="replicate"), weights.view(3, 1, -1, 1))
     t = F.pad(vertical, (n, n, 0, 0), mode="replicate")
     t0, t1, t2 = t[:, 0:1], t[:, 1:2], t[:, 2:3]
-    b1, b2, b4 = F.conv2d(t0, weights.view(3, 1, 1, -1)).unbind(1)
-    b3, b6 = F.conv2d(t1, weights[:2].reshape(2, 1, 1, -1)).unbind(1)
-    b5 = F.conv2d(t2, weights[:1].view(1, 1, 1, -1))[:, 0]
+    b1, b2, b4 = conv_per_image(t0, weights.view(3, 1, 1, -1)).unbind(1)
+    b3, b6 = conv_per_image(t1, weights[:2].reshape(2, 1, 1, -1)).unbind(1)
+    b5 = conv_per_image(t2, weights[:1].view(1, 1, 1, -1))[:, 0]
     return torch.stack([b3 * ig11, b2 * ig11, b1 * ig03 + b5 * ig33, b1 * ig03 + b4 * ig33, b6 * ig55], dim=1)
 
 

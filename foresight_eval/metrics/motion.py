@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
-from foresight_eval.metrics.base import FrameBatch, MetricInfo, RunContext, device_constant
+from foresight_eval.metrics.base import FrameBatch, MetricInfo, RunContext, conv_per_image, device_constant
 from foresight_eval.metrics.graphs import GraphedFunction
 from foresight_eval.metrics.physics_iq import (
     PIPELINE_DEFAULTS, Mp4vRoundTrip, WindowedFrameMetric, clip_fps, downscale_u8,
@@ -95,8 +95,9 @@ def _blur_u8(gray: torch.Tensor) -> torch.Tensor:
     """OpenCV ``GaussianBlur(gray, (5, 5), 0)`` on 8-bit values: binomial kernel, reflect-101 border, round."""
     kernel = device_constant(_BINOMIAL_5, torch.float32, gray.device)
     padded = F.pad(gray, (2, 2, 2, 2), mode="reflect")  # torch's "reflect" is OpenCV's BORDER_REFLECT_101
-    summed = F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, 5)), kernel.view(1, 1, 5, 1))
-    # Integer sums up to 65280 are exact in float32; OpenCV's fixed point rounds half up.
+    summed = conv_per_image(conv_per_image(padded, kernel.view(1, 1, 1, 5)), kernel.view(1, 1, 5, 1))
+    # Integer sums up to 65280 are exact in float32 (not in cuDNN's TF32, which conv_per_image keeps out on a
+    # GPU: the row sums, up to 4080, lose their last bit there); OpenCV's fixed point rounds half up.
     return ((summed.to(torch.int32) + 128) >> 8).float()
 
 
@@ -203,8 +204,11 @@ class MotionMaskStream:
         self.background: torch.Tensor | None = None
         self.encoder: Mp4vRoundTrip | None = None
         # Reference masks across runs: the running background is part of the key and of the entry; the mp4v
-        # round trip keeps encoder state that cannot be, so it is never cached.
-        self.cache_resources = cache_resources if self.roundtrip == "none" else None
+        # round trip keeps encoder state that cannot be, so it is never cached. Without a cache folder there is
+        # no cache, nor a digest of the frames to compute (8 ms per 16 frames of 640x360 on the thread that
+        # drives the GPU).
+        cache_on = bool(cache_resources) and cache_resources.get("cache_dir") is not None
+        self.cache_resources = cache_resources if self.roundtrip == "none" and cache_on else None
 
     def __call__(self, frames: torch.Tensor, frames_sha256: str | None = None) -> torch.Tensor:
         """``frames_sha256``: the frames' digest when known (hashed once per batch), else they are hashed."""

@@ -209,10 +209,13 @@ def _ssim_torch(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_si
                  for x in (pred, ref))
     batch, n_channels = pred.shape[:2]
     w = _window_1d(window, window_size, sigma, pred.dtype, pred.device)
-    # One separable, grouped convolution over all five moment images at once, written straight into a
-    # channels-last buffer: that layout takes oneDNN's depthwise kernels on CPU, several times faster.
+    # One separable, grouped convolution over all five moment images at once, written straight into its input
+    # buffer: channels-last on the CPU, where that layout takes oneDNN's depthwise kernels, several times
+    # faster. On a GPU, contiguous takes PyTorch's own depthwise kernels instead of cuDNN's channels-last ones:
+    # the ssim metric's kernels per default-suite run on an H200 (3 x 32 frame pairs of 640x360), 50 -> 18 ms.
+    layout = torch.channels_last if pred.device.type == "cpu" else torch.contiguous_format
     stacked = torch.empty((batch, 5 * n_channels, *pred.shape[-2:]), dtype=pred.dtype, device=pred.device,
-                          memory_format=torch.channels_last)
+                          memory_format=layout)
     moments = stacked.split(n_channels, dim=1)
     moments[0].copy_(pred)
     moments[1].copy_(ref)
