@@ -168,7 +168,7 @@ def summarize(
 
     A set-granular metric's headline is its run-level ``value``; it has no CI over videos. Every metric's
     samples (its values over videos, and at each horizon) go to one :func:`means_with_ci` call: one SciPy
-    bootstrap per sample length for the whole run, not two per metric (the values are the same)."""
+    bootstrap per sample length for the whole run, not two per metric (the same resamples)."""
     summaries = {}
     ok_pairs = [pair for pair in pairs if pair.ok]
     set_values = set_values or {}

@@ -81,13 +81,14 @@ def mean_with_ci(values: np.ndarray, config: BootstrapConfig = BootstrapConfig()
 
 
 def means_with_ci(samples: Sequence[np.ndarray], config: BootstrapConfig = BootstrapConfig()) -> list[Estimate]:
-    """:func:`mean_with_ci` of each sample, equal to it value for value, with one SciPy bootstrap call per
-    sample length (and per :data:`RESAMPLED_BYTES_PER_CALL` of resampled values) instead of one per sample:
+    """:func:`mean_with_ci` of each sample, with one SciPy bootstrap call per sample length (and per
+    :data:`RESAMPLED_BYTES_PER_CALL` of resampled values) instead of one per sample:
     a run's per-horizon curves are hundreds of small samples (a metric's values at each horizon), and
     SciPy's per-call overhead, not the resampling, was their cost (0.5-0.8 s of a 2.5 s GPU run, on rank 0
     after every torchrun run). Samples of one length are resampled together along their last axis with the
-    same seeded generator, which draws the same indices for each row as for the sample alone
-    (tests/test_statistics.py checks the equality)."""
+    same seeded generator, which draws the same indices for each row as for the sample alone: the same
+    resamples, so the same values, but for NumPy's summation order over a stacked array (equal for short
+    samples, a few units in the last place at 256 values; tests/test_statistics.py checks both)."""
     samples = [np.asarray(sample, dtype=np.float64) for sample in samples]
     estimates: list[Estimate | None] = []
     by_length: dict[int, list[int]] = defaultdict(list)
