@@ -176,6 +176,13 @@ def summarize(
     frame_metrics: list[tuple[str, list[int], int]] = []  # name, its horizons, index of its first sample
     for name, definition in definitions.items():
         if definition["granularity"] == "set":
+            figures = set_values.get(name) or {}
+            # A set metric's own CI (e.g. FVD's bootstrap over clips on both sides), when it gives one, and
+            # its per-horizon values when they come as the horizon curves' rows (horizon, mean, ci_low, ci_high, n).
+            rows = figures.get("per_horizon") or []
+            curve = rows if all("mean" in row for row in rows) else []
+            summaries[name] = MetricSummary(name, definition, figures.get("value", math.nan), figures.get("ci_low"),
+                                            figures.get("ci_high"), len(ok_pairs), curve, set_values=figures)
             continue
         by_horizon: dict[int, list[float]] = defaultdict(list)
         for pair in ok_pairs:
@@ -192,15 +199,6 @@ def summarize(
                        for horizon, h in zip(horizons, by_horizon_estimates)]
         summaries[name] = MetricSummary(name, definitions[name], estimate.mean, estimate.ci_low, estimate.ci_high,
                                         estimate.n, per_horizon, set_values.get(name))
-    for name, definition in definitions.items():
-        if definition["granularity"] == "set":
-            figures = set_values.get(name) or {}
-            # A set metric's own CI (e.g. FVD's bootstrap over clips on both sides), when it gives one, and
-            # its per-horizon values when they come as the horizon curves' rows (horizon, mean, ci_low, ci_high, n).
-            rows = figures.get("per_horizon") or []
-            curve = rows if all("mean" in row for row in rows) else []
-            summaries[name] = MetricSummary(name, definition, figures.get("value", math.nan), figures.get("ci_low"),
-                                            figures.get("ci_high"), len(ok_pairs), curve, set_values=figures)
     return {name: summaries[name] for name in definitions}  # in the definitions' order
 
 
