@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from foresight_eval.metrics.graphs import GraphedFunction
+from foresight_eval.metrics.graphs import CaptureFailed, GraphedFunction
 
 
 class OnTheCPU(GraphedFunction):
@@ -68,7 +68,7 @@ def test_a_failed_capture_turns_graphs_off_with_a_warning():
 
     def failing(fn, tensors, static):
         calls.append(1)
-        raise RuntimeError("operation not permitted when stream is capturing")
+        raise CaptureFailed("RuntimeError: operation not permitted when stream is capturing")
 
     graphed = OnTheCPU(scaled, capture=failing)
     x = torch.ones(2)
@@ -88,3 +88,21 @@ def test_graphs_are_off_on_the_cpu_and_by_the_environment(captures, monkeypatch)
     for _ in range(3):
         assert switched_off(torch.ones(2), by=2.0).tolist() == [2.0, 2.0]
     assert captured == []
+
+
+def test_an_error_of_the_function_itself_reaches_the_caller_and_graphs_stay_on():
+    """A bad argument fails the warm-up run inside the capture as it fails any call: raised as it is, not
+    taken for an uncapturable function (which would turn graphs off for every later call)."""
+    def checked(x: torch.Tensor, *, mode: str) -> torch.Tensor:
+        if mode not in ("a", "b"):
+            raise ValueError(f"unknown mode {mode!r}")
+        return x * 2
+
+    def capture(fn, tensors, static):  # as capture_cuda_graph: the warm-up runs first, outside the capture
+        return (lambda new: fn(*new, **static)), fn(*tensors, **static)
+
+    graphed = OnTheCPU(checked, capture=capture)
+    for _ in range(3):  # first sight, then the capturing call
+        with pytest.raises(ValueError, match="unknown mode"):
+            graphed(torch.ones(2), mode="z")
+    assert graphed.capturing

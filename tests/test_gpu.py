@@ -56,6 +56,10 @@ def test_cuda_graph_replays_equal_eager_runs(fixtures_dir):
     for run in runs:
         assert torch.equal(run, eager)
     assert torch.equal(replayed_second, _consecutive_warp_error_torch(second, occlusion="lai"))
+    for _ in range(3):  # a bad argument fails as in any call, in the capturing one too, and graphs stay on
+        with pytest.raises(ValueError, match="unknown occlusion mode"):
+            graphed(first, occlusion="none")
+    assert graphed.capturing and len(graphed._graphs) == 1
 
 
 def test_motion_masks_from_cuda_graphs_equal_eager_runs(fixtures_dir, monkeypatch):

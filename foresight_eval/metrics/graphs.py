@@ -17,8 +17,10 @@ shape seen once (a clip's short last batch) would not repay its capture; the sec
 eager warm-up run on a side stream, whose result is returned, then the capture, which runs nothing) and
 every later call replays. At most ``most_graphs`` graphs are kept per function, least recently used out
 first: each holds its intermediate tensors in a memory pool of its own for as long as it lives (about the
-eager peak of one call). A capture that fails (an operation that waits for the host) turns capturing off
-for that function, with a warning; its calls run eagerly from then on.
+eager peak of one call). A capture that fails (an operation that waits for the host: :class:`CaptureFailed`)
+turns capturing off for that function, with a warning; its calls run eagerly from then on. An error of the
+function itself (bad arguments), raised by its warm-up run, reaches the caller as any call's would and
+leaves capturing on.
 
 ``FORESIGHT_EVAL_CUDA_GRAPHS=0`` in the environment turns capturing off everywhere (to compare, or to
 debug a kernel with the profiler's per-launch view).
@@ -37,6 +39,10 @@ import torch
 Replay = Callable[[tuple[torch.Tensor, ...]], Any]
 
 
+class CaptureFailed(RuntimeError):
+    """The function ran, but its launches could not be recorded as a CUDA graph."""
+
+
 def graphs_enabled() -> bool:
     return os.environ.get("FORESIGHT_EVAL_CUDA_GRAPHS", "1") != "0"
 
@@ -53,7 +59,8 @@ def _clone(outputs: Any) -> Any:
 def capture_cuda_graph(fn: Callable[..., Any], tensors: tuple[torch.Tensor, ...],
                        static: dict[str, Any]) -> tuple[Replay, Any]:
     """Capture ``fn(*tensors, **static)`` as a CUDA graph: (a function that replays it on new inputs of the
-    same signature and returns copies of its outputs, the result of the warm-up run on ``tensors``)."""
+    same signature and returns copies of its outputs, the result of the warm-up run on ``tensors``). An error
+    of the warm-up run is raised as it is; a failure of the capture as :class:`CaptureFailed`."""
     device = tensors[0].device
     inputs = tuple(tensor.clone() for tensor in tensors)  # the graph reads these addresses at every replay
     side = torch.cuda.Stream(device)
@@ -67,8 +74,11 @@ def capture_cuda_graph(fn: Callable[..., Any], tensors: tuple[torch.Tensor, ...]
     graph = torch.cuda.CUDAGraph()
     # thread_local: the other threads of a run (decoding into page-locked memory, handing copied maps to the
     # metric workers) keep calling CUDA while this one captures; only this thread's calls must be capturable.
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        outputs = fn(*inputs, **static)
+    try:
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            outputs = fn(*inputs, **static)
+    except Exception as exc:  # noqa: BLE001 - the warm-up above ran: whatever fails here is the capture's
+        raise CaptureFailed(f"{type(exc).__name__}: {exc}") from exc
 
     def replay(new: tuple[torch.Tensor, ...]) -> Any:
         for static_input, tensor in zip(inputs, new):
@@ -112,11 +122,11 @@ class GraphedFunction:
             return self.fn(*tensors, **static)
         try:
             replay, first = self._capture(self.fn, tensors, static)
-        except Exception as exc:  # noqa: BLE001 - an uncapturable operation: run eagerly from now on
+        except CaptureFailed as exc:  # an uncapturable operation: run eagerly from now on
             self.capturing = False
             self._graphs.clear()
             warnings.warn(f"{getattr(self.fn, '__qualname__', self.fn)}: CUDA graph capture failed, running "
-                          f"without graphs ({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=2)
+                          f"without graphs ({exc})", RuntimeWarning, stacklevel=2)
             return self.fn(*tensors, **static)
         self._graphs[key] = replay
         if len(self._graphs) > self.most_graphs:

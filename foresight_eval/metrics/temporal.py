@@ -232,8 +232,6 @@ def consecutive_warp_error_torch(frames: torch.Tensor, occlusion: str = "lai") -
     """:func:`warp_error_torch` of ``frames[:-1]`` and ``frames[1:]`` (N + 1 frames, N pairs), with each frame's
     grayscale image, pyramid and polynomial expansion computed once instead of four times. On a GPU, replayed
     from a CUDA graph once a batch shape repeats (:mod:`foresight_eval.metrics.graphs`)."""
-    if occlusion not in OCCLUSION_MODES:  # before any capture
-        raise ValueError(f"unknown occlusion mode {occlusion!r} (one of {OCCLUSION_MODES})")
     return _consecutive_warp_error_graphed(frames, occlusion=occlusion)
 
 
