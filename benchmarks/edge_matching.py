@@ -24,7 +24,8 @@ from scipy.spatial import cKDTree
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
-from foresight_eval.metrics.edges import edge_maps, max_edge_matching
+from foresight_eval.metrics.edge_matching import max_edge_matching
+from foresight_eval.metrics.edges import edge_maps
 
 
 def texture(height: int, width: int) -> np.ndarray:

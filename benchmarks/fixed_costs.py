@@ -34,7 +34,9 @@ PHASES = ("start_up", "setup", "scoring", "gather", "merge")
 
 def run_once(tree: Path, preds: Path, refs: Path, out: Path, device: str, cache: Path) -> dict[str, float]:
     """One fresh `score` process on ``tree``'s package: its wall seconds and rank 0's phases."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "FORESIGHT_CACHE": str(cache)}
+    # The tree first; the rest of the caller's path stays (where the dependencies were installed with --target).
+    path = os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH", "")]))
+    env = {**os.environ, "PYTHONPATH": path, "FORESIGHT_CACHE": str(cache)}
     command = [sys.executable, "-m", "foresight_eval", "score", str(preds), str(refs), "--device", device,
                "--out", str(out), "--json"]
     start = time.perf_counter()

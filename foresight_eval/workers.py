@@ -11,7 +11,7 @@ Processes, not threads: the work holds the GIL. Measured on 640x360 Canny maps (
 flow graph (Python lists from ``cKDTree.query_ball_point``) ran slower; only scikit-image's ``thin``
 released it. Workers get NumPy arrays and return plain values; they are started lazily, on the first
 work handed over, by a fork server (a clean process, not a fork of one that may hold CUDA state and
-threads) that has imported the work's module once, so that every worker does not import torch again;
+threads) that has imported the work's module once (a module without torch: see :meth:`WorkerPool.warm_up`);
 ``spawn`` where there is no fork server. ``workers=0`` runs the work inline, in the calling thread: the
 default on the CPU, where there is no device work to overlap with and the workers would only compete
 with the main process for the same cores.
@@ -86,10 +86,6 @@ class Ready(Protocol):
     """What :meth:`WorkerPool.map_when_ready` waits on: a ``torch.cuda.Event`` recorded after the copies."""
 
     def synchronize(self) -> None: ...
-
-
-def _ready() -> None:
-    """A worker's first task in :meth:`WorkerPool.warm_up`: nothing but being started."""
 
 
 def _done(value: Any) -> Future:
@@ -172,22 +168,31 @@ class WorkerPool:
         return _WhenReady(self._dispatcher.submit(hand_over))
 
     def warm_up(self, fn: Callable[..., Any]) -> None:
-        """Start every worker now (from a metric's ``setup``, naming the function it will hand over), so that
-        their start overlaps the loading of models and the first batches instead of delaying the first clip."""
-        if self.workers:
-            with _main_script_hidden():
-                executor = self._start(fn)
-                for _ in range(self.workers):  # processes are started as work arrives: one task each
-                    executor.submit(_ready)
+        """Get the workers' start under way (from a metric's ``setup``, naming the function it will hand over):
+        the fork server is started now and imports ``fn``'s module while the models load and the first
+        batches decode; the workers themselves are forked from it on the first hand-over, in the pool's
+        hand-over thread. Measured on the H200's host (benchmarks/RESULTS.md, the eighth session of issue
+        17): a fresh `score` run of the default suite took 9.2 s with every worker forked here, in the
+        calling thread (25-30 ms for 15 once the fork server is up, after its import in a fresh process),
+        against 8.2 s; 0.71 against 0.68 s a run in a process whose fork server is up. Forking them in the
+        hand-over thread at once was no better (8.5 s, 0.72 s): the scoring thread's set-up slowed beside it."""
+        if self.workers and self.start_method == "forkserver":
+            from multiprocessing import forkserver
+
+            self._preload(fn)
+            forkserver.ensure_running()
+
+    def _preload(self, fn: Callable[..., Any]) -> None:
+        # Imported once by the fork server (if this process has not started one yet), not by each worker.
+        multiprocessing.get_context("forkserver").set_forkserver_preload([fn.__module__])
 
     def _start(self, fn: Callable[..., Any]) -> ProcessPoolExecutor:
         with self._starting:  # the calling thread and the hand-over thread may both start the pool
             if self._executor is None:
-                context = multiprocessing.get_context(self.start_method)
                 if self.start_method == "forkserver":
-                    # Imported once by the fork server (if this process has not started one yet), not by each worker.
-                    context.set_forkserver_preload([fn.__module__])
-                self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+                    self._preload(fn)
+                self._executor = ProcessPoolExecutor(max_workers=self.workers,
+                                                     mp_context=multiprocessing.get_context(self.start_method))
             return self._executor
 
     def shutdown(self, *, wait: bool = True) -> None:

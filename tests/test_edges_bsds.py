@@ -26,10 +26,9 @@ from foresight_eval.engine import score
 from foresight_eval.options import ScoreOptions
 from foresight_eval.errors import UsageError
 from foresight_eval.metrics.registry import create
-from foresight_eval.metrics import edges
-from foresight_eval.metrics.edges import (
-    bsds_edge_counts, bsds_scores, bsds_thresholds, edge_precision_recall_f1, max_edge_matching,
-)
+from foresight_eval.metrics import edge_matching
+from foresight_eval.metrics.edge_matching import bsds_edge_counts, edge_precision_recall_f1, max_edge_matching
+from foresight_eval.metrics.edges import bsds_scores, bsds_thresholds
 from tests.parity import assert_parity
 
 DIAGONAL_128x96 = math.hypot(96, 128)
@@ -85,12 +84,12 @@ def test_pixel_pairs_within_the_radius_are_the_k_d_trees(rng, radius, way, monke
     """The offset look-up finds exactly the pairs SciPy's k-d tree finds, boundary distances included
     (integer radii and square roots of integers put pixels exactly on the circle), also when the look-up
     runs in blocks; and the k-d tree's lists come out as the same index arrays."""
-    monkeypatch.setattr(edges, "_LOOKUP_BLOCK", 500)  # several blocks on these maps
-    monkeypatch.setattr(edges, "_MOST_OFFSETS", 10**9 if way == "look-up" else 0)
+    monkeypatch.setattr(edge_matching, "_LOOKUP_BLOCK", 500)  # several blocks on these maps
+    monkeypatch.setattr(edge_matching, "_MOST_OFFSETS", 10**9 if way == "look-up" else 0)
     for density in (0.02, 0.3):
         pred, ref = rng.random((37, 53)) < density, rng.random((37, 53)) < density
         pred_points, ref_points = np.argwhere(pred), np.argwhere(ref)
-        found = edges._pairs_within(pred_points, ref_points, pred.shape, radius)
+        found = edge_matching._pairs_within(pred_points, ref_points, pred.shape, radius)
         neighbours = cKDTree(ref_points).query_ball_point(pred_points, r=radius)
         expected = {(row, column) for row, columns in enumerate(neighbours) for column in columns}
         assert set(zip(*(part.tolist() for part in found))) == expected

@@ -13,7 +13,8 @@ from skimage.feature import canny as skimage_canny
 from fixtures import synthetic
 from foresight_eval.io.clips import open_clip
 from foresight_eval.metrics.edges_torch import STRONG, WEAK, canny, canny_candidates, hysteresis
-from foresight_eval.metrics.edges import edge_f1, edge_precision_recall_f1, link_edges
+from foresight_eval.metrics.edge_matching import edge_precision_recall_f1, link_edges
+from foresight_eval.metrics.edges import edge_f1
 from tests.parity import assert_parity
 
 

@@ -171,6 +171,24 @@ def test_work_is_handed_over_once_its_inputs_are_ready_and_the_caller_does_not_w
     assert INLINE.map_when_ready(gate, fail_on_frame, [5], [-1]).result() == [5.0]  # inline: waits, then works
 
 
+def test_warm_up_starts_the_fork_server_and_leaves_the_workers_to_the_first_hand_over(monkeypatch):
+    """Setting up edge_f1 starts the fork server, which imports the work's module meanwhile; forking the
+    workers is left to the first hand-over (the pool's thread), off the thread that drives the device."""
+    from multiprocessing import forkserver
+
+    pool, started = WorkerPool(2), []
+    if pool.start_method != "forkserver":
+        pytest.skip("no fork server on this platform: the workers are spawned on the first hand-over")
+    ensure_running = forkserver.ensure_running
+    monkeypatch.setattr(forkserver, "ensure_running", lambda: started.append(ensure_running()))
+    with pool:
+        pool.warm_up(fail_on_frame)
+        assert len(started) == 1 and pool._executor is None  # the server, no worker
+        assert fail_on_frame.__module__ in forkserver._forkserver._preload_modules
+        assert pool.map_when_ready(None, fail_on_frame, [4, 5], [-1, -1]).result() == [4.0, 5.0]
+    assert WorkerPool(0).warm_up(fail_on_frame) is None and len(started) == 1  # inline: nothing to start
+
+
 def test_host_copies_of_cpu_tensors_are_the_tensors():
     tensor = torch.arange(6, dtype=torch.uint8).view(2, 3)
     (array, other), ready = to_host_async(tensor, tensor + 1)

@@ -21,7 +21,8 @@ from foresight_eval.io.annotations import load_reference_annotations, load_spati
 from foresight_eval.io.clips import open_clip
 from foresight_eval.metrics.motion import binary_iou, motion_masks, weighted_iou
 from foresight_eval.metrics.objects import box_iou_matrix, mask_iou_matrix, matched_mean_iou
-from foresight_eval.metrics.edges import edge_f1, edge_maps, edge_match_counts, edge_precision_recall_f1
+from foresight_eval.metrics.edge_matching import edge_match_counts, edge_precision_recall_f1
+from foresight_eval.metrics.edges import edge_f1, edge_maps
 from tests.parity import assert_parity
 
 SPATIAL = ["motion_iou", "motion_iou_st", "motion_iou_weighted", "edge_f1", "box_iou", "mask_iou"]

@@ -15,7 +15,7 @@ Step 4 is a connected-component labelling in scikit-image; here (:func:`hysteres
 dilation of the strong pixels inside the weak ones until nothing changes, which reaches exactly the same
 components and runs as a handful of pooling ops per iteration on a GPU, but must ask the GPU whether it has
 converged. ``edge_f1`` on a GPU therefore takes steps 1-3 only (:func:`canny_candidates`) and labels the
-components on the CPU in its worker processes (``edges.link_edges``), so that its host never waits.
+components on the CPU in its worker processes (``edge_matching.link_edges``), so that its host never waits.
 Everything runs in float64 by default, as scikit-image does, so the maps agree to the last pixel but for
 magnitude ties at the thresholds (tests/test_edges_torch.py measures it).
 """
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from foresight_eval.metrics.base import conv_per_image, device_constant
+from foresight_eval.metrics.edge_matching import STRONG, WEAK
 
 # skimage.color.rgb2gray: ITU-R BT.709 luma weights on linear values.
 RGB2GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
@@ -113,7 +114,6 @@ def gray(frames: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tens
     return (frames.to(dtype) * weights).sum(dim=1, keepdim=True)
 
 
-WEAK, STRONG = 1, 2  # the values of canny_candidates
 
 
 def canny(frames: torch.Tensor, *, sigma: float = 1.0, low_threshold: float = 0.1, high_threshold: float = 0.2,
@@ -130,7 +130,7 @@ def canny_candidates(frames: torch.Tensor, *, sigma: float = 1.0, low_threshold:
     """Canny's steps 1-3 of (B, 3, H, W) RGB frames in [0, 1]: (B, H, W) uint8 on the frames' device, ``WEAK``
     where a pixel survives non-maximum suppression and the low threshold, ``STRONG`` where it also reaches the
     high one, else 0. No step waits for the host, so a GPU's queue keeps running; step 4 (:func:`hysteresis`
-    here, ``edges.link_edges`` on the CPU) makes them edges."""
+    here, ``edge_matching.link_edges`` on the CPU) makes them edges."""
     if low_threshold > high_threshold:
         raise ValueError("low_threshold should be lower than high_threshold")
     smoothed = smooth(gray(frames, dtype), sigma)
