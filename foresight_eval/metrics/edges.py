@@ -10,7 +10,7 @@ the reference's luminance >= 0.5 is its edges, the prediction's luminance is an 
 
 ``mode=frame`` (default): precision, recall and F1 per frame, the clip's value the mean over frames.
 ``matching=exact``: one-to-one matching as BSDS does; the matched count is that of a maximum
-bipartite matching between edge pixels within the tolerance (:func:`max_edge_matching`).
+bipartite matching between edge pixels within the tolerance (:func:`.edge_matching.max_edge_matching`).
 ``matching=approx``: a pixel counts as matched if any edge pixel of the other map lies within the
 tolerance (OpenCV's exact Euclidean distance transform); it is not one to one, so it is never below
 the exact value. Precision = matched predicted / predicted pixels, recall = matched reference /
@@ -31,7 +31,7 @@ scores 0. ``value`` is the ODS F1 (one threshold for the whole set, interpolated
 thresholds in 100 steps as BSDS's ``maxF``); OIS pools each frame's counts at that frame's best
 threshold. BSDS matches with a min-cost assignment (``correspondPixels``: distances, and an unmatched
 pixel at 100 x the radius) on a sparse random outlier graph; since an unmatched pixel costs far more
-than any distance, it maximises the matched count, which :func:`max_edge_matching` computes exactly.
+than any distance, it maximises the matched count, which :func:`.edge_matching.max_edge_matching` computes exactly.
 docs/edges-and-detection.md gives the measured parity with pyEdgeEval.
 """
 
