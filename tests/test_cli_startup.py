@@ -70,7 +70,6 @@ def test_registering_the_metrics_imports_no_torchvision():
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-
 def test_the_worker_side_of_edge_f1_imports_no_torch():
     """The metric workers' fork server imports the module of the work handed over before the first worker
     starts (seconds with torch, on the GPU's host): edge_f1's worker functions live in a module without it,
