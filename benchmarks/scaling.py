@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clips", type=int, default=64)
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--size", default="256x256", help="WIDTHxHEIGHT")
-    parser.add_argument("--metrics", default="psnr,ssim,lpips")
+    parser.add_argument("--metrics", default="psnr,ssim,lpips", help="comma-separated, or 'default': the default suite")
     parser.add_argument("--device", default="cuda", help="cuda: one GPU per rank; cpu for a dry run")
     parser.add_argument("--launchers", default="torchrun", help="torchrun, launch, or both: torchrun,launch")
     parser.add_argument("--json", type=Path, help="also write the figures and every rank's phases here")
@@ -68,8 +68,9 @@ def measure(args: argparse.Namespace) -> dict:
         for ranks, launcher in ((int(r), name) for r in args.ranks.split(",") for name in args.launchers.split(",")):
             out = tmp / f"run{ranks}-{launcher}"
             command = [*launchers[launcher], str(ranks), *(["-m", "foresight_eval"] if launcher == "torchrun" else []),
-                       "score", str(preds), str(refs), "-m", args.metrics, "--device", args.device,
-                       "--out", str(out), "--json"]
+                       "score", str(preds), str(refs), *(["-m", args.metrics] if args.metrics != "default" else []),
+                       "--device", args.device, "--out", str(out), "--json",
+                       "--no-cache"]  # no run reads what an earlier one cached of the same references
             start = time.perf_counter()
             done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "4"})
             if done.returncode != 0:

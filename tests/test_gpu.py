@@ -102,3 +102,54 @@ def test_torch_motion_masks_on_cuda_are_the_cpus_bit_for_bit(fixtures_dir):
     assert masks["cpu"][1:].any()
     assert_parity("torch motion masks cuda vs cpu (fraction of pixels differing)",
                   (masks["cuda"] != masks["cpu"]).double().mean(), torch.tensor(0.0), atol=0)
+
+
+def test_tc_and_edge_f1_from_cuda_graphs_equal_eager_runs(fixtures_dir, monkeypatch):
+    """tc and tc_delta (SSIM moments) and edge_f1 (Canny's steps 1-3) replay CUDA graphs once a batch shape
+    repeats (three clips, three batches each): the values of a run with graphs off."""
+    def run():
+        result = score(fixtures_dir / "preds" / "shift_mild", fixtures_dir / "refs",
+                       ["tc", "tc_delta", "edge_f1"], options=ScoreOptions(context=4, batch_size=6),
+                       device="cuda", resources={"cache_dir": None})
+        assert all(pair.ok for pair in result.pairs)
+        return {name: [pair.values[name] for pair in result.pairs] for name in ("tc", "tc_delta", "edge_f1")}
+
+    graphed = run()
+    monkeypatch.setenv("FORESIGHT_EVAL_CUDA_GRAPHS", "0")
+    eager = run()
+    for name, tolerance in (("tc", 1e-12), ("tc_delta", 1e-12), ("edge_f1", 0)):
+        assert_parity(f"{name} cuda, graphs vs eager", graphed[name], eager[name], atol=tolerance)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_graphs_are_captured_and_replayed_on_the_gpu_of_their_inputs(fixtures_dir):
+    """The second rank of a two-GPU run scores on cuda:1 while cuda:0 is current: the graph is captured and
+    replayed there (no warning, graphs stay on), and the replays equal eager runs; through the engine, a run on
+    cuda:1 equals one on cuda:0."""
+    import warnings
+
+    from foresight_eval.io.clips import open_clip
+    from foresight_eval.metrics.graphs import GraphedFunction
+    from foresight_eval.metrics.temporal import _consecutive_warp_error_torch
+
+    assert torch.cuda.current_device() == 0
+    frames = torch.stack([torch.from_numpy(f) for f in open_clip(fixtures_dir / "refs" / "clip01.mp4").frames()])
+    frames = frames.permute(0, 3, 1, 2).float().div(255).to("cuda:1")
+    first, second = frames[:9], frames[9:18]
+    graphed = GraphedFunction(_consecutive_warp_error_torch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        runs = [graphed(first, occlusion="lai") for _ in range(3)]  # run, capture, replay
+        replayed_second = graphed(second, occlusion="lai")
+    assert graphed.capturing and len(graphed._graphs) == 1
+    for run in runs:
+        assert torch.equal(run, _consecutive_warp_error_torch(first, occlusion="lai"))
+    assert torch.equal(replayed_second, _consecutive_warp_error_torch(second, occlusion="lai"))
+
+    metrics = ["warp_error", "tc", "edge_f1", "motion_iou"]
+    runs = {device: score(fixtures_dir / "preds" / "shift_mild", fixtures_dir / "refs", metrics,
+                          options=ScoreOptions(context=4, batch_size=6), device=device, resources={"cache_dir": None})
+            for device in ("cuda:0", "cuda:1")}
+    for metric in metrics:
+        values = {device: [pair.values[metric] for pair in run.pairs] for device, run in runs.items()}
+        assert values["cuda:1"] == values["cuda:0"], metric

@@ -262,6 +262,26 @@ def _warp_error_torch(earlier: torch.Tensor, later: torch.Tensor, gray: torch.Te
     return torch.where(count > 0, total / count.clamp(min=1), squared.flatten(1).mean(dim=1))
 
 
+def consecutive_ssim_of_moments(frames: torch.Tensor, *previous: torch.Tensor,
+                                 **kwargs: Any) -> tuple[torch.Tensor, ...]:
+    """SSIM (:func:`~foresight_eval.metrics.structural.ssim`'s keyword arguments) of each frame of ``frames``
+    (N, C, H, W) with the one before it, from the frames' :func:`ssim_moments`: (N - 1,) values, or (N,) when
+    ``previous`` gives the moments of the frame before ``frames[0]`` (``images``, ``mean``, ``mean_square``
+    of :class:`SSIMMoments`). Also returns those three moments of the last frame, for the next call."""
+    moments = ssim_moments(frames.double(), **kwargs)
+    values = [ssim_of_moments(SSIMMoments(*previous), moments[:1], **kwargs)] if previous else []
+    if len(frames) > 1:
+        values.append(ssim_of_moments(moments[:-1], moments[1:], **kwargs))
+    last = moments[-1:].clone()  # not the whole batch's moments
+    empty = torch.zeros(0, dtype=torch.float64, device=frames.device)  # a one-frame first batch: no pair
+    return (torch.cat(values) if values else empty), last.images, last.mean, last.mean_square
+
+
+# About 50 kernels per batch on a GPU: replayed from CUDA graphs there (metrics/graphs.py), shared by tc and
+# tc_delta and kept for the process, as warp_error's.
+_consecutive_ssim_graphed = GraphedFunction(consecutive_ssim_of_moments)
+
+
 # ---- stateful wrappers -----------------------------------------------------------------------------
 
 class _TemporalSSIM(ConsecutivePairMetric):
@@ -292,15 +312,13 @@ class _TemporalSSIM(ConsecutivePairMetric):
             if len(sequence) < 2:  # a one-frame first batch: no pair
                 return torch.zeros(0, dtype=torch.float64), None
             return self.pair_values(sequence[:-1], sequence[1:]), None
-        moments = ssim_moments(frames.double(), **kwargs)
-        values = []
-        if last is not None:  # carried is None after a batch read from the reference cache
-            previous = carried if carried is not None else ssim_moments(last.double(), **kwargs)
-            values.append(ssim_of_moments(previous, moments[:1], **kwargs))
-        if len(frames) > 1:
-            values.append(ssim_of_moments(moments[:-1], moments[1:], **kwargs))
-        empty = torch.zeros(0, dtype=torch.float64, device=frames.device)  # a one-frame first batch: no pair
-        return (torch.cat(values) if values else empty), moments[-1:].clone()  # not the whole batch's moments
+        if last is None:
+            previous = ()
+        else:  # carried is None after a batch read from the reference cache
+            moments = carried if carried is not None else ssim_moments(last.double(), **kwargs)
+            previous = (moments.images, moments.mean, moments.mean_square)
+        values, *moments_of_last = _consecutive_ssim_graphed(frames, *previous, **kwargs)
+        return values, SSIMMoments(*moments_of_last)
 
 
 @register
