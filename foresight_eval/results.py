@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import re
@@ -148,11 +149,7 @@ class RunResult:
               *(_media_cell(p.media.get(k)) for k in media), *(_cell(p.values.get(n)) for n in names)]
              for p in self.pairs),
         ))
-        write_atomic(run_dir / PER_FRAME_FILE, _csv(
-            ["video", *seed, "horizon", "frame", "metric", "value"],
-            ([p.video, *([p.seed] if seed else []), h, f, name, _cell(v)]
-             for p in self.pairs for name, rows in p.per_frame.items() for h, f, v in rows),
-        ))
+        write_atomic(run_dir / PER_FRAME_FILE, _per_frame_csv(self.pairs, seeded=bool(seed)))
         # The summary goes last: its presence marks a complete run folder.
         write_json_atomic(run_dir / SUMMARY_FILE, self.summary_dict())
         return run_dir
@@ -212,12 +209,39 @@ def _media_cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _csv_writers(buffer: io.StringIO) -> dict[int, Any]:
+    """A csv writer into ``buffer`` for each quoting :func:`csv_quoting` may choose."""
+    return {quoting: csv.writer(buffer, lineterminator="\n", quoting=quoting)
+            for quoting in (csv.QUOTE_MINIMAL, csv.QUOTE_ALL)}
+
+
 def _csv(header: list[str], rows) -> str:
     buffer = io.StringIO()
-    writers = {quoting: csv.writer(buffer, lineterminator="\n", quoting=quoting)
-               for quoting in (csv.QUOTE_MINIMAL, csv.QUOTE_ALL)}
+    writers = _csv_writers(buffer)
     for row in (header, *rows):
         writers[csv_quoting(row)].writerow(row)
+    return buffer.getvalue()
+
+
+def _per_frame_csv(pairs: list[PairResult], *, seeded: bool) -> str:
+    """``per_frame.csv``: video, [seed,] horizon, frame, metric, value; one row per frame of each clip and
+    metric. Written a (clip, metric) block at a time: the block's text cells are those of every row, so its
+    quoting is chosen once, and the csv module's ``writerows`` writes the rows. Twice as fast as row by row
+    (256 clips x 48 frames x 15 metrics: 0.41-0.62 -> 0.26 s on two cores): after a multi-GPU run rank 0
+    writes every rank's rows alone."""
+    buffer = io.StringIO()
+    writers = _csv_writers(buffer)
+    header = ["video", *(["seed"] if seeded else []), "horizon", "frame", "metric", "value"]
+    writers[csv.QUOTE_MINIMAL].writerow(header)
+    for pair in pairs:
+        text = (pair.video, pair.seed) if seeded else (pair.video,)
+        for name, rows in pair.per_frame.items():
+            if not rows:
+                continue
+            horizons, frames, values = zip(*rows)
+            repeated = [itertools.repeat(cell) for cell in text]
+            writers[csv_quoting((*text, name))].writerows(
+                zip(*repeated, horizons, frames, itertools.repeat(name), map(_cell, values)))
     return buffer.getvalue()
 
 

@@ -19,10 +19,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import numpy as np
+
+from foresight_eval.workers import usable_cpus
 
 
 def _scipy_stats():
@@ -35,6 +38,8 @@ def _scipy_stats():
 
 # Memory of one SciPy bootstrap call of means_with_ci (its resampled values): 256 clips' samples in rows of 16.
 RESAMPLED_BYTES_PER_CALL = 64 << 20
+# Calls of means_with_ci at once, in threads: at most this many times RESAMPLED_BYTES_PER_CALL held.
+BOOTSTRAP_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,9 @@ def means_with_ci(samples: Sequence[np.ndarray], config: BootstrapConfig = Boots
     after every torchrun run). Samples of one length are resampled together along their last axis with the
     same seeded generator, which draws the same indices for each row as for the sample alone: the same
     resamples, so the same values, but for NumPy's summation order over a stacked array (equal for short
-    samples, a few units in the last place at 256 values; tests/test_statistics.py checks both)."""
+    samples, a few units in the last place at 256 values; tests/test_statistics.py checks both). The calls
+    run in up to :data:`BOOTSTRAP_THREADS` threads (memory: that many calls' resamples at once): a default
+    run of 256 clips x 48 frames (15 metrics) makes 46 calls: 1.3 s in turn on two cores, 0.6-0.7 s in two threads."""
     samples = [np.asarray(sample, dtype=np.float64) for sample in samples]
     estimates: list[Estimate | None] = []
     by_length: dict[int, list[int]] = defaultdict(list)
@@ -98,15 +105,24 @@ def means_with_ci(samples: Sequence[np.ndarray], config: BootstrapConfig = Boots
         else:
             estimates.append(None)
             by_length[values.size].append(index)
+    calls: list[list[int]] = []  # per SciPy call, the samples it resamples together
     for length, same_length in by_length.items():
         # SciPy holds every resample of a call at once: rows x n_resamples x length float64 values.
         rows_per_call = max(1, RESAMPLED_BYTES_PER_CALL // (8 * config.n_resamples * length))
-        for start in range(0, len(same_length), rows_per_call):
-            indices = same_length[start:start + rows_per_call]
-            interval = _scipy_stats().bootstrap(
-                (np.stack([samples[index] for index in indices]),), np.mean, axis=-1,
-                confidence_level=config.confidence, n_resamples=config.n_resamples, method=config.method,
-                rng=np.random.default_rng(config.seed)).confidence_interval
+        calls.extend(same_length[start:start + rows_per_call] for start in range(0, len(same_length), rows_per_call))
+
+    scipy_stats = _scipy_stats() if calls else None  # imported here, not by several threads at once
+
+    def intervals(indices: list[int]):
+        return scipy_stats.bootstrap(
+            (np.stack([samples[index] for index in indices]),), np.mean, axis=-1,
+            confidence_level=config.confidence, n_resamples=config.n_resamples, method=config.method,
+            rng=np.random.default_rng(config.seed)).confidence_interval
+
+    # Each call draws from its own seeded generator, so calls in parallel threads give the values of calls in
+    # turn; NumPy's resampling, means and percentiles release the GIL.
+    with ThreadPoolExecutor(max(1, min(BOOTSTRAP_THREADS, usable_cpus(), len(calls)))) as pool:
+        for indices, interval in zip(calls, pool.map(intervals, calls)):
             for row, index in enumerate(indices):
                 estimates[index] = Estimate(float(samples[index].mean()), float(interval.low[row]),
                                             float(interval.high[row]), int(samples[index].size))

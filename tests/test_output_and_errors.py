@@ -97,3 +97,23 @@ def test_manifest_hashes_annotation_inputs(fixtures_dir):
         "annotations": {"root": str(refs), "sha256": {"refs.json": sha256_file(refs)}},
         "detections": {"root": str(detections), "sha256": {"blur_mild.json": sha256_file(detections)}},
     }
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+def test_per_frame_csv_written_in_blocks_equals_row_by_row(seeded):
+    """per_frame.csv is written a (clip, metric) block at a time: byte for byte the row-by-row table, hostile
+    names (a carriage return, a quote, a comma, a leading '=') quoted as there, empty and error rows left out."""
+    from foresight_eval.results import PairResult, _cell, _csv, _per_frame_csv
+
+    names = ["plain.mp4", "cr\rname.mp4", 'quote"d.mp4', "comma,name.mp4", "=formula.mp4"]
+    pairs = [PairResult(video, "p", "r", seed=f"seed{i % 2}" if seeded else "",
+                        per_frame={"psnr": [(h, h + 4, 30.0 + h / 7) for h in range(3)], "m\rx": [(0, 4, -0.1)],
+                                   "empty": []})
+             for i, video in enumerate(names)]
+    pairs.append(PairResult("failed.mp4", "p", "r", status="error", error="bad", seed="seed0" if seeded else ""))
+    seed = ["seed"] if seeded else []
+    row_by_row = _csv(["video", *seed, "horizon", "frame", "metric", "value"],
+                      ([p.video, *([p.seed] if seeded else []), h, f, name, _cell(v)]
+                       for p in pairs for name, rows in p.per_frame.items() for h, f, v in rows))
+    assert _per_frame_csv(pairs, seeded=seeded) == row_by_row
+    assert len(list(csv.reader(io.StringIO(row_by_row)))) == 1 + 4 * len(names)

@@ -123,10 +123,11 @@ def test_minimum_detectable_effect():
 @pytest.mark.parametrize("method", ["percentile", "BCa", "basic"])
 def test_per_horizon_estimates_equal_one_bootstrap_per_sample(method, rows_per_call, monkeypatch):
     """means_with_ci (one SciPy call per sample length, or per few rows of a length where the resamples would
-    take too much memory) gives what mean_with_ci gives for each sample alone: lengths 0 to 7, constant
-    samples, a NaN, repeated lengths in any order."""
+    take too much memory; calls in parallel threads) gives what mean_with_ci gives for each sample alone:
+    lengths 0 to 7, constant samples, a NaN, repeated lengths in any order."""
     from foresight_eval import stats
 
+    monkeypatch.setattr(stats, "usable_cpus", lambda: 4)  # threads, whatever this machine has
     if rows_per_call:  # the memory bound of a call: rows_per_call samples of length 7 (more of shorter ones)
         monkeypatch.setattr(stats, "RESAMPLED_BYTES_PER_CALL", 8 * 500 * 7 * rows_per_call)
     rng = np.random.default_rng(3)
