@@ -63,6 +63,15 @@ def test_a_metric_and_its_delta_compute_the_shared_part_once(clips, calls, metri
     assert both[part] == delta_alone[part]
 
 
+def test_frozen_shares_the_frame_differences_of_flicker_and_flicker_delta(clips, calls):
+    """frozen thresholds both sides' frame differences: the ones flicker_delta computes, not its own."""
+    _, delta = _run(clips, ["flicker_delta"], calls)
+    frozen_run, frozen = _run(clips, ["frozen"], calls)
+    all_run, together = _run(clips, ["flicker", "flicker_delta", "frozen"], calls)
+    assert delta["difference"] > 0 and frozen["difference"] == delta["difference"] == together["difference"]
+    assert frozen_run.pairs[0].values["frozen"] == all_run.pairs[0].values["frozen"]
+
+
 def test_the_three_motion_ious_compute_the_masks_once(clips, calls):
     _, one = _run(clips, ["motion_iou"], calls)
     _, three = _run(clips, ["motion_iou", "motion_iou_st", "motion_iou_weighted"], calls)

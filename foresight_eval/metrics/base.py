@@ -380,6 +380,12 @@ class ConsecutivePairMetric(FrameBatchMetric):
         """The quantity for each pair: (N, 3, H, W) twice in, (N,) out."""
         raise NotImplementedError
 
+    def pair_params(self) -> dict[str, Any]:
+        """The parameters :meth:`pair_values` depends on: every parameter unless a metric says fewer. With the
+        method itself they name the pair values shared between metrics and cached across runs, so a metric
+        whose parameters apply after the pair values (``frozen``'s threshold) shares them with one that has none."""
+        return self.params
+
     def setup(self, context: RunContext) -> None:
         super().setup(context)
         # The reference's pair values depend on its frames only: cached across runs when a cache folder is set
@@ -387,7 +393,7 @@ class ConsecutivePairMetric(FrameBatchMetric):
         pair_values = type(self).pair_values
         self._ref_cache = ReferenceCache.from_resources(
             context.resources, f"{pair_values.__module__}.{pair_values.__qualname__}",
-            {**self.params, "device_type": context.device.type})
+            {**self.pair_params(), "device_type": context.device.type})
 
     def reset(self) -> None:
         self._last: dict[str, torch.Tensor] = {}  # "pred" / "ref" -> the last frame seen (or its features)
@@ -442,7 +448,7 @@ class ConsecutivePairMetric(FrameBatchMetric):
 
         # A metric and its delta compute the same pair values from the same batches: the first computes,
         # the other reuses them and what they carry (the key holds everything the values depend on).
-        key = (type(self).pair_values, role, last is None, tuple(sorted(self.params.items())))
+        key = (type(self).pair_values, role, last is None, tuple(sorted(self.pair_params().items())))
         values, self._carried[role] = batch.shared(key, computed_or_cached)
         return values
 

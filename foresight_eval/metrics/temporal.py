@@ -442,11 +442,6 @@ class WarpErrorDelta(_WarpError):
     versus_reference = True
 
 
-def still_pairs(earlier: torch.Tensor, later: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Whether each consecutive pair is near-identical: mean absolute difference <= ``threshold``. (N,) bool."""
-    return frame_difference(earlier, later) <= threshold
-
-
 def longest_run(flags: list[bool]) -> int:
     longest = current = 0
     for flag in flags:
@@ -456,7 +451,7 @@ def longest_run(flags: list[bool]) -> int:
 
 
 @register
-class Frozen(ConsecutivePairMetric):
+class Frozen(_FrameDifference):
     info = MetricInfo(
         name="frozen",
         description="1 if the prediction stands still (consecutive frames' mean absolute difference <= threshold) "
@@ -471,13 +466,14 @@ class Frozen(ConsecutivePairMetric):
         super().reset()
         self._frozen: list[torch.Tensor] = []  # per batch; .tolist() at every batch would wait for a GPU
 
-    def pair_values(self, earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
-        return still_pairs(earlier, later, self.params["threshold"])
+    def pair_params(self) -> dict[str, Any]:
+        return {}  # the frame differences: flicker's, computed once for both (the threshold applies after)
 
     def update(self, batch: FrameBatch) -> None:
-        pred_still, ref_still = self._role_values(batch, "pred"), self._role_values(batch, "ref")
-        # .bool(): a one-frame first batch has no pairs, and its empty result is a float tensor
-        self._frozen.append(pred_still.bool() & ~ref_still.bool())
+        threshold = self.params["threshold"]
+        pred_still = self._role_values(batch, "pred") <= threshold
+        ref_still = self._role_values(batch, "ref") <= threshold
+        self._frozen.append(pred_still & ~ref_still)
         return None
 
     def compute(self) -> float:
