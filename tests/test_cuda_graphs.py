@@ -131,7 +131,7 @@ def test_metrics_that_replay_graphs_score_as_without_them(monkeypatch):
         return replay, fn(*tensors, **static)
 
     monkeypatch.setattr(graphs, "capture_cuda_graph", capture)
-    for module, name in ((temporal, "_consecutive_ssim_graphed"), (edges, "canny_candidates_graphed")):
+    for module, name in ((temporal, "_consecutive_ssim_graphed"), (edges, "_canny_candidates_graphed")):
         monkeypatch.setattr(module, name, GraphedFunction(getattr(module, name).fn))  # no graphs left behind
     monkeypatch.setattr(GraphedFunction, "graphs_run_on", staticmethod(lambda tensor: True))
     monkeypatch.setattr(temporal, "ssim_takes_opencv", lambda frames, window_size: False)

@@ -16,7 +16,7 @@ FRAMES, BATCH = 9, 4  # three batches: pairs bridge batch boundaries, masks carr
 COUNTED = {"ssim": (temporal, "ssim"),  # on the CPU tc takes ssim over the sequence (on a GPU ssim_moments)
             "difference": (temporal, "frame_difference"),
            "flow": (temporal, "optical_flow"), "masks": (motion, "motion_masks"), "edges": (edges, "edge_maps"),
-           "candidates": (edges, "canny_candidates_graphed")}  # edge_f1's torch path
+           "candidates": (edges, "_canny_candidates_graphed")}  # edge_f1's torch path
 
 
 @pytest.fixture(scope="module")

@@ -144,7 +144,7 @@ def bsds_scores(counts: np.ndarray, thresholds: np.ndarray) -> dict[str, Any]:
 
 # Steps 1-3 of Canny, about 75 kernels per batch: on a GPU replayed from CUDA graphs (metrics/graphs.py), kept
 # for the process, as a later run of the same frame size replays them without a new capture.
-canny_candidates_graphed = GraphedFunction(canny_candidates)
+_canny_candidates_graphed = GraphedFunction(canny_candidates)
 
 
 @register
@@ -224,9 +224,9 @@ class EdgeF1(FrameMetric):
         """The batch's reference Canny candidates: on the device, or on the CPU from the reference cache."""
         cache, params = getattr(self, "_ref_candidates_cache", None), self._canny_thresholds()
         if cache is None:
-            return canny_candidates_graphed(batch.ref, **params)
+            return _canny_candidates_graphed(batch.ref, **params)
         entry = cache((reference_sha256(batch),),
-                      lambda: {"candidates": canny_candidates_graphed(batch.ref, **params).cpu()})
+                      lambda: {"candidates": _canny_candidates_graphed(batch.ref, **params).cpu()})
         return entry["candidates"]
 
     def _frame_values(self, pred: torch.Tensor, batch: FrameBatch) -> Deferred:
@@ -236,7 +236,7 @@ class EdgeF1(FrameMetric):
         repeat = itertools.repeat(self.params["max_dist"]), itertools.repeat(self.params["matching"])
         if not self._canny_in_torch(pred):
             return self._pool.map(edge_f1_value, self._edges(pred), self._ref_edges(batch), *repeat, combine=_float64)
-        pred_candidates = canny_candidates_graphed(pred, **self._canny_thresholds())
+        pred_candidates = _canny_candidates_graphed(pred, **self._canny_thresholds())
         (pred_maps, ref_maps), ready = to_host_async(pred_candidates, self._ref_candidates(batch))
         return self._pool.map_when_ready(ready, edge_f1_of_candidates, pred_maps, ref_maps, *repeat, combine=_float64)
 
