@@ -101,6 +101,20 @@ def physics_iq_masks_opencv(frames_rgb_uint8: np.ndarray, threshold: int = 10) -
     return np.stack(masks) > 0
 
 
+def test_opencv_motion_masks_from_decoded_frames_equal_those_from_float_frames(fixtures_dir):
+    """The engine hands the OpenCV path the frames as decoded (8-bit), which it takes instead of rounding the
+    [0, 1] frames back to 8 bits: the same masks and background, bit for bit."""
+    decoded = torch.from_numpy(np.stack(list(open_clip(fixtures_dir / "preds" / "noise_strong" / "clip01.mp4").frames())))
+    frames = torch.from_numpy(np.divide(decoded.numpy(), np.float32(255), dtype=np.float32)).permute(0, 3, 1, 2)
+    first, background = motion_masks(frames[:7], backend="opencv", decoded=decoded[:7])
+    second, background = motion_masks(frames[7:], background, backend="opencv", decoded=decoded[7:])
+    expected_first, expected_background = motion_masks(frames[:7], backend="opencv")
+    expected_second, expected_background = motion_masks(frames[7:], expected_background, backend="opencv")
+    assert torch.cat([first, second])[1:].any()
+    assert torch.equal(torch.cat([first, second]), torch.cat([expected_first, expected_second]))
+    assert torch.equal(background, expected_background)
+
+
 def test_motion_masks_match_physics_iq_opencv(fixtures_dir):
     frames = _frames(fixtures_dir / "preds" / "noise_strong" / "clip01.mp4")
     reference = physics_iq_masks_opencv(np.rint(frames.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8))
