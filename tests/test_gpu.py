@@ -153,3 +153,24 @@ def test_graphs_are_captured_and_replayed_on_the_gpu_of_their_inputs(fixtures_di
     for metric in metrics:
         values = {device: [pair.values[metric] for pair in run.pairs] for device, run in runs.items()}
         assert values["cuda:1"] == values["cuda:0"], metric
+
+
+def test_warm_reference_cache_on_cuda_scores_as_no_cache(fixtures_dir, tmp_path):
+    """On a GPU, entries read back from the reference cache are copied to the device behind the queued work
+    (page-locked, non-blocking) and the motion masks' next key hashes the background's host copy: a cold and a
+    warm run score as a run without cache."""
+    from foresight_eval.metrics.base import to_device_async
+
+    host = torch.arange(12.0).view(3, 4)
+    assert torch.equal(to_device_async(host, torch.device("cuda")).cpu(), host)
+    metrics = ["tc_delta", "flicker_delta", "motion_iou", "motion_iou_st", "edge_f1"]
+
+    def run(resources):
+        result = score(fixtures_dir / "preds" / "shift_mild", fixtures_dir / "refs", metrics,
+                       options=ScoreOptions(context=4, batch_size=6), device="cuda", resources=resources)
+        assert all(pair.ok for pair in result.pairs)
+        return [pair.values for pair in result.pairs], [pair.per_frame for pair in result.pairs]
+
+    uncached = run({"cache_dir": None})
+    assert run({"cache_dir": tmp_path / "cache"}) == uncached  # cold: computed and written
+    assert run({"cache_dir": tmp_path / "cache"}) == uncached  # warm: read back

@@ -172,6 +172,16 @@ def to_host_async(*tensors: torch.Tensor) -> tuple[list[np.ndarray], torch.cuda.
     return [host.numpy() for host in hosts], event
 
 
+def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor.to(device)`` without waiting for the device: a host tensor bound for a GPU goes through
+    page-locked memory and is copied behind the queued work. From pageable memory CUDA synchronises the stream
+    before the copy (cudaMemcpyAsync's documented behaviour), so every reference-cache entry read back on a GPU
+    made the host wait for the GPU's whole queue."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -443,7 +453,8 @@ class ConsecutivePairMetric(FrameBatchMetric):
                 return {"values": values}
 
             # The entry depends on the previous batch's last frame too: named by that batch's digest.
-            values = cache((previous_digest, reference_sha256(batch)), compute)["values"].to(frames.device)
+            values = cache((previous_digest, reference_sha256(batch)), compute)["values"]
+            values = to_device_async(values, frames.device)
             return values, (passed_on[0] if passed_on else None)
 
         # A metric and its delta compute the same pair values from the same batches: the first computes,

@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
-from foresight_eval.metrics.base import FrameBatch, MetricInfo, RunContext, conv_per_image, device_constant
+from foresight_eval.metrics.base import (FrameBatch, MetricInfo, RunContext, conv_per_image, device_constant,
+                                         to_device_async)
 from foresight_eval.metrics.graphs import GraphedFunction
 from foresight_eval.metrics.physics_iq import (
     PIPELINE_DEFAULTS, Mp4vRoundTrip, WindowedFrameMetric, clip_fps, downscale_u8,
@@ -210,6 +211,9 @@ class MotionMaskStream:
         self.rate, self.roundtrip, self.downscale = rate, params["roundtrip"], params["downscale"]
         self.mask_params = {key: params[key] for key in ("threshold", "alpha", "morph_kernel")}
         self.background: torch.Tensor | None = None
+        # With a cache: the background as the last entry holds it, on the host, for the next key (hashing the
+        # device's copy would wait for the device at every batch).
+        self._background_on_host: torch.Tensor | None = None
         self.encoder: Mp4vRoundTrip | None = None
         # Reference masks across runs: the running background is part of the key and of the entry; the mp4v
         # round trip keeps encoder state that cannot be, so it is never cached. Without a cache folder there is
@@ -229,10 +233,14 @@ class MotionMaskStream:
                                               {**self.mask_params, "downscale": self.downscale, "backend": backend})
         if cache is None:
             return self._compute(frames, decoded)
-        entry = cache((frames_sha256 or frames, self.background),
-                      lambda: {"masks": self._compute(frames, decoded), "background": self.background})
-        self.background = entry["background"].to(frames.device)
-        return entry["masks"].to(frames.device)
+        def compute() -> dict[str, torch.Tensor]:
+            masks = self._compute(frames, decoded)
+            return {"masks": masks, "background": self.background.cpu()}  # stored on the host either way
+
+        entry = cache((frames_sha256 or frames, self._background_on_host), compute)
+        self._background_on_host = entry["background"]
+        self.background = to_device_async(entry["background"], frames.device)
+        return to_device_async(entry["masks"], frames.device)
 
     def _compute(self, frames: torch.Tensor, decoded: torch.Tensor | None) -> torch.Tensor:
         masks, self.background = motion_masks(frames, self.background, **self.mask_params, decoded=decoded)
