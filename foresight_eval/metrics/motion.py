@@ -233,6 +233,7 @@ class MotionMaskStream:
                                               {**self.mask_params, "downscale": self.downscale, "backend": backend})
         if cache is None:
             return self._compute(frames, decoded)
+
         def compute() -> dict[str, torch.Tensor]:
             masks = self._compute(frames, decoded)
             return {"masks": masks, "background": self.background.cpu()}  # stored on the host either way
