@@ -171,11 +171,12 @@ class WorkerPool:
         """Get the workers' start under way (from a metric's ``setup``, naming the function it will hand over):
         the fork server is started now and imports ``fn``'s module while the models load and the first
         batches decode; the workers themselves are forked from it on the first hand-over (by the pool's
-        hand-over thread for :meth:`map_when_ready`, off the thread that drives the device). Measured on the H200's host (benchmarks/RESULTS.md, the eighth session of issue
-        17): a fresh `score` run of the default suite took 9.2 s with every worker forked here, in the
-        calling thread (25-30 ms for 15 once the fork server is up, after its import in a fresh process),
-        against 8.2 s; 0.71 against 0.68 s a run in a process whose fork server is up. Forking them in the
-        hand-over thread at once was no better (8.5 s, 0.72 s): the scoring thread's set-up slowed beside it."""
+        hand-over thread for :meth:`map_when_ready`, off the thread that drives the device). Measured on the
+        H200's host (benchmarks/RESULTS.md, the eighth session of issue 17): a fresh `score` run of the
+        default suite took 9.2 s with every worker forked here, in the calling thread (25-30 ms for 15 once
+        the fork server is up, after its import in a fresh process), against 8.2 s; 0.71 against 0.68 s a run
+        in a process whose fork server is up. Forking them in the hand-over thread at once was no better
+        (8.5 s, 0.72 s): the scoring thread's set-up slowed beside it."""
         if self.workers and self.start_method == "forkserver":
             from multiprocessing import forkserver
 

@@ -114,8 +114,6 @@ def gray(frames: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tens
     return (frames.to(dtype) * weights).sum(dim=1, keepdim=True)
 
 
-
-
 def canny(frames: torch.Tensor, *, sigma: float = 1.0, low_threshold: float = 0.1, high_threshold: float = 0.2,
           dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Canny edges of (B, 3, H, W) RGB frames in [0, 1], as ``skimage.feature.canny(rgb2gray(frame), sigma,
