@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
+from av.video.reformatter import VideoReformatter
 
 from foresight_eval.errors import InputError
 from foresight_eval.io.clips import open_clip
@@ -20,6 +22,32 @@ def test_video_containers_decode_every_frame(tmp_path, suffix):
     assert decoded.shape == frames.shape and decoded.dtype == np.uint8
     error = np.abs(decoded.astype(int) - frames.astype(int)).mean()
     assert error == 0 if lossless else error < 12
+
+
+@pytest.mark.parametrize("suffix", sorted(CONTAINERS))
+def test_video_frames_equal_pyav_per_frame_rgb_conversion(tmp_path, suffix):
+    # the reader converts with one converter per stream (io/video.py, RGB_CONVERSION): PyAV's own per-frame
+    # conversion is the reference, to the bit
+    codec, pix_fmt, _ = CONTAINERS[suffix]
+    path = write_container(tmp_path / f"clip{suffix}", gradient_clip(n_frames=5, seed=3), codec, pix_fmt)
+    with av.open(str(path)) as container:
+        expected = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    decoded = list(open_clip(path).frames())
+    assert len(decoded) == len(expected) and all(np.array_equal(a, b) for a, b in zip(decoded, expected))
+
+
+def test_one_rgb_converter_follows_changes_of_size_format_and_range():
+    # what RGB_CONVERSION relies on: a converter reused across frames whose size, pixel format, colour space
+    # and range change converts each as the frame's own converter would
+    converter = VideoReformatter()
+    rng = np.random.default_rng(0)
+    for height, width, pix_fmt, colorspace, color_range in [(32, 48, "yuv420p", "ITU601", "MPEG"),
+                                                           (64, 96, "yuv420p", "ITU709", "JPEG"),
+                                                           (32, 48, "yuv444p", "ITU709", "MPEG"),
+                                                           (32, 48, "yuv420p", "ITU601", "MPEG")]:
+        frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), format="rgb24")
+        frame = frame.reformat(format=pix_fmt, dst_colorspace=colorspace, dst_color_range=color_range)
+        assert np.array_equal(converter.reformat(frame, format="rgb24").to_ndarray(), frame.to_ndarray(format="rgb24"))
 
 
 def test_frame_folder_is_read_in_natural_order(tmp_path):

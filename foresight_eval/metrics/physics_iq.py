@@ -33,6 +33,7 @@ import av
 import cv2
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 from foresight_eval.errors import UsageError
 from foresight_eval.metrics.base import FrameBatch, FrameMetric
@@ -105,17 +106,21 @@ class Mp4vRoundTrip:
         decoder = av.CodecContext.create("mpeg4", "r")
         decoder.extradata, decoder.thread_count = encoder.extradata, 1
         self.encoder, self.decoder, self.frames = encoder, decoder, 0
+        # one converter each way, kept: a frame's own builds FFmpeg's scaling context anew (io/video.py, RGB_CONVERSION)
+        self.to_yuv, self.to_bgr = VideoReformatter(), VideoReformatter()
 
     def __call__(self, masks: np.ndarray) -> np.ndarray:
         decoded = []
         for mask in masks:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(mask[:self.height, :self.width]), format="gray")
-            frame = frame.reformat(format="yuv420p", interpolation="BICUBIC")  # OpenCV's sws_getContext flag
+            # BICUBIC: OpenCV's sws_getContext flag
+            frame = self.to_yuv.reformat(frame, format="yuv420p", interpolation="BICUBIC")
             frame.pts = self.frames
             self.frames += 1
             for packet in self.encoder.encode(frame):
                 # Gray in, so chroma stays 128 and B = G = R after decoding: one channel keeps every value.
-                decoded.extend(image.to_ndarray(format="bgr24")[:, :, 0] for image in self.decoder.decode(packet))
+                decoded.extend(self.to_bgr.reformat(image, format="bgr24").to_ndarray()[:, :, 0]
+                               for image in self.decoder.decode(packet))
         if len(decoded) != len(masks):  # mpeg4 without B-frames, one thread: neither side holds frames back
             raise RuntimeError(f"mp4v round trip returned {len(decoded)} masks for {len(masks)}")
         return np.stack(decoded)
