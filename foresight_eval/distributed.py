@@ -8,6 +8,7 @@ so a given world size always gives each rank the same pairs.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -59,6 +60,15 @@ def rank_device(device: torch.device, world: World) -> torch.device:
     if world.distributed and device.type == "cuda" and device.index is None:
         return torch.device("cuda", world.local_rank % torch.cuda.device_count())
     return device
+
+
+def current_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context in which ``device`` (a GPU) is this thread's current CUDA device, the previous one restored
+    after; no-op for other devices. CUDA work that names no device goes to the current one: `torch.cuda.graph`
+    captures on a stream of it. Without this, rank 1 of a two-GPU run (scoring on ``cuda:1`` while ``cuda:0``
+    stayed current) had every CUDA graph capture fail and scored without graphs, at half rank 0's speed
+    (benchmarks/RESULTS.md, the tenth session)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def gather_to_main(payload: Any, world: World) -> list[Any] | None:

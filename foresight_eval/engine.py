@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from foresight_eval.distributed import current_world, rank_device, resolve_device
+from foresight_eval.distributed import current_device, current_world, rank_device, resolve_device
 from foresight_eval.driver import RunPhases, RunPlan, Task, manifest_inputs, run_plan
 from foresight_eval.errors import InputError, UsageError, field_ref
 from foresight_eval.feature_cache import CACHE_USE_RESOURCE, open_run_cache, tensor_sha256
@@ -358,7 +358,8 @@ def score(
 
     digest_refs = cache.root is not None and any(getattr(metric, "reads_reference_cache", False) for metric in active)
     phases.end("setup")
-    with run_context.pool:  # the metrics' worker processes end with this rank's share
+    # the metrics' worker processes end with this rank's share; graphs are captured on the run's device
+    with run_context.pool, current_device(torch_device):
         try:
             gathered = run_plan(plan, score_item, finish=score_previous,
                                 hash_inputs=lambda item: pair_input_hashes(item.pair, item.root, refs),

@@ -74,16 +74,19 @@ def capture_cuda_graph(fn: Callable[..., Any], tensors: tuple[torch.Tensor, ...]
     graph = torch.cuda.CUDAGraph()
     # thread_local: the other threads of a run (decoding into page-locked memory, handing copied maps to the
     # metric workers) keep calling CUDA while this one captures; only this thread's calls must be capturable.
+    # stream=side: torch.cuda.graph's own capture stream is made once per process, on whichever device was current
+    # then, and a capture on a stream of another device than its inputs' fails.
     try:
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
             outputs = fn(*inputs, **static)
     except Exception as exc:  # noqa: BLE001 - the warm-up above ran: whatever fails here is the capture's
         raise CaptureFailed(f"{type(exc).__name__}: {exc}") from exc
 
     def replay(new: tuple[torch.Tensor, ...]) -> Any:
-        for static_input, tensor in zip(inputs, new):
-            static_input.copy_(tensor)
-        graph.replay()
+        with torch.cuda.device(device):  # a graph is launched on the current device's stream
+            for static_input, tensor in zip(inputs, new):
+                static_input.copy_(tensor)
+            graph.replay()
         return _clone(outputs)
 
     return replay, first
