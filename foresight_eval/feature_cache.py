@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -20,12 +21,17 @@ from pathlib import Path
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from foresight_eval.io.files import write_atomic
 
 CACHE_ENV = "FORESIGHT_CACHE"
 CACHE_USE_RESOURCE = "cache_use"  # RunContext.resources key of the run's CacheUse (set by the engine)
+# Boolean maps (edges, motion masks: a byte per pixel in torch) are stored as packed bits, 8x smaller on disk
+# (the default suite's entries, 640x360: 53 -> 16 MB for 3 clips x 32 frames); the metadata key PACKED_BOOL + name
+# holds the tensor's shape.
+PACKED_BOOL = "packed_bool_shape:"
 
 
 def user_cache_dir() -> Path:
@@ -105,7 +111,7 @@ class FeatureCache:
         self.put_tensors(clip_sha256, {"features": features.detach().to("cpu", torch.float32)})
 
     def get_tensors(self, clip_sha256: str) -> dict[str, torch.Tensor] | None:
-        """Every tensor of the entry (on the CPU, dtypes as stored), or None: missing or unreadable."""
+        """Every tensor of the entry (on the CPU, dtypes and shapes as put), or None: missing or unreadable."""
         from safetensors import safe_open
 
         if self.folder is None:
@@ -117,6 +123,7 @@ class FeatureCache:
                 tensors = {name: handle.get_tensor(name) for name in handle.keys()}
             if metadata.get("clip_sha256") != clip_sha256 or metadata.get("fingerprint") != self.digest:
                 raise ValueError("keys do not match")
+            tensors = {name: _unpacked(tensor, metadata.get(PACKED_BOOL + name)) for name, tensor in tensors.items()}
         except Exception:  # noqa: BLE001 - missing, truncated or foreign: recompute
             self.misses += 1
             self.use.misses += 1
@@ -130,12 +137,29 @@ class FeatureCache:
 
         if self.folder is None or self.use.note is not None:  # no cache, or its folder cannot be written
             return
-        data = save({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()},
-                    metadata={"clip_sha256": clip_sha256, "fingerprint": self.digest})
+        stored, metadata = {}, {"clip_sha256": clip_sha256, "fingerprint": self.digest}
+        for name, tensor in tensors.items():
+            tensor = tensor.detach().cpu()
+            if tensor.dtype == torch.bool:
+                metadata[PACKED_BOOL + name] = json.dumps(list(tensor.shape))
+                tensor = torch.from_numpy(np.packbits(tensor.numpy().reshape(-1)))
+            stored[name] = tensor.contiguous()
+        data = save(stored, metadata=metadata)
         try:
             write_atomic(self._path(clip_sha256), data)
         except OSError as exc:  # a cache must not fail the clip
             self.use.write_failed(exc)
+
+
+def _unpacked(tensor: torch.Tensor, shape: str | None) -> torch.Tensor:
+    """A tensor as put: a boolean one from its packed bits and recorded shape (``shape`` None: stored as is)."""
+    if shape is None:
+        return tensor
+    dims = json.loads(shape)
+    count = math.prod(dims)
+    if tensor.dtype != torch.uint8 or tensor.shape != (-(-count // 8),):  # unpackbits would pad a short one
+        raise ValueError(f"packed bits of shape {tuple(tensor.shape)} for a {dims} map")
+    return torch.from_numpy(np.unpackbits(tensor.numpy(), count=count).view(np.bool_).reshape(dims))
 
 
 def tensor_sha256(*tensors: torch.Tensor | str | int | None) -> str:
@@ -173,7 +197,8 @@ class ReferenceCache:
     used outside a run caches only when its ``RunContext.resources`` names a ``cache_dir``."""
 
     def __init__(self, root: Path, computation: str, params: dict[str, Any], use: CacheUse | None = None):
-        self.store = FeatureCache(root, {"computation": computation, "params": params, "format": 1}, use)
+        # format 2: boolean maps packed (PACKED_BOOL); a version that wrote format 1 would misread them
+        self.store = FeatureCache(root, {"computation": computation, "params": params, "format": 2}, use)
 
     @classmethod
     def from_resources(cls, resources: dict[str, Any], computation: str,

@@ -131,3 +131,33 @@ def test_without_a_cache_no_reference_frames_are_hashed(fixtures_dir, monkeypatc
     run = score(fixtures_dir / "preds" / "shift_mild", fixtures_dir / "refs", names, device="cpu",
                 resources={"cache_dir": None})
     assert all(pair.ok for pair in run.pairs) and hashed == []
+
+
+def test_boolean_maps_are_stored_as_packed_bits_and_read_back_as_put(tmp_path):
+    from foresight_eval.feature_cache import FeatureCache
+
+    cache = FeatureCache(tmp_path, {"computation": "masks"})
+    generator = torch.Generator().manual_seed(0)
+    put = {"masks": torch.rand(3, 37, 53, generator=generator) > 0.5,  # 5,883 bits: not a whole number of bytes
+           "empty": torch.zeros(0, 4, dtype=torch.bool),
+           "background": torch.rand(37, 53, generator=generator, dtype=torch.float64)}
+    cache.put_tensors("a" * 64, put)
+    read = cache.get_tensors("a" * 64)
+    assert read.keys() == put.keys()
+    for name, tensor in put.items():
+        assert read[name].dtype == tensor.dtype and torch.equal(read[name], tensor), name
+    (entry,) = _entries(tmp_path)
+    assert entry.stat().st_size < 37 * 53 * 8 + 3 * 37 * 53 // 8 + 1024  # the masks as bits, not bytes
+
+
+def test_a_packed_entry_with_too_few_bits_is_recomputed(tmp_path):
+    from safetensors.torch import save_file
+
+    from foresight_eval.feature_cache import PACKED_BOOL, FeatureCache
+
+    cache = FeatureCache(tmp_path, {"computation": "masks"})
+    cache.put_tensors("b" * 64, {"masks": torch.ones(4, 8, 8, dtype=torch.bool)})
+    (entry,) = _entries(tmp_path)
+    save_file({"masks": torch.zeros(3, dtype=torch.uint8)}, str(entry),  # 24 bits for a (4, 8, 8) map
+              metadata={"clip_sha256": "b" * 64, "fingerprint": cache.digest, PACKED_BOOL + "masks": "[4, 8, 8]"})
+    assert cache.get_tensors("b" * 64) is None and cache.misses == 1
