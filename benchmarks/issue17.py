@@ -282,8 +282,10 @@ def scaling_figure(args: argparse.Namespace) -> tuple[dict, list[dict]]:
                  ["--clips", "256", "--frames", "48", "--size", "256x256"])
         report = reports[metrics] = scaling.measure(scaling.build_parser().parse_args(argv))
         one, two = report["runs"]["1 launch"], report["runs"]["2 launch"]
+        best = report["model"]["best_speed_up"]["2"] if "model" in report else float("nan")
         rows.append({"figure": f"2 ranks vs 1, {metrics} ({report['clips']} clips, {report['device']}, launch; "
-                               f"results identical: {two['results_identical']})",
+                               f"results identical: {two['results_identical']}; at best {best:.2f}x with the "
+                               f"one-rank run's fixed part)",
                      "baseline_s": one["wall_s"], "ours_s": two["wall_s"], "ratio": two["speed_up"], "goal": ">= 1.8x",
                      "met": two["speed_up"] >= 1.8 and two["results_identical"]})
     return reports, rows

@@ -1,6 +1,7 @@
 """Scaling of `score` over GPUs: wall time of the same run under `torchrun` with 1, 2, ... ranks (one
 GPU each), the throughput ratio, whether every world size wrote the same results, and where the time went
-(each rank's start-up, setup, scoring, gather and merge from the run's manifest.timings).
+(each rank's start-up, setup, scoring, gather and merge from the run's manifest.timings), and Amdahl's model of
+the one-rank run: what does not shrink with ranks, and the best speed-up that leaves at 2 and 8 ranks.
 
     python benchmarks/scaling.py --ranks 1,2 --clips 64 --frames 48 --size 256x256 [--launchers torchrun,launch]
 
@@ -95,6 +96,10 @@ def measure(args: argparse.Namespace) -> dict:
             "results_identical": same, "phases": phases[ranks, launcher]}
     report = {"clips": args.clips, "frames": args.frames, "size": args.size, "metrics": args.metrics,
               "device": args.device, "runs": runs}
+    single = next((run for run in runs.values() if run["ranks"] == 1 and run["phases"]), None)
+    if single is not None:
+        report["model"] = fixed_and_shared(single["wall_s"], single["phases"][0])
+        print("  " + describe_model(report["model"]))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return report
@@ -102,6 +107,30 @@ def measure(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     measure(build_parser().parse_args())
+
+
+def fixed_and_shared(wall: float, phases: dict[str, float]) -> dict:
+    """Amdahl's model of a one-rank run: the scoring S is shared out among n ranks, the rest F (start-up, set-up,
+    merge, writing and exit) is not, so n ranks take at best F + S / n. Returns F, S and the best speed-ups that
+    follow, at 2 and 8 ranks and with no limit on ranks, and the S that 1.8x on 2 ranks needs (8 F).
+
+    >>> model = fixed_and_shared(17.0, {"start_up": 4.0, "setup": 2.0, "scoring": 10.0, "merge": 0.5})
+    >>> model["fixed_s"], model["best_speed_up"]["2"], model["scoring_for_1.8x_on_2_s"]
+    (7.0, 1.416..., 56.0)
+    """
+    scoring = phases["scoring"]
+    fixed = wall - scoring
+    return {"fixed_s": fixed, "scoring_s": scoring,
+            "best_speed_up": {"2": wall / (fixed + scoring / 2), "8": wall / (fixed + scoring / 8),
+                              "unlimited": wall / fixed},
+            "scoring_for_1.8x_on_2_s": 8 * fixed}
+
+
+def describe_model(model: dict) -> str:
+    best = model["best_speed_up"]
+    return (f"model of the 1-rank run: fixed {model['fixed_s']:.1f} s, scoring {model['scoring_s']:.1f} s shared out; "
+            f"at best {best['2']:.2f}x on 2 ranks, {best['8']:.2f}x on 8, {best['unlimited']:.2f}x on any number; "
+            f"1.8x on 2 ranks needs scoring >= {model['scoring_for_1.8x_on_2_s']:.0f} s")
 
 
 def phase_split(wall: float, ranks: list[dict[str, float]]) -> str:
