@@ -43,7 +43,7 @@ def test_edge_f1_and_warp_error_on_cuda_equal_the_cpu(fixtures_dir):
 def test_cuda_graph_replays_equal_eager_runs(fixtures_dir):
     from foresight_eval.io.clips import open_clip
     from foresight_eval.metrics.graphs import GraphedFunction
-    from foresight_eval.metrics.temporal import _consecutive_warp_error_graphed, _consecutive_warp_error_torch
+    from foresight_eval.metrics.temporal import _consecutive_warp_error_torch
 
     frames = torch.stack([torch.from_numpy(f) for f in open_clip(fixtures_dir / "refs" / "clip01.mp4").frames()])
     frames = frames.permute(0, 3, 1, 2).float().div(255).cuda()
