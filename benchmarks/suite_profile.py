@@ -15,7 +15,9 @@ it. Each one drains the GPU's queue, so the host's launches and the GPU's work s
 time in its hooks (not synchronised), its kernels' count and GPU time; for the run, the GPU's busy time
 (the union of its kernels' intervals) against the wall time, and how long the scoring thread waited for
 decoded batches. Busy time near the wall time: the GPU is the bound; host time near it with many kernels:
-the launches are; long waits for batches: decoding is.
+the launches are; long waits for batches: decoding is. Then the run's timeline: the scoring thread's steps
+in order (a batch's metric hooks as one step), each decoding thread's stacked batches, with the GPU's busy
+share during each: where the pipeline stalls, and on what.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pipeline_throughput import decode_only  # noqa: E402
 from suite_speed import make_clips, timed  # noqa: E402
 
 from foresight_eval import RunContext, ScoreOptions, score  # noqa: E402
-from foresight_eval.decoding import Prefetched  # noqa: E402
+from foresight_eval.decoding import PairFrames, Prefetched  # noqa: E402
 from foresight_eval.distributed import resolve_device  # noqa: E402
 from foresight_eval.metrics.registry import metric_classes, prepare_metrics  # noqa: E402
 
@@ -119,6 +121,7 @@ ENGINE_STEPS = (
     ("foresight_eval.engine", None, "pair_clips", "run:pair clips"),
     ("foresight_eval.engine", None, "pair_input_hashes", "run:hash inputs"),
     ("foresight_eval.engine", None, "_to_device", "engine:to device"),
+    ("foresight_eval.engine", None, "_values_to_host", "engine:clip's values to the host"),
     ("foresight_eval.engine", None, "_record_per_frame", "engine:per-frame rows"),
     ("foresight_eval.engine", None, "summarize_study", "run:summaries and CIs"),
     ("foresight_eval.engine", None, "study_record", "run:study record"),
@@ -129,6 +132,94 @@ ENGINE_STEPS = (
     ("foresight_eval.workers", "WorkerPool", "__exit__", "run:pool shut-down"),
     ("foresight_eval.workers", "WorkerPool", "warm_up", "run:pool warm-up"),
 )
+
+
+def label_decoded_batches(stacked: list[tuple[int, float, float]]) -> None:
+    """Append (thread, start, end) in ``time.perf_counter`` seconds to ``stacked`` for each batch a decoding
+    thread stacks (``PairFrames._stack``); the profiler records no labels in those threads."""
+    original = PairFrames._stack
+
+    def timed(self, pending):
+        begin = time.perf_counter()
+        try:
+            return original(self, pending)
+        finally:
+            stacked.append((threading.get_ident(), begin, time.perf_counter()))
+    PairFrames._stack = timed
+
+
+def time_pool_tasks(tasks: list[tuple[int, float, float]]) -> None:
+    """Append (tasks, submitted, last done) in ``time.perf_counter`` seconds to ``tasks`` for each
+    ``WorkerPool.map`` that hands work to worker processes (its futures' completion as the parent sees it)."""
+    from foresight_eval.workers import WorkerPool
+
+    original = WorkerPool.map
+
+    def timed(self, fn, *iterables, **kwargs):
+        submitted = time.perf_counter()
+        deferred = original(self, fn, *iterables, **kwargs)
+        futures = getattr(deferred, "_futures", [])
+        if self.workers and futures:
+            record = [len(futures), submitted, submitted]
+            tasks.append(record)
+            def done(_, record=record):
+                record[2] = max(record[2], time.perf_counter())
+            for future in futures:
+                future.add_done_callback(done)
+        return deferred
+    WorkerPool.map = timed
+
+
+def print_timeline(events, kernels, stacked: list[tuple[int, float, float]], marker_s: float,
+                   pool_tasks: list[tuple[int, float, float]] = ()) -> None:
+    """The traced run in order: the scoring thread's labelled steps (consecutive metric hooks merged into
+    one "metrics" step) and the decoding threads' stacked batches (``stacked``; the event "run:marker" was
+    recorded at ``time.perf_counter() == marker_s``), in milliseconds from the first label, with the share
+    of each step's span during which the GPU ran a kernel or copy."""
+    import numpy as np
+
+    labels = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU
+              and e.name.split(":", 1)[0] in ("metric", "engine", "run")]
+    marker = next((e for e in labels if e.name == "run:marker"), None)
+    if marker is None:
+        return
+    start = min(e.time_range.start for e in labels)
+    to_trace_us = marker.time_range.start - marker_s * 1e6  # perf_counter seconds -> the trace's microseconds
+    bin_us = 50.0
+    end = max(e.time_range.end for e in labels + kernels)
+    busy = np.zeros(int((end - start) / bin_us) + 2, bool)
+    for kernel in kernels:
+        first, last = ((kernel.time_range.start - start) / bin_us, (kernel.time_range.end - start) / bin_us)
+        busy[max(0, int(first)):int(last) + 1] = True
+    main_thread = min(labels, key=lambda e: e.time_range.start if e.name.startswith("run:") else float("inf")).thread
+    # Outermost labels only: a nested one is inside its parent's span.
+    steps: list[list] = []
+    for event in sorted(labels, key=lambda e: (e.time_range.start, -e.time_range.end)):
+        thread = "scoring" if event.thread == main_thread else f"thread {event.thread % 10000}"
+        name = "metrics" if event.name.startswith("metric:") else event.name
+        begin, finish = (event.time_range.start - start) / 1e3, (event.time_range.end - start) / 1e3
+        same_thread = [step for step in steps if step[0] == thread]
+        if same_thread and finish <= same_thread[-1][3] + 1e-9:
+            continue  # nested
+        if same_thread and name == "metrics" and same_thread[-1][1] == "metrics":
+            same_thread[-1][3] = finish
+            continue
+        steps.append([thread, name, begin, finish])
+    threads = sorted({thread for thread, _, _ in stacked})
+    def trace_ms(seconds: float) -> float:
+        return (seconds * 1e6 + to_trace_us - start) / 1e3
+
+    steps += [[f"decoder {threads.index(thread)}", "decoded batch", trace_ms(begin), trace_ms(end)]
+              for thread, begin, end in stacked]
+    steps += [["pool", f"{count} tasks, submitted to done", trace_ms(begin), trace_ms(end)]
+              for count, begin, end in pool_tasks]
+    print("timeline (ms from the first label; GPU busy share of each span):")
+    for thread, name, begin, finish in sorted(steps, key=lambda step: step[2]):
+        span = busy[int(begin * 1e3 / bin_us):int(finish * 1e3 / bin_us) + 1]
+        share = f"{span.mean():4.0%}" if len(span) else "  - "
+        print(f"  {begin:8.1f} {finish:8.1f}  {share}  {thread:12s} {name}")
+    idle_tail = busy[int(max(s[3] for s in steps) * 1e3 / bin_us):]
+    print(f"  GPU busy after the last label: {idle_tail.sum() * bin_us / 1e3:.1f} ms")
 
 
 def label_engine_steps() -> None:
@@ -197,9 +288,15 @@ def trace(run, names: list[str]) -> None:
 
     label_metric_hooks(names)
     label_engine_steps()
+    stacked: list[tuple[int, float, float]] = []
+    label_decoded_batches(stacked)
+    pool_tasks: list = []
+    time_pool_tasks(pool_tasks)
     waited = [0.0]
     time_batch_waits(waited)
     with profile(activities=activities) as prof:
+        with torch.profiler.record_function("run:marker"):
+            marker_s = time.perf_counter()
         start = time.perf_counter()
         run()
         if torch.cuda.is_available():
@@ -232,6 +329,7 @@ def trace(run, names: list[str]) -> None:
         print("  step                            thread s   GPU idle s")
         for name, seconds, idle in rows:
             print(f"  {name:32s} {seconds:8.3f} {idle:12.3f}")
+    print_timeline(events, kernels, stacked, marker_s, pool_tasks)
 
 
 def count_synchronisations(run, device: torch.device) -> collections.Counter:

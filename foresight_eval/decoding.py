@@ -5,8 +5,8 @@ Peak host memory per clip pair is bounded by the queues, not by the clip's lengt
 ``2 * batch_size`` decoded frames per clip in the per-clip queues, plus ``PREFETCH_BATCHES + 2`` stacked
 batches (queued, being filled, being scored), each ``batch_size`` frames of prediction and reference:
 about ``(4 * batch_size + 2 * batch_size * (PREFETCH_BATCHES + 2)) * H * W * 3`` bytes for uint8 frames.
-The scoring engine decodes two clip pairs at a time (the next one starts while the current one is scored):
-twice that.
+The scoring engine decodes the clip pair it scores and the next one at a time, twice that; on a GPU the one it
+scores and ``engine.PAIRS_AHEAD_ON_DEVICE`` more (2: three times that).
 """
 
 from __future__ import annotations

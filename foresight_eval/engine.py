@@ -43,6 +43,26 @@ from foresight_eval.timing import PairStreams
 from foresight_eval.workers import Deferred, WorkerPool, default_workers
 
 
+# Clip pairs decoding ahead of the one being scored on a GPU. FFmpeg's frame threading holds a stream's first
+# frame back until about as many packets as threads are in (FFmpeg's choice: about one per CPU), so a 32-frame
+# clip gives its first batch when it is nearly all decoded: 80-210 ms after it is opened on the H200's host
+# (the longer while the metric workers match edges), against about 90 ms of GPU work per pair of the default
+# suite. With one pair ahead the GPU waited for every pair's first batch. The default suite on 3 clips x 32
+# frames of 640x360, 1 x H200, medians of 7 alternating rounds: 0.64 s with one pair ahead, 0.57 s with two,
+# 0.59 s with three (benchmarks/RESULTS.md, issue 17's eleventh session). Host memory: each pair ahead holds
+# one pair's decoding queues (foresight_eval.decoding states their bound).
+PAIRS_AHEAD_ON_DEVICE = 2
+
+
+def _decoding_ahead(device: torch.device) -> tuple[int, bool]:
+    """How many clip pairs decode ahead of the one being scored, and whether the next pair is opened before the
+    oldest is scored (else once its first batch is queued). The CPU computes each batch as it is handed one:
+    the next pair, opened first, decodes during all of the scoring. A GPU only queues the work: a pair is opened
+    (which reads the files' timestamps on this thread) once the oldest's first batch is queued, so that the
+    device is not idle meanwhile."""
+    return (1, True) if device.type == "cpu" else (PAIRS_AHEAD_ON_DEVICE, False)
+
+
 def _to_device(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
     """(B, H, W, 3) host frames to (B, 3, H, W) float32 in [0, 1] on ``device``.
 
@@ -81,14 +101,24 @@ def _to_host(values: list[torch.Tensor]) -> list[list[float]]:
     return host
 
 
-def _record_per_frame(result: PairResult, pending: list[tuple[str, list[int], list[int], Any]]) -> None:
-    """The clip's per-frame rows, in frame order per metric, from each batch's values: tensors left on the
-    device until now, or Deferred values from the worker pool (waited for here; a worker's failure raises)."""
-    tensors = [values for *_, values in pending if isinstance(values, torch.Tensor)]
-    host = iter(_to_host(tensors))
+# A clip's per-frame values, batch by batch: (metric, horizons, frame indices, values)
+PendingValues = list[tuple[str, list[int], list[int], Any]]
+
+
+def _values_to_host(pending: PendingValues) -> PendingValues:
+    """Each batch's per-frame values with the tensors among them, left on the device until now, copied to the
+    host (one copy per device: each copy waits for the device); Deferred values from the worker pool as they are."""
+    host = iter(_to_host([values for *_, values in pending if isinstance(values, torch.Tensor)]))
+    return [(name, horizons, frame_indices, next(host) if isinstance(values, torch.Tensor) else values)
+            for name, horizons, frame_indices, values in pending]
+
+
+def _record_per_frame(result: PairResult, pending: PendingValues) -> None:
+    """The clip's per-frame rows, in frame order per metric, from each batch's values: host lists, or Deferred
+    values from the worker pool (waited for here; a worker's failure raises)."""
     for name, horizons, frame_indices, values in pending:
-        values = next(host) if isinstance(values, torch.Tensor) else \
-            torch.as_tensor(values.result(), dtype=torch.float64).tolist()
+        if isinstance(values, Deferred):
+            values = torch.as_tensor(values.result(), dtype=torch.float64).tolist()
         # NaN marks a frame without a value (e.g. the first frame of a consecutive-pair metric).
         result.per_frame[name].extend(row for row in zip(horizons, frame_indices, values) if not math.isnan(row[2]))
 
@@ -96,8 +126,14 @@ def _record_per_frame(result: PairResult, pending: list[tuple[str, list[int], li
 class PairInFlight:
     """A clip pair opened, its frames decoding in background threads until it is scored: the engine opens
     the next pair before scoring the current one, so the next pair's first batches are decoded while the
-    device works on this one's (two pairs' decoding queues at most; see :mod:`foresight_eval.decoding`).
-    A failure to open is kept and becomes the pair's error row when it is scored."""
+    device works on this one's (on a GPU, ``PAIRS_AHEAD_ON_DEVICE`` pairs ahead; see :mod:`foresight_eval.decoding`).
+    A failure to open is kept and becomes the pair's error row when it is scored.
+
+    Scoring is in two steps. :meth:`score` queues every batch's work and collects what the device computed;
+    :meth:`finish` waits for the work handed to the run's worker pool (edge_f1's matching). The engine
+    finishes a pair after scoring the next one, so that the workers match this pair's last batches while the
+    device and the decoding threads work on the next pair, instead of both waiting for the workers
+    (benchmarks/RESULTS.md, issue 17's eleventh session)."""
 
     def __init__(self, pair: ClipPair, options: ScoreOptions, device: torch.device, *, digest_refs: bool = False):
         self.pair, self.options = pair, options
@@ -105,6 +141,8 @@ class PairInFlight:
         self.failure: Exception | None = None
         self.frames: PairFrames | None = None
         self.batches: Prefetched[HostBatch] | None = None
+        # Per batch: host lists once scored, or the pool's Deferred
+        self._pending: PendingValues = []
         # Opened here, in the calling thread: opening can import modules on first use, and CPython 3.11 fails
         # ("SystemError: AST constructor recursion depth mismatch") when two threads compile code at once.
         try:
@@ -124,21 +162,33 @@ class PairInFlight:
             self.failure = exc
 
     def close(self) -> None:
-        """Abandon the pair (the run stopped before scoring it): its decoding threads stop."""
+        """Abandon the pair (the run stopped before it was finished): its decoding threads stop, and its work
+        not started in the worker pool is dropped."""
+        self._stop_decoding()
+        self._cancel_pool_work()
+
+    def _stop_decoding(self) -> None:
         if self.batches is not None:
             self.batches.close()
         if self.frames is not None:
             self.frames.close()
 
+    def _cancel_pool_work(self) -> None:
+        values = [values for *_, values in self._pending]
+        values += [*self.result.values.values(), *self.result.set_parts.values()]
+        for value in values:
+            if isinstance(value, Deferred):
+                value.cancel()
+
     def score(self, metrics: list[Metric], device: torch.device, *,
-              after_first_batch: Callable[[], None] | None = None) -> PairResult:
-        """Score the pair; any failure (opening included) becomes an error row with a one-line reason.
-        ``after_first_batch`` is called once, when the first batch's work is queued on the device (or when
-        the pair ends without one)."""
+              after_first_batch: Callable[[], None] | None = None) -> None:
+        """Queue the pair's work on ``device`` and collect what the device computed: the per-frame values and
+        each metric's clip value, but for the worker pool's, which :meth:`finish` waits for. Any failure
+        (opening included) becomes an error row with a one-line reason. ``after_first_batch`` is called
+        once, when the first batch's work is queued on the device (or when the pair ends without one)."""
         result, options = self.result, self.options
         pending_call = [after_first_batch] if after_first_batch is not None else []
-        # (metric, horizons, frame indices, values) per batch, turned into rows after the last batch
-        pending: list[tuple[str, list[int], list[int], Any]] = []
+        pending = self._pending
         try:
             if self.failure is not None:
                 raise self.failure
@@ -167,33 +217,53 @@ class PairInFlight:
             if self.frames.total <= options.context:
                 raise InputError(f"clip has {self.frames.total} frames, none left after --context {options.context}")
             result.frames = self.frames.total - options.context
-            _record_per_frame(result, pending)
+            self._pending = _values_to_host(pending)
             for metric in metrics:
-                # A set-granular metric's compute() is the clip's part of the run-level value.
-                value = metric.compute()
-                if metric.info.granularity == "set":
-                    result.set_parts[metric.name] = value
-                else:
-                    result.values[metric.name] = value
+                # A set-granular metric's compute() is the clip's part of the run-level value. Either may be a
+                # Deferred of it (the worker pool's), which finish() waits for.
+                parts = result.set_parts if metric.info.granularity == "set" else result.values
+                parts[metric.name] = metric.compute()
         except InputError as exc:
-            fail_pair(result, str(exc))
+            self._fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - an unforeseen failure of one clip must not lose the run
-            fail_pair(result, f"{type(exc).__name__}: {exc}")
+            self._fail(f"{type(exc).__name__}: {exc}")
         finally:
             while pending_call:
                 pending_call.pop()()
-            self.close()  # a failed clip's frames still decoding are not needed
-            for *_, values in pending:  # nor its work still queued in the pool
-                if isinstance(values, Deferred):
-                    values.cancel()
+            self._stop_decoding()  # a failed clip's frames still decoding are not needed
+
+    def finish(self) -> PairResult:
+        """The pair's result, once the work it handed to the worker pool is done (waited for here): its
+        per-frame rows and values. A worker's failure makes the pair an error row, as any failure in
+        :meth:`score` does."""
+        result = self.result
+        if not result.ok:
+            return result
+        try:
+            _record_per_frame(result, self._pending)
+            for parts in (result.values, result.set_parts):
+                for name, value in parts.items():
+                    if isinstance(value, Deferred):
+                        parts[name] = value.result()
+        except InputError as exc:
+            self._fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - as in score()
+            self._fail(f"{type(exc).__name__}: {exc}")
         return result
+
+    def _fail(self, reason: str) -> None:
+        self._cancel_pool_work()  # nobody will read the rest
+        fail_pair(self.result, reason)
+        self._pending = []
 
 
 def score_pair(pair: ClipPair, metrics: list[Metric], options: ScoreOptions, device: torch.device, *,
                digest_refs: bool = False) -> PairResult:
     """Score one clip pair; any failure becomes an error row with a one-line reason. ``digest_refs``: hash each
     batch's reference frames in the decoding thread (for metrics that read the reference cache)."""
-    return PairInFlight(pair, options, device, digest_refs=digest_refs).score(metrics, device)
+    opened = PairInFlight(pair, options, device, digest_refs=digest_refs)
+    opened.score(metrics, device)
+    return opened.finish()
 
 
 def _split_by_inputs(names: Sequence[str] | None, with_latents: bool) -> tuple[list[str] | None, list[str] | None]:
@@ -322,20 +392,34 @@ def score(
                    settings=settings, world=world)
 
     # Each pair is opened (its decoding started) before the previous one is scored, or while it is, so that it
-    # decodes meanwhile: results come one call late.
-    in_flight: list[tuple[Task[WorkItem], PairInFlight]] = []
+    # decodes meanwhile (on a GPU, PAIRS_AHEAD_ON_DEVICE pairs ahead); and it is finished (the worker pool's
+    # work for it collected) after the next one is scored, so that the pool works meanwhile: results come late.
+    in_flight: list[tuple[Task[WorkItem], PairInFlight]] = []  # opened: decoding
+    scored: list[tuple[Task[WorkItem], PairInFlight]] = []  # scored: the pool's work for it may be running
+
+    def finish_scored() -> list[PairResult]:
+        done = []
+        while scored:
+            task, opened = scored.pop(0)
+            result = opened.finish()
+            result.seed = task.item.seed
+            if latent_scorer is not None and result.ok:
+                latent_scorer.add_to(result)
+            done.append(result)
+        return done
 
     def score_opened(task: Task[WorkItem], opened: PairInFlight,
                      open_next: Callable[[], None] | None = None) -> list[PairResult]:
-        result = opened.score(active, torch_device, after_first_batch=open_next)
-        result.seed = task.item.seed
-        if latent_scorer is not None and result.ok:
-            latent_scorer.add_to(result)
-        return [result]
+        opened.score(active, torch_device, after_first_batch=open_next)
+        done = finish_scored()
+        scored.append((task, opened))
+        return done
 
-    def score_previous(open_next: Callable[[], None] | None = None) -> list[PairResult]:
+    ahead, open_before_scoring = _decoding_ahead(torch_device)
+
+    def score_oldest(open_next: Callable[[], None] | None = None) -> list[PairResult]:
         if in_flight:
-            return score_opened(*in_flight.pop(), open_next)
+            return score_opened(*in_flight.pop(0), open_next)
         if open_next is not None:
             open_next()
         return []
@@ -347,26 +431,31 @@ def score(
         def open_pair() -> None:
             in_flight.append((task, PairInFlight(pair, options, torch_device, digest_refs=digest_refs)))
 
-        if torch_device.type != "cpu":
-            # A GPU only queues the work: the pair is opened (which reads the files' timestamps on this thread)
-            # once the previous pair's first batch is queued, so that the device is not idle meanwhile.
-            return score_previous(open_pair)
-        # The CPU computes each batch in the call: opened first, the pair decodes during all of the previous one.
-        previous = in_flight.pop() if in_flight else None
-        open_pair()
-        return score_opened(*previous) if previous else []
+        if len(in_flight) < ahead:
+            open_pair()
+            return []
+        if open_before_scoring:
+            open_pair()
+            return score_opened(*in_flight.pop(0))
+        return score_oldest(open_pair)
+
+    def score_the_rest() -> list[PairResult]:
+        done = []
+        while in_flight:
+            done += score_oldest()
+        return done + finish_scored()
 
     digest_refs = cache.root is not None and any(getattr(metric, "reads_reference_cache", False) for metric in active)
     phases.end("setup")
     # the metrics' worker processes end with this rank's share; graphs are captured on the run's device
     with run_context.pool, current_device(torch_device):
         try:
-            gathered = run_plan(plan, score_item, finish=score_previous,
+            gathered = run_plan(plan, score_item, finish=score_the_rest,
                                 hash_inputs=lambda item: pair_input_hashes(item.pair, item.root, refs),
                                 run_dir=run_dir, resume=resume, on_start=on_start, on_result=on_pair,
                                 rank_extra=lambda: phases.end("scoring"))
-        finally:  # interrupted: the pair opened ahead is not scored
-            for _, opened in in_flight:
+        finally:  # interrupted: the pairs opened ahead are not scored, nor the pair scored last finished
+            for _, opened in in_flight + scored:
                 opened.close()
     if gathered is None:
         return None

@@ -67,6 +67,21 @@ class Deferred:
             future.cancel()
 
 
+class Joined(Deferred):
+    """``combine`` of the results of several :class:`Deferred`, in order: a value built from the work of
+    several hand-overs (a clip's value from its batches')."""
+
+    def __init__(self, parts: list[Deferred], combine: Callable[[list[Any]], Any]):
+        self._parts, self._combine = list(parts), combine
+
+    def result(self) -> Any:
+        return self._combine([part.result() for part in self._parts])
+
+    def cancel(self) -> None:
+        for part in self._parts:
+            part.cancel()
+
+
 class _WhenReady(Deferred):
     """A :class:`Deferred` whose work is handed over later, by the pool's dispatching thread (``submitted``:
     the future of that hand-over, a Deferred)."""

@@ -83,17 +83,18 @@ def test_matching_equals_the_previous_matcher_where_it_finishes():
 def test_pixel_pairs_within_the_radius_are_the_k_d_trees(rng, radius, way, monkeypatch):
     """The offset look-up finds exactly the pairs SciPy's k-d tree finds, boundary distances included
     (integer radii and square roots of integers put pixels exactly on the circle), also when the look-up
-    runs in blocks; and the k-d tree's lists come out as the same index arrays."""
+    runs in blocks; and the k-d tree's lists come out as the same index arrays, grouped by predicted pixel."""
     monkeypatch.setattr(edge_matching, "_LOOKUP_BLOCK", 500)  # several blocks on these maps
     monkeypatch.setattr(edge_matching, "_MOST_OFFSETS", 10**9 if way == "look-up" else 0)
     for density in (0.02, 0.3):
         pred, ref = rng.random((37, 53)) < density, rng.random((37, 53)) < density
         pred_points, ref_points = np.argwhere(pred), np.argwhere(ref)
-        found = edge_matching._pairs_within(pred_points, ref_points, pred.shape, radius)
+        found = edge_matching._pairs_within(pred, ref, radius)
         neighbours = cKDTree(ref_points).query_ball_point(pred_points, r=radius)
         expected = {(row, column) for row, columns in enumerate(neighbours) for column in columns}
         assert set(zip(*(part.tolist() for part in found))) == expected
         assert len(found[0]) == len(expected)  # no pair twice
+        assert (np.diff(found[0]) >= 0).all()  # grouped by predicted pixel: max_edge_matching lays rows out so
 
 
 def test_hand_computed_matches():

@@ -58,14 +58,14 @@ def test_torch_canny_matches_skimage(case, thresholds, fixtures_dir):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_candidates_linked_on_the_cpu_are_the_torch_canny(case, fixtures_dir):
-    """edge_f1's GPU path: steps 1-3 in torch, hysteresis by scipy.ndimage.label in the workers."""
+    """edge_f1's GPU path: steps 1-3 in torch, hysteresis by connected components in the workers."""
     frames = CASES[case](fixtures_dir)
     candidates = canny_candidates(frames).numpy()
     assert set(np.unique(candidates)) == {0, WEAK, STRONG}
     linked = np.stack([link_edges(frame) for frame in candidates])
     whole = canny(frames).numpy()
     assert linked.any() and np.array_equal(linked, whole)
-    assert_parity("Canny candidates linked by scipy.ndimage.label vs skimage.feature.canny (pixels differing)",
+    assert_parity("Canny candidates linked in the workers vs skimage.feature.canny (pixels differing)",
                   (linked != _skimage_maps(frames)).mean(axis=(1, 2)), np.zeros(len(frames)), atol=1e-3)
     edges = whole[0]
     assert link_edges(edges) is edges  # edges already (a cached reference): as they are
@@ -102,3 +102,17 @@ def test_hysteresis_matches_connected_components(rng):
     ours = hysteresis(torch.from_numpy(weak), torch.from_numpy(strong)).numpy()
     assert_parity("hysteresis by dilation vs scipy.ndimage.label components (pixels differing)",
                   (ours != reference).mean(axis=(1, 2)), np.zeros(3), atol=0)
+
+
+def test_linking_on_the_cpu_is_scikit_images_labelling(rng):
+    """``link_edges`` labels with OpenCV: the same components as scikit-image's ``scipy.ndimage.label`` (8-connected),
+    on random candidate maps whose blobs touch the borders and each other only diagonally, and the serpentine."""
+    candidates = (rng.random((6, 40, 56)) < np.array([0.2, 0.35, 0.45, 0.55, 0.6, 0.7])[:, None, None]).astype(np.uint8)
+    candidates[candidates == 1] += (rng.random((6, 40, 56)) < 0.03)[candidates == 1].astype(np.uint8)
+    checker = (np.indices((40, 56)).sum(axis=0) % 2 == 0).astype(np.uint8)  # diagonal neighbours only
+    checker[0, 0] = STRONG
+    candidates = np.concatenate([candidates, checker[None]])
+    for frame in candidates:
+        expected = _components_with_strong(frame >= WEAK, frame == STRONG)
+        assert 0 < expected.sum() and np.array_equal(link_edges(frame), expected)
+    assert link_edges(checker).sum() == (checker > 0).sum()  # one component, through its corners

@@ -229,12 +229,66 @@ def test_a_pair_calls_back_once_its_first_batch_is_queued(tmp_path, monkeypatch)
     pairs = pair_clips(tmp_path / "preds", tmp_path / "refs").pairs
     metric = prepare_metrics(["mae"], {}, RunContext(device=torch.device("cpu")))[0][0]
     called = []
-    result = engine.PairInFlight(pairs[0], ScoreOptions(batch_size=4), torch.device("cpu")).score(
-        [metric], torch.device("cpu"), after_first_batch=lambda: called.append(list(events)))
-    assert result.ok and called == [["open a", "batch a"]]  # once, after the first of two batches
+    opened = engine.PairInFlight(pairs[0], ScoreOptions(batch_size=4), torch.device("cpu"))
+    opened.score([metric], torch.device("cpu"), after_first_batch=lambda: called.append(list(events)))
+    assert opened.finish().ok and called == [["open a", "batch a"]]  # once, after the first of two batches
     assert events == ["open a", "batch a", "batch a"]
     failed = engine.PairInFlight(dataclasses.replace(pairs[1], problem="broken"), ScoreOptions(), torch.device("cpu"))
     called.clear()
-    assert not failed.score([metric], torch.device("cpu"), after_first_batch=lambda: called.append(1)).ok
+    failed.score([metric], torch.device("cpu"), after_first_batch=lambda: called.append(1))
+    assert not failed.finish().ok
     assert called == [1]  # a pair without a batch still lets the next one open (the engine on a GPU: tests/test_gpu.py)
 
+
+
+@pytest.mark.parametrize("schedule", ["cpu", "device"])
+def test_pairs_open_ahead_and_finish_after_the_next_is_scored(tmp_path, monkeypatch, schedule):
+    """The engine's order of work. The CPU opens the next pair before scoring the oldest; a device keeps
+    ``PAIRS_AHEAD_ON_DEVICE`` pairs decoding ahead, each opened once the oldest's first batch is queued (run
+    here on the CPU with the device's schedule). Either way a pair is finished (its pool work collected) after
+    the next one is scored, and the values are those of scoring pair by pair."""
+    import torch
+
+    from foresight_eval import engine
+    from foresight_eval.io.pairing import pair_clips
+    from foresight_eval.metrics import pixel
+
+    for name in "abcd":
+        write_pair(tmp_path, name, gradient_clip(n_frames=6, seed=1), gradient_clip(n_frames=6))
+    events = []
+    original_init, original_finish, original_per_frame = (
+        engine.PairInFlight.__init__, engine.PairInFlight.finish, pixel.MAE.per_frame)
+
+    def opening(self, pair, *args, **kwargs):
+        events.append(f"open {pair.key}")
+        original_init(self, pair, *args, **kwargs)
+
+    def finishing(self):
+        events.append(f"finish {self.pair.key}")
+        return original_finish(self)
+
+    def per_frame(self, batch):
+        events.append(f"batch {batch.video}")
+        return original_per_frame(self, batch)
+
+    monkeypatch.setattr(engine.PairInFlight, "__init__", opening)
+    monkeypatch.setattr(engine.PairInFlight, "finish", finishing)
+    monkeypatch.setattr(pixel.MAE, "per_frame", per_frame)
+    if schedule == "device":
+        monkeypatch.setattr(engine, "PAIRS_AHEAD_ON_DEVICE", 2)
+        monkeypatch.setattr(engine, "_decoding_ahead", lambda device: (engine.PAIRS_AHEAD_ON_DEVICE, False))
+    run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], device="cpu", options=ScoreOptions(batch_size=4),
+                resources={"cache_dir": None})
+    expected = {
+        "cpu": ["open a", "open b", "batch a", "batch a", "open c", "batch b", "batch b", "finish a", "open d",
+                "batch c", "batch c", "finish b", "batch d", "batch d", "finish c", "finish d"],
+        "device": ["open a", "open b", "batch a", "open c", "batch a", "batch b", "open d", "batch b", "finish a",
+                   "batch c", "batch c", "finish b", "batch d", "batch d", "finish c", "finish d"],
+    }
+    assert events == expected[schedule]
+    assert [pair.video for pair in run.pairs] == list("abcd") and all(pair.ok for pair in run.pairs)
+    monkeypatch.undo()
+    one_by_one = [engine.score_pair(pair, [pixel.MAE()], ScoreOptions(batch_size=4), torch.device("cpu"))
+                  for pair in pair_clips(tmp_path / "preds", tmp_path / "refs").pairs]
+    assert [(pair.values, pair.per_frame) for pair in run.pairs] == [(p.values, p.per_frame) for p in one_by_one]
+    assert all(pair.values["mae"] > 0 for pair in run.pairs)

@@ -107,6 +107,28 @@ def test_a_failure_in_a_worker_is_one_error_row(two_clips, workers):
     assert [row[:2] for row in fine.per_frame["pooled_probe"]] == [(i + 1, i) for i in range(20)]
 
 
+def test_a_pair_is_finished_after_the_next_one_is_scored(two_clips, monkeypatch):
+    """The engine collects a pair's pool work (PairInFlight.finish) only after scoring the next pair, so the
+    workers match one pair while the device and the decoders work on the next; the values are those of an
+    inline run, which finishes each pair's matching as it goes."""
+    from foresight_eval import engine
+
+    calls = []
+    for step in ("score", "finish"):
+        original = getattr(engine.PairInFlight, step)
+
+        def recorded(self, *args, _original=original, _step=step, **kwargs):
+            calls.append((_step, self.pair.key))
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(engine.PairInFlight, step, recorded)
+    runs = [score(*two_clips, ["edge_f1"], device="cpu", options=ScoreOptions(workers=workers, batch_size=8),
+                  resources={"cache_dir": None}) for workers in (1, 0)]
+    first, second = (pair.key for pair in pair_clips(*two_clips).pairs)
+    assert calls[:4] == [("score", first), ("score", second), ("finish", first), ("finish", second)]
+    pooled, inline = ([(pair.values, pair.per_frame) for pair in run.pairs] for run in runs)
+    assert pooled == inline and all(pair.ok for run in runs for pair in run.pairs)
+
+
 class ReusedBuffer(Metric):
     """Returns the same tensor every batch, overwritten in place, plus a NaN for frame 0 (not recorded)."""
 

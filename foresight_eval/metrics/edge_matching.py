@@ -5,7 +5,8 @@ processes (:mod:`foresight_eval.workers`).
 A module of its own, without torch: the workers' fork server imports the module of the work handed over
 before the first worker starts, and with torch (``metrics/edges.py``) the set-up of a fresh `score` run on
 the H200's host waited 4-6 s for that import (benchmarks/RESULTS.md, issue 17's eighth session). NumPy and
-SciPy only at import; OpenCV (the approximate matching) and scikit-image's ``thin`` (BSDS mode) on first use.
+SciPy and OpenCV at import (OpenCV after NumPy adds about 15 ms); scikit-image's ``thin`` (BSDS mode) on
+first use.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import itertools
 import math
 
+import cv2
 import numpy as np
-from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_flow
 from scipy.spatial import cKDTree
@@ -25,12 +26,14 @@ WEAK, STRONG = 1, 2  # the values of edges_torch.canny_candidates
 def link_edges(candidates: np.ndarray) -> np.ndarray:
     """Canny's hysteresis on the CPU: of ``candidates`` (H, W) uint8 as :func:`edges_torch.canny_candidates`
     gives them (``WEAK``, ``STRONG``, else 0), the 8-connected components of candidate pixels that hold a
-    strong one, (H, W) bool; scikit-image's own step (``scipy.ndimage.label``). A bool map is edges already
-    and comes back as it is."""
+    strong one, (H, W) bool: scikit-image's own step, which labels them with ``scipy.ndimage.label``. The same
+    components by OpenCV's labelling (``cv2.connectedComponents``, label 0 the background), which took 0.8
+    against 1.4 ms per 640x360 map on the 2-core machine. A bool map is edges already and comes back as it is."""
     if candidates.dtype == bool:
         return candidates
-    labels, _ = ndimage.label(candidates >= WEAK, structure=np.ones((3, 3), dtype=bool))
-    linked = np.zeros(labels.max() + 1, dtype=bool)
+    count, labels = cv2.connectedComponents(np.ascontiguousarray(candidates, dtype=np.uint8), connectivity=8,
+                                            ltype=cv2.CV_32S)
+    linked = np.zeros(count, dtype=bool)
     linked[labels[candidates == STRONG]] = True
     linked[0] = False
     return linked[labels]
@@ -50,39 +53,44 @@ _MOST_OFFSETS = 400
 _LOOKUP_BLOCK = 1 << 21
 
 
-def _pairs_within(pred_points: np.ndarray, ref_points: np.ndarray, shape: tuple[int, int],
-                  radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Every (predicted, reference) pair of pixel coordinates (N, 2) at most ``radius`` apart, as index arrays
-    into ``pred_points`` and ``ref_points``, grouped by predicted pixel.
+def _pairs_within(pred: np.ndarray, ref: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every (predicted, reference) pair of edge pixels of the (H, W) bool maps at most ``radius`` apart, as
+    index arrays into the maps' pixels in row-major order (``np.argwhere``'s), grouped by predicted pixel in
+    that order.
 
     The points are pixels: the integer offsets within a small radius are few (97 at the default 0.0075 x the
     diagonal of 640x360), and looking each predicted pixel's offsets up in an image of reference indices
     finds the pairs faster than SciPy's k-d tree (``cKDTree.query_ball_point``), per Canny map of
     camera-like frames: 0.5 against 1.4 ms at 256x256, 5.3 against 8.7 ms at 640x360, 28 against 32 ms at
-    1024x576, 63 ms both at 1280x720. The look-ups grow with the disc's area and the tree's work with the
-    neighbours it finds (edges are curves: with the radius), so larger radii go to the tree. Both find the
-    same pairs: the look-up's distance test is the tree's, squared integer distance <= radius * radius
-    (tests/test_edges_bsds.py compares them)."""
+    1024x576, 63 ms both at 1280x720. (Those figures are the first look-up's, on (y, x) points. Over flat
+    int32 indices it takes 1.9 against 4.6 ms at 640x360, the listing of the pixels included.) The look-ups
+    grow with the disc's area and the tree's work with the neighbours it finds (edges are curves: with the
+    radius), so larger radii go to the tree. Both find the same pairs: the look-up's distance test is the
+    tree's, squared integer distance <= radius * radius (tests/test_edges_bsds.py compares them)."""
     reach = int(math.floor(radius))
     dy, dx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
     within = dy * dy + dx * dx <= radius * radius
     if within.sum() > _MOST_OFFSETS:
+        pred_points, ref_points = np.argwhere(pred), np.argwhere(ref)
         neighbours = cKDTree(ref_points).query_ball_point(pred_points, r=radius, return_sorted=False)
         counts = np.fromiter(map(len, neighbours), dtype=np.int64, count=len(pred_points))
         found = np.fromiter(itertools.chain.from_iterable(neighbours), dtype=np.int64, count=int(counts.sum()))
         return np.repeat(np.arange(len(pred_points)), counts), found
-    dy, dx = dy[within], dx[within]
-    height, width = shape
-    ref_index = np.full((height + 2 * reach, width + 2 * reach), -1, dtype=np.int64)  # padded: no bounds checks
-    ref_index[ref_points[:, 0] + reach, ref_points[:, 1] + reach] = np.arange(len(ref_points))
+    # Flat indices into the maps padded by the reach (no bounds checks); int32 halves the look-ups' memory.
+    height, width = pred.shape
+    padded_width = width + 2 * reach
+    offsets = (dy[within] * padded_width + dx[within]).astype(np.int32)
+    ref_index = np.full((height + 2 * reach, padded_width), -1, dtype=np.int32)
+    ref_index[reach:reach + height, reach:reach + width][ref] = np.arange(int(ref.sum()), dtype=np.int32)
+    ref_index = ref_index.ravel()
+    pred_flat = np.flatnonzero(np.pad(pred, reach)).astype(np.int32)
     pred_parts, ref_parts = [], []
-    step = max(1, _LOOKUP_BLOCK // len(dy))
-    for start in range(0, len(pred_points), step):
-        block = pred_points[start:start + step] + reach
-        found = ref_index[block[:, :1] + dy, block[:, 1:] + dx]  # (pixels, offsets)
-        rows, columns = np.nonzero(found >= 0)
-        pred_parts.append(rows + start)
-        ref_parts.append(found[rows, columns])
+    step = max(1, _LOOKUP_BLOCK // len(offsets))
+    for start in range(0, len(pred_flat), step):
+        found = ref_index[pred_flat[start:start + step, None] + offsets]  # (pixels, offsets)
+        hit = found >= 0
+        pred_parts.append(np.repeat(np.arange(start, start + len(found)), hit.sum(axis=1)))
+        ref_parts.append(found[hit])  # row-major: grouped by predicted pixel
     return np.concatenate(pred_parts), np.concatenate(ref_parts)
 
 
@@ -95,18 +103,20 @@ def max_edge_matching(pred: np.ndarray, ref: np.ndarray, radius: float) -> int:
     such a unit network Dinic runs in O(E sqrt(V)): 0.2 s on a 640x272 Canny map of a textured image,
     where SciPy's ``maximum_bipartite_matching`` (Hopcroft-Karp) did not finish in a minute
     (benchmarks/edge_matching.py)."""
-    pred_points, ref_points = np.argwhere(pred), np.argwhere(ref)
-    n_pred, n_ref = len(pred_points), len(ref_points)
+    n_pred, n_ref = int(pred.sum()), int(ref.sum())
     if n_pred == 0 or n_ref == 0:
         return 0
-    pred_of_pair, ref_of_pair = _pairs_within(pred_points, ref_points, pred.shape, radius)
-    # Nodes: 0 the source, 1..n_pred the predicted pixels, then the reference pixels, last the sink.
+    pred_of_pair, ref_of_pair = _pairs_within(pred, ref, radius)
+    # Nodes: 0 the source, 1..n_pred the predicted pixels, then the reference pixels, last the sink. The
+    # pairs come grouped by predicted pixel, so the rows are laid out directly (no sort of a COO list).
     sink = n_pred + n_ref + 1
-    pred_nodes = np.arange(1, n_pred + 1)
-    ref_nodes = np.arange(n_pred + 1, sink)
-    rows = np.concatenate([np.zeros(n_pred, dtype=np.int64), pred_of_pair + 1, ref_nodes])
-    cols = np.concatenate([pred_nodes, ref_of_pair + n_pred + 1, np.full(n_ref, sink)])
-    graph = csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)), shape=(sink + 1, sink + 1))
+    pairs = len(ref_of_pair)
+    indptr = np.concatenate([[0, n_pred], n_pred + np.cumsum(np.bincount(pred_of_pair, minlength=n_pred)),
+                             n_pred + pairs + np.arange(1, n_ref + 1), [n_pred + pairs + n_ref]])
+    indices = np.concatenate([np.arange(1, n_pred + 1), ref_of_pair + (n_pred + 1), np.full(n_ref, sink)])
+    graph = csr_matrix((np.ones(len(indices), dtype=np.int32), indices.astype(np.int32), indptr.astype(np.int32)),
+                       shape=(sink + 1, sink + 1))
+    graph.sort_indices()  # within a row the look-up's pairs come in offset order
     return int(maximum_flow(graph, 0, sink, method="dinic").flow_value)
 
 
@@ -115,8 +125,6 @@ def edge_match_counts(pred: np.ndarray, ref: np.ndarray, radius: float, matching
     if matching == "approx":
         if not pred.any() or not ref.any():
             return 0, 0
-        import cv2  # see the module's docstring
-
         # Distances to the nearest zero pixel, so edges become the zeros; DIST_MASK_PRECISE is exact Euclidean.
         to_ref, to_pred = (cv2.distanceTransform((~edges).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
                            for edges in (ref, pred))

@@ -49,13 +49,21 @@ from skimage.feature import canny
 
 from foresight_eval.errors import UsageError
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
-from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, RunContext, over_threads, to_host_async
+from foresight_eval.metrics.base import (
+    FrameBatch,
+    FrameMetric,
+    MetricInfo,
+    RunContext,
+    RunningMean,
+    over_threads,
+    to_host_async,
+)
 from foresight_eval.metrics.edge_matching import bsds_edge_counts, edge_f1_of_candidates, edge_f1_value
 from foresight_eval.metrics.edges_torch import canny_candidates
 from foresight_eval.metrics.edges_torch import canny as canny_torch
 from foresight_eval.metrics.graphs import GraphedFunction
 from foresight_eval.metrics.registry import register
-from foresight_eval.workers import INLINE, Deferred
+from foresight_eval.workers import INLINE, Deferred, Joined
 
 # --- edges -----------------------------------------------------------------------------------------
 
@@ -97,6 +105,14 @@ def edge_f1(pred: torch.Tensor, ref: torch.Tensor, *, max_dist: float = 0.0075, 
 
 def _float64(values: list[float]) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
+
+
+def _mean_in_batch_order(batches: list[torch.Tensor]) -> float:
+    """The mean of a clip's per-frame values, summed batch by batch in order as ``FrameMetric.update`` does."""
+    running = RunningMean()
+    for values in batches:
+        running.add(values)
+    return running.mean()
 
 
 # --- BSDS boundary benchmark -----------------------------------------------------------------------
@@ -253,15 +269,18 @@ class EdgeF1(FrameMetric):
         self._bsds_pending.append((batch.horizon.tolist(), counts))
         return None
 
-    def compute(self) -> Any:
+    def compute(self) -> Deferred:
+        """The clip's value once its matching in the pool is done: a Deferred, which the engine waits for when
+        it finishes the clip (after scoring the next one)."""
         if self.params["mode"] == "frame":
-            for pending in self._pending:  # summed batch by batch in order, as FrameMetric.update does
-                values = pending.result()
-                self._running.add(values)
-            return super().compute()
+            return Joined(self._pending, _mean_in_batch_order)
         # mode=bsds: the clip's part of the run-level value, [horizon, (4, T) counts] per frame.
-        return [[horizon, counts.tolist()] for horizons, pending in self._bsds_pending
-                for horizon, counts in zip(horizons, pending.result())]
+        horizons = [batch_horizons for batch_horizons, _ in self._bsds_pending]
+
+        def frames(counts_per_batch: list[list[np.ndarray]]) -> list[list[Any]]:
+            return [[horizon, counts.tolist()] for batch_horizons, batch_counts in zip(horizons, counts_per_batch)
+                    for horizon, counts in zip(batch_horizons, batch_counts)]
+        return Joined([pending for _, pending in self._bsds_pending], frames)
 
     def compute_set(self, parts: list[list[list[Any]]]) -> dict[str, Any] | None:
         if self.params["mode"] == "frame":
