@@ -202,13 +202,13 @@ class EdgeF1(FrameMetric):
                                                         {**self._canny_params(), "device_type": context.device.type})
         self._ref_candidates_cache = ReferenceCache.from_resources(context.resources, "canny_candidates",
                                                                    self._canny_thresholds())
-        # The matching (a k-d tree and a maximum flow per frame, on the CPU) overlaps the device's work there.
+        # The matching (a pixel look-up and a maximum flow per frame, on the CPU) overlaps the device's work there.
         self._pool = context.pool
         self._pool.warm_up(edge_f1_of_candidates)
 
     def reset(self) -> None:
-        super().reset()
         # Per batch, the matching handed to the pool: frame mode its F1s, bsds mode [horizons, counts per frame].
+        # No running mean of FrameMetric's: compute() gives the mean once the pool's values are in.
         self._pending: list[Deferred] = []
         self._bsds_pending: list[tuple[list[int], Deferred]] = []
 
