@@ -16,8 +16,8 @@ time in its hooks (not synchronised), its kernels' count and GPU time; for the r
 (the union of its kernels' intervals) against the wall time, and how long the scoring thread waited for
 decoded batches. Busy time near the wall time: the GPU is the bound; host time near it with many kernels:
 the launches are; long waits for batches: decoding is. Then the run's timeline: the scoring thread's steps
-in order (a batch's metric hooks as one step), each decoding thread's stacked batches, with the GPU's busy
-share during each: where the pipeline stalls, and on what.
+in order (a batch's metric hooks as one step), each decoding thread's stacked batches and the worker pool's
+hand-overs, with the GPU's busy share during each: where the pipeline stalls, and on what.
 """
 
 from __future__ import annotations
@@ -148,8 +148,8 @@ def label_decoded_batches(stacked: list[tuple[int, float, float]]) -> None:
     PairFrames._stack = timed
 
 
-def time_pool_tasks(tasks: list[tuple[int, float, float]]) -> None:
-    """Append (tasks, submitted, last done) in ``time.perf_counter`` seconds to ``tasks`` for each
+def time_pool_tasks(tasks: list[list]) -> None:
+    """Append [tasks, submitted, last done] in ``time.perf_counter`` seconds to ``tasks`` for each
     ``WorkerPool.map`` that hands work to worker processes (its futures' completion as the parent sees it)."""
     from foresight_eval.workers import WorkerPool
 
@@ -171,10 +171,11 @@ def time_pool_tasks(tasks: list[tuple[int, float, float]]) -> None:
 
 
 def print_timeline(events, kernels, stacked: list[tuple[int, float, float]], marker_s: float,
-                   pool_tasks: list[tuple[int, float, float]] = ()) -> None:
+                   pool_tasks: list[list]) -> None:
     """The traced run in order: the scoring thread's labelled steps (consecutive metric hooks merged into
-    one "metrics" step) and the decoding threads' stacked batches (``stacked``; the event "run:marker" was
-    recorded at ``time.perf_counter() == marker_s``), in milliseconds from the first label, with the share
+    one "metrics" step), the decoding threads' stacked batches (``stacked``) and the pool's hand-overs
+    (``pool_tasks``; both in ``time.perf_counter`` seconds, and the event "run:marker" was recorded at
+    ``time.perf_counter() == marker_s``), in milliseconds from the first label, with the share
     of each step's span during which the GPU ran a kernel or copy."""
     import numpy as np
 
@@ -290,7 +291,7 @@ def trace(run, names: list[str]) -> None:
     label_engine_steps()
     stacked: list[tuple[int, float, float]] = []
     label_decoded_batches(stacked)
-    pool_tasks: list = []
+    pool_tasks: list[list] = []
     time_pool_tasks(pool_tasks)
     waited = [0.0]
     time_batch_waits(waited)
