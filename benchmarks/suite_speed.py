@@ -3,7 +3,9 @@
     python benchmarks/suite_speed.py --out DIR [--devices cpu,cuda] [--clips 3 --frames 32 --size 640x360]
 
 Synthesises the clips deterministically (``synthetic.camera_like_clip``: multi-scale texture panning under
-moving shapes, sensor noise; H.264), then per device, after an untimed warm-up on two clips of the same length:
+moving shapes, sensor noise; H.264), then per device, after an untimed warm-up on clips of the same length and
+sizes (two, or one per size): ``--size`` takes several sizes, which the clips take in turn (``--size
+640x360,320x240,176x144 --frames 83``: the issue's real clips, 3 pairs of 249 frame pairs in all);
 
 * in ``--rounds`` alternating rounds (medians and per-round ratios reported), decode-only (the engine's
   pipeline: background decoding, batching, upload to the device, no metric) and the default suite in one
@@ -189,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--devices", default="cuda,cpu" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--clips", type=int, default=3)
     parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
+    parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT, or several (comma-separated) taken in turn")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds of decode-only and the suite without cache (medians reported)")
@@ -205,18 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
 def measure(args: argparse.Namespace) -> dict:
     """Every figure for the parsed command line; writes ``suite_speed.json`` and ``.md`` into ``args.out``."""
     args.deadline = time.monotonic() + args.budget_s
-    args.width, args.height = (int(v) for v in args.size.split("x"))
-    width, height = args.width, args.height
+    sizes = [tuple(int(v) for v in size.split("x")) for size in args.size.split(",")]
+    args.width, args.height = sizes[0]  # LPIPS's convolution ceiling: the first size's
     args.out.mkdir(parents=True, exist_ok=True)
     failures: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         ensure_alexnet_weights(tmp)
-        clips = make_clips(tmp / "clips", args.clips, args.frames, height, width)
-        # As long as a timed clip: every batch shape the timed runs use is seen once (kernel choices, memory pools).
-        # Two clips: a run of one has no confidence interval, so the first bootstrap of the process (with
-        # scipy.stats's import, 0.3-0.6 s, once per process) would fall in the first timed run.
-        warmup = make_clips(tmp / "warmup", 2, args.frames, height, width)
+        clips = make_clips(tmp / "clips", args.clips, args.frames, 0, 0, sizes=sizes)
+        # As long as a timed clip and of each size: every batch shape the timed runs use is seen once (kernel
+        # choices, memory pools). Two clips at least: a run of one has no confidence interval, so the first
+        # bootstrap of the process (with scipy.stats's import, 0.3-0.6 s, once per process) would fall in the
+        # first timed run.
+        warmup = make_clips(tmp / "warmup", max(2, len(sizes)), args.frames, 0, 0, sizes=sizes)
         devices = []
         for name in args.devices.split(","):
             try:

@@ -27,7 +27,7 @@ from foresight_eval.io.files import pair_input_hashes
 from foresight_eval.io.pairing import ClipPair, pair_clips
 from foresight_eval.journal import holds_run_folder
 from foresight_eval.manifest import build_manifest, utc_now
-from foresight_eval.metrics.base import FrameBatch, Metric, RunContext
+from foresight_eval.metrics.base import CopiedToHost, FrameBatch, Metric, RunContext
 from foresight_eval.latent_pairs import score_latent_pair
 from foresight_eval.metrics.registry import get_metric_class, prepare_metrics
 from foresight_eval.decoding import HostBatch, PairFrames, Prefetched
@@ -40,7 +40,7 @@ from foresight_eval.study import (
     unmatched,
 )
 from foresight_eval.timing import PairStreams
-from foresight_eval.workers import Deferred, WorkerPool, default_workers
+from foresight_eval.workers import Deferred, Joined, WorkerPool, default_workers
 
 
 # Clip pairs decoding ahead of the one being scored on a GPU. FFmpeg's frame threading holds a stream's first
@@ -86,36 +86,33 @@ def _match_size(pred: torch.Tensor, ref: torch.Tensor, resize: str) -> torch.Ten
     raise InputError(f"prediction frames are {pw}x{ph}, reference frames are {rw}x{rh} (--resize ref resizes predictions)")
 
 
-def _to_host(values: list[torch.Tensor]) -> list[list[float]]:
-    """Per-frame value tensors as lists of floats, with one device-to-host copy per device (not one per metric
-    and batch: each copy waits for the device)."""
-    by_device: dict[torch.device, list[int]] = {}
-    for index, tensor in enumerate(values):
-        by_device.setdefault(tensor.device, []).append(index)
-    host: list[list[float]] = [[] for _ in values]
-    for indices in by_device.values():
-        flat = torch.cat([values[i].reshape(-1) for i in indices]).cpu().tolist()
-        start = 0
-        for i in indices:
-            host[i], start = flat[start:start + values[i].numel()], start + values[i].numel()
-    return host
-
-
 # A clip's per-frame values, batch by batch: (metric, horizons, frame indices, values)
 PendingValues = list[tuple[str, list[int], list[int], Any]]
 
 
 def _values_to_host(pending: PendingValues) -> PendingValues:
-    """Each batch's per-frame values with the tensors among them, left on the device until now, copied to the
-    host (one copy per device: each copy waits for the device); Deferred values from the worker pool as they are."""
-    host = iter(_to_host([values for *_, values in pending if isinstance(values, torch.Tensor)]))
-    return [(name, horizons, frame_indices, next(host) if isinstance(values, torch.Tensor) else values)
-            for name, horizons, frame_indices, values in pending]
+    """Each batch's per-frame values with the tensors among them, left on the device until now, on their way to
+    the host: one copy per device, not one per metric and batch, queued without waiting for the device
+    (:class:`~foresight_eval.metrics.base.CopiedToHost`); each batch's entry becomes a Deferred of its part.
+    Deferred values from the worker pool as they are."""
+    by_device: dict[torch.device, list[int]] = {}
+    for index, (*_, values) in enumerate(pending):
+        if isinstance(values, torch.Tensor):
+            by_device.setdefault(values.device, []).append(index)
+    copied = list(pending)
+    for indices in by_device.values():
+        flat = CopiedToHost([torch.cat([pending[i][3].reshape(-1) for i in indices])], lambda hosts: hosts[0].tolist())
+        start = 0
+        for i in indices:
+            name, horizons, frame_indices, values = pending[i]
+            part = Joined([flat], lambda flats, begin=start, end=start + values.numel(): flats[0][begin:end])
+            copied[i], start = (name, horizons, frame_indices, part), start + values.numel()
+    return copied
 
 
 def _record_per_frame(result: PairResult, pending: PendingValues) -> None:
-    """The clip's per-frame rows, in frame order per metric, from each batch's values: host lists, or Deferred
-    values from the worker pool (waited for here; a worker's failure raises)."""
+    """The clip's per-frame rows, in frame order per metric, from each batch's values: Deferred values, copies
+    from the device or the worker pool's (waited for here; a worker's failure raises)."""
     for name, horizons, frame_indices, values in pending:
         if isinstance(values, Deferred):
             values = torch.as_tensor(values.result(), dtype=torch.float64).tolist()
@@ -129,11 +126,12 @@ class PairInFlight:
     device works on this one's (on a GPU, ``PAIRS_AHEAD_ON_DEVICE`` pairs ahead; see :mod:`foresight_eval.decoding`).
     A failure to open is kept and becomes the pair's error row when it is scored.
 
-    Scoring is in two steps. :meth:`score` queues every batch's work and collects what the device computed;
-    :meth:`finish` waits for the work handed to the run's worker pool (edge_f1's matching). The engine
-    finishes a pair after scoring the next one, so that the workers match this pair's last batches while the
-    device and the decoding threads work on the next pair, instead of both waiting for the workers
-    (benchmarks/RESULTS.md, issue 17's eleventh session)."""
+    Scoring is in two steps. :meth:`score` queues every batch's work, then the copies of its values to the
+    host; :meth:`finish` waits for those copies and for the work handed to the run's worker pool (edge_f1's
+    matching). The engine finishes a pair after scoring the next one: the workers match this pair's last
+    batches while the device and the decoding threads work on the next pair (benchmarks/RESULTS.md, issue 17's
+    eleventh session), and the host queues the next pair's work while the device finishes this one's (the
+    twelfth session), instead of waiting for them at the end of every pair."""
 
     def __init__(self, pair: ClipPair, options: ScoreOptions, device: torch.device, *, digest_refs: bool = False):
         self.pair, self.options = pair, options
@@ -182,8 +180,8 @@ class PairInFlight:
 
     def score(self, metrics: list[Metric], device: torch.device, *,
               after_first_batch: Callable[[], None] | None = None) -> None:
-        """Queue the pair's work on ``device`` and collect what the device computed: the per-frame values and
-        each metric's clip value, but for the worker pool's, which :meth:`finish` waits for. Any failure
+        """Queue the pair's work on ``device``, and the copies of what it computes (the per-frame values, each
+        metric's clip value) to the host, without waiting for them: :meth:`finish` does. Any failure
         (opening included) becomes an error row with a one-line reason. ``after_first_batch`` is called
         once, when the first batch's work is queued on the device (or when the pair ends without one)."""
         result, options = self.result, self.options
@@ -220,7 +218,7 @@ class PairInFlight:
             self._pending = _values_to_host(pending)
             for metric in metrics:
                 # A set-granular metric's compute() is the clip's part of the run-level value. Either may be a
-                # Deferred of it (the worker pool's), which finish() waits for.
+                # Deferred of it (the worker pool's, or a copy from the device on its way), which finish() waits for.
                 parts = result.set_parts if metric.info.granularity == "set" else result.values
                 parts[metric.name] = metric.compute()
         except InputError as exc:
@@ -233,9 +231,9 @@ class PairInFlight:
             self._stop_decoding()  # a failed clip's frames still decoding are not needed
 
     def finish(self) -> PairResult:
-        """The pair's result, once the work it handed to the worker pool is done (waited for here): its
-        per-frame rows and values. A worker's failure makes the pair an error row, as any failure in
-        :meth:`score` does."""
+        """The pair's result, once its values are on the host and the work it handed to the worker pool is done
+        (both waited for here): its per-frame rows and values. A worker's failure makes the pair an error row,
+        as any failure in :meth:`score` does."""
         result = self.result
         if not result.ok:
             return result

@@ -40,6 +40,12 @@ def _scipy_stats():
 RESAMPLED_BYTES_PER_CALL = 64 << 20
 # Calls of means_with_ci at once, in threads: at most this many times RESAMPLED_BYTES_PER_CALL held.
 BOOTSTRAP_THREADS = 4
+# Samples of one SciPy call of means_with_ci at most. A run of a few clips has hundreds of per-horizon samples of
+# one length, and SciPy sorts a call's resampled means in one thread: 850 samples of 3 clips took 47 ms in one
+# call on the 2-core machine, the slowest step at the end of a GPU run. In calls of this many samples the threads
+# share the work. A fixed number, not one per CPU: which samples share a call (NumPy's summation order over
+# them, the last digits of a CI) is then the same on every machine.
+SAMPLES_PER_CALL = 256
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,8 @@ def mean_with_ci(values: np.ndarray, config: BootstrapConfig = BootstrapConfig()
 
 def means_with_ci(samples: Sequence[np.ndarray], config: BootstrapConfig = BootstrapConfig()) -> list[Estimate]:
     """:func:`mean_with_ci` of each sample, with one SciPy bootstrap call per sample length (and per
-    :data:`RESAMPLED_BYTES_PER_CALL` of resampled values) instead of one per sample:
+    :data:`RESAMPLED_BYTES_PER_CALL` of resampled values, and per :data:`SAMPLES_PER_CALL` samples) instead
+    of one per sample:
     a run's per-horizon curves are hundreds of small samples (a metric's values at each horizon), and
     SciPy's per-call overhead, not the resampling, was their cost (0.5-0.8 s of a 2.5 s GPU run, on rank 0
     after every torchrun run). Samples of one length are resampled together along their last axis with the
@@ -108,7 +115,7 @@ def means_with_ci(samples: Sequence[np.ndarray], config: BootstrapConfig = Boots
     calls: list[list[int]] = []  # per SciPy call, the samples it resamples together
     for length, same_length in by_length.items():
         # SciPy holds every resample of a call at once: rows x n_resamples x length float64 values.
-        rows_per_call = max(1, RESAMPLED_BYTES_PER_CALL // (8 * config.n_resamples * length))
+        rows_per_call = max(1, min(SAMPLES_PER_CALL, RESAMPLED_BYTES_PER_CALL // (8 * config.n_resamples * length)))
         calls.extend(same_length[start:start + rows_per_call] for start in range(0, len(same_length), rows_per_call))
 
     scipy_stats = _scipy_stats() if calls else None  # imported here, not by several threads at once

@@ -42,12 +42,15 @@ def usable_cpus() -> int:
 
 def default_workers(device_type: str) -> int:
     """Worker processes of a run on ``device_type`` when not given: 0 (inline) on the CPU; on an accelerator
-    every usable CPU but one (which feeds the device), shared among the processes of this node
-    (``LOCAL_WORLD_SIZE``, set by torchrun)."""
+    half the usable CPUs, shared among the processes of this node (``LOCAL_WORLD_SIZE``, set by torchrun). The
+    other half decode (two clip pairs ahead: up to six streams) and feed the device: on the 16-CPU H200 host the
+    default suite took 0.574 s with 8 workers against 0.620 s with 15 and 0.603 s with 12 (medians of 7
+    alternating rounds; benchmarks/RESULTS.md, the twelfth session), the workers' matching finishing one clip
+    late (engine.PairInFlight) and competing with the decoding for the CPUs."""
     if device_type == "cpu":
         return 0
     per_process = usable_cpus() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(0, per_process - 1)
+    return per_process // 2
 
 
 class Deferred:

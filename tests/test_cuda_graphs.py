@@ -108,13 +108,13 @@ def test_an_error_of_the_function_itself_reaches_the_caller_and_graphs_stay_on()
     assert graphed.capturing
 
 
-def test_metrics_that_replay_graphs_score_as_without_them(monkeypatch):
-    """tc, tc_delta and edge_f1's torch Canny through the engine, their graphed functions "on a GPU"
+def test_metrics_that_replay_graphs_score_as_without_them(monkeypatch, lpips_weights):
+    """tc, tc_delta, lpips and edge_f1's torch Canny through the engine, their graphed functions "on a GPU"
     (the stand-in capture replays through held input copies, as a CUDA graph reads its captured inputs): the
     values of a run with graphs off, to the bit. On the CPU tc takes OpenCV's SSIM, so its moments path (the
     GPU's) is forced here."""
     from foresight_eval import ScoreOptions, score
-    from foresight_eval.metrics import edges, graphs, temporal
+    from foresight_eval.metrics import edges, graphs, perceptual, temporal
     from tests.conftest import FIXTURES
 
     captured: list[str] = []
@@ -131,19 +131,20 @@ def test_metrics_that_replay_graphs_score_as_without_them(monkeypatch):
         return replay, fn(*tensors, **static)
 
     monkeypatch.setattr(graphs, "capture_cuda_graph", capture)
-    for module, name in ((temporal, "_consecutive_ssim_graphed"), (edges, "_canny_candidates_graphed")):
+    for module, name in ((temporal, "_consecutive_ssim_graphed"), (edges, "_canny_candidates_graphed"),
+                         (perceptual, "_lpips_graphed")):
         monkeypatch.setattr(module, name, GraphedFunction(getattr(module, name).fn))  # no graphs left behind
     monkeypatch.setattr(GraphedFunction, "graphs_run_on", staticmethod(lambda tensor: True))
     monkeypatch.setattr(temporal, "ssim_takes_opencv", lambda frames, window_size: False)
 
     def run():
-        result = score(FIXTURES / "preds" / "shift_mild", FIXTURES / "refs", ["tc", "tc_delta", "edge_f1"],
+        result = score(FIXTURES / "preds" / "shift_mild", FIXTURES / "refs", ["tc", "tc_delta", "lpips", "edge_f1"],
                        params={"edge_f1": {"detector": "torch"}}, options=ScoreOptions(context=4, batch_size=5),
                        device="cpu", resources={"cache_dir": None})
         assert all(pair.ok for pair in result.pairs)
         return [pair.values for pair in result.pairs]
 
     graphed = run()
-    assert set(captured) == {"consecutive_ssim_of_moments", "canny_candidates"}
+    assert set(captured) == {"consecutive_ssim_of_moments", "canny_candidates", "_lpips_of_batch"}
     monkeypatch.setenv("FORESIGHT_EVAL_CUDA_GRAPHS", "0")
     assert graphed == run()

@@ -241,17 +241,46 @@ def test_a_pair_calls_back_once_its_first_batch_is_queued(tmp_path, monkeypatch)
 
 
 
+def test_values_on_their_way_from_a_device_are_the_values(fixtures_dir, monkeypatch):
+    """Every kind of clip value a metric leaves on a device (a running mean, the motion IoUs' last frame, frozen's
+    flags) and the per-frame values, taken as a GPU's (copied to the host behind the work, read when the pair is
+    finished): the values and rows of a run that reads them at once."""
+    from foresight_eval.metrics import base
+
+    names = ["mae", "tc", "frozen", "motion_iou", "motion_iou_st", "flicker_delta"]
+
+    def run():
+        result = score(fixtures_dir / "preds" / "shift_mild", fixtures_dir / "refs", names, device="cpu",
+                       options=ScoreOptions(context=4, batch_size=5), resources={"cache_dir": None})
+        assert all(pair.ok for pair in result.pairs)
+        return [(pair.values, dict(pair.per_frame)) for pair in result.pairs]
+
+    at_once = run()
+    waited = []
+
+    class Copied:
+        def synchronize(self):
+            waited.append(1)
+
+    monkeypatch.setattr(base, "waits_for_device", lambda tensor: True)
+    monkeypatch.setattr(base, "to_host_async", lambda *tensors: ([t.numpy() for t in tensors], Copied()))
+    assert run() == at_once
+    assert len(waited) == len(at_once) * (1 + len(names))  # per clip: the per-frame values' copy, each clip value's
+
+
 @pytest.mark.parametrize("schedule", ["cpu", "device"])
 def test_pairs_open_ahead_and_finish_after_the_next_is_scored(tmp_path, monkeypatch, schedule):
     """The engine's order of work. The CPU opens the next pair before scoring the oldest; a device keeps
     ``PAIRS_AHEAD_ON_DEVICE`` pairs decoding ahead, each opened once the oldest's first batch is queued (run
-    here on the CPU with the device's schedule). Either way a pair is finished (its pool work collected) after
-    the next one is scored, and the values are those of scoring pair by pair."""
+    here on the CPU with the device's schedule, its values taken as a GPU's: copied to the host behind the
+    work, waited for when read). Either way a pair is finished (its pool work collected, its values read)
+    after the next one is scored: on a device the host waits for no value of a pair before the next pair's
+    work is queued. The values are those of scoring pair by pair."""
     import torch
 
     from foresight_eval import engine
     from foresight_eval.io.pairing import pair_clips
-    from foresight_eval.metrics import pixel
+    from foresight_eval.metrics import base, pixel
 
     for name in "abcd":
         write_pair(tmp_path, name, gradient_clip(n_frames=6, seed=1), gradient_clip(n_frames=6))
@@ -277,13 +306,27 @@ def test_pairs_open_ahead_and_finish_after_the_next_is_scored(tmp_path, monkeypa
     if schedule == "device":
         monkeypatch.setattr(engine, "PAIRS_AHEAD_ON_DEVICE", 2)
         monkeypatch.setattr(engine, "_decoding_ahead", lambda device: (engine.PAIRS_AHEAD_ON_DEVICE, False))
+
+        class Copied:  # the event recorded behind a GPU's copies to the host
+            def synchronize(self):
+                events.append("wait")
+
+        def to_host_async(*tensors):
+            events.append("copy")
+            return [tensor.numpy() for tensor in tensors], Copied()
+
+        monkeypatch.setattr(base, "waits_for_device", lambda tensor: True)
+        monkeypatch.setattr(base, "to_host_async", to_host_async)
     run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], device="cpu", options=ScoreOptions(batch_size=4),
                 resources={"cache_dir": None})
+    queued = ["copy", "copy"]  # the per-frame values' copy and the clip value's, once the pair's batches are queued
+    read = ["wait", "wait"]
     expected = {
         "cpu": ["open a", "open b", "batch a", "batch a", "open c", "batch b", "batch b", "finish a", "open d",
                 "batch c", "batch c", "finish b", "batch d", "batch d", "finish c", "finish d"],
-        "device": ["open a", "open b", "batch a", "open c", "batch a", "batch b", "open d", "batch b", "finish a",
-                   "batch c", "batch c", "finish b", "batch d", "batch d", "finish c", "finish d"],
+        "device": ["open a", "open b", "batch a", "open c", "batch a", *queued, "batch b", "open d", "batch b", *queued,
+                   "finish a", *read, "batch c", "batch c", *queued, "finish b", *read, "batch d", "batch d", *queued,
+                   "finish c", *read, "finish d", *read],
     }
     assert events == expected[schedule]
     assert [pair.video for pair in run.pairs] == list("abcd") and all(pair.ok for pair in run.pairs)

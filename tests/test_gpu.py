@@ -104,20 +104,24 @@ def test_torch_motion_masks_on_cuda_are_the_cpus_bit_for_bit(fixtures_dir):
                   (masks["cuda"] != masks["cpu"]).double().mean(), torch.tensor(0.0), atol=0)
 
 
-def test_tc_and_edge_f1_from_cuda_graphs_equal_eager_runs(fixtures_dir, monkeypatch):
-    """tc and tc_delta (SSIM moments) and edge_f1 (Canny's steps 1-3) replay CUDA graphs once a batch shape
-    repeats (three clips, three batches each): the values of a run with graphs off."""
+@pytest.mark.parametrize("lpips_precision", ["float32", "bf16"])
+def test_tc_lpips_and_edge_f1_from_cuda_graphs_equal_eager_runs(fixtures_dir, monkeypatch, lpips_weights,
+                                                                 lpips_precision):
+    """tc and tc_delta (SSIM moments), lpips (both precisions) and edge_f1 (Canny's steps 1-3) replay CUDA
+    graphs once a batch shape repeats (three clips, three batches each): the values of a run with graphs off."""
+    names = ("tc", "tc_delta", "lpips", "edge_f1")
+
     def run():
-        result = score(fixtures_dir / "preds" / "shift_mild", fixtures_dir / "refs",
-                       ["tc", "tc_delta", "edge_f1"], options=ScoreOptions(context=4, batch_size=6),
+        result = score(fixtures_dir / "preds" / "shift_mild", fixtures_dir / "refs", list(names),
+                       params={"lpips": {"precision": lpips_precision}}, options=ScoreOptions(context=4, batch_size=6),
                        device="cuda", resources={"cache_dir": None})
         assert all(pair.ok for pair in result.pairs)
-        return {name: [pair.values[name] for pair in result.pairs] for name in ("tc", "tc_delta", "edge_f1")}
+        return {name: [pair.values[name] for pair in result.pairs] for name in names}
 
     graphed = run()
     monkeypatch.setenv("FORESIGHT_EVAL_CUDA_GRAPHS", "0")
     eager = run()
-    for name, tolerance in (("tc", 1e-12), ("tc_delta", 1e-12), ("edge_f1", 0)):
+    for name, tolerance in (("tc", 1e-12), ("tc_delta", 1e-12), ("lpips", 1e-6), ("edge_f1", 0)):
         assert_parity(f"{name} cuda, graphs vs eager", graphed[name], eager[name], atol=tolerance)
 
 

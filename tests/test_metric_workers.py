@@ -223,9 +223,9 @@ def test_worker_counts(monkeypatch):
     monkeypatch.setattr("foresight_eval.workers.usable_cpus", lambda: 16)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert default_workers("cpu") == 0  # nothing to overlap with: inline
-    assert default_workers("cuda") == 15
+    assert default_workers("cuda") == 8  # the other half decode and feed the device
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: four processes share the node's CPUs
-    assert default_workers("cuda") == 3
+    assert default_workers("cuda") == 2
     monkeypatch.setattr("foresight_eval.workers.usable_cpus", lambda: 1)
     assert default_workers("cuda") == 0
     for bad in (-1, 1.5, True):

@@ -100,3 +100,15 @@ def test_each_bad_input_gives_a_clear_input_error(tmp_path):
         with pytest.raises(InputError, match=message) as caught:
             list(open_clip(tmp_path / name).frames())
         assert name in str(caught.value), f"{name}: the message should name the file: {caught.value}"
+
+
+def test_decoder_threads_are_ffmpegs_count_up_to_eight(monkeypatch):
+    """FFmpeg's own H.264 thread count (a frame thread per usable CPU plus one) on small machines, 8 on larger
+    ones, where a GPU run decodes several streams at once."""
+    import os
+
+    from foresight_eval.io import video
+
+    for cpus, threads in ((1, 2), (2, 3), (7, 8), (16, 8), (128, 8)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cpus=cpus: set(range(cpus)), raising=False)
+        assert video.decoder_threads() == threads

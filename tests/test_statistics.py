@@ -119,17 +119,19 @@ def test_minimum_detectable_effect():
     assert 0.6 < np.mean(detected) <= 1.0
 
 
-@pytest.mark.parametrize("rows_per_call", [None, 2])
+@pytest.mark.parametrize("split", [None, "memory", "count"])
 @pytest.mark.parametrize("method", ["percentile", "BCa", "basic"])
-def test_per_horizon_estimates_equal_one_bootstrap_per_sample(method, rows_per_call, monkeypatch):
+def test_per_horizon_estimates_equal_one_bootstrap_per_sample(method, split, monkeypatch):
     """means_with_ci (one SciPy call per sample length, or per few rows of a length where the resamples would
-    take too much memory; calls in parallel threads) gives what mean_with_ci gives for each sample alone:
-    lengths 0 to 7, constant samples, a NaN, repeated lengths in any order."""
+    take too much memory or the rows are many; calls in parallel threads) gives what mean_with_ci gives for
+    each sample alone: lengths 0 to 7, constant samples, a NaN, repeated lengths in any order."""
     from foresight_eval import stats
 
     monkeypatch.setattr(stats, "usable_cpus", lambda: 4)  # threads, whatever this machine has
-    if rows_per_call:  # the memory bound of a call: rows_per_call samples of length 7 (more of shorter ones)
-        monkeypatch.setattr(stats, "RESAMPLED_BYTES_PER_CALL", 8 * 500 * 7 * rows_per_call)
+    if split == "memory":  # the memory bound of a call: 2 samples of length 7 (more of shorter ones)
+        monkeypatch.setattr(stats, "RESAMPLED_BYTES_PER_CALL", 8 * 500 * 7 * 2)
+    if split == "count":  # calls of at most 3 samples, whatever their length
+        monkeypatch.setattr(stats, "SAMPLES_PER_CALL", 3)
     rng = np.random.default_rng(3)
     samples = [rng.normal(size=int(n)) for n in rng.integers(0, 8, size=60)]
     samples += [np.full(4, 0.5), np.array([1.0, np.nan, 2.0]), np.array([2.0])]

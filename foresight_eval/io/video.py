@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,19 @@ _PROBE_OPTIONS = {"skip_frame": "all"}
 # (``frame.to_ndarray(format="rgb24")``): a frame's converter builds FFmpeg's scaling context anew for every
 # frame, 0.55 ms of a 1.4 ms decode of a 256x256 H.264 frame on the 2-core machine, against 0.05 ms reused.
 # The same pixels: the context is rebuilt whenever a frame's size, format or colour properties change.
+# MOST_DECODER_THREADS: FFmpeg's own thread count (0) for H.264 is a frame thread per CPU plus one, at most 16.
+# A GPU run decodes up to six streams at once (engine.PAIRS_AHEAD_ON_DEVICE) next to the metric workers, and
+# frame threading holds a stream's first frame back until that many frames are in flight. On the 16-CPU H200
+# host 8 threads a stream made decode-only 3% faster and the default suite 7% (0.578 against 0.621 s; 4 threads
+# as 8; benchmarks/RESULTS.md, the twelfth session). Machines of up to 7 CPUs keep FFmpeg's count.
+MOST_DECODER_THREADS = 8
+
+
+def decoder_threads() -> int:
+    """FFmpeg's own count for H.264 (a frame thread per usable CPU plus one), at most MOST_DECODER_THREADS. (The
+    CPUs are counted here, not by ``workers.usable_cpus``: the readers import nothing above ``io``.)"""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(usable + 1, MOST_DECODER_THREADS)
 
 
 class VideoReader:
@@ -66,6 +80,7 @@ class VideoReader:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
+                stream.thread_count = decoder_threads()
                 to_rgb = VideoReformatter()  # see RGB_CONVERSION
                 for frame in container.decode(stream):
                     count += 1

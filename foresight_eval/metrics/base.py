@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from foresight_eval.errors import UsageError, did_you_mean
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
-from foresight_eval.workers import INLINE, WorkerPool
+from foresight_eval.workers import INLINE, Deferred, WorkerPool
 
 # "none": a descriptive figure (an intrinsic dimension): never ranked; a gate on it names its own direction.
 Direction = Literal["higher", "lower", "none"]
@@ -172,6 +172,46 @@ def to_host_async(*tensors: torch.Tensor) -> tuple[list[np.ndarray], torch.cuda.
     return [host.numpy() for host in hosts], event
 
 
+class CopiedToHost(Deferred):
+    """Device tensors on their way to the host (:func:`to_host_async`): ``result()`` waits for the copies, which
+    are queued behind the work that makes the tensors, and returns ``combine`` of the host arrays (computed
+    once). A metric's clip value or a clip's per-frame values, collected this way, let the host queue the next
+    clip's work while the device finishes this one's: a ``float()`` at the end of each clip made the host wait
+    for the whole of the device's queue, which then ran dry while the next clip's work was being queued."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor], combine: Callable[[list[np.ndarray]], Any]):
+        self._hosts, self._ready = to_host_async(*tensors)
+        self._combine = combine
+        self._result: list[Any] = []  # the combined value, once read
+
+    def result(self) -> Any:
+        if not self._result:
+            if self._ready is not None:
+                self._ready.synchronize()
+            self._result.append(self._combine(self._hosts))
+        return self._result[0]
+
+    def cancel(self) -> None:
+        """Nothing to drop: the copies are queued already."""
+
+
+def waits_for_device(tensor: torch.Tensor) -> bool:
+    """Whether reading ``tensor`` on the host would wait for a device's queue of work (a GPU's)."""
+    return tensor.device.type != "cpu"
+
+
+def when_on_host(tensor: torch.Tensor, convert: Callable[[np.ndarray], Any]) -> Any:
+    """``convert`` of the tensor's host array: now for a CPU tensor, else a :class:`CopiedToHost` of it (the
+    engine waits for it when it finishes the clip, after queuing the next clip's work).
+
+    >>> when_on_host(torch.tensor([1.0, 2.0]), lambda values: float(values.sum()))
+    3.0
+    """
+    if not waits_for_device(tensor):
+        return convert(tensor.numpy())
+    return CopiedToHost([tensor], lambda hosts: convert(hosts[0]))
+
+
 def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``tensor.to(device)`` without waiting for the device: a host tensor bound for a GPU goes through
     page-locked memory and is copied behind the queued work. From pageable memory CUDA synchronises the stream
@@ -218,6 +258,13 @@ class RunningMean:
 
     def mean(self) -> float:
         return float(self.total) / self.count if self.count else math.nan
+
+    def mean_when_ready(self) -> float | Deferred:
+        """:meth:`mean`, as a :class:`CopiedToHost` when the sum is on a GPU (see :func:`when_on_host`)."""
+        if not self.count:
+            return math.nan
+        count = self.count
+        return when_on_host(self.total, lambda total: float(total) / count)
 
 
 def coerce_param(label: str, value: Any, default: Any) -> Any:
@@ -331,7 +378,10 @@ class FrameBatchMetric(Metric):
     @abstractmethod
     def compute(self) -> Any:
         """The clip's value. A set-granular metric returns instead the clip's part of the run-level value
-        (JSON-serialisable: it is journaled and gathered across ranks with the clip's result)."""
+        (JSON-serialisable: it is journaled and gathered across ranks with the clip's result). Either may come
+        as a :class:`~foresight_eval.workers.Deferred` of it, which the engine waits for after queuing the next
+        clip's work: the worker pool's, or :func:`when_on_host`'s for a value still on a GPU (``float()`` of a
+        GPU tensor here would make the host wait for the device)."""
 
 
 def _takes_pred_and_ref(per_frame: Callable[..., Any]) -> bool:
@@ -370,8 +420,10 @@ class FrameMetric(FrameBatchMetric):
         self._running.add(values)
         return values
 
-    def compute(self) -> float:
-        return self._running.mean()
+    def compute(self) -> float | Deferred:
+        """The mean over the clip's frames; on a GPU a Deferred of it, which the engine reads once the device
+        has computed it (:class:`CopiedToHost`)."""
+        return self._running.mean_when_ready()
 
     @abstractmethod
     def per_frame(self, batch: FrameBatch) -> torch.Tensor:
@@ -473,5 +525,7 @@ class ConsecutivePairMetric(FrameBatchMetric):
             values = torch.cat([values.new_full((1,), float("nan")), values])
         return values
 
-    def compute(self) -> float:
-        return self._running.mean()
+    def compute(self) -> float | Deferred:
+        """The mean over the clip's frames; on a GPU a Deferred of it, which the engine reads once the device
+        has computed it (:class:`CopiedToHost`)."""
+        return self._running.mean_when_ready()

@@ -106,26 +106,20 @@ def _border_damping(height: int, width: int, device: torch.device) -> torch.Tens
 def update_matrices(r0: torch.Tensor, r1: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """OpenCV's FarnebackUpdateMatrices: (N, 5, H, W) coefficients of both images and the flow (N, 2, H, W)
     to the per-pixel entries (G11, G12, G22, h1, h2) as (N, 5, H, W)."""
-    batch, _, height, width = r0.shape
-    yy, xx = torch.meshgrid(torch.arange(height, device=r0.device, dtype=torch.float32),
-                            torch.arange(width, device=r0.device, dtype=torch.float32), indexing="ij")
+    _, _, height, width = r0.shape
+    xx = torch.arange(width, device=r0.device, dtype=torch.float32)
+    yy = torch.arange(height, device=r0.device, dtype=torch.float32)[:, None]
     dx, dy = flow[:, 0], flow[:, 1]
     fx, fy = xx + dx, yy + dy
-    x1, y1 = torch.floor(fx), torch.floor(fy)
-    fx, fy = fx - x1, fy - y1
-    inside = (x1 >= 0) & (x1 < width - 1) & (y1 >= 0) & (y1 < height - 1)
-    x1 = x1.clamp(0, width - 2).long()
-    y1 = y1.clamp(0, height - 2).long()
-    flat = r1.flatten(2)
-    index = (y1 * width + x1).flatten(1)
-
-    def corner(offset: int) -> torch.Tensor:
-        return flat.gather(2, (index + offset)[:, None].expand(-1, 5, -1)).view(batch, 5, height, width)
-
-    a00, a01 = (1 - fx) * (1 - fy), fx * (1 - fy)
-    a10, a11 = (1 - fx) * fy, fx * fy
-    sampled = (a00[:, None] * corner(0) + a01[:, None] * corner(1)
-               + a10[:, None] * corner(width) + a11[:, None] * corner(width + 1))
+    # OpenCV samples the second image's coefficients bilinearly where all four neighbours are in the image
+    # (floor(x) in [0, width - 2], likewise y) and uses the first image's elsewhere. There grid_sample's
+    # bilinear value is that one: one kernel for the five channels instead of four gathers and their
+    # weighting (a quarter of a flow's GPU time; benchmarks/RESULTS.md, the twelfth session). Its position
+    # goes through grid_sample's [-1, 1] scale and back, which moves it by float32 rounding (~1e-4 pixel at
+    # 640 pixels); tests/test_flow_torch.py measures the flows against OpenCV's.
+    inside = (fx >= 0) & (fx < width - 1) & (fy >= 0) & (fy < height - 1)
+    grid = torch.stack([fx * (2.0 / max(width - 1, 1)) - 1, fy * (2.0 / max(height - 1, 1)) - 1], dim=-1)
+    sampled = F.grid_sample(r1, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     r2 = torch.where(inside, sampled[:, 0], 0.0)
     r3 = torch.where(inside, sampled[:, 1], 0.0)
     r4 = torch.where(inside, (r0[:, 2] + sampled[:, 2]) * 0.5, r0[:, 2])

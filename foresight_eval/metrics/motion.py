@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
 from foresight_eval.metrics.base import (FrameBatch, MetricInfo, RunContext, conv_per_image, device_constant,
-                                         to_device_async)
+                                         to_device_async, when_on_host)
 from foresight_eval.metrics.graphs import GraphedFunction
 from foresight_eval.metrics.physics_iq import (
     PIPELINE_DEFAULTS, Mp4vRoundTrip, WindowedFrameMetric, clip_fps, downscale_u8,
@@ -330,8 +330,9 @@ class _CumulativeMotionMetric(_MotionMaskMetric):
     def compare_totals(self, pred_counts: torch.Tensor, ref_counts: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def compute(self) -> float:
-        return float(self._last)
+    def compute(self) -> Any:
+        """The value over all the clip's frames (its last frame's): a float, or on a GPU a Deferred of it."""
+        return when_on_host(self._last, float) if isinstance(self._last, torch.Tensor) else float(self._last)
 
 
 @register

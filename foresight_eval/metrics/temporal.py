@@ -37,7 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from foresight_eval.metrics.base import ConsecutivePairMetric, FrameBatch, MetricInfo, device_constant, over_threads
+from foresight_eval.metrics.base import (ConsecutivePairMetric, FrameBatch, MetricInfo, device_constant, over_threads,
+                                         when_on_host)
 from foresight_eval.metrics.flow_torch import farneback_pairs
 from foresight_eval.metrics.graphs import GraphedFunction
 from foresight_eval.metrics.motion import _gray_u8  # OpenCV's RGB2GRAY, shared with the motion masks
@@ -476,8 +477,12 @@ class Frozen(_FrameDifference):
         self._frozen.append(pred_still & ~ref_still)
         return None
 
-    def compute(self) -> float:
-        frozen = torch.cat(self._frozen).tolist() if self._frozen else []
-        if not frozen:
+    def compute(self) -> Any:
+        """1.0 or 0.0, NaN without pairs: a float, or on a GPU a Deferred of it."""
+        if not self._frozen:
             return float("nan")
-        return float(longest_run(frozen) >= self.params["min_run"])
+        min_run = self.params["min_run"]
+
+        def flag(frozen: np.ndarray) -> float:
+            return float(longest_run(frozen.tolist()) >= min_run) if frozen.size else float("nan")
+        return when_on_host(torch.cat(self._frozen), flag)
