@@ -22,7 +22,8 @@ c) the default suite now against the tree issue 17 was filed on (``--old-commit`
 ``--gpu``: also ``suite_speed.py`` (its own clips; the GPU suite against decode-only and against this
 host's CPU threads, the reference cache cold and warm), with the goals of issue 17 (<= 1.5x decode-only,
 >= 10x the CPU run); and the GPU suite against decode-only again on clips of the issue's own shape (3 pairs
-of 83 frame pairs at 640x360, 320x240 and 176x144). LPIPS: the cached AlexNet checkpoint, else seeded random weights (timing only).
+of 83 frame pairs at 640x360, 320x240 and 176x144). LPIPS: the cached AlexNet checkpoint, else seeded random
+weights (timing only).
 
 ``--scaling`` (default: with ``--gpu`` when two GPUs are visible): also ``scaling.py``'s multi-GPU figure,
 256 clips x 48 frames of 256x256, psnr + ssim + lpips and the default suite, 1 and 2 ranks started by
