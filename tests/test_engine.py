@@ -241,12 +241,27 @@ def test_a_pair_calls_back_once_its_first_batch_is_queued(tmp_path, monkeypatch)
 
 
 
+def take_values_as_a_gpus(monkeypatch, events: list[str]) -> None:
+    """Run on the CPU, treat every value a metric leaves on its device as a GPU's: copied to the host behind the
+    work ("copy" in ``events``) and waited for when read (the copies' event: "wait")."""
+    from foresight_eval.metrics import base
+
+    class Copied:  # the event recorded behind a GPU's copies to the host
+        def synchronize(self):
+            events.append("wait")
+
+    def to_host_async(*tensors):
+        events.append("copy")
+        return [tensor.numpy() for tensor in tensors], Copied()
+
+    monkeypatch.setattr(base, "waits_for_device", lambda tensor: True)
+    monkeypatch.setattr(base, "to_host_async", to_host_async)
+
+
 def test_values_on_their_way_from_a_device_are_the_values(fixtures_dir, monkeypatch):
     """Every kind of clip value a metric leaves on a device (a running mean, the motion IoUs' last frame, frozen's
     flags) and the per-frame values, taken as a GPU's (copied to the host behind the work, read when the pair is
     finished): the values and rows of a run that reads them at once."""
-    from foresight_eval.metrics import base
-
     names = ["mae", "tc", "frozen", "motion_iou", "motion_iou_st", "flicker_delta"]
 
     def run():
@@ -256,16 +271,11 @@ def test_values_on_their_way_from_a_device_are_the_values(fixtures_dir, monkeypa
         return [(pair.values, dict(pair.per_frame)) for pair in result.pairs]
 
     at_once = run()
-    waited = []
-
-    class Copied:
-        def synchronize(self):
-            waited.append(1)
-
-    monkeypatch.setattr(base, "waits_for_device", lambda tensor: True)
-    monkeypatch.setattr(base, "to_host_async", lambda *tensors: ([t.numpy() for t in tensors], Copied()))
+    events: list[str] = []
+    take_values_as_a_gpus(monkeypatch, events)
     assert run() == at_once
-    assert len(waited) == len(at_once) * (1 + len(names))  # per clip: the per-frame values' copy, each clip value's
+    # per clip: the per-frame values' copy and each clip value's
+    assert events.count("wait") == len(at_once) * (1 + len(names))
 
 
 @pytest.mark.parametrize("schedule", ["cpu", "device"])
@@ -280,7 +290,7 @@ def test_pairs_open_ahead_and_finish_after_the_next_is_scored(tmp_path, monkeypa
 
     from foresight_eval import engine
     from foresight_eval.io.pairing import pair_clips
-    from foresight_eval.metrics import base, pixel
+    from foresight_eval.metrics import pixel
 
     for name in "abcd":
         write_pair(tmp_path, name, gradient_clip(n_frames=6, seed=1), gradient_clip(n_frames=6))
@@ -306,17 +316,7 @@ def test_pairs_open_ahead_and_finish_after_the_next_is_scored(tmp_path, monkeypa
     if schedule == "device":
         monkeypatch.setattr(engine, "PAIRS_AHEAD_ON_DEVICE", 2)
         monkeypatch.setattr(engine, "_decoding_ahead", lambda device: (engine.PAIRS_AHEAD_ON_DEVICE, False))
-
-        class Copied:  # the event recorded behind a GPU's copies to the host
-            def synchronize(self):
-                events.append("wait")
-
-        def to_host_async(*tensors):
-            events.append("copy")
-            return [tensor.numpy() for tensor in tensors], Copied()
-
-        monkeypatch.setattr(base, "waits_for_device", lambda tensor: True)
-        monkeypatch.setattr(base, "to_host_async", to_host_async)
+        take_values_as_a_gpus(monkeypatch, events)
     run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], device="cpu", options=ScoreOptions(batch_size=4),
                 resources={"cache_dir": None})
     queued = ["copy", "copy"]  # the per-frame values' copy and the clip value's, once the pair's batches are queued
