@@ -1,6 +1,6 @@
 """Where one default-suite run's time goes: each metric's share, and the top of a profile of the whole run.
 
-    python benchmarks/suite_profile.py [--device cuda] [--clips 3 --frames 32 --size 640x360] [--top 40]
+    python benchmarks/suite_profile.py [--device cuda] [--clips 3 --frames 32 --size 640x360[,320x240...]] [--top 40]
                                        [--metrics psnr,ssim] [--trace] [--reference-cache]
 
 On ``suite_speed.py``'s camera-like clips, after an untimed warm-up: decode-only and the suite's wall time;
@@ -360,22 +360,22 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--clips", type=int, default=3)
     parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
+    parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT, or several (comma-separated) taken in turn")
     parser.add_argument("--top", type=int, default=40, help="profile lines shown")
     parser.add_argument("--trace", action="store_true", help="also one run under torch.profiler")
     parser.add_argument("--metrics", help="comma-separated metrics to profile (default: the default suite)")
     parser.add_argument("--reference-cache", action="store_true",
                         help="runs use the default reference cache (warm after the warm-up), not none")
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.split("x"))
+    sizes = [tuple(int(v) for v in size.split("x")) for size in args.size.split(",")]
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         ensure_alexnet_weights(tmp)
-        clips = make_clips(tmp / "clips", args.clips, args.frames, height, width)
-        # Every batch shape seen once; two clips, so the process's first bootstrap (and scipy.stats's import)
-        # happens here, not in the first timed run.
-        warm_up = make_clips(tmp / "warm_up", 2, args.frames, height, width)
+        clips = make_clips(tmp / "clips", args.clips, args.frames, 0, 0, sizes=sizes)
+        # Every batch shape seen once; at least two clips, so the process's first bootstrap (and scipy.stats's
+        # import) happens here, not in the first timed run.
+        warm_up = make_clips(tmp / "warm_up", max(2, len(sizes)), args.frames, 0, 0, sizes=sizes)
         options = ScoreOptions(batch_size=16)
         # As the goals are measured (suite_speed.py's "no cache"), unless --reference-cache: the default cache
         # folder, warm after the warm-up run.

@@ -12,8 +12,8 @@ sizes (two, or one per size): ``--size`` takes several sizes, which the clips ta
   run without a cache;
 * timed once each: the suite with a fresh ``cache_dir`` (cold: computes and writes the reference side) and
   again (warm: reads it), the speed-up of scoring a second model;
-* where the run has worker processes for metrics' CPU work (``--workers``, default: the engine's, half the
-  CPUs on a GPU, none on the CPU), the suite without cache again with the pool off (``workers=0``), and
+* where the run has worker processes for metrics' CPU work (``--workers``, default: the engine's, all CPUs
+  but one on a GPU, none on the CPU), the suite without cache again with the pool off (``workers=0``), and
   ``edge_f1`` alone with the pool on and off;
 * each default metric alone (``--per-metric``), whose sum against the suite's time shows the sharing;
 * on the CPU, LPIPS float32 / bf16 against its convolutions alone (``benchmarks/lpips_cpu.py``).

@@ -41,16 +41,32 @@ def usable_cpus() -> int:
 
 
 def default_workers(device_type: str) -> int:
-    """Worker processes of a run on ``device_type`` when not given: 0 (inline) on the CPU; on an accelerator
-    half the usable CPUs, shared among the processes of this node (``LOCAL_WORLD_SIZE``, set by torchrun). The
-    other half decode (two clip pairs ahead: up to six streams) and feed the device: on the 16-CPU H200 host the
-    default suite took 0.574 s with 8 workers against 0.620 s with 15 and 0.603 s with 12 (medians of 7
-    alternating rounds; benchmarks/RESULTS.md, the twelfth session), the workers' matching finishing one clip
-    late (engine.PairInFlight) and competing with the decoding for the CPUs."""
+    """Worker processes of a run on ``device_type`` when not given: 0 (inline) on the CPU; on an accelerator all
+    but one of the usable CPUs, shared among the processes of this node (``LOCAL_WORLD_SIZE``, set by torchrun).
+    The workers run at the lowest priority (:func:`_lowest_priority`), so they take only the CPU time that the
+    decoding threads and the thread driving the device leave: on the 16-CPU H200 host the default suite took
+    0.464-0.481 s with 15 such workers, 0.486-0.493 s with 8 and 0.478 s with 12; at equal priority 8 workers had
+    been faster than 15 (0.574 against 0.620 s), as they competed with the decoding (medians of 7 alternating
+    rounds; benchmarks/RESULTS.md, the twelfth and thirteenth sessions)."""
     if device_type == "cpu":
         return 0
     per_process = usable_cpus() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return per_process // 2
+    return max(0, per_process - 1)
+
+
+def _lowest_priority() -> None:
+    """A worker's first step: run only when no other thread of the machine wants the CPU (Linux's
+    ``SCHED_IDLE``; the highest nice value elsewhere). The workers' values are waited for one clip pair late
+    (engine.PairInFlight), while the decoding threads and the thread that drives the device are each on the run's
+    critical path: at equal priority the workers' matching held the third clip's first decoded batch back from
+    about 100 to 205 ms (1 x H200, 16 CPUs). Measured there (default suite, 3 clips x 32 frame pairs of 640x360,
+    medians of 7 alternating rounds; benchmarks/RESULTS.md, the thirteenth session): 0.549 s with 8 workers at
+    the same priority, 0.486 s idle, 0.497 s at nice 19, 0.512 s at nice 10, 0.464 s with 15 idle workers."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux
+        if hasattr(os, "nice"):
+            os.nice(19)
 
 
 class Deferred:
@@ -210,7 +226,7 @@ class WorkerPool:
             if self._executor is None:
                 if self.start_method == "forkserver":
                     self._preload(fn)
-                self._executor = ProcessPoolExecutor(max_workers=self.workers,
+                self._executor = ProcessPoolExecutor(max_workers=self.workers, initializer=_lowest_priority,
                                                      mp_context=multiprocessing.get_context(self.start_method))
             return self._executor
 

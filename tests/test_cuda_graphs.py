@@ -7,15 +7,28 @@ from __future__ import annotations
 import pytest
 import torch
 
-from foresight_eval.metrics.graphs import CaptureFailed, GraphedFunction
+from foresight_eval.metrics import graphs
+from foresight_eval.metrics.graphs import CaptureFailed, Captured, GraphedFunction
+
+HELD = 100  # bytes a stand-in graph holds
 
 
 class OnTheCPU(GraphedFunction):
-    """Graphs "run" on the CPU: the stand-in capture below replaces CUDA's."""
+    """Graphs "run" on the CPU: the stand-in capture below replaces CUDA's; graphs may hold 10 stand-ins."""
 
     @staticmethod
     def graphs_run_on(tensor: torch.Tensor) -> bool:
         return True
+
+    @staticmethod
+    def memory_budget(device: torch.device) -> int:
+        return 10 * HELD
+
+
+@pytest.fixture(autouse=True)
+def no_graphs_held(monkeypatch):
+    """Each test counts the memory of its own graphs only."""
+    monkeypatch.setattr(graphs, "_held_bytes", type(graphs._held_bytes)())
 
 
 def scaled(x: torch.Tensor, *, by: float) -> torch.Tensor:
@@ -36,7 +49,7 @@ def captures():
                 held.copy_(tensor)
             return fn(*inputs, **static) + 100
 
-        return replay, fn(*tensors, **static)
+        return Captured(replay, fn(*tensors, **static), HELD)
 
     return captured, capture
 
@@ -52,15 +65,65 @@ def test_a_signature_is_captured_on_its_second_call_and_replayed_after(captures)
     assert graphed(torch.ones(4), by=2.0).tolist() == [2.0] * 4 and len(captured) == 1  # so is the shape
 
 
-def test_least_recently_used_graphs_are_dropped(captures):
+def test_a_cycle_of_more_signatures_than_places_replays_the_most_used_and_captures_no_more(captures):
+    """Three frame sizes, each clip with a short last batch: six signatures in turn, four places. Least recently
+    used out would capture each anew at every batch (more costly than running it); kept by use, the three full
+    batches and one short batch replay from the second cycle on and nothing is captured after it."""
+    captured, capture = captures
+    graphed = OnTheCPU(scaled, most_graphs=4, capture=capture)
+    clips = [[torch.ones(n)] * 5 + [torch.ones(n, 3)] for n in (4, 5, 6)]  # 5 full batches, 1 short
+    for x in [batch for clip in clips for batch in clip] * 2:
+        graphed(x, by=1.0)
+    assert len(captured) == 4  # the full batches in the first cycle, the first short one in the second
+    replays = [graphed(x, by=1.0)[0, 0] if x.dim() == 2 else graphed(x, by=1.0)[0]
+               for x in [batch for clip in clips for batch in clip]]
+    assert len(captured) == 4
+    assert [value == 101 for value in replays] == [True] * 6 + ([True] * 5 + [False]) * 2
+
+
+def test_a_signature_used_more_than_the_least_used_graph_takes_its_place(captures):
     captured, capture = captures
     graphed = OnTheCPU(scaled, most_graphs=2, capture=capture)
-    shapes = [torch.ones(n) for n in (1, 2, 3)]
+    rare, common, new = torch.ones(1), torch.ones(2), torch.ones(3)
+    for x in (rare, rare, common, common, common):
+        graphed(x, by=1.0)
+    assert len(captured) == 2
+    assert graphed(new, by=1.0)[0] == 1 and graphed(new, by=1.0)[0] == 1  # 2 calls: as many as `rare`, kept out
+    assert len(captured) == 2
+    assert graphed(new, by=1.0)[0] == 1 and len(captured) == 3  # its third call: captured in `rare`'s place
+    assert graphed(new, by=1.0)[0] == 101 and graphed(common, by=1.0)[0] == 101
+    assert graphed(rare, by=1.0)[0] == 1 and len(captured) == 3  # dropped, and now the least used
+
+
+def test_graphs_hold_at_most_their_share_of_memory_and_a_signature_past_it_runs_eagerly(captures):
+    captured, capture = captures
+    graphed = OnTheCPU(scaled, most_graphs=20, capture=capture)
+    shapes = [torch.ones(n) for n in range(1, 13)]
     for x in shapes:
         graphed(x, by=1.0), graphed(x, by=1.0)
-    assert len(captured) == 3
-    assert graphed(shapes[2], by=1.0)[0] == 101  # kept
-    assert graphed(shapes[0], by=1.0)[0] == 1 and len(captured) == 4  # dropped, captured again
+    assert len(captured) == 12 and graphs._held_bytes[torch.device("cpu")] == 10 * HELD  # two dropped at once
+    assert [graphed(x, by=1.0)[0] for x in shapes] == [101] * 10 + [1, 1]  # replayed; eager past the budget
+    assert len(captured) == 12  # and not captured again
+
+
+def test_a_dropped_graph_gives_its_memory_back(captures):
+    captured, capture = captures
+    graphed = OnTheCPU(scaled, most_graphs=1, capture=capture)
+    cpu = torch.device("cpu")
+    graphed(torch.ones(1), by=1.0), graphed(torch.ones(1), by=1.0)
+    for _ in range(3):
+        graphed(torch.ones(2), by=1.0)  # its third call: more used, it takes the place
+    assert len(captured) == 2 and graphs._held_bytes[cpu] == HELD
+
+    def failing(fn, tensors, static):
+        raise CaptureFailed("RuntimeError: operation not permitted when stream is capturing")
+
+    graphed._capture = failing
+    graphed(torch.ones(3), by=1.0)
+    with pytest.warns(RuntimeWarning, match="capture failed"):
+        for _ in range(3):
+            graphed(torch.ones(3), by=1.0)  # displaces the graph, then fails: graphs off
+    assert not graphed.capturing and graphs._held_bytes[cpu] == 0
 
 
 def test_a_failed_capture_turns_graphs_off_with_a_warning():
@@ -99,7 +162,7 @@ def test_an_error_of_the_function_itself_reaches_the_caller_and_graphs_stay_on()
         return x * 2
 
     def capture(fn, tensors, static):  # as capture_cuda_graph: the warm-up runs first, outside the capture
-        return (lambda new: fn(*new, **static)), fn(*tensors, **static)
+        return Captured(lambda new: fn(*new, **static), fn(*tensors, **static), HELD)
 
     graphed = OnTheCPU(checked, capture=capture)
     for _ in range(3):  # first sight, then the capturing call
@@ -114,7 +177,7 @@ def test_metrics_that_replay_graphs_score_as_without_them(monkeypatch, lpips_wei
     values of a run with graphs off, to the bit. On the CPU tc takes OpenCV's SSIM, so its moments path (the
     GPU's) is forced here."""
     from foresight_eval import ScoreOptions, score
-    from foresight_eval.metrics import edges, graphs, perceptual, temporal
+    from foresight_eval.metrics import edges, perceptual, temporal
     from tests.conftest import FIXTURES
 
     captured: list[str] = []
@@ -128,13 +191,14 @@ def test_metrics_that_replay_graphs_score_as_without_them(monkeypatch, lpips_wei
                 held.copy_(tensor)
             return fn(*inputs, **static)
 
-        return replay, fn(*tensors, **static)
+        return Captured(replay, fn(*tensors, **static), HELD)
 
     monkeypatch.setattr(graphs, "capture_cuda_graph", capture)
     for module, name in ((temporal, "_consecutive_ssim_graphed"), (edges, "_canny_candidates_graphed"),
                          (perceptual, "_lpips_graphed")):
         monkeypatch.setattr(module, name, GraphedFunction(getattr(module, name).fn))  # no graphs left behind
     monkeypatch.setattr(GraphedFunction, "graphs_run_on", staticmethod(lambda tensor: True))
+    monkeypatch.setattr(GraphedFunction, "memory_budget", staticmethod(lambda device: 100 * HELD))
     monkeypatch.setattr(temporal, "ssim_takes_opencv", lambda frames, window_size: False)
 
     def run():

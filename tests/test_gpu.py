@@ -62,6 +62,39 @@ def test_cuda_graph_replays_equal_eager_runs(fixtures_dir):
     assert graphed.capturing and len(graphed._graphs) == 1
 
 
+def test_a_graph_holds_the_memory_it_is_counted_for_and_one_past_the_budget_is_dropped(fixtures_dir, monkeypatch):
+    """The bytes a capture is counted for are freed when its graph is dropped (the caching allocator's
+    reserve falls by them once emptied), and a graph past the budget is not kept: its signature runs
+    eagerly, with the values of an eager run."""
+    from foresight_eval.io.clips import open_clip
+    from foresight_eval.metrics import graphs
+    from foresight_eval.metrics.temporal import _consecutive_warp_error_torch
+
+    monkeypatch.setattr(graphs, "_held_bytes", type(graphs._held_bytes)())
+    frames = torch.stack([torch.from_numpy(f) for f in open_clip(fixtures_dir / "refs" / "clip01.mp4").frames()])
+    frames = frames.permute(0, 3, 1, 2).float().div(255).cuda()
+    graphed = graphs.GraphedFunction(_consecutive_warp_error_torch)
+    for _ in range(2):
+        graphed(frames[:9], occlusion="lai")
+    held = graphs._held_bytes[frames.device]
+    assert held > 0 and len(graphed._graphs) == 1
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    reserved = torch.cuda.memory_reserved()
+    graphed._drop(next(iter(graphed._graphs)))
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    freed = reserved - torch.cuda.memory_reserved()
+    assert 0.9 * held <= freed <= 1.1 * held and graphs._held_bytes[frames.device] == 0
+
+    small = graphs.GraphedFunction(_consecutive_warp_error_torch)
+    monkeypatch.setattr(small, "memory_budget", lambda device: held - 1)
+    values = [small(frames[:9], occlusion="lai") for _ in range(4)]  # run, captured and dropped, then eager
+    assert not small._graphs and graphs._held_bytes[frames.device] == 0 and small.capturing
+    eager = _consecutive_warp_error_torch(frames[:9], occlusion="lai")
+    assert all(torch.equal(value, eager) for value in values)
+
+
 def test_motion_masks_from_cuda_graphs_equal_eager_runs(fixtures_dir, monkeypatch):
     """The torch motion masks batch after batch (background carried over), graphs on (captured on the
     second batch of a shape, replayed after) and off: the same masks and background, bit for bit."""

@@ -174,6 +174,15 @@ class Gate:
         assert self.opened.wait(60), "the gate was never opened"
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux's scheduling policies")
+def test_workers_run_only_when_nothing_else_wants_the_cpu():
+    """Their values are waited for a clip pair late; decoding and the thread driving the device come first."""
+    with WorkerPool(2) as pool:
+        policies = pool.map(os.sched_getscheduler, [0, 0]).result()
+    assert policies == [os.SCHED_IDLE] * 2
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the scoring process itself is left as it was
+
+
 def test_work_is_handed_over_once_its_inputs_are_ready_and_the_caller_does_not_wait():
     with WorkerPool(2) as pool:
         gate, frames = Gate(), np.zeros(3)
@@ -223,9 +232,9 @@ def test_worker_counts(monkeypatch):
     monkeypatch.setattr("foresight_eval.workers.usable_cpus", lambda: 16)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert default_workers("cpu") == 0  # nothing to overlap with: inline
-    assert default_workers("cuda") == 8  # the other half decode and feed the device
+    assert default_workers("cuda") == 15  # at the lowest priority: they take what decoding leaves
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: four processes share the node's CPUs
-    assert default_workers("cuda") == 2
+    assert default_workers("cuda") == 3
     monkeypatch.setattr("foresight_eval.workers.usable_cpus", lambda: 1)
     assert default_workers("cuda") == 0
     for bad in (-1, 1.5, True):

@@ -15,9 +15,17 @@ The policy, per :class:`GraphedFunction`: a call whose inputs are not on a GPU r
 first call with a new input signature (shapes, dtypes, device, static arguments) runs eagerly, since a
 shape seen once (a clip's short last batch) would not repay its capture; the second captures (one
 eager warm-up run on a side stream, whose result is returned, then the capture, which runs nothing) and
-every later call replays. At most ``most_graphs`` graphs are kept per function, least recently used out
-first: each holds its intermediate tensors in a memory pool of its own for as long as it lives (about the
-eager peak of one call). A capture that fails (an operation that waits for the host: :class:`CaptureFailed`)
+every later call replays. At most ``most_graphs`` graphs are kept per function: each holds its intermediate
+tensors in a memory pool of its own for as long as it lives. When they are all taken, a new signature takes
+the place of the least used one only if it has been called more often (ties keep the graph in place). Not
+least recently used out first: clips of three frame sizes, each with a short last batch, are six signatures in
+a cycle, and with four places that policy dropped each graph before its next use and captured it anew at
+every batch, which costs more than an eager call (the default suite on the issue-17 clip shape, 1 x H200:
+1.56 s, 1.20 s with graphs off, 0.82 s kept by use; benchmarks/RESULTS.md, the thirteenth session). Kept by
+use, the most used signatures replay and the rest run eagerly. The graphs of all functions on one GPU hold at
+most :data:`GRAPH_MEMORY_SHARE` of its memory: a graph that would go past it is dropped once captured and its
+signature runs eagerly from then on (large frames: a graph of warp_error holds 24.5 GB at 1920x1080).
+A capture that fails (an operation that waits for the host: :class:`CaptureFailed`)
 turns capturing off for that function, with a warning; its calls run eagerly from then on. An error of the
 function itself (bad arguments), raised by its warm-up run, reaches the caller as any call's would and
 leaves capturing on.
@@ -32,7 +40,7 @@ import collections
 import os
 import warnings
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -56,11 +64,16 @@ def _clone(outputs: Any) -> Any:
     raise TypeError(f"a graphed function returns tensors or tuples of them, not {type(outputs).__name__}")
 
 
+class Captured(NamedTuple):
+    replay: Replay  # replays the graph on new inputs of the same signature, returns copies of its outputs
+    first: Any  # the result of the warm-up run on the capturing call's inputs
+    held_bytes: int  # the GPU memory the graph keeps while it lives (its private memory pool)
+
+
 def capture_cuda_graph(fn: Callable[..., Any], tensors: tuple[torch.Tensor, ...],
-                       static: dict[str, Any]) -> tuple[Replay, Any]:
-    """Capture ``fn(*tensors, **static)`` as a CUDA graph: (a function that replays it on new inputs of the
-    same signature and returns copies of its outputs, the result of the warm-up run on ``tensors``). An error
-    of the warm-up run is raised as it is; a failure of the capture as :class:`CaptureFailed`."""
+                       static: dict[str, Any]) -> Captured:
+    """Capture ``fn(*tensors, **static)`` as a CUDA graph. An error of the warm-up run is raised as it is; a
+    failure of the capture as :class:`CaptureFailed`."""
     device = tensors[0].device
     inputs = tuple(tensor.clone() for tensor in tensors)  # the graph reads these addresses at every replay
     side = torch.cuda.Stream(device)
@@ -81,6 +94,12 @@ def capture_cuda_graph(fn: Callable[..., Any], tensors: tuple[torch.Tensor, ...]
             outputs = fn(*inputs, **static)
     except Exception as exc:  # noqa: BLE001 - the warm-up above ran: whatever fails here is the capture's
         raise CaptureFailed(f"{type(exc).__name__}: {exc}") from exc
+    # The segments of the graph's own pool. Not the growth of the allocator's reserve over the capture: where
+    # memory is short the allocator frees cached blocks to make the pool's room, and that growth read 0 bytes
+    # for warp_error's 24.5 GB graphs at 1920x1080 (1 x H200).
+    held_bytes = sum(segment["total_size"] for segment in
+                     torch.cuda.memory.memory_snapshot(graph.pool(), include_traces=False)
+                     if segment["device"] == device.index)
 
     def replay(new: tuple[torch.Tensor, ...]) -> Any:
         with torch.cuda.device(device):  # a graph is launched on the current device's stream
@@ -89,7 +108,17 @@ def capture_cuda_graph(fn: Callable[..., Any], tensors: tuple[torch.Tensor, ...]
             graph.replay()
         return _clone(outputs)
 
-    return replay, first
+    return Captured(replay, first, held_bytes)
+
+
+# What the graphs of every GraphedFunction hold, per GPU; at most GraphedFunction.memory_budget(device).
+_held_bytes: collections.Counter[torch.device] = collections.Counter()
+# The share of a GPU's memory that graphs may hold: the rest is left to eager calls, models and the user's
+# own tensors. A graph keeps one call's intermediate tensors, more than the call's eager peak: warp_error's of
+# 16 frame pairs holds 2.9 GB at 640x360, 11 GB at 1280x720, 24.5 GB at 1920x1080, where an eager call's peak
+# is 2.0, 7.9 and 17.5 GB; the default suite's graphs of one batch shape 5.4, 21 and 46 GB (1 x H200,
+# benchmarks/RESULTS.md, the thirteenth session).
+GRAPH_MEMORY_SHARE = 1 / 3
 
 
 class GraphedFunction:
@@ -102,37 +131,55 @@ class GraphedFunction:
     """
 
     def __init__(self, fn: Callable[..., Any], *, most_graphs: int = 4,
-                 capture: Callable[..., tuple[Replay, Any]] | None = None):
+                 capture: Callable[..., Captured] | None = None):
         self.fn, self.most_graphs, self._capture = fn, most_graphs, capture
-        self._graphs: collections.OrderedDict[Hashable, Replay] = collections.OrderedDict()
-        self._seen: collections.Counter[Hashable] = collections.Counter()
+        self._graphs: dict[Hashable, Captured] = {}
+        self._calls: collections.Counter[Hashable] = collections.Counter()  # per signature, replays included
+        self._over_budget: set[Hashable] = set()  # signatures whose graph did not fit: eager from then on
         self.capturing = True  # False after a failed capture
 
     @staticmethod
     def graphs_run_on(tensor: torch.Tensor) -> bool:
         return tensor.device.type == "cuda"
 
+    @staticmethod
+    def memory_budget(device: torch.device) -> int:
+        """The bytes that graphs on ``device`` may hold together: :data:`GRAPH_MEMORY_SHARE` of a GPU's."""
+        return int(torch.cuda.get_device_properties(device).total_memory * GRAPH_MEMORY_SHARE)
+
     def __call__(self, *tensors: torch.Tensor, **static: Any) -> Any:
         if not (self.capturing and graphs_enabled() and self.graphs_run_on(tensors[0])):
             return self.fn(*tensors, **static)
         key = (tuple((tuple(t.shape), t.dtype, t.device) for t in tensors), tuple(sorted(static.items())))
-        replay = self._graphs.get(key)
-        if replay is not None:
-            self._graphs.move_to_end(key)
-            return replay(tensors)
-        self._seen[key] += 1
-        if self._seen[key] < 2:
+        self._calls[key] += 1
+        graph = self._graphs.get(key)
+        if graph is not None:
+            return graph.replay(tensors)
+        if self._calls[key] < 2 or key in self._over_budget:
             return self.fn(*tensors, **static)
+        if len(self._graphs) >= self.most_graphs:
+            least_used = min(self._graphs, key=self._calls.__getitem__)  # the first captured among equals
+            if self._calls[least_used] >= self._calls[key]:
+                return self.fn(*tensors, **static)
+            self._drop(least_used)
         try:
             # capture_cuda_graph looked up at the call, so that a test can stand in for CUDA's
-            replay, first = (self._capture or capture_cuda_graph)(self.fn, tensors, static)
+            graph = (self._capture or capture_cuda_graph)(self.fn, tensors, static)
         except CaptureFailed as exc:  # an uncapturable operation: run eagerly from now on
             self.capturing = False
-            self._graphs.clear()
+            for held in list(self._graphs):
+                self._drop(held)
             warnings.warn(f"{getattr(self.fn, '__qualname__', self.fn)}: CUDA graph capture failed, running "
                           f"without graphs ({exc})", RuntimeWarning, stacklevel=2)
             return self.fn(*tensors, **static)
-        self._graphs[key] = replay
-        if len(self._graphs) > self.most_graphs:
-            self._graphs.popitem(last=False)  # its graph and memory pool are freed with it
-        return first
+        device = tensors[0].device
+        if _held_bytes[device] + graph.held_bytes > self.memory_budget(device):
+            self._over_budget.add(key)  # dropped at once: its result is the warm-up run's
+            return graph.first
+        _held_bytes[device] += graph.held_bytes
+        self._graphs[key] = graph
+        return graph.first
+
+    def _drop(self, key: Hashable) -> None:
+        """Free a graph (its memory pool goes with it)."""
+        _held_bytes[key[0][0][2]] -= self._graphs.pop(key).held_bytes  # the key's first tensor's device
