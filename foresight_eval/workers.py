@@ -61,7 +61,9 @@ def _lowest_priority() -> None:
     critical path: at equal priority the workers' matching held the third clip's first decoded batch back from
     about 100 to 205 ms (1 x H200, 16 CPUs). Measured there (default suite, 3 clips x 32 frame pairs of 640x360,
     medians of 7 alternating rounds; benchmarks/RESULTS.md, the thirteenth session): 0.549 s with 8 workers at
-    the same priority, 0.486 s idle, 0.497 s at nice 19, 0.512 s at nice 10, 0.464 s with 15 idle workers."""
+    the same priority, 0.486 s idle, 0.497 s at nice 19, 0.512 s at nice 10, 0.464 s with 15 idle workers.
+    Where other jobs keep every CPU busy the workers get little time (and cannot take their priority back):
+    ``--workers 0`` is the way out, as the ``score`` command's help says."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):  # not Linux

@@ -65,34 +65,50 @@ def test_a_signature_is_captured_on_its_second_call_and_replayed_after(captures)
     assert graphed(torch.ones(4), by=2.0).tolist() == [2.0] * 4 and len(captured) == 1  # so is the shape
 
 
+def clip_batches(size: int, frames: int = 83, batch: int = 16) -> list[torch.Tensor]:
+    """Stand-ins for a clip's batches of one frame size: its full batches, then its short last one."""
+    full, short = divmod(frames, batch)
+    return [torch.ones(size, 1)] * full + [torch.ones(size, short)]
+
+
 def test_a_cycle_of_more_signatures_than_places_replays_the_most_used_and_captures_no_more(captures):
-    """Three frame sizes, each clip with a short last batch: six signatures in turn, four places. Least recently
-    used out would capture each anew at every batch (more costly than running it); kept by use, the three full
-    batches and one short batch replay from the second cycle on and nothing is captured after it."""
+    """Five frame sizes in turn, each clip with a short last batch: ten signatures, eight places. Least recently
+    used out would capture each anew at every batch (more costly than running it); kept by use, the full batches
+    and three short ones replay and nothing is captured after the first cycles."""
     captured, capture = captures
-    graphed = OnTheCPU(scaled, most_graphs=4, capture=capture)
-    clips = [[torch.ones(n)] * 5 + [torch.ones(n, 3)] for n in (4, 5, 6)]  # 5 full batches, 1 short
-    for x in [batch for clip in clips for batch in clip] * 2:
+    graphed = OnTheCPU(scaled, capture=capture)
+    cycle = [batch for size in (4, 5, 6, 7, 8) for batch in clip_batches(size)]
+    for x in cycle * 5:
         graphed(x, by=1.0)
-    assert len(captured) == 4  # the full batches in the first cycle, the first short one in the second
-    replays = [graphed(x, by=1.0)[0, 0] if x.dim() == 2 else graphed(x, by=1.0)[0]
-               for x in [batch for clip in clips for batch in clip]]
-    assert len(captured) == 4
-    assert [value == 101 for value in replays] == [True] * 6 + ([True] * 5 + [False]) * 2
+    assert len(captured) == 8
+    replayed = [graphed(x, by=1.0)[0, 0] == 101 for x in cycle]
+    assert len(captured) == 8
+    assert replayed == ([True] * 6) * 3 + ([True] * 5 + [False]) * 2
 
 
 def test_a_signature_used_more_than_the_least_used_graph_takes_its_place(captures):
     captured, capture = captures
-    graphed = OnTheCPU(scaled, most_graphs=2, capture=capture)
-    rare, common, new = torch.ones(1), torch.ones(2), torch.ones(3)
-    for x in (rare, rare, common, common, common):
+    graphed = OnTheCPU(scaled, most_graphs=3, capture=capture)  # its counts halve every 12 calls: not reached
+    rare, filler, common, new = (torch.ones(n) for n in (1, 2, 3, 4))
+    for x in (rare, rare, filler, filler, common, common, common):
         graphed(x, by=1.0)
-    assert len(captured) == 2
+    assert len(captured) == 3
     assert graphed(new, by=1.0)[0] == 1 and graphed(new, by=1.0)[0] == 1  # 2 calls: as many as `rare`, kept out
-    assert len(captured) == 2
-    assert graphed(new, by=1.0)[0] == 1 and len(captured) == 3  # its third call: captured in `rare`'s place
+    assert len(captured) == 3
+    assert graphed(new, by=1.0)[0] == 1 and len(captured) == 4  # its third call: captured in `rare`'s place
     assert graphed(new, by=1.0)[0] == 101 and graphed(common, by=1.0)[0] == 101
-    assert graphed(rare, by=1.0)[0] == 1 and len(captured) == 3  # dropped, and now the least used
+
+
+def test_a_frame_size_that_comes_after_the_places_are_taken_gets_one_as_the_old_counts_age(captures):
+    """Counts halve every 4 x places calls: a size used for a while takes the place of sizes no longer used
+    (without aging, it would have to be called as often as they were in all)."""
+    captured, capture = captures
+    graphed = OnTheCPU(scaled, most_graphs=2, capture=capture)
+    for size in (1, 2):
+        for _ in range(10):
+            graphed(torch.ones(size), by=1.0)
+    later = [graphed(torch.ones(3), by=1.0)[0] for _ in range(10)]
+    assert captured[-1] == (((3,),), (("by", 1.0),)) and later == [1] * 4 + [101] * 6
 
 
 def test_graphs_hold_at_most_their_share_of_memory_and_a_signature_past_it_runs_eagerly(captures):

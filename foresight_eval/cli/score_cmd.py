@@ -101,7 +101,8 @@ def run_output_options(command):
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the reference cache.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Processes for metrics' CPU-bound work (edge_f1's matching), overlapping the device's work; "
-                   "0: none (default on the CPU; on a GPU all CPUs but one, at the lowest priority).")
+                   "0: none (default on the CPU; on a GPU all CPUs but one, at the lowest priority: where other "
+                   "jobs keep every CPU busy they get little time, and 0 is faster).")
 @run_output_options
 @click.option("--ref-annotations", type=click.Path(exists=True, path_type=Path),
               help="Reference boxes/masks for box_iou, mask_iou, map50, map50_95: a COCO JSON whose images carry "
