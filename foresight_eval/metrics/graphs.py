@@ -192,7 +192,7 @@ class GraphedFunction:
             self._over_budget.add(key)  # dropped at once: its result is the warm-up run's
             return graph.first
         _held_bytes[device] += graph.held_bytes
-        self._graphs[key] = graph
+        self._graphs[key] = graph._replace(first=None)  # the warm-up's result is the caller's, not kept
         return graph.first
 
     def _age(self) -> None:
