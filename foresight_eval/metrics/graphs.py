@@ -15,19 +15,23 @@ The policy, per :class:`GraphedFunction`: a call whose inputs are not on a GPU r
 first call with a new input signature (shapes, dtypes, device, static arguments) runs eagerly, since a
 shape seen once (a clip's short last batch) would not repay its capture; the second captures (one
 eager warm-up run on a side stream, whose result is returned, then the capture, which runs nothing) and
-every later call replays. At most ``most_graphs`` graphs are kept per function (8): each holds its
+every later call replays. At most ``most_graphs`` graphs are kept per function (16): each holds its
 intermediate tensors in a memory pool of its own for as long as it lives. When they are all taken, a new
-signature takes the place of the least used one only if it has been called more often (ties keep the graph in
-place). Not least recently used out first: clips of three frame sizes, each with a short last batch, are six
-signatures in a cycle, and with the four places of before that policy dropped each graph before its next use
-and captured it anew at every batch, which costs more than an eager call (the default suite on the issue-17
-clip shape, 1 x H200: 1.56 s, 1.20 s with graphs off, 0.82 s kept by use with four places, 0.69 s with eight;
-benchmarks/RESULTS.md, the thirteenth session). Kept by use, the most used signatures replay and the rest run
-eagerly. The counts compared age (halved every ``AGING_PER_PLACE * most_graphs`` calls): a frame size that comes
-after the places are taken, in a set whose clips differ in size, gets a graph once it is used more than sizes
-no longer seen, not only once it has been called as often as they were in all. (Whether a signature has been
-seen before, for the second-call capture, is counted without aging.) The graphs of all functions on one GPU hold at
-most :data:`GRAPH_MEMORY_SHARE` of its memory: a graph that would go past it is dropped once captured and its
+signature takes the place of the least used one only if it has been called more often, counted over the
+process (ties keep the graph in place). Not least recently used out first: clips of three frame sizes, each
+with a short last batch, are six signatures in a cycle, and with the four places of before that policy
+dropped each graph before its next use and captured it anew at every batch, which costs more than an eager
+call (the default suite on the issue-17 clip shape, 1 x H200: 1.56 s, 1.20 s with graphs off, 0.82 s kept by
+use with four places; benchmarks/RESULTS.md, the thirteenth session). Nor counts that age: halved now and
+then, the counts of signatures used about as often cross back and forth, and each crossing is a capture.
+The issue's clip shape is nine signatures for a function whose first batch of a clip differs from the others
+(the motion masks' 15 frames after the one that seeds the background, tc's without the previous frame's
+moments); with eight places and counts halved every 32 calls, six of them were captured anew at every run
+(1 x H200: 1.08 s a run against 0.73 s with sixteen places and counts that do not age; the fourteenth
+session), and a set of clips of mixed lengths at three sizes settled into about 20 captures a run on the
+stand-in calls of tests/test_cuda_graphs.py, none with counts that do not age. Sixteen places: the memory budget, not their
+number, bounds what graphs hold. The graphs of all functions on one GPU hold at most
+:data:`GRAPH_MEMORY_SHARE` of its memory: a graph that would go past it is dropped once captured and its
 signature runs eagerly from then on (large frames: a graph of warp_error holds 24.5 GB at 1920x1080).
 A capture that fails (an operation that waits for the host: :class:`CaptureFailed`)
 turns capturing off for that function, with a warning; its calls run eagerly from then on. An error of the
@@ -123,11 +127,6 @@ _held_bytes: collections.Counter[torch.device] = collections.Counter()
 # is 2.0, 7.9 and 17.5 GB; the default suite's graphs of one batch shape 5.4, 21 and 46 GB (1 x H200,
 # benchmarks/RESULTS.md, the thirteenth session).
 GRAPH_MEMORY_SHARE = 1 / 3
-# A function's use counts, as compared for a place, are halved every AGING_PER_PLACE x most_graphs calls. Four:
-# on stand-in call patterns (tests/test_cuda_graphs.py), ten signatures cycling over eight places settle
-# without captures after the first cycles, which halving every two x places calls does not (28 captures in
-# six cycles of 83-frame clips against 8).
-AGING_PER_PLACE = 4
 
 
 class GraphedFunction:
@@ -139,14 +138,12 @@ class GraphedFunction:
     tensor([2., 2.])
     """
 
-    def __init__(self, fn: Callable[..., Any], *, most_graphs: int = 8,
+    def __init__(self, fn: Callable[..., Any], *, most_graphs: int = 16,
                  capture: Callable[..., Captured] | None = None):
         self.fn, self.most_graphs, self._capture = fn, most_graphs, capture
         self._graphs: dict[Hashable, Captured] = {}
         self._calls: collections.Counter[Hashable] = collections.Counter()  # per signature, replays included
-        self._recent_calls: collections.Counter[Hashable] = collections.Counter()  # the same, halved as they age
         self._over_budget: set[Hashable] = set()  # signatures whose graph did not fit: eager from then on
-        self._calls_since_aging = 0
         self.capturing = True  # False after a failed capture
 
     @staticmethod
@@ -163,18 +160,14 @@ class GraphedFunction:
             return self.fn(*tensors, **static)
         key = (tuple((tuple(t.shape), t.dtype, t.device) for t in tensors), tuple(sorted(static.items())))
         self._calls[key] += 1
-        self._recent_calls[key] += 1
-        self._calls_since_aging += 1
-        if self._calls_since_aging >= AGING_PER_PLACE * self.most_graphs:
-            self._age()
         graph = self._graphs.get(key)
         if graph is not None:
             return graph.replay(tensors)
         if self._calls[key] < 2 or key in self._over_budget:
             return self.fn(*tensors, **static)
         if len(self._graphs) >= self.most_graphs:
-            least_used = min(self._graphs, key=self._recent_calls.__getitem__)  # the first captured among equals
-            if self._recent_calls[least_used] >= self._recent_calls[key]:
+            least_used = min(self._graphs, key=self._calls.__getitem__)  # the first captured among equals
+            if self._calls[least_used] >= self._calls[key]:
                 return self.fn(*tensors, **static)
             self._drop(least_used)
         try:
@@ -194,12 +187,6 @@ class GraphedFunction:
         _held_bytes[device] += graph.held_bytes
         self._graphs[key] = graph._replace(first=None)  # the warm-up's result is the caller's, not kept
         return graph.first
-
-    def _age(self) -> None:
-        """Halve every signature's count: what was used long ago weighs less than what is used now."""
-        self._recent_calls = collections.Counter({key: calls // 2 for key, calls in self._recent_calls.items()
-                                                  if calls // 2})
-        self._calls_since_aging = 0
 
     def _drop(self, key: Hashable) -> None:
         """Free a graph (its memory pool goes with it)."""
