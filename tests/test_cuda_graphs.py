@@ -107,10 +107,9 @@ def clip_signatures(size: int, frames: int, batch: int = 16) -> list[torch.Tenso
 
 
 def test_clips_of_mixed_lengths_and_sizes_settle_without_captures_after_the_second_run(captures):
-    """24 clips of 60-130 frames at three sizes, each batch called for both sides: 30-odd signatures, 16
-    places. The counts of the short batches are close to each other; counts that age (halved every 4 x places
-    calls) made them cross back and forth, about 20 captures in every run, each more costly than the eager
-    call it replaces."""
+    """24 clips of 60-130 frames at three sizes, each batch called for both sides: 22 signatures, 16 places.
+    The counts of the short batches are close to each other; counts that age (halved every 4 x places calls)
+    made them cross back and forth, 16 captures in every run, each more costly than the eager call it replaces."""
     captured, capture = captures
     lengths = torch.randint(60, 131, (24,), generator=torch.Generator().manual_seed(0)).tolist()
     run = [x for index, length in enumerate(lengths) for x in clip_signatures((4, 5, 6)[index % 3], length)

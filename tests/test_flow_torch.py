@@ -6,10 +6,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fixtures import synthetic
 from foresight_eval.io.clips import open_clip
-from foresight_eval.metrics.flow_torch import farneback
+from foresight_eval.metrics.flow_torch import box_sums, farneback
 from foresight_eval.metrics.temporal import (FARNEBACK_PARAMS, consecutive_warp_error_torch, optical_flow, to_gray_uint8,
                                              warp_error)
 from tests.parity import assert_parity
@@ -130,3 +131,14 @@ def test_the_gpu_paths_grouped_convolutions_give_the_cpu_paths_flow_and_edges(mo
     assert_parity("Farnebäck flow, grouped vs plain convolutions (pixels)", grouped_flow, plain_flow, atol=1e-3)
     assert_parity("Canny maps, grouped vs plain convolutions (pixels differing)",
                   (grouped_edges != plain_edges).double().mean(), torch.tensor(0.0), atol=0)
+
+
+@pytest.mark.parametrize("size", [1, 2, 15, 40])
+def test_box_sums_by_running_sums_are_the_window_sums(size):
+    values = torch.randn(2, 3, 40, 37, dtype=torch.float64, generator=torch.Generator().manual_seed(size)) * 1e3
+    rows = F.avg_pool2d(values, (size, 1), stride=1) * size
+    assert_parity(f"box sums of {size} along rows vs avg_pool2d", box_sums(values, size, dim=2), rows, atol=1e-9)
+    if size <= values.shape[3]:
+        columns = F.avg_pool2d(values, (1, size), stride=1) * size
+        assert_parity(f"box sums of {size} along columns vs avg_pool2d", box_sums(values, size, dim=3), columns,
+                      atol=1e-9)

@@ -27,14 +27,15 @@ then, the counts of signatures used about as often cross back and forth, and eac
 The issue's clip shape is nine signatures for a function whose first batch of a clip differs from the others
 (the motion masks' 15 frames after the one that seeds the background, tc's without the previous frame's
 moments); with eight places and counts halved every 32 calls, six of them were captured anew at every run
-(1 x H200: 1.08 s a run against 0.73 s with sixteen places and counts that do not age; the fourteenth
-session), and a set of clips of mixed lengths at three sizes settled into about 20 captures a run on the
-stand-in calls of tests/test_cuda_graphs.py, none with counts that do not age. Sixteen places: the memory budget, not their
-number, bounds what graphs hold. The graphs of all functions on one GPU hold at most
-:data:`GRAPH_MEMORY_SHARE` of its memory: a graph that would go past it is dropped once captured and its
-signature runs eagerly from then on (large frames: a graph of warp_error holds 24.5 GB at 1920x1080).
-A capture that fails (an operation that waits for the host: :class:`CaptureFailed`)
-turns capturing off for that function, with a warning; its calls run eagerly from then on. An error of the
+of stand-in calls (1 x H200: 1.08 s a run against 0.73 s with sixteen places and counts that do not age; the
+fourteenth session). On the stand-in calls of tests/test_cuda_graphs.py, 24 clips of mixed lengths at three
+sizes (22 signatures) settle into 16 captures a run with aging counts and sixteen places (27 with eight), and
+into none after the second run with counts that do not age and sixteen places (three a run with eight). The
+memory budget, not the number of places, bounds what graphs hold: the graphs of all functions on one GPU
+hold at most :data:`GRAPH_MEMORY_SHARE` of its memory, and a graph that would go past it is dropped once
+captured and its signature runs eagerly from then on (large frames: a graph of warp_error holds 24.5 GB at
+1920x1080). A capture that fails (an operation that waits for the host: :class:`CaptureFailed`) turns
+capturing off for that function, with a warning; its calls run eagerly from then on. An error of the
 function itself (bad arguments), raised by its warm-up run, reaches the caller as any call's would and
 leaves capturing on.
 
