@@ -203,12 +203,13 @@ def test_an_error_of_the_function_itself_reaches_the_caller_and_graphs_stay_on()
 
 
 def test_metrics_that_replay_graphs_score_as_without_them(monkeypatch, lpips_weights):
-    """tc, tc_delta, lpips and edge_f1's torch Canny through the engine, their graphed functions "on a GPU"
+    """tc, tc_delta, ssim, lpips, edge_f1's torch Canny and the motion IoUs' counts and comparisons through the
+    engine, their graphed functions "on a GPU"
     (the stand-in capture replays through held input copies, as a CUDA graph reads its captured inputs): the
     values of a run with graphs off, to the bit. On the CPU tc takes OpenCV's SSIM, so its moments path (the
-    GPU's) is forced here."""
+    GPU's) is forced here, and ssim's torch path."""
     from foresight_eval import ScoreOptions, score
-    from foresight_eval.metrics import edges, perceptual, temporal
+    from foresight_eval.metrics import edges, motion, perceptual, structural, temporal
     from tests.conftest import FIXTURES
 
     captured: list[str] = []
@@ -226,20 +227,25 @@ def test_metrics_that_replay_graphs_score_as_without_them(monkeypatch, lpips_wei
 
     monkeypatch.setattr(graphs, "capture_cuda_graph", capture)
     for module, name in ((temporal, "_consecutive_ssim_graphed"), (edges, "_canny_candidates_graphed"),
-                         (perceptual, "_lpips_graphed")):
+                         (perceptual, "_lpips_graphed"), (structural, "_ssim_torch_graphed"),
+                         (motion, "_running_counts_graphed"), (motion, "_binary_iou_graphed"),
+                         (motion, "_weighted_iou_graphed")):
         monkeypatch.setattr(module, name, GraphedFunction(getattr(module, name).fn))  # no graphs left behind
     monkeypatch.setattr(GraphedFunction, "graphs_run_on", staticmethod(lambda tensor: True))
     monkeypatch.setattr(GraphedFunction, "memory_budget", staticmethod(lambda device: 100 * HELD))
-    monkeypatch.setattr(temporal, "ssim_takes_opencv", lambda frames, window_size: False)
+    for module in (temporal, structural):
+        monkeypatch.setattr(module, "ssim_takes_opencv", lambda frames, window_size: False)
+    metrics = ["tc", "tc_delta", "ssim", "lpips", "edge_f1", "motion_iou", "motion_iou_weighted", "motion_iou_st"]
 
     def run():
-        result = score(FIXTURES / "preds" / "shift_mild", FIXTURES / "refs", ["tc", "tc_delta", "lpips", "edge_f1"],
+        result = score(FIXTURES / "preds" / "shift_mild", FIXTURES / "refs", metrics,
                        params={"edge_f1": {"detector": "torch"}}, options=ScoreOptions(context=4, batch_size=5),
                        device="cpu", resources={"cache_dir": None})
         assert all(pair.ok for pair in result.pairs)
         return [pair.values for pair in result.pairs]
 
     graphed = run()
-    assert set(captured) == {"consecutive_ssim_of_moments", "canny_candidates", "_lpips_of_batch"}
+    assert set(captured) == {"consecutive_ssim_of_moments", "canny_candidates", "_lpips_of_batch", "_ssim_torch",
+                             "running_counts", "binary_iou", "weighted_iou"}
     monkeypatch.setenv("FORESIGHT_EVAL_CUDA_GRAPHS", "0")
     assert graphed == run()

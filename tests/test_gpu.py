@@ -140,9 +140,10 @@ def test_torch_motion_masks_on_cuda_are_the_cpus_bit_for_bit(fixtures_dir):
 @pytest.mark.parametrize("lpips_precision", ["float32", "bf16"])
 def test_tc_lpips_and_edge_f1_from_cuda_graphs_equal_eager_runs(fixtures_dir, monkeypatch, lpips_weights,
                                                                  lpips_precision):
-    """tc and tc_delta (SSIM moments), lpips (both precisions) and edge_f1 (Canny's steps 1-3) replay CUDA
-    graphs once a batch shape repeats (three clips, three batches each): the values of a run with graphs off."""
-    names = ("tc", "tc_delta", "lpips", "edge_f1")
+    """tc and tc_delta (SSIM moments), ssim, lpips (both precisions), edge_f1 (Canny's steps 1-3) and the motion
+    IoUs (running counts, comparisons) replay CUDA graphs once a batch shape repeats (three clips, three batches
+    each): the values of a run with graphs off."""
+    names = ("tc", "tc_delta", "ssim", "lpips", "edge_f1", "motion_iou", "motion_iou_weighted", "motion_iou_st")
 
     def run():
         result = score(fixtures_dir / "preds" / "shift_mild", fixtures_dir / "refs", list(names),
@@ -154,7 +155,8 @@ def test_tc_lpips_and_edge_f1_from_cuda_graphs_equal_eager_runs(fixtures_dir, mo
     graphed = run()
     monkeypatch.setenv("FORESIGHT_EVAL_CUDA_GRAPHS", "0")
     eager = run()
-    for name, tolerance in (("tc", 1e-12), ("tc_delta", 1e-12), ("lpips", 1e-6), ("edge_f1", 0)):
+    for name, tolerance in (("tc", 1e-12), ("tc_delta", 1e-12), ("ssim", 1e-12), ("lpips", 1e-6), ("edge_f1", 0),
+                            ("motion_iou", 0), ("motion_iou_weighted", 0), ("motion_iou_st", 0)):
         assert_parity(f"{name} cuda, graphs vs eager", graphed[name], eager[name], atol=tolerance)
 
 

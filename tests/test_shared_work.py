@@ -16,6 +16,7 @@ FRAMES, BATCH = 9, 4  # three batches: pairs bridge batch boundaries, masks carr
 COUNTED = {"ssim": (temporal, "ssim"),  # on the CPU tc takes ssim over the sequence (on a GPU ssim_moments)
             "difference": (temporal, "frame_difference"),
            "flow": (temporal, "optical_flow"), "masks": (motion, "motion_masks"), "edges": (edges, "edge_maps"),
+           "counts": (motion, "_running_counts_graphed"),  # the cumulative IoUs' per-pixel mask counts
            "candidates": (edges, "_canny_candidates_graphed")}  # edge_f1's torch path
 
 
@@ -72,11 +73,15 @@ def test_frozen_shares_the_frame_differences_of_flicker_and_flicker_delta(clips,
     assert frozen_run.pairs[0].values["frozen"] == all_run.pairs[0].values["frozen"]
 
 
-def test_the_three_motion_ious_compute_the_masks_once(clips, calls):
-    _, one = _run(clips, ["motion_iou"], calls)
-    _, three = _run(clips, ["motion_iou", "motion_iou_st", "motion_iou_weighted"], calls)
-    assert one["masks"] == 2 * -(-FRAMES // BATCH)  # per batch, one call per side
-    assert three["masks"] == one["masks"]
+def test_the_three_motion_ious_compute_the_masks_and_their_counts_once(clips, calls):
+    alone, one = _run(clips, ["motion_iou"], calls)
+    weighted, _ = _run(clips, ["motion_iou_weighted"], calls)
+    together, three = _run(clips, ["motion_iou", "motion_iou_st", "motion_iou_weighted"], calls)
+    assert one["masks"] == one["counts"] == 2 * -(-FRAMES // BATCH)  # per batch, one call per side
+    assert three["masks"] == one["masks"] and three["counts"] == one["counts"]
+    for name, run in (("motion_iou", alone), ("motion_iou_weighted", weighted)):  # sharing changes no value
+        assert together.pairs[0].values[name] == run.pairs[0].values[name]
+        assert together.pairs[0].per_frame[name] == run.pairs[0].per_frame[name]
 
 
 SUITE = ["tc_delta", "flicker_delta", "warp_error_delta", "motion_iou", "motion_iou_st", "edge_f1"]
@@ -94,8 +99,8 @@ def test_reference_side_is_cached_across_runs(clips, calls, tmp_path):
     first, writing = _run(clips, SUITE, calls, resources=cache)
     assert writing == first_calls
     second, reading = _run(clips, SUITE, calls, resources=cache)
-    # Second run: only the prediction side is computed.
-    assert reading == Counter({part: count // 2 for part, count in first_calls.items()})
+    # Second run: only the prediction side is computed (the masks' running counts, not cached: on both sides).
+    assert reading == Counter({part: count if part == "counts" else count // 2 for part, count in first_calls.items()})
     assert _values(second) == _values(first) == _values(uncached)
 
     entries = sorted((tmp_path / "cache").rglob("*.safetensors"))

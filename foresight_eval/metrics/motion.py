@@ -55,7 +55,8 @@ from foresight_eval.metrics.registry import register
 
 
 def binary_iou(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """IoU of binary masks: (B, H, W) pairs in, (B,) float64 out; two empty masks give 1."""
+    """IoU of masks, set where nonzero (bool masks, or counts of masks): (B, H, W) pairs in, (B,) float64 out;
+    two empty masks give 1."""
     pred, ref = pred.flatten(1).bool(), ref.flatten(1).bool()
     # int32 counts: summing bools into torch's default int64 is many times slower on the CPU.
     intersection = (pred & ref).sum(dim=1, dtype=torch.int32).double()
@@ -68,6 +69,13 @@ def weighted_iou(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     pred, ref = pred.flatten(1).double(), ref.flatten(1).double()
     low, high = torch.minimum(pred, ref).sum(dim=1), torch.maximum(pred, ref).sum(dim=1)
     return torch.where(high > 0, low / high.clamp(min=1e-300), torch.ones_like(high))
+
+
+# On a GPU the comparisons and the running counts (about ten small operations each per batch, more host time
+# than GPU time) are replayed from CUDA graphs once a shape repeats (benchmarks/RESULTS.md, issue 17's
+# fifteenth session).
+_binary_iou_graphed = GraphedFunction(binary_iou)
+_weighted_iou_graphed = GraphedFunction(weighted_iou)
 
 
 # --- Physics-IQ motion masks -----------------------------------------------------------------------
@@ -211,6 +219,7 @@ class MotionMaskStream:
         self.rate, self.roundtrip, self.downscale = rate, params["roundtrip"], params["downscale"]
         self.mask_params = {key: params[key] for key in ("threshold", "alpha", "morph_kernel")}
         self.background: torch.Tensor | None = None
+        self.totals: torch.Tensor | None = None  # per pixel, the masks set so far (running_counts)
         # With a cache: the background as the last entry holds it, on the host, for the next key (hashing the
         # device's copy would wait for the device at every batch).
         self._background_on_host: torch.Tensor | None = None
@@ -242,6 +251,14 @@ class MotionMaskStream:
         self._background_on_host = entry["background"]
         self.background = to_device_async(entry["background"], frames.device)
         return to_device_async(entry["masks"], frames.device)
+
+    def running_counts(self, masks: torch.Tensor) -> torch.Tensor:
+        """Per pixel, how many of the clip's masks up to each of this batch's are set: (B, H, W) int32, the
+        counts of the batches before included (the stream keeps them)."""
+        start = self.totals if self.totals is not None else masks.new_zeros(masks.shape[1:], dtype=torch.int32)
+        running = _running_counts_graphed(masks, start)
+        self.totals = running[-1]
+        return running
 
     def _compute(self, frames: torch.Tensor, decoded: torch.Tensor | None) -> torch.Tensor:
         masks, self.background = motion_masks(frames, self.background, **self.mask_params, decoded=decoded)
@@ -312,20 +329,23 @@ def running_counts(masks: torch.Tensor, start: torch.Tensor | None = None, *,
     return running
 
 
+_running_counts_graphed = GraphedFunction(running_counts)
+
+
 class _CumulativeMotionMetric(_MotionMaskMetric):
     """Compares masks accumulated over horizons 1..h; the clip's value is the one over all its frames."""
 
-    def reset(self) -> None:
-        super().reset()
-        self._totals: dict[str, torch.Tensor | None] = {"pred": None, "ref": None}
+    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
+        values = self.compare_totals(self._counts(batch, "pred"), self._counts(batch, "ref"))
+        self._last = values[-1]
+        return values
 
-    def _accumulate(self, side: str, masks: torch.Tensor) -> torch.Tensor:
-        running = running_counts(masks, self._totals[side])
-        self._totals[side] = running[-1]
-        return running
-
-    def compare(self, pred_masks: torch.Tensor, ref_masks: torch.Tensor) -> torch.Tensor:
-        return self.compare_totals(self._accumulate("pred", pred_masks), self._accumulate("ref", ref_masks))
+    def _counts(self, batch: FrameBatch, side: str) -> torch.Tensor:
+        # motion_iou and motion_iou_weighted accumulate the same masks: counted once per batch, by the stream
+        # that computed the masks (every motion metric adopts it, so its counts are each metric's own).
+        masks = self._masks(batch, side)
+        key = ("motion_counts", side, tuple(sorted(self.params.items())))
+        return batch.shared(key, lambda: self._streams[side].running_counts(masks))
 
     def compare_totals(self, pred_counts: torch.Tensor, ref_counts: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -346,7 +366,7 @@ class MotionIoU(_CumulativeMotionMetric):
     )
 
     def compare_totals(self, pred_counts: torch.Tensor, ref_counts: torch.Tensor) -> torch.Tensor:
-        return binary_iou(pred_counts > 0, ref_counts > 0)
+        return _binary_iou_graphed(pred_counts, ref_counts)  # a count is set (> 0) where a mask was
 
 
 @register
@@ -361,7 +381,7 @@ class MotionIoUWeighted(_CumulativeMotionMetric):
 
     def compare_totals(self, pred_counts: torch.Tensor, ref_counts: torch.Tensor) -> torch.Tensor:
         # Both counts cover the same frames, so dividing each by the frame count cancels in the ratio.
-        return weighted_iou(pred_counts, ref_counts)
+        return _weighted_iou_graphed(pred_counts, ref_counts)
 
 
 @register
@@ -373,4 +393,4 @@ class MotionIoUST(_MotionMaskMetric):
     )
 
     def compare(self, pred_masks: torch.Tensor, ref_masks: torch.Tensor) -> torch.Tensor:
-        return binary_iou(pred_masks, ref_masks)
+        return _binary_iou_graphed(pred_masks, ref_masks)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from foresight_eval.errors import InputError
 from foresight_eval.metrics.base import FrameBatch, FrameMetric, MetricInfo, device_constant, over_threads
+from foresight_eval.metrics.graphs import GraphedFunction
 from foresight_eval.metrics.registry import register
 
 _GAUSSIAN = {"window": "gaussian", "window_size": 11, "sigma": 1.5, "sample_covariance": False}
@@ -190,7 +191,7 @@ def ssim(
     kwargs = {"window": window, "window_size": window_size, "sigma": sigma, "sample_covariance": sample_covariance,
               "border": border, "downsample": downsample, "channels": channels, "k1": k1, "k2": k2,
               "data_range": data_range}
-    return (_ssim_opencv if ssim_takes_opencv(pred, window_size=window_size) else _ssim_torch)(pred, ref, **kwargs)
+    return (_ssim_opencv if ssim_takes_opencv(pred, window_size=window_size) else _ssim_torch_graphed)(pred, ref, **kwargs)
 
 
 def ssim_takes_opencv(frames: torch.Tensor, *, window_size: int = 11) -> bool:
@@ -225,6 +226,12 @@ def _ssim_torch(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_si
     mu_x, mu_y, xx, yy, xy = _separable_filter(stacked, w).split(n_channels, dim=1)
     return _ssim_mean(mu_x, mu_y, xx, yy, xy, window_size=window_size, sample_covariance=sample_covariance,
                       k1=k1, k2=k2, data_range=data_range)
+
+
+# About 25 operations a batch (window, padding, moments, one grouped convolution each way, the map's formula),
+# each costing the scoring thread more than its kernel costs the GPU on small frames: on a GPU replayed from a
+# CUDA graph once a shape repeats (benchmarks/RESULTS.md, issue 17's fifteenth session).
+_ssim_torch_graphed = GraphedFunction(_ssim_torch)
 
 
 def _ssim_opencv(pred: torch.Tensor, ref: torch.Tensor, *, window: str, window_size: int, sigma: float | None,
