@@ -38,8 +38,11 @@ def _scipy_stats():
 
 # Memory of one SciPy bootstrap call of means_with_ci (its resampled values): 256 clips' samples in rows of 16.
 RESAMPLED_BYTES_PER_CALL = 64 << 20
-# Calls of means_with_ci at once, in threads: at most this many times RESAMPLED_BYTES_PER_CALL held.
-BOOTSTRAP_THREADS = 4
+# Calls of means_with_ci at once, in threads (at most one per usable CPU): at most this many times
+# RESAMPLED_BYTES_PER_CALL held (1 GiB). The summaries of a default run of 256 clips x 48 frames (46 calls) took
+# 450 ms in 4 threads, 274 ms in 8 and 182 ms in 16 on the 32-CPU host of 2 x H200, rank 0's work after every
+# multi-GPU run; the issue-17 clip shape's 34, 30 and 29 ms (benchmarks/RESULTS.md, issue 17's fifteenth session).
+BOOTSTRAP_THREADS = 16
 # Samples of one SciPy call of means_with_ci at most. A run of a few clips has hundreds of per-horizon samples of
 # one length, and SciPy sorts a call's resampled means in one thread: 850 samples of 3 clips took 47 ms in one
 # call on the 2-core machine, the slowest step at the end of a GPU run. In calls of this many samples the threads
@@ -102,7 +105,8 @@ def means_with_ci(samples: Sequence[np.ndarray], config: BootstrapConfig = Boots
     resamples, so the same values, but for NumPy's summation order over a stacked array (equal for short
     samples, a few units in the last place at 256 values; tests/test_statistics.py checks both). The calls
     run in up to :data:`BOOTSTRAP_THREADS` threads (memory: that many calls' resamples at once): a default
-    run of 256 clips x 48 frames (15 metrics) makes 46 calls: 1.3 s in turn on two cores, 0.6-0.7 s in two threads."""
+    run of 256 clips x 48 frames (15 metrics) makes 46 calls: 1.3 s in turn on two cores, 0.6-0.7 s in two threads,
+    0.18 s in 16 threads on 32 CPUs."""
     samples = [np.asarray(sample, dtype=np.float64) for sample in samples]
     estimates: list[Estimate | None] = []
     by_length: dict[int, list[int]] = defaultdict(list)

@@ -127,7 +127,7 @@ def test_per_horizon_estimates_equal_one_bootstrap_per_sample(method, split, mon
     each sample alone: lengths 0 to 7, constant samples, a NaN, repeated lengths in any order."""
     from foresight_eval import stats
 
-    monkeypatch.setattr(stats, "usable_cpus", lambda: 4)  # threads, whatever this machine has
+    monkeypatch.setattr(stats, "usable_cpus", lambda: stats.BOOTSTRAP_THREADS)  # threads, whatever this machine has
     if split == "memory":  # the memory bound of a call: 2 samples of length 7 (more of shorter ones)
         monkeypatch.setattr(stats, "RESAMPLED_BYTES_PER_CALL", 8 * 500 * 7 * 2)
     if split == "count":  # calls of at most 3 samples, whatever their length
