@@ -220,8 +220,11 @@ class WorkerPool:
             forkserver.ensure_running()
 
     def _preload(self, fn: Callable[..., Any]) -> None:
-        # Imported once by the fork server (if this process has not started one yet), not by each worker.
-        multiprocessing.get_context("forkserver").set_forkserver_preload([fn.__module__])
+        # Imported once by the fork server (if this process has not started one yet), not by each worker: fn's
+        # module and the modules it names in WORKER_PRELOAD, which it imports on first use (so that the run's
+        # own process, which only hands fn over, need not).
+        extra = getattr(sys.modules.get(fn.__module__), "WORKER_PRELOAD", ())
+        multiprocessing.get_context("forkserver").set_forkserver_preload([fn.__module__, *extra])
 
     def _start(self, fn: Callable[..., Any]) -> ProcessPoolExecutor:
         with self._starting:  # the calling thread and the hand-over thread may both start the pool

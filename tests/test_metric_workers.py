@@ -220,6 +220,22 @@ def test_warm_up_starts_the_fork_server_and_leaves_the_workers_to_the_first_hand
     assert WorkerPool(0).warm_up(fail_on_frame) is None and len(started) == 1  # inline: nothing to start
 
 
+def test_the_fork_server_imports_what_the_work_imports_on_first_use():
+    """edge_f1's matching imports SciPy's graph and k-d tree on first use (the run's own process only names the
+    functions it hands over): the fork server imports them with the module, once for every worker."""
+    from multiprocessing import forkserver
+
+    from foresight_eval.metrics import edge_matching
+
+    pool = WorkerPool(2)
+    if pool.start_method != "forkserver":
+        pytest.skip("no fork server on this platform")
+    pool._preload(edge_matching.edge_f1_of_candidates)
+    assert forkserver._forkserver._preload_modules == [edge_matching.__name__, *edge_matching.WORKER_PRELOAD]
+    pool._preload(fail_on_frame)  # a module that names nothing more
+    assert forkserver._forkserver._preload_modules == [fail_on_frame.__module__]
+
+
 def test_host_copies_of_cpu_tensors_are_the_tensors():
     tensor = torch.arange(6, dtype=torch.uint8).view(2, 3)
     (array, other), ready = to_host_async(tensor, tensor + 1)

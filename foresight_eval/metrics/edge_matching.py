@@ -5,8 +5,10 @@ processes (:mod:`foresight_eval.workers`).
 A module of its own, without torch: the workers' fork server imports the module of the work handed over
 before the first worker starts, and with torch (``metrics/edges.py``) the set-up of a fresh `score` run on
 the H200's host waited 4-6 s for that import (benchmarks/RESULTS.md, issue 17's eighth session). NumPy and
-SciPy and OpenCV at import (OpenCV after NumPy adds about 15 ms); scikit-image's ``thin`` (BSDS mode) on
-first use.
+OpenCV at import (OpenCV after NumPy adds about 15 ms); SciPy's graph and k-d tree on first use, which the
+fork server imports before the workers start (:data:`WORKER_PRELOAD`), so that the run's own process, which
+only names these functions, does not (SciPy's modules were about 0.1 s of every `score` process's start-up
+on the 2-core machine; issue 17's fifteenth session); scikit-image's ``thin`` (BSDS mode) on first use.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ import math
 
 import cv2
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import maximum_flow
-from scipy.spatial import cKDTree
 
+# Imported by the worker pool's fork server with this module (workers.WorkerPool), used here on first use.
+WORKER_PRELOAD = ("scipy.sparse.csgraph", "scipy.spatial")
 WEAK, STRONG = 1, 2  # the values of edges_torch.canny_candidates
 
 
@@ -71,6 +72,8 @@ def _pairs_within(pred: np.ndarray, ref: np.ndarray, radius: float) -> tuple[np.
     dy, dx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
     within = dy * dy + dx * dx <= radius * radius
     if within.sum() > _MOST_OFFSETS:
+        from scipy.spatial import cKDTree  # see the module's docstring
+
         pred_points, ref_points = np.argwhere(pred), np.argwhere(ref)
         neighbours = cKDTree(ref_points).query_ball_point(pred_points, r=radius, return_sorted=False)
         counts = np.fromiter(map(len, neighbours), dtype=np.int64, count=len(pred_points))
@@ -103,6 +106,9 @@ def max_edge_matching(pred: np.ndarray, ref: np.ndarray, radius: float) -> int:
     such a unit network Dinic runs in O(E sqrt(V)): 0.2 s on a 640x272 Canny map of a textured image,
     where SciPy's ``maximum_bipartite_matching`` (Hopcroft-Karp) did not finish in a minute
     (benchmarks/edge_matching.py)."""
+    from scipy.sparse import csr_matrix  # see the module's docstring
+    from scipy.sparse.csgraph import maximum_flow
+
     n_pred, n_ref = int(pred.sum()), int(ref.sum())
     if n_pred == 0 or n_ref == 0:
         return 0

@@ -44,8 +44,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from skimage.color import rgb2gray
-from skimage.feature import canny
 
 from foresight_eval.errors import UsageError
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
@@ -79,6 +77,9 @@ def edge_maps(frames: torch.Tensor, sigma: float = 1.0, low_threshold: float = 0
     scikit-image on the CPU (where it is the faster of the two)."""
     if detector == "torch" or (detector == "auto" and frames.device.type != "cpu"):
         return canny_torch(frames, sigma=sigma, low_threshold=low_threshold, high_threshold=high_threshold).cpu().numpy()
+    from skimage.color import rgb2gray  # on first use, as edge_strength's: with the SciPy modules it pulls in,
+    from skimage.feature import canny  # 0.2 s of every `score` process's start-up on the 2-core machine
+
     images = frames.detach().permute(0, 2, 3, 1).double().cpu().numpy()
     # scikit-image's Canny runs on one core per frame: frames in parallel threads.
     return np.stack(over_threads(lambda image: canny(rgb2gray(image), sigma=sigma, low_threshold=low_threshold,
@@ -88,6 +89,8 @@ def edge_maps(frames: torch.Tensor, sigma: float = 1.0, low_threshold: float = 0
 def edge_strength(frames: torch.Tensor) -> np.ndarray:
     """Frames that are edge maps, as edge strength: the ``rgb2gray`` luminance of (B, 3, H, W) frames in
     [0, 1], (B, H, W) float64 (a grey frame's own value: the luminance weights sum to 1)."""
+    from skimage.color import rgb2gray  # see edge_maps
+
     return rgb2gray(frames.detach().permute(0, 2, 3, 1).double().cpu().numpy())
 
 

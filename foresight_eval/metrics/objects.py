@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from foresight_eval.errors import MetricUnavailable
 from foresight_eval.io.annotations import ReferenceAnnotations, decode_masks
@@ -56,6 +55,8 @@ def matched_mean_iou(iou: torch.Tensor) -> float:
         return 1.0
     if n_pred == 0 or n_ref == 0:
         return 0.0
+    from scipy.optimize import linear_sum_assignment  # on first use: 0.1-0.2 s of a `score` process's start-up
+
     matrix = iou.detach().cpu().double().numpy()
     rows, cols = linear_sum_assignment(matrix, maximize=True)
     matched = matrix[rows, cols]
