@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -52,15 +52,29 @@ from foresight_eval.workers import Deferred, Joined, WorkerPool, default_workers
 # 0.59 s with three (benchmarks/RESULTS.md, issue 17's eleventh session). Host memory: each pair ahead holds
 # one pair's decoding queues (foresight_eval.decoding states their bound).
 PAIRS_AHEAD_ON_DEVICE = 2
+# Pairs open on a GPU before the run's first batch is queued: the first pair's first batch is the run's first
+# wait, and a second pair opened with it decoded beside it (at the issue-17 clip shape the second pair's first
+# batches came before the first pair's, 147 ms into the run; benchmarks/RESULTS.md, the fourteenth session).
+# The pairs ahead are opened once the first pair's first batch is queued.
+PAIRS_OPEN_AT_THE_START_ON_DEVICE = 1
 
 
-def _decoding_ahead(device: torch.device) -> tuple[int, bool]:
-    """How many clip pairs decode ahead of the one being scored, and whether the next pair is opened before the
-    oldest is scored (else once its first batch is queued). The CPU computes each batch as it is handed one:
+class Ahead(NamedTuple):
+    """How far decoding runs ahead of the scoring (:func:`_decoding_ahead`)."""
+
+    pairs: int  # pairs open (decoding) when the oldest is scored, the oldest included
+    at_start: int  # ... before the first pair is scored
+    open_before_scoring: bool  # the next pair is opened before the oldest is scored, else once its first batch is queued
+
+
+def _decoding_ahead(device: torch.device) -> Ahead:
+    """How far clip pairs decode ahead of the one being scored. The CPU computes each batch as it is handed one:
     the next pair, opened first, decodes during all of the scoring. A GPU only queues the work: a pair is opened
     (which reads the files' timestamps on this thread) once the oldest's first batch is queued, so that the
     device is not idle meanwhile."""
-    return (1, True) if device.type == "cpu" else (PAIRS_AHEAD_ON_DEVICE, False)
+    if device.type == "cpu":
+        return Ahead(pairs=1, at_start=1, open_before_scoring=True)
+    return Ahead(pairs=PAIRS_AHEAD_ON_DEVICE, at_start=PAIRS_OPEN_AT_THE_START_ON_DEVICE, open_before_scoring=False)
 
 
 def _to_device(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -408,12 +422,15 @@ def score(
 
     def score_opened(task: Task[WorkItem], opened: PairInFlight,
                      open_next: Callable[[], None] | None = None) -> list[PairResult]:
+        nonlocal scoring_started
+        scoring_started = True
         opened.score(active, torch_device, after_first_batch=open_next)
         done = finish_scored()
         scored.append((task, opened))
         return done
 
-    ahead, open_before_scoring = _decoding_ahead(torch_device)
+    ahead = _decoding_ahead(torch_device)
+    scoring_started = False
 
     def score_oldest(open_next: Callable[[], None] | None = None) -> list[PairResult]:
         if in_flight:
@@ -429,10 +446,10 @@ def score(
         def open_pair() -> None:
             in_flight.append((task, PairInFlight(pair, options, torch_device, digest_refs=digest_refs)))
 
-        if len(in_flight) < ahead:
+        if len(in_flight) < (ahead.pairs if scoring_started else ahead.at_start):
             open_pair()
             return []
-        if open_before_scoring:
+        if ahead.open_before_scoring:
             open_pair()
             return score_opened(*in_flight.pop(0))
         return score_oldest(open_pair)

@@ -281,7 +281,8 @@ def test_values_on_their_way_from_a_device_are_the_values(fixtures_dir, monkeypa
 @pytest.mark.parametrize("schedule", ["cpu", "device"])
 def test_pairs_open_ahead_and_finish_after_the_next_is_scored(tmp_path, monkeypatch, schedule):
     """The engine's order of work. The CPU opens the next pair before scoring the oldest; a device keeps
-    ``PAIRS_AHEAD_ON_DEVICE`` pairs decoding ahead, each opened once the oldest's first batch is queued (run
+    ``PAIRS_AHEAD_ON_DEVICE`` pairs decoding ahead, each opened once the oldest's first batch is queued, and the
+    first pair decoding alone until its first batch is queued (run
     here on the CPU with the device's schedule, its values taken as a GPU's: copied to the host behind the
     work, waited for when read). Either way a pair is finished (its pool work collected, its values read)
     after the next one is scored: on a device the host waits for no value of a pair before the next pair's
@@ -315,7 +316,8 @@ def test_pairs_open_ahead_and_finish_after_the_next_is_scored(tmp_path, monkeypa
     monkeypatch.setattr(pixel.MAE, "per_frame", per_frame)
     if schedule == "device":
         monkeypatch.setattr(engine, "PAIRS_AHEAD_ON_DEVICE", 2)
-        monkeypatch.setattr(engine, "_decoding_ahead", lambda device: (engine.PAIRS_AHEAD_ON_DEVICE, False))
+        on_a_device = engine._decoding_ahead(torch.device("cuda"))
+        monkeypatch.setattr(engine, "_decoding_ahead", lambda device: on_a_device)
         take_values_as_a_gpus(monkeypatch, events)
     run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], device="cpu", options=ScoreOptions(batch_size=4),
                 resources={"cache_dir": None})
@@ -324,7 +326,7 @@ def test_pairs_open_ahead_and_finish_after_the_next_is_scored(tmp_path, monkeypa
     expected = {
         "cpu": ["open a", "open b", "batch a", "batch a", "open c", "batch b", "batch b", "finish a", "open d",
                 "batch c", "batch c", "finish b", "batch d", "batch d", "finish c", "finish d"],
-        "device": ["open a", "open b", "batch a", "open c", "batch a", *queued, "batch b", "open d", "batch b", *queued,
+        "device": ["open a", "batch a", "open b", "batch a", *queued, "open c", "batch b", "open d", "batch b", *queued,
                    "finish a", *read, "batch c", "batch c", *queued, "finish b", *read, "batch d", "batch d", *queued,
                    "finish c", *read, "finish d", *read],
     }
