@@ -73,8 +73,8 @@ def test_registering_the_metrics_imports_no_torchvision():
 def test_the_score_command_imports_scipy_and_scikit_image_only_where_used():
     """SciPy's optimisation, graph, k-d tree, image and statistics modules and scikit-image were 0.45 s of a
     `score` process's 2.1 s of imports on the 2-core machine (every torchrun rank's): imported by the functions
-    that use them (box matching, edge matching in the workers, the CPU's Canny, the summaries), not by the
-    command, the engine or the listing of the metrics."""
+    that use them (box matching, edge matching in the workers, the CPU's Canny, rank 0's summaries), not by
+    the command, the engine or the listing of the metrics."""
     probe = ("import sys; import foresight_eval.cli.score_cmd; import foresight_eval.engine; "
              "from foresight_eval.metrics.registry import metric_classes; metric_classes(); "
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'skimage')))")
