@@ -1,0 +1,171 @@
+"""A scoring run under several settings of the package's constants, in alternating rounds in one process,
+against decode-only: the A/B figures of issue 17 (benchmarks/RESULTS.md), reproducible from one command.
+
+    python benchmarks/ab_settings.py \\
+        --setting alone engine.PAIRS_OPEN_AT_THE_START_ON_DEVICE=1 \\
+        --setting two-open engine.PAIRS_OPEN_AT_THE_START_ON_DEVICE=2 \\
+        [--device cuda] [--rounds 7] [--clips 3 --frames 83 --size 640x360,320x240,176x144] [--json FILE]
+
+A setting is a name and its assignments: ``MODULE.NAME=VALUE`` sets a constant of ``foresight_eval.MODULE``
+(VALUE a Python literal: ``2``, ``True``, ``'auto'``), ``env:NAME=VALUE`` an environment variable read at
+call time (``env:FORESIGHT_EVAL_CUDA_GRAPHS=0``: no CUDA graphs). A setting with no assignment is the code as
+it is. Only what the package reads when it runs takes effect: a constant copied at import (a default
+argument, a value in another module's namespace) does not change.
+
+On ``suite_speed.py``'s camera-like clips (``--size`` takes several sizes, which the clips take in turn), no
+reference cache, the engine's default workers: each setting runs ``--warm-up`` times untimed first (kernels,
+CUDA graphs of the shapes it sees), then every round times decode-only (the engine's decoding and upload,
+no metric) and the suite under each setting, the settings' order reversed every other round (whatever runs
+second in a round gets the warmer machine). Prints each round, then per setting the median, its ratio to
+decode-only's median, and whether its metric means equal the first setting's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ensure_alexnet_weights  # noqa: E402
+from pipeline_throughput import decode_only  # noqa: E402
+from suite_speed import make_clips, timed  # noqa: E402
+
+from foresight_eval import RunContext, ScoreOptions, score  # noqa: E402
+from foresight_eval.distributed import resolve_device  # noqa: E402
+from foresight_eval.metrics.registry import prepare_metrics  # noqa: E402
+from foresight_eval.workers import default_workers  # noqa: E402
+
+_UNSET = object()
+
+
+class Settings:
+    """Named sets of assignments, applied one set at a time over the code's own values (kept to restore)."""
+
+    def __init__(self, named: list[list[str]]):
+        self.named: dict[str, list[tuple[object, str, object]]] = {}
+        self.assignments: dict[str, list[str]] = {}  # as given
+        self._originals: dict[tuple[int, str], tuple[object, object]] = {}
+        for name, *assignments in named:
+            if name in self.named:
+                raise SystemExit(f"setting {name!r} given twice")
+            self.named[name] = [self._parse(assignment) for assignment in assignments]
+            self.assignments[name] = assignments
+
+    def _parse(self, assignment: str) -> tuple[object, str, object]:
+        target, sep, text = assignment.partition("=")
+        if not sep:
+            raise SystemExit(f"{assignment!r}: expected MODULE.NAME=VALUE or env:NAME=VALUE")
+        if target.startswith("env:"):
+            name = target[len("env:"):]
+            self._originals.setdefault((id(os.environ), name), (os.environ, os.environ.get(name, _UNSET)))
+            return os.environ, name, text
+        module_name, _, name = target.rpartition(".")
+        module = importlib.import_module(f"foresight_eval.{module_name}")
+        if not hasattr(module, name):
+            raise SystemExit(f"{target}: foresight_eval.{module_name} has no {name!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError) as exc:
+            raise SystemExit(f"{assignment!r}: the value is not a Python literal ({exc})") from exc
+        self._originals.setdefault((id(module), name), (module, getattr(module, name)))
+        return module, name, value
+
+    def apply(self, setting: str) -> None:
+        """Every assigned name back to the code's own value, then ``setting``'s assignments."""
+        for (_, name), (owner, original) in self._originals.items():
+            _assign(owner, name, original)
+        for owner, name, value in self.named[setting]:
+            _assign(owner, name, value)
+
+
+def _assign(owner: object, name: str, value: object) -> None:
+    if owner is os.environ:
+        if value is _UNSET:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = str(value)
+    else:
+        setattr(owner, name, value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", nargs="+", action="append", required=True, metavar="NAME [ASSIGNMENT ...]",
+                        help="a setting's name and its assignments (two settings at least)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--warm-up", type=int, default=3, help="untimed runs per setting before the rounds")
+    parser.add_argument("--clips", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=32, help="frame pairs per clip")
+    parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT, or several (comma-separated) taken in turn")
+    parser.add_argument("--metrics", default="default", help="comma-separated, or 'default': the default suite")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--json", type=Path, help="also write every round's figures here")
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The rounds of ``args``; prints them and the medians, returns them (as ``--json`` writes them)."""
+    if len(args.setting) < 2:
+        raise SystemExit("give two settings at least (a setting with no assignment is the code as it is)")
+    settings = Settings(args.setting)
+    device = resolve_device(args.device)
+    options = ScoreOptions(batch_size=args.batch_size, workers=default_workers(device.type))
+    metrics = ([metric.name for metric in prepare_metrics(None, {}, RunContext(device=device))[0]]
+               if args.metrics == "default" else args.metrics.split(","))
+    sizes = [tuple(int(v) for v in size.split("x")) for size in args.size.split(",")]
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        ensure_alexnet_weights(tmp)
+        clips = make_clips(tmp / "clips", args.clips, args.frames, 0, 0, sizes=sizes)
+        run: Callable[[], object] = lambda: score(*clips, metrics, options=options, device=device,
+                                                  resources={"cache_dir": None})
+        for setting in settings.named:
+            settings.apply(setting)
+            for _ in range(args.warm_up):
+                run()
+        decode_rounds: list[float] = []
+        suite_rounds: dict[str, list[float]] = {setting: [] for setting in settings.named}
+        means: dict[str, dict[str, float]] = {}
+        for round_index in range(args.rounds):
+            settings.apply(next(iter(settings.named)))  # decode-only under the first setting
+            decode_rounds.append(timed(lambda: decode_only(*clips, options, device))[0])
+            order = list(settings.named) if round_index % 2 == 0 else list(reversed(settings.named))
+            for setting in order:
+                settings.apply(setting)
+                seconds, result = timed(run)
+                suite_rounds[setting].append(seconds)
+                means[setting] = {metric: summary.mean for metric, summary in result.metrics.items()}
+            print(f"round {round_index}: decode-only {decode_rounds[-1]:.3f} s; "
+                  + ", ".join(f"{setting} {suite_rounds[setting][-1]:.3f} s" for setting in order), flush=True)
+    decode = statistics.median(decode_rounds)
+    first = next(iter(settings.named))
+    report = {"device": str(device), "clips": args.clips, "frames": args.frames, "size": args.size,
+              "metrics": metrics, "decode_only_s": decode, "decode_only_rounds": decode_rounds, "settings": {}}
+    print(f"decode-only median {decode:.3f} s")
+    for setting, rounds in suite_rounds.items():
+        median = statistics.median(rounds)
+        same = means[setting] == means[first]
+        report["settings"][setting] = {"assignments": settings.assignments[setting], "median_s": median, "rounds": rounds, "means": means[setting],
+                                       "means_equal_first": same}
+        print(f"  {setting}: median {median:.3f} s = {median / decode:.2f}x decode-only; metric means equal "
+              f"{first}'s: {same}; rounds " + " ".join(f"{seconds:.3f}" for seconds in rounds))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main() -> None:
+    measure(build_parser().parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""benchmarks/ab_settings.py, the A/B harness of issue 17's figures: settings apply over the code's own values
+and give them back, a bad assignment is a clear exit, and a tiny run on the CPU reports every setting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def ab_settings(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import ab_settings
+
+    return ab_settings
+
+
+def test_a_setting_applies_over_the_codes_values_and_gives_them_back(ab_settings, monkeypatch):
+    from foresight_eval import engine
+
+    monkeypatch.delenv("FORESIGHT_EVAL_CUDA_GRAPHS", raising=False)
+    monkeypatch.setattr(engine, "PAIRS_AHEAD_ON_DEVICE", engine.PAIRS_AHEAD_ON_DEVICE)  # given back if this fails
+    settings = ab_settings.Settings([["code"], ["three", "engine.PAIRS_AHEAD_ON_DEVICE=3"],
+                                     ["eager", "env:FORESIGHT_EVAL_CUDA_GRAPHS=0"]])
+    own = engine.PAIRS_AHEAD_ON_DEVICE
+    settings.apply("three")
+    assert engine.PAIRS_AHEAD_ON_DEVICE == 3 and "FORESIGHT_EVAL_CUDA_GRAPHS" not in os.environ
+    settings.apply("eager")
+    assert engine.PAIRS_AHEAD_ON_DEVICE == own and os.environ["FORESIGHT_EVAL_CUDA_GRAPHS"] == "0"
+    settings.apply("code")
+    assert engine.PAIRS_AHEAD_ON_DEVICE == own and "FORESIGHT_EVAL_CUDA_GRAPHS" not in os.environ
+
+
+@pytest.mark.parametrize("assignment, message", [("engine.NO_SUCH_CONSTANT=1", "has no 'NO_SUCH_CONSTANT'"),
+                                                 ("engine.PAIRS_AHEAD_ON_DEVICE", "expected MODULE.NAME=VALUE"),
+                                                 ("engine.PAIRS_AHEAD_ON_DEVICE=two", "not a Python literal")])
+def test_a_bad_assignment_is_a_clear_exit(ab_settings, assignment, message):
+    with pytest.raises(SystemExit, match=message):
+        ab_settings.Settings([["bad", assignment]])
+
+
+def test_a_tiny_run_reports_every_setting(tmp_path):
+    out = tmp_path / "ab.json"
+    command = [sys.executable, str(BENCHMARKS / "ab_settings.py"), "--device", "cpu", "--rounds", "1", "--warm-up", "1",
+               "--clips", "2", "--frames", "3", "--size", "64x48,48x32", "--metrics", "psnr,motion_iou",
+               "--setting", "code", "--setting", "eager", "env:FORESIGHT_EVAL_CUDA_GRAPHS=0", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert list(report["settings"]) == ["code", "eager"]
+    assert report["settings"]["eager"]["assignments"] == ["env:FORESIGHT_EVAL_CUDA_GRAPHS=0"]
+    assert all(figures["means_equal_first"] and len(figures["rounds"]) == 1 for figures in report["settings"].values())
+    assert "eager: median" in result.stdout
