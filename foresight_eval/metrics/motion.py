@@ -304,9 +304,12 @@ class _MotionMaskMetric(WindowedFrameMetric):
         return masks
 
     def per_frame(self, batch: FrameBatch) -> torch.Tensor:
-        values = self.compare(self._masks(batch, "pred"), self._masks(batch, "ref"))
+        values = self.batch_values(batch)
         self._last = values[-1]  # a tensor: float() here would wait for the GPU at every batch
         return values
+
+    def batch_values(self, batch: FrameBatch) -> torch.Tensor:
+        return self.compare(self._masks(batch, "pred"), self._masks(batch, "ref"))
 
     def compare(self, pred_masks: torch.Tensor, ref_masks: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -335,10 +338,8 @@ _running_counts_graphed = GraphedFunction(running_counts)
 class _CumulativeMotionMetric(_MotionMaskMetric):
     """Compares masks accumulated over horizons 1..h; the clip's value is the one over all its frames."""
 
-    def per_frame(self, batch: FrameBatch) -> torch.Tensor:
-        values = self.compare_totals(self._counts(batch, "pred"), self._counts(batch, "ref"))
-        self._last = values[-1]
-        return values
+    def batch_values(self, batch: FrameBatch) -> torch.Tensor:
+        return self.compare_totals(self._counts(batch, "pred"), self._counts(batch, "ref"))
 
     def _counts(self, batch: FrameBatch, side: str) -> torch.Tensor:
         # motion_iou and motion_iou_weighted accumulate the same masks: counted once per batch, by the stream
