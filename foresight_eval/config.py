@@ -32,7 +32,8 @@ _KINDS = {
     "preds": "path?", "refs": "path?", "preds_seed": "paths", "seeds": "bool", "metrics": "strs?",
     "params": "params", "profile": "name|path?", "context": "int", "frame_mismatch": "str", "resize": "str",
     "batch_size": "int", "fps": "float?", "fps_mismatch": "str", "horizon_seconds": "float?", "strict": "bool",
-    "device": "str", "weights_dir": "path?", "cache_dir": "path?", "no_cache": "bool", "workers": "int?",
+    "device": "str", "weights_dir": "path?", "cache_dir": "path?", "no_cache": "bool", "frame_cache": "str",
+    "workers": "int?",
     "bootstrap_resamples": "int", "seed": "int",
     "extra": "figures", "extra_file": "path?", "ref_annotations": "path?", "pred_detections": "path?",
     "pred_masks": "path?", "latents": "bool", "latents_reduce": "str?", "latents_spatial": "str?",
@@ -127,6 +128,7 @@ class RunConfig(_ConfigFile):
     weights_dir: Path | None = None
     cache_dir: Path | None = None  # None: the user cache folder
     no_cache: bool = False
+    frame_cache: str = "auto"  # options.FRAME_CACHE_MODES
     workers: int | None = None  # None: by device (foresight_eval.workers)
     bootstrap_resamples: int = 2000
     seed: int = 0  # of the bootstrap resampling
@@ -183,11 +185,13 @@ class RunConfig(_ConfigFile):
                         categories=self._name_or_path(self.categories)),
         )
 
-    def _cache_resource(self) -> dict[str, Path | None]:
-        """``resources["cache_dir"]`` of the run: None turns the cache off; left out, the user cache folder."""
+    def _cache_resource(self) -> dict[str, Path | str | None]:
+        """``resources["cache_dir"]`` of the run (None turns the cache off; left out, the user cache folder) and
+        ``resources["frame_cache"]`` (feature_cache.open_run_cache)."""
         if self.no_cache:
             return {"cache_dir": None}
-        return {} if self.cache_dir is None else {"cache_dir": self.resolve(self.cache_dir)}
+        folder = {} if self.cache_dir is None else {"cache_dir": self.resolve(self.cache_dir)}
+        return {**folder, "frame_cache": self.frame_cache}
 
     def run(self, **kwargs: Any):
         """Score this config (``kwargs``: further arguments of ``score``, e.g. ``on_pair``, ``resume``) and

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from foresight_eval.distributed import current_device, current_world, rank_device, resolve_device
 from foresight_eval.driver import RunPhases, RunPlan, Task, manifest_inputs, run_plan
 from foresight_eval.errors import InputError, UsageError, field_ref
-from foresight_eval.feature_cache import CACHE_USE_RESOURCE, open_run_cache, tensor_sha256
+from foresight_eval.feature_cache import CACHE_USE_RESOURCE, frame_cache_on, open_run_cache, tensor_sha256
 from foresight_eval.io.latents import LatentOptions, pair_latents
 from foresight_eval.io.clips import open_clip
 from foresight_eval.io.files import pair_input_hashes
@@ -378,7 +378,7 @@ def score(
         pool=WorkerPool(workers),
     )
     # The reference-side cache, on by default (resources["cache_dir"]: None turns it off); unwritable: off, one warning.
-    cache = open_run_cache(run_context.resources)
+    cache = open_run_cache(run_context.resources, torch_device)
     run_context.resources.update({"cache_dir": cache.root, CACHE_USE_RESOURCE: cache})
     pairings = {seed: pair_clips(root, refs, strict=strict) for seed, root in sets.items()}
     work, subset = select_work(pairings, sets, study)
@@ -460,10 +460,12 @@ def score(
             done += score_oldest()
         return done + finish_scored()
 
-    digest_refs = cache.root is not None and any(getattr(metric, "reads_reference_cache", False) for metric in active)
+    digest_refs = frame_cache_on(run_context.resources) and any(
+        getattr(metric, "reads_reference_cache", False) for metric in active)
     phases.end("setup")
     # the metrics' worker processes end with this rank's share; graphs are captured on the run's device
-    with run_context.pool, current_device(torch_device):
+    # (and the cache's entries are all written by the end)
+    with run_context.pool, cache, current_device(torch_device):
         try:
             gathered = run_plan(plan, score_item, finish=score_the_rest,
                                 hash_inputs=lambda item: pair_input_hashes(item.pair, item.root, refs),

@@ -15,8 +15,11 @@ import json
 import math
 import os
 import tempfile
+import threading
 import warnings
-from dataclasses import dataclass
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,7 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from foresight_eval.device_copies import to_host_async
+from foresight_eval.errors import UsageError, field_ref
 from foresight_eval.io.files import write_atomic
+from foresight_eval.options import FRAME_CACHE_MODES
 
 CACHE_ENV = "FORESIGHT_CACHE"
 CACHE_USE_RESOURCE = "cache_use"  # RunContext.resources key of the run's CacheUse (set by the engine)
@@ -48,15 +54,32 @@ class CacheWarning(UserWarning):
 
 @dataclass
 class CacheUse:
-    """A run's cache: its folder (None: off) and what the run did with it, recorded in the run manifest."""
+    """A run's cache: its folder (None: off) and what the run did with it, recorded in the run manifest.
+
+    Within ``with use:`` (a scoring run) entries are written by a thread of the run's cache, after the
+    device has computed them (:class:`EntryWriter`); the block's end waits for every write. Outside it
+    each entry is written before ``put_tensors`` returns."""
 
     root: Path | None
     hits: int = 0
     misses: int = 0
     # why it is off or stopped writing ("--no-cache", or the error of the first failed write)
     note: str | None = None
+    # whether the frame metrics' reference side is cached (ReferenceCache), or only set features (FVD's)
+    frame_metrics: bool = True
+    writer: EntryWriter | None = field(default=None, repr=False)
 
-    def write_failed(self, error: OSError) -> None:
+    def __enter__(self) -> CacheUse:
+        if self.root is not None:
+            self.writer = EntryWriter(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.close()
+
+    def write_failed(self, error: Exception) -> None:
         """A write failed (read-only folder, full disk): warn once; entries are no longer written."""
         if self.note is None:
             self.note = f"not written: {error}"
@@ -65,16 +88,26 @@ class CacheUse:
 
     def as_dict(self) -> dict[str, Any]:
         return {"dir": None if self.root is None else str(self.root), "hits": self.hits, "misses": self.misses,
-                "note": self.note}
+                "note": self.note, "frame_metrics": self.root is not None and self.frame_metrics}
 
 
-def open_run_cache(resources: Mapping[str, Any]) -> CacheUse:
+def open_run_cache(resources: Mapping[str, Any], device: torch.device) -> CacheUse:
     """The cache of a scoring run from its ``resources["cache_dir"]``: a folder, None for no cache (``--no-cache``),
     or absent for :func:`user_cache_dir`. A folder that cannot be created or written is one
-    :class:`CacheWarning` and no cache, not a failure."""
+    :class:`CacheWarning` and no cache, not a failure.
+
+    ``resources["frame_cache"]`` (:data:`~foresight_eval.options.FRAME_CACHE_MODES`) says whether the frame metrics'
+    reference side is cached too (set features, FVD's, always are): "on", "off", or "auto" (the default): on the
+    CPU only. On a GPU these metrics' reference side is a few kernels per batch, queued in less time than reading
+    their entries back takes the thread that drives the GPU: with the cache a second model's run took 1.3x as long
+    as without on an H200, while on the CPU it is 1.2x faster (benchmarks/RESULTS.md, the sixteenth session)."""
+    mode = resources.get("frame_cache", "auto")
+    if mode not in FRAME_CACHE_MODES:
+        raise UsageError(f"{field_ref('frame_cache', mode)} must be one of {', '.join(FRAME_CACHE_MODES)}")
+    frame_metrics = mode == "on" or (mode == "auto" and device.type == "cpu")
     if "cache_dir" in resources and resources["cache_dir"] is None:
         return CacheUse(None, note="off (--no-cache)")
-    use = CacheUse(Path(resources.get("cache_dir") or user_cache_dir()))
+    use = CacheUse(Path(resources.get("cache_dir") or user_cache_dir()), frame_metrics=frame_metrics)
     try:
         use.root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=use.root):  # writable: a folder may exist read-only
@@ -108,7 +141,7 @@ class FeatureCache:
         return None if tensors is None else tensors.get("features")
 
     def put(self, clip_sha256: str, features: torch.Tensor) -> None:
-        self.put_tensors(clip_sha256, {"features": features.detach().to("cpu", torch.float32)})
+        self.put_tensors(clip_sha256, {"features": features.detach().float()})
 
     def get_tensors(self, clip_sha256: str) -> dict[str, torch.Tensor] | None:
         """Every tensor of the entry (on the CPU, dtypes and shapes as put), or None: missing or unreadable."""
@@ -133,22 +166,91 @@ class FeatureCache:
         return tensors
 
     def put_tensors(self, clip_sha256: str, tensors: dict[str, torch.Tensor]) -> None:
-        from safetensors.torch import save
-
+        """Store the entry. Tensors on a device are copied to the host behind the work that computes them, and
+        the host does not wait for it when the run's writer writes the entry (:class:`CacheUse`): a ``.cpu()``
+        here made the thread that drives the GPU wait for the GPU's whole queue at every entry. The tensors are
+        the cache's from here on: the caller must not change them in place (a CPU tensor is not copied)."""
         if self.folder is None or self.use.note is not None:  # no cache, or its folder cannot be written
             return
-        stored, metadata = {}, {"clip_sha256": clip_sha256, "fingerprint": self.digest}
-        for name, tensor in tensors.items():
-            tensor = tensor.detach().cpu()
-            if tensor.dtype == torch.bool:
-                metadata[PACKED_BOOL + name] = json.dumps(list(tensor.shape))
-                tensor = torch.from_numpy(np.packbits(tensor.numpy().reshape(-1)))
-            stored[name] = tensor.contiguous()
-        data = save(stored, metadata=metadata)
+        arrays, ready = to_host_async(*(tensor.detach() for tensor in tensors.values()))
+        entry = PendingEntry(self._path(clip_sha256), dict(zip(tensors, arrays)),
+                             {"clip_sha256": clip_sha256, "fingerprint": self.digest}, ready)
+        if self.use.writer is not None:
+            self.use.writer.submit(entry)
+        else:
+            entry.write(self.use)
+
+
+@dataclass
+class PendingEntry:
+    """A cache entry on its way to disk: its host arrays hold the values once ``ready`` (a CUDA event; None:
+    now) has passed."""
+
+    path: Path
+    arrays: dict[str, np.ndarray]
+    metadata: dict[str, str]
+    ready: torch.cuda.Event | None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(array.nbytes for array in self.arrays.values())
+
+    def write(self, use: CacheUse) -> None:
+        """Pack, serialise and write atomically. A failed write stops the run's writing (one warning): a cache
+        must not fail the clip, nor, written after it, the run."""
+        from safetensors.torch import save
+
+        if use.note is not None:  # an earlier write failed meanwhile
+            return
         try:
-            write_atomic(self._path(clip_sha256), data)
-        except OSError as exc:  # a cache must not fail the clip
-            self.use.write_failed(exc)
+            if self.ready is not None:
+                self.ready.synchronize()
+            stored, metadata = {}, dict(self.metadata)
+            for name, array in self.arrays.items():
+                if array.dtype == np.bool_:
+                    metadata[PACKED_BOOL + name] = json.dumps(list(array.shape))
+                    array = np.packbits(array.reshape(-1))
+                stored[name] = torch.from_numpy(np.ascontiguousarray(array))
+            write_atomic(self.path, save(stored, metadata=metadata))
+        except Exception as exc:  # noqa: BLE001 - read-only folder, full disk, or worse: the cache stops
+            use.write_failed(exc)
+
+
+class EntryWriter:
+    """Writes a run's cache entries in one thread of its own, in the order put, so that the thread scoring on a
+    GPU neither waits for the device (each entry is written after its CUDA event) nor for the disk (an
+    fsync per entry). Memory bound: entries waiting to be written hold their host copies, at most
+    ``MAX_PENDING_BYTES`` of them; a put beyond that waits for the oldest write (a disk slower than scoring)."""
+
+    MAX_PENDING_BYTES = 512 * 2**20
+
+    def __init__(self, use: CacheUse):
+        self._use = use
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="foresight-cache-writer")
+        self._pending: deque[tuple[Future[None], int]] = deque()
+        self._pending_bytes = 0
+        self._lock = threading.Lock()  # puts come from the scoring thread; close from the run's
+
+    def submit(self, entry: PendingEntry) -> None:
+        with self._lock:
+            while self._pending and self._pending_bytes + entry.nbytes > self.MAX_PENDING_BYTES:
+                self._wait_oldest()
+            self._pending.append((self._thread.submit(entry.write, self._use), entry.nbytes))
+            self._pending_bytes += entry.nbytes
+
+    def _wait_oldest(self) -> None:
+        written, size = self._pending.popleft()
+        self._pending_bytes -= size
+        written.result()
+
+    def close(self) -> None:
+        """Wait for every write, then end the thread."""
+        with self._lock:
+            try:
+                while self._pending:
+                    self._wait_oldest()
+            finally:
+                self._thread.shutdown(wait=True)
 
 
 def _unpacked(tensor: torch.Tensor, shape: str | None) -> torch.Tensor:
@@ -186,31 +288,48 @@ def reference_sha256(batch: Any) -> str:
         batch.ref if decoded is None else decoded))
 
 
+def frame_cache_on(resources: Mapping[str, Any] | None) -> bool:
+    """Whether frame metrics cache their reference side under these resources: a cache folder, and a run
+    (its :class:`CacheUse`, when there is one) that caches them (:func:`open_run_cache`)."""
+    if not resources or resources.get("cache_dir") is None:
+        return False
+    use = resources.get(CACHE_USE_RESOURCE)
+    return use is None or use.frame_metrics
+
+
 class ReferenceCache:
     """Work that depends only on reference frames, cached across runs: per scoring-engine batch, an entry
     keyed by the SHA-256 of exactly the inputs of the computation (the batch's reference pixels, and any
-    state carried in from the previous batch such as the last frame or a running background) and by the
-    computation's name and parameters. Scoring a second model against the same references then reads
-    these entries instead of recomputing them; a changed pixel, parameter or batch size misses.
+    state carried in from the previous batch such as the last frame or a running background, named by the
+    digest of what made it) and by the computation's name and parameters. Scoring a second model against the
+    same references then reads these entries instead of recomputing them; a changed pixel, parameter or batch
+    size misses.
 
-    A scoring run uses its cache folder (default :func:`user_cache_dir`; ``--no-cache`` turns it off); a metric
-    used outside a run caches only when its ``RunContext.resources`` names a ``cache_dir``."""
+    A scoring run uses its cache folder (default :func:`user_cache_dir`; ``--no-cache`` turns it off) where its
+    ``frame_cache`` mode says so (:func:`open_run_cache`: by default on the CPU only); a metric used outside a
+    run caches only when its ``RunContext.resources`` names a ``cache_dir``."""
 
     def __init__(self, root: Path, computation: str, params: dict[str, Any], use: CacheUse | None = None):
         # format 2: boolean maps packed (PACKED_BOOL); a version that wrote format 1 would misread them
         self.store = FeatureCache(root, {"computation": computation, "params": params, "format": 2}, use)
 
     @classmethod
-    def from_resources(cls, resources: dict[str, Any], computation: str,
+    def from_resources(cls, resources: Mapping[str, Any], computation: str,
                        params: dict[str, Any]) -> ReferenceCache | None:
-        root = resources.get("cache_dir")
-        return None if root is None else cls(Path(root), computation, params, resources.get(CACHE_USE_RESOURCE))
+        """The cache of ``computation`` under a run's resources, None where frame metrics are not cached."""
+        if not frame_cache_on(resources):
+            return None
+        return cls(Path(resources["cache_dir"]), computation, params, resources.get(CACHE_USE_RESOURCE))
 
     def __call__(self, inputs: tuple[torch.Tensor | str | int | None, ...],
                  compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """The cached outputs of ``compute`` for these inputs (on the CPU), computing and storing on a miss.
-        ``inputs`` may name a tensor by its :func:`tensor_sha256` digest (the batch's, hashed once)."""
-        key = tensor_sha256(*inputs)
+        """The cached outputs of ``compute`` for these inputs, computing and storing on a miss. ``inputs`` may
+        name a tensor by its :func:`tensor_sha256` digest (the batch's, hashed once)."""
+        return self.lookup(tensor_sha256(*inputs), compute)
+
+    def lookup(self, key: str, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The entry under ``key`` (on the CPU), else ``compute``'s outputs (where they were computed), stored
+        under it. The outputs are the cache's: read them, do not change them in place."""
         cached = self.store.get_tensors(key)
         if cached is not None:
             return cached

@@ -49,6 +49,11 @@ class ScoreOptions:
                 raise UsageError(f"{field_ref(name)} must be a positive number of {unit}")
 
 
+# Whether a run caches the frame metrics' reference side (``resources["frame_cache"]``; feature_cache.open_run_cache):
+# "auto" on the CPU only, where reading it back is faster than computing it, and not on a GPU, where it is slower.
+FRAME_CACHE_MODES = ("auto", "on", "off")
+
+
 # Options renamed since run folders were first written: old name -> current name. Summaries, journal headers,
 # config files and profiles that use an old name are read under the current one.
 RENAMED_OPTIONS = {"frames": "frame_mismatch"}

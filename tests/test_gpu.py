@@ -205,10 +205,11 @@ def test_graphs_are_captured_and_replayed_on_the_gpu_of_their_inputs(fixtures_di
 
 
 def test_warm_reference_cache_on_cuda_scores_as_no_cache(fixtures_dir, tmp_path):
-    """On a GPU, entries read back from the reference cache are copied to the device behind the queued work
-    (page-locked, non-blocking) and the motion masks' next key hashes the background's host copy: a cold and a
-    warm run score as a run without cache."""
-    from foresight_eval.metrics.base import to_device_async
+    """On a GPU (the frame cache on: off by default there), entries are written after their copies to the host,
+    by the run's writer thread, and read back to the device behind the queued work (page-locked, non-blocking);
+    the motion masks' keys chain without reading the background: a cold and a warm run score as a run without
+    cache."""
+    from foresight_eval.device_copies import to_device_async
 
     host = torch.arange(12.0).view(3, 4)
     assert torch.equal(to_device_async(host, torch.device("cuda")).cpu(), host)
@@ -221,5 +222,7 @@ def test_warm_reference_cache_on_cuda_scores_as_no_cache(fixtures_dir, tmp_path)
         return [pair.values for pair in result.pairs], [pair.per_frame for pair in result.pairs]
 
     uncached = run({"cache_dir": None})
-    assert run({"cache_dir": tmp_path / "cache"}) == uncached  # cold: computed and written
-    assert run({"cache_dir": tmp_path / "cache"}) == uncached  # warm: read back
+    cached = {"cache_dir": tmp_path / "cache", "frame_cache": "on"}
+    assert run(cached) == uncached  # cold: computed and written
+    assert sorted((tmp_path / "cache").rglob("*.safetensors"))
+    assert run(cached) == uncached  # warm: read back

@@ -25,7 +25,8 @@ from foresight_eval import ScoreOptions, score
 from foresight_eval.engine import score_pair
 from foresight_eval.errors import UsageError
 from foresight_eval.io.pairing import pair_clips
-from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext, to_host_async
+from foresight_eval.device_copies import to_host_async
+from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext
 from foresight_eval.workers import INLINE, WorkerPool, default_workers
 
 

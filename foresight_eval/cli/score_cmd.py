@@ -23,6 +23,7 @@ from foresight_eval.config import C, RunConfig, merge, read_config_file
 from foresight_eval.formatting import estimate
 from foresight_eval.errors import UsageError
 from foresight_eval.io.latents import REDUCTIONS, SPATIAL_MODES
+from foresight_eval.options import FRAME_CACHE_MODES
 from foresight_eval.results import RunResult
 
 ARROWS = {"higher": "↑", "lower": "↓", "none": "·"}  # none: descriptive
@@ -99,6 +100,10 @@ def run_output_options(command):
               help="Cache of the reference side of metrics (reference edges, motion masks, tc/flicker, FVD features) "
                    "across runs (default $FORESIGHT_CACHE, else ~/.cache/foresight-eval; docs/speed.md).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the reference cache.")
+@click.option("--frame-cache", type=click.Choice(FRAME_CACHE_MODES), default="auto", show_default=True,
+              help="Cache the frame metrics' reference side too (FVD's features always are): auto does on the CPU, "
+                   "where a second model's run is about 1.2x faster for it, and not on a GPU, where reading it back "
+                   "is slower than recomputing it (docs/speed.md).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Processes for metrics' CPU-bound work (edge_f1's matching), overlapping the device's work; "
                    "0: none (default on the CPU; on a GPU all CPUs but one, at the lowest priority: where other "

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from foresight_eval.errors import UsageError, did_you_mean
+from foresight_eval.device_copies import to_device_async, to_host_async
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
 from foresight_eval.workers import INLINE, Deferred, WorkerPool
 
@@ -152,26 +153,6 @@ def conv_per_image(images: torch.Tensor, weight: torch.Tensor, *, grouped: bool 
     return out.view(count, filters, *out.shape[-2:])
 
 
-def to_host_async(*tensors: torch.Tensor) -> tuple[list[np.ndarray], torch.cuda.Event | None]:
-    """Host copies of device tensors, without waiting for the device: (their NumPy arrays, the CUDA event
-    after which they hold the values, None when no tensor was on a device; CPU tensors are not copied). The
-    copies go to page-locked memory, queued behind the work that makes the tensors; read the arrays only
-    after the event (``WorkerPool.map_when_ready``). A plain ``.cpu()`` would make the host wait for the
-    whole queue of the GPU at every call."""
-    hosts, device = [], None
-    for tensor in tensors:
-        if tensor.device.type == "cpu":
-            hosts.append(tensor)
-        else:
-            device = tensor.device
-            hosts.append(torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True).copy_(tensor, non_blocking=True))
-    event = None
-    if device is not None:
-        event = torch.cuda.Event()
-        event.record(torch.cuda.current_stream(device))
-    return [host.numpy() for host in hosts], event
-
-
 class CopiedToHost(Deferred):
     """Device tensors on their way to the host (:func:`to_host_async`): ``result()`` waits for the copies, which
     are queued behind the work that makes the tensors, and returns ``combine`` of the host arrays (computed
@@ -210,16 +191,6 @@ def when_on_host(tensor: torch.Tensor, convert: Callable[[np.ndarray], Any]) -> 
     if not waits_for_device(tensor):
         return convert(tensor.numpy())
     return CopiedToHost([tensor], lambda hosts: convert(hosts[0]))
-
-
-def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor.to(device)`` without waiting for the device: a host tensor bound for a GPU goes through
-    page-locked memory and is copied behind the queued work. From pageable memory CUDA synchronises the stream
-    before the copy (cudaMemcpyAsync's documented behaviour), so every reference-cache entry read back on a GPU
-    made the host wait for the GPU's whole queue."""
-    if device.type != "cuda" or tensor.device.type != "cpu":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 Item = TypeVar("Item")

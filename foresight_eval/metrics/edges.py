@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from foresight_eval.device_copies import to_host_async
 from foresight_eval.errors import UsageError
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
 from foresight_eval.metrics.base import (
@@ -54,7 +55,6 @@ from foresight_eval.metrics.base import (
     RunContext,
     RunningMean,
     over_threads,
-    to_host_async,
 )
 from foresight_eval.metrics.edge_matching import bsds_edge_counts, edge_f1_of_candidates, edge_f1_value
 from foresight_eval.metrics.edges_torch import canny_candidates
@@ -244,9 +244,8 @@ class EdgeF1(FrameMetric):
         cache, params = getattr(self, "_ref_candidates_cache", None), self._canny_thresholds()
         if cache is None:
             return _canny_candidates_graphed(batch.ref, **params)
-        entry = cache((reference_sha256(batch),),
-                      lambda: {"candidates": _canny_candidates_graphed(batch.ref, **params).cpu()})
-        return entry["candidates"]
+        return cache((reference_sha256(batch),), lambda: {"candidates": _canny_candidates_graphed(batch.ref, **params)})[
+            "candidates"]
 
     def _frame_values(self, pred: torch.Tensor, batch: FrameBatch) -> Deferred:
         """The per-frame F1s of ``pred`` against the batch's reference, matched in the pool. With Canny in

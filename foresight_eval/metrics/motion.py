@@ -42,9 +42,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from foresight_eval.feature_cache import ReferenceCache, reference_sha256
+from foresight_eval.device_copies import to_device_async
+from foresight_eval.feature_cache import ReferenceCache, frame_cache_on, reference_sha256, tensor_sha256
 from foresight_eval.metrics.base import (FrameBatch, MetricInfo, RunContext, conv_per_image, device_constant,
-                                         to_device_async, when_on_host)
+                                         when_on_host)
 from foresight_eval.metrics.graphs import GraphedFunction
 from foresight_eval.metrics.physics_iq import (
     PIPELINE_DEFAULTS, Mp4vRoundTrip, WindowedFrameMetric, clip_fps, downscale_u8,
@@ -220,16 +221,16 @@ class MotionMaskStream:
         self.mask_params = {key: params[key] for key in ("threshold", "alpha", "morph_kernel")}
         self.background: torch.Tensor | None = None
         self.totals: torch.Tensor | None = None  # per pixel, the masks set so far (running_counts)
-        # With a cache: the background as the last entry holds it, on the host, for the next key (hashing the
-        # device's copy would wait for the device at every batch).
-        self._background_on_host: torch.Tensor | None = None
+        # With a cache: the last entry's key, part of the next one's. The background a batch starts from is made
+        # by the frames before it, which the chain of keys names (hashing the background itself, on a GPU, would
+        # wait for the device at every batch).
+        self._last_key: str | None = None
         self.encoder: Mp4vRoundTrip | None = None
-        # Reference masks across runs: the running background is part of the key and of the entry; the mp4v
-        # round trip keeps encoder state that cannot be, so it is never cached. Without a cache folder there is
-        # no cache, nor a digest of the frames to compute (8 ms per 16 frames of 640x360 on the thread that
-        # drives the GPU).
-        cache_on = bool(cache_resources) and cache_resources.get("cache_dir") is not None
-        self.cache_resources = cache_resources if self.roundtrip == "none" and cache_on else None
+        # Reference masks across runs: the running background is part of the entry, and the chain of keys names
+        # it; the mp4v round trip keeps encoder state that cannot be stored, so it is never cached. Without a
+        # frame cache there is no digest of the frames to compute either (8 ms per 16 frames of 640x360 on the
+        # thread that drives the GPU).
+        self.cache_resources = cache_resources if self.roundtrip == "none" and frame_cache_on(cache_resources) else None
 
     def __call__(self, frames: torch.Tensor, frames_sha256: str | None = None,
                  decoded: torch.Tensor | None = None) -> torch.Tensor:
@@ -244,11 +245,10 @@ class MotionMaskStream:
             return self._compute(frames, decoded)
 
         def compute() -> dict[str, torch.Tensor]:
-            masks = self._compute(frames, decoded)
-            return {"masks": masks, "background": self.background.cpu()}  # stored on the host either way
+            return {"masks": self._compute(frames, decoded), "background": self.background}
 
-        entry = cache((frames_sha256 or frames, self._background_on_host), compute)
-        self._background_on_host = entry["background"]
+        self._last_key = tensor_sha256(frames_sha256 or frames, self._last_key)
+        entry = cache.lookup(self._last_key, compute)
         self.background = to_device_async(entry["background"], frames.device)
         return to_device_async(entry["masks"], frames.device)
 
