@@ -7,17 +7,22 @@ against decode-only: the A/B figures of issue 17 (benchmarks/RESULTS.md), reprod
         [--device cuda] [--rounds 7] [--clips 3 --frames 83 --size 640x360,320x240,176x144] [--json FILE]
 
 A setting is a name and its assignments: ``MODULE.NAME=VALUE`` sets a constant of ``foresight_eval.MODULE``
-(VALUE a Python literal: ``2``, ``True``, ``'auto'``), ``env:NAME=VALUE`` an environment variable read at
-call time (``env:FORESIGHT_EVAL_CUDA_GRAPHS=0``: no CUDA graphs). A setting with no assignment is the code as
-it is. Only what the package reads when it runs takes effect: a constant copied at import (a default
-argument, a value in another module's namespace) does not change.
+(VALUE a Python literal: ``2``, ``True``, ``'auto'``), ``env:NAME=VALUE`` an environment variable read at call
+time (``env:FORESIGHT_EVAL_CUDA_GRAPHS=0``: no CUDA graphs), ``sys:switchinterval=SECONDS`` the interpreter's
+thread switch interval (how long a thread waiting for the GIL waits before it asks the holder to drop it),
+``without:METRIC`` runs the suite without that metric. A setting with no assignment is the code as it is. Only
+what the package reads when it runs takes effect: a constant copied at import (a default argument, a value in
+another module's namespace) does not change. ``--leave-one-out`` adds a setting ``-METRIC``
+(``without:METRIC``) for every metric of the suite: what each metric adds to the run's time on its critical
+path (not its work: work that overlaps other work adds nothing).
 
 On ``suite_speed.py``'s camera-like clips (``--size`` takes several sizes, which the clips take in turn), no
-reference cache, the engine's default workers: each setting runs ``--warm-up`` times untimed first (kernels,
-CUDA graphs of the shapes it sees), then every round times decode-only (the engine's decoding and upload,
-no metric) and the suite under each setting, the settings' order reversed every other round (whatever runs
-second in a round gets the warmer machine). Prints each round, then per setting the median, its ratio to
-decode-only's median, and whether its metric means equal the first setting's.
+reference cache, the engine's default workers (counted at each run: ``env:LOCAL_WORLD_SIZE=2`` halves them):
+each setting runs ``--warm-up`` times untimed first (kernels, CUDA graphs of the shapes it sees), then every
+round times decode-only (the engine's decoding and upload, no metric) and the suite under each setting, the
+settings' order reversed every other round (whatever runs second in a round gets the warmer machine). Prints
+each round, then per setting the median, its ratio to decode-only's median, and whether its metric means equal
+the first setting's.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ import os
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,11 +43,13 @@ from pipeline_throughput import decode_only  # noqa: E402
 from suite_speed import make_clips, timed  # noqa: E402
 
 from foresight_eval import RunContext, ScoreOptions, score  # noqa: E402
+from foresight_eval.results import RunResult  # noqa: E402
 from foresight_eval.distributed import resolve_device  # noqa: E402
 from foresight_eval.metrics.registry import prepare_metrics  # noqa: E402
-from foresight_eval.workers import default_workers  # noqa: E402
 
 _UNSET = object()
+WITHOUT = "without:"  # an assignment naming a metric the setting's runs leave out
+SWITCH_INTERVAL = "sys:switchinterval"  # the interpreter's thread switch interval (sys.setswitchinterval), seconds
 
 
 class Settings:
@@ -52,11 +58,14 @@ class Settings:
     def __init__(self, named: list[list[str]]):
         self.named: dict[str, list[tuple[object, str, object]]] = {}
         self.assignments: dict[str, list[str]] = {}  # as given
+        self.dropped: dict[str, set[str]] = {}  # the metrics each setting runs without ("without:METRIC")
         self._originals: dict[tuple[int, str], tuple[object, object]] = {}
         for name, *assignments in named:
             if name in self.named:
                 raise SystemExit(f"setting {name!r} given twice")
-            self.named[name] = [self._parse(assignment) for assignment in assignments]
+            self.dropped[name] = {assignment.removeprefix(WITHOUT) for assignment in assignments
+                                  if assignment.startswith(WITHOUT)}
+            self.named[name] = [self._parse(assignment) for assignment in assignments if not assignment.startswith(WITHOUT)]
             self.assignments[name] = assignments
 
     def _parse(self, assignment: str) -> tuple[object, str, object]:
@@ -67,6 +76,9 @@ class Settings:
             name = target[len("env:"):]
             self._originals.setdefault((id(os.environ), name), (os.environ, os.environ.get(name, _UNSET)))
             return os.environ, name, text
+        if target == SWITCH_INTERVAL:
+            self._originals.setdefault((id(sys), target), (sys, sys.getswitchinterval()))
+            return sys, target, float(text)
         module_name, _, name = target.rpartition(".")
         module = importlib.import_module(f"foresight_eval.{module_name}")
         if not hasattr(module, name):
@@ -87,7 +99,9 @@ class Settings:
 
 
 def _assign(owner: object, name: str, value: object) -> None:
-    if owner is os.environ:
+    if owner is sys:
+        sys.setswitchinterval(value)
+    elif owner is os.environ:
         if value is _UNSET:
             os.environ.pop(name, None)
         else:
@@ -98,8 +112,10 @@ def _assign(owner: object, name: str, value: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--setting", nargs="+", action="append", required=True, metavar="NAME [ASSIGNMENT ...]",
-                        help="a setting's name and its assignments (two settings at least)")
+    parser.add_argument("--setting", nargs="+", action="append", default=[], metavar="NAME [ASSIGNMENT ...]",
+                        help="a setting's name and its assignments (two settings at least, --leave-one-out's included)")
+    parser.add_argument("--leave-one-out", action="store_true",
+                        help="also a setting '-METRIC' (without:METRIC) for each metric of the suite")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warm-up", type=int, default=3, help="untimed runs per setting before the rounds")
@@ -114,24 +130,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def measure(args: argparse.Namespace) -> dict:
     """The rounds of ``args``; prints them and the medians, returns them (as ``--json`` writes them)."""
-    if len(args.setting) < 2:
-        raise SystemExit("give two settings at least (a setting with no assignment is the code as it is)")
-    settings = Settings(args.setting)
     device = resolve_device(args.device)
-    options = ScoreOptions(batch_size=args.batch_size, workers=default_workers(device.type))
+    options = ScoreOptions(batch_size=args.batch_size)  # workers: the engine's default, at each run
     metrics = ([metric.name for metric in prepare_metrics(None, {}, RunContext(device=device))[0]]
                if args.metrics == "default" else args.metrics.split(","))
+    named = args.setting + ([[f"-{metric}", WITHOUT + metric] for metric in metrics] if args.leave_one_out else [])
+    if len(named) < 2:
+        raise SystemExit("give two settings at least (a setting with no assignment is the code as it is)")
+    settings = Settings(named)
+    for setting, dropped in settings.dropped.items():
+        if dropped - set(metrics):
+            raise SystemExit(f"setting {setting!r}: {', '.join(sorted(dropped - set(metrics)))} not in the suite "
+                             f"({', '.join(metrics)})")
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.size.split(",")]
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         ensure_alexnet_weights(tmp)
         clips = make_clips(tmp / "clips", args.clips, args.frames, 0, 0, sizes=sizes)
-        run: Callable[[], object] = lambda: score(*clips, metrics, options=options, device=device,
-                                                  resources={"cache_dir": None})
+        def run(setting: str) -> RunResult:
+            chosen = [metric for metric in metrics if metric not in settings.dropped[setting]]
+            return score(*clips, chosen, options=options, device=device, resources={"cache_dir": None})
+
         for setting in settings.named:
             settings.apply(setting)
             for _ in range(args.warm_up):
-                run()
+                run(setting)
         decode_rounds: list[float] = []
         suite_rounds: dict[str, list[float]] = {setting: [] for setting in settings.named}
         means: dict[str, dict[str, float]] = {}
@@ -141,7 +164,7 @@ def measure(args: argparse.Namespace) -> dict:
             order = list(settings.named) if round_index % 2 == 0 else list(reversed(settings.named))
             for setting in order:
                 settings.apply(setting)
-                seconds, result = timed(run)
+                seconds, result = timed(lambda: run(setting))
                 suite_rounds[setting].append(seconds)
                 means[setting] = {metric: summary.mean for metric, summary in result.metrics.items()}
             print(f"round {round_index}: decode-only {decode_rounds[-1]:.3f} s; "
@@ -153,11 +176,11 @@ def measure(args: argparse.Namespace) -> dict:
     print(f"decode-only median {decode:.3f} s")
     for setting, rounds in suite_rounds.items():
         median = statistics.median(rounds)
-        same = means[setting] == means[first]
+        same = all(means[setting][metric] == means[first][metric] for metric in means[setting].keys() & means[first])
         report["settings"][setting] = {"assignments": settings.assignments[setting], "median_s": median, "rounds": rounds, "means": means[setting],
                                        "means_equal_first": same}
         print(f"  {setting}: median {median:.3f} s = {median / decode:.2f}x decode-only; metric means equal "
-              f"{first}'s: {same}; rounds " + " ".join(f"{seconds:.3f}" for seconds in rounds))
+              f"{first}'s (those both ran): {same}; rounds " + " ".join(f"{seconds:.3f}" for seconds in rounds))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return report

@@ -38,6 +38,18 @@ def test_a_setting_applies_over_the_codes_values_and_gives_them_back(ab_settings
     assert engine.PAIRS_AHEAD_ON_DEVICE == own and "FORESIGHT_EVAL_CUDA_GRAPHS" not in os.environ
 
 
+def test_the_switch_interval_is_set_and_given_back(ab_settings):
+    own = sys.getswitchinterval()
+    settings = ab_settings.Settings([["code"], ["fast", "sys:switchinterval=0.001"]])
+    try:
+        settings.apply("fast")
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        settings.apply("code")
+        assert sys.getswitchinterval() == own
+    finally:
+        sys.setswitchinterval(own)
+
+
 @pytest.mark.parametrize("assignment, message", [("engine.NO_SUCH_CONSTANT=1", "has no 'NO_SUCH_CONSTANT'"),
                                                  ("engine.PAIRS_AHEAD_ON_DEVICE", "expected MODULE.NAME=VALUE"),
                                                  ("engine.PAIRS_AHEAD_ON_DEVICE=two", "not a Python literal")])
@@ -50,11 +62,20 @@ def test_a_tiny_run_reports_every_setting(tmp_path):
     out = tmp_path / "ab.json"
     command = [sys.executable, str(BENCHMARKS / "ab_settings.py"), "--device", "cpu", "--rounds", "1", "--warm-up", "1",
                "--clips", "2", "--frames", "3", "--size", "64x48,48x32", "--metrics", "psnr,motion_iou",
-               "--setting", "code", "--setting", "eager", "env:FORESIGHT_EVAL_CUDA_GRAPHS=0", "--json", str(out)]
+               "--setting", "code", "--setting", "eager", "env:FORESIGHT_EVAL_CUDA_GRAPHS=0", "--leave-one-out",
+               "--json", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert list(report["settings"]) == ["code", "eager"]
+    assert list(report["settings"]) == ["code", "eager", "-psnr", "-motion_iou"]
     assert report["settings"]["eager"]["assignments"] == ["env:FORESIGHT_EVAL_CUDA_GRAPHS=0"]
     assert all(figures["means_equal_first"] and len(figures["rounds"]) == 1 for figures in report["settings"].values())
+    assert list(report["settings"]["-psnr"]["means"]) == ["motion_iou"]  # the suite without psnr
     assert "eager: median" in result.stdout
+
+
+def test_dropping_a_metric_outside_the_suite_is_a_clear_exit(tmp_path):
+    command = [sys.executable, str(BENCHMARKS / "ab_settings.py"), "--device", "cpu", "--metrics", "psnr",
+               "--setting", "code", "--setting", "no-ssim", "without:ssim"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode != 0 and "setting 'no-ssim': ssim not in the suite (psnr)" in result.stderr
