@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_alexnet_weights  # noqa: E402
+from common import ensure_alexnet_weights, parse_sizes  # noqa: E402
 from pipeline_throughput import decode_only  # noqa: E402
 from suite_speed import make_clips, timed  # noqa: E402
 
@@ -142,7 +142,7 @@ def measure(args: argparse.Namespace) -> dict:
         if dropped - set(metrics):
             raise SystemExit(f"setting {setting!r}: {', '.join(sorted(dropped - set(metrics)))} not in the suite "
                              f"({', '.join(metrics)})")
-    sizes = [tuple(int(v) for v in size.split("x")) for size in args.size.split(",")]
+    sizes = parse_sizes(args.size)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         ensure_alexnet_weights(tmp)

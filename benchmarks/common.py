@@ -48,6 +48,15 @@ def ensure_alexnet_weights(tmp: Path) -> None:
         print("note: random AlexNet weights (throughput only; values are not LPIPS scores)", file=sys.stderr)
 
 
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """``--size`` / ``--sizes``: ``WIDTHxHEIGHT``, or several comma-separated, as (width, height) pairs.
+
+    >>> parse_sizes("640x360,176x144")
+    [(640, 360), (176, 144)]
+    """
+    return [(int(width), int(height)) for width, height in (size.split("x") for size in text.split(","))]
+
+
 def best_time(fn: Callable[[], T], repeats: int) -> tuple[float, T]:
     """Seconds of the fastest of ``repeats`` timed calls, after one untimed warm-up call, and its result."""
     fn()

@@ -17,7 +17,10 @@ b) psnr + ssim against the same loop without LPIPS. Goal >= 3x.
 c) the default suite now against the tree issue 17 was filed on (``--old-commit``, checked out with
    ``git worktree add`` unless ``--old-tree`` names a checkout), each in its own process (PYTHONPATH set to
    the tree), timed around ``score()`` after an untimed warm-up (start-up is recorded apart): the 9 metrics
-   the issue lists, and today's full default set. Goal >= 2x.
+   the issue lists, and today's full default set. Goal >= 2x. Each run has an empty cache folder of its own
+   (``FORESIGHT_CACHE``): today's tree caches the reference side by default, and the entries of an earlier
+   run of these (deterministic) clips, or of the other suite, would make it a second model's run; so each
+   timed run is the first against its references. The tree the issue was filed on has no cache.
 
 ``--gpu``: also ``suite_speed.py`` (its own clips; the GPU suite against decode-only and against this
 host's CPU threads, the reference cache cold and warm), with the goals of issue 17 (<= 1.5x decode-only,
@@ -62,9 +65,12 @@ def worker(args: argparse.Namespace) -> None:
     suites = json.loads(args.suites)
     options = ScoreOptions(batch_size=args.batch_size)
     everything = sorted({name for names in suites.values() for name in names})
+    caches = tempfile.TemporaryDirectory()
+    os.environ["FORESIGHT_CACHE"] = tempfile.mkdtemp(dir=caches.name)  # read at each run by today's tree
     score(args.warmup / "preds", args.warmup / "refs", everything, options=options, device="cpu")
     out = {"import_s": imported, "package": str(Path(sys.modules["foresight_eval"].__file__).parent), "suites": {}}
     for label, names in suites.items():
+        os.environ["FORESIGHT_CACHE"] = tempfile.mkdtemp(dir=caches.name)  # (c): a first model's run
         seconds, cpu, run = timed(lambda: score(args.clips / "preds", args.clips / "refs", names, options=options,
                                                 device="cpu"))
         errors = [pair.error for pair in run.pairs if not pair.ok]
@@ -122,13 +128,14 @@ def timed(fn):
 def cpu_rounds(args: argparse.Namespace, tmp: Path, old_tree: Path | None) -> dict:
     import torch
 
+    from common import parse_sizes
     from score_throughput import hand_loop
     from suite_speed import make_clips
 
     from foresight_eval import RunContext, ScoreOptions, score
     from foresight_eval.metrics.registry import prepare_metrics
 
-    sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
+    sizes = parse_sizes(args.sizes)
     clips = make_clips(tmp / "clips", len(sizes) * args.clips_per_size, args.frames, 0, 0, sizes=sizes)[0].parent
     # Two clips: a run of one has no confidence interval, and the process's first bootstrap (with scipy.stats's
     # import, 0.3-0.6 s once per process) belongs in the warm-up, not in the first timed suite.

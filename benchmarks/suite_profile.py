@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_alexnet_weights  # noqa: E402
+from common import ensure_alexnet_weights, parse_sizes  # noqa: E402
 from pipeline_throughput import decode_only  # noqa: E402
 from suite_speed import make_clips, timed  # noqa: E402
 
@@ -367,7 +367,7 @@ def main() -> None:
     parser.add_argument("--reference-cache", action="store_true",
                         help="runs use the default reference cache (warm after the warm-up), not none")
     args = parser.parse_args()
-    sizes = [tuple(int(v) for v in size.split("x")) for size in args.size.split(",")]
+    sizes = parse_sizes(args.size)
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)

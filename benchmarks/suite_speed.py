@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_alexnet_weights, synthetic  # noqa: E402
+from common import ensure_alexnet_weights, parse_sizes, synthetic  # noqa: E402
 from lpips_cpu import measure as lpips_cpu_measure, report as lpips_cpu_report  # noqa: E402
 from pipeline_throughput import decode_only  # noqa: E402
 
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 def measure(args: argparse.Namespace) -> dict:
     """Every figure for the parsed command line; writes ``suite_speed.json`` and ``.md`` into ``args.out``."""
     args.deadline = time.monotonic() + args.budget_s
-    sizes = [tuple(int(v) for v in size.split("x")) for size in args.size.split(",")]
+    sizes = parse_sizes(args.size)
     args.width, args.height = sizes[0]  # LPIPS's convolution ceiling: the first size's
     args.out.mkdir(parents=True, exist_ok=True)
     failures: dict[str, str] = {}
