@@ -99,8 +99,8 @@ def open_run_cache(resources: Mapping[str, Any], device: torch.device) -> CacheU
     ``resources["frame_cache"]`` (:data:`~foresight_eval.options.FRAME_CACHE_MODES`) says whether the frame metrics'
     reference side is cached too (set features, FVD's, always are): "on", "off", or "auto" (the default): on the
     CPU only. On a GPU these metrics' reference side is a few kernels per batch, queued in less time than reading
-    their entries back takes the thread that drives the GPU: with the cache a second model's run took 1.3x as long
-    as without on an H200, while on the CPU it is 1.2x faster (benchmarks/RESULTS.md, the sixteenth session)."""
+    their entries back takes the thread that drives the GPU: with the cache a second model's run took 1.3-1.5x as
+    long as without on H200s, while on the CPU it is 1.2x faster (benchmarks/RESULTS.md, the sixteenth session)."""
     mode = resources.get("frame_cache", "auto")
     if mode not in FRAME_CACHE_MODES:
         raise UsageError(f"{field_ref('frame_cache', mode)} must be one of {', '.join(FRAME_CACHE_MODES)}")
