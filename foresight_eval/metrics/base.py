@@ -32,8 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from foresight_eval.errors import UsageError, did_you_mean
 from foresight_eval.device_copies import to_device_async, to_host_async
+from foresight_eval.errors import UsageError, did_you_mean
 from foresight_eval.feature_cache import ReferenceCache, reference_sha256
 from foresight_eval.workers import INLINE, Deferred, WorkerPool
 

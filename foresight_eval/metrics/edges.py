@@ -244,8 +244,8 @@ class EdgeF1(FrameMetric):
         cache, params = getattr(self, "_ref_candidates_cache", None), self._canny_thresholds()
         if cache is None:
             return _canny_candidates_graphed(batch.ref, **params)
-        return cache((reference_sha256(batch),), lambda: {"candidates": _canny_candidates_graphed(batch.ref, **params)})[
-            "candidates"]
+        entry = cache((reference_sha256(batch),), lambda: {"candidates": _canny_candidates_graphed(batch.ref, **params)})
+        return entry["candidates"]
 
     def _frame_values(self, pred: torch.Tensor, batch: FrameBatch) -> Deferred:
         """The per-frame F1s of ``pred`` against the batch's reference, matched in the pool. With Canny in

@@ -296,8 +296,8 @@ class _MotionMaskMetric(WindowedFrameMetric):
         stream = self._streams[side] or MotionMaskStream(
             clip_fps(batch, self.params), self.params, getattr(self, "_resources", None) if side == "ref" else None)
         frames, decoded = getattr(batch, side), getattr(batch, f"{side}_decoded")
-        # The digest names the frames (the window's, when it ends inside this batch); the count stays in the
-        # key so that reference-cache entries written before keep theirs.
+        # The batch's digest and the count of its frames in use name the frames (the window's, when it ends
+        # inside this batch).
         cached = side == "ref" and stream.cache_resources
         digest = f"{reference_sha256(batch)}[:{len(frames)}]" if cached else None
         masks, self._streams[side] = batch.shared(key, lambda: (stream(frames, digest, decoded), stream))
