@@ -155,6 +155,38 @@ def test_torchrun_latents_equal_the_single_process_run(fixtures_dir, tmp_path):
     assert_same_run_folder(tmp_path / "single", tmp_path / "distributed")
 
 
+@pytest.mark.parametrize("rank, code, status", [(1, None, 0), (1, 2, 2), (1, "a message", 1), (0, None, None)])
+def test_a_rank_other_than_0_leaves_without_the_interpreters_finalization(monkeypatch, capsys, rank, code, status):
+    """Its finalization could race a gloo thread that frees a collective's tensors and abort the rank (the
+    torchrun test below, about one run in 40): ranks other than 0 end with os._exit, their streams flushed."""
+    from foresight_eval import distributed
+
+    class Left(Exception):
+        pass
+
+    def exit_now(value):
+        raise Left(value)
+
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: rank)
+    monkeypatch.setattr(distributed.os, "_exit", exit_now)
+    print("written before leaving", end="")
+    if status is None:
+        distributed.leave_if_not_main(code)  # rank 0 exits as usual
+    else:
+        with pytest.raises(Left) as left:
+            distributed.leave_if_not_main(code)
+        assert left.value.args == (status,)
+    assert capsys.readouterr().out == "written before leaving"
+
+
+def test_a_single_process_exits_as_usual(monkeypatch):
+    from foresight_eval import distributed
+
+    monkeypatch.setattr(distributed.os, "_exit", lambda value: pytest.fail("os._exit outside a process group"))
+    distributed.leave_if_not_main(0)
+
+
 def test_torchrun_generate_shares_clips_over_ranks(fixtures_dir, tmp_path):
     contexts = tmp_path / "contexts"
     contexts.mkdir()

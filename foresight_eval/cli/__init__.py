@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import sys
 from typing import Any
 
 import click
@@ -68,9 +69,17 @@ class LazyGroup(click.Group):
         torch's hundreds of thousands of objects took 0.6 s of each process's exit (0.8 -> 0.2 s; each
         `torchrun` rank's too). Files are closed by then (run files are written atomically) and exit handlers
         still run. A caller passing ``args`` (a test through click's CliRunner) or returning from it keeps
-        a normal collector."""
+        a normal collector.
+
+        Under `torchrun` a rank other than 0 ends there without the interpreter's finalization
+        (:func:`foresight_eval.distributed.leave_if_not_main`)."""
         try:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        except SystemExit as exc:
+            # the module is imported only by commands that may join a process group (and then torch is too)
+            if args is None and standalone_mode and "foresight_eval.distributed" in sys.modules:
+                sys.modules["foresight_eval.distributed"].leave_if_not_main(exc.code)
+            raise
         finally:
             if args is None and standalone_mode:
                 gc.freeze()
