@@ -236,12 +236,10 @@ class MotionMaskStream:
                  decoded: torch.Tensor | None = None) -> torch.Tensor:
         """``frames_sha256``: the frames' digest when known (hashed once per batch), else they are hashed.
         ``decoded``: the frames as decoded, when known (:func:`motion_masks`)."""
-        if not self.cache_resources:
-            return self._compute(frames, decoded)
         backend = "opencv" if frames.device.type == "cpu" else "torch"  # motion_masks' "auto"
-        cache = ReferenceCache.from_resources(self.cache_resources, "motion_masks",
-                                              {**self.mask_params, "downscale": self.downscale, "backend": backend})
-        if cache is None:
+        cache = self.cache_resources and ReferenceCache.from_resources(
+            self.cache_resources, "motion_masks", {**self.mask_params, "downscale": self.downscale, "backend": backend})
+        if not cache:
             return self._compute(frames, decoded)
 
         def compute() -> dict[str, torch.Tensor]:
