@@ -54,8 +54,22 @@ def default_workers(device_type: str) -> int:
     return max(0, per_process - 1)
 
 
+def _worker_start() -> None:
+    """A worker's first step: :func:`_lowest_priority`, and OpenCV on one thread. The workers are the run's
+    parallelism, one process per CPU; OpenCV's own thread pool (a thread per CPU in each worker) only added
+    threads that wait on each other: its parallel labelling (``cv2.connectedComponents``, the linking of
+    ``edge_matching.link_edges``) took 1.68 ms of CPU per 640x360 map on two threads against 1.20 ms on one
+    (2-core machine), and on the 16-CPU H200 host the default suite of the issue's clip shape kept the CPUs busy
+    8.04 s against 6.14 s and took 0.651 against 0.614 s (medians of 5 alternating rounds; benchmarks/RESULTS.md,
+    issue 17's seventeenth session)."""
+    _lowest_priority()
+    import cv2  # imported already where the fork server preloaded the work's module
+
+    cv2.setNumThreads(1)
+
+
 def _lowest_priority() -> None:
-    """A worker's first step: run only when no other thread of the machine wants the CPU (Linux's
+    """Run the worker only when no other thread of the machine wants the CPU (Linux's
     ``SCHED_IDLE``; the highest nice value elsewhere). The workers' values are waited for one clip pair late
     (engine.PairInFlight), while the decoding threads and the thread that drives the device are each on the run's
     critical path: at equal priority the workers' matching held the third clip's first decoded batch back from
@@ -231,7 +245,7 @@ class WorkerPool:
             if self._executor is None:
                 if self.start_method == "forkserver":
                     self._preload(fn)
-                self._executor = ProcessPoolExecutor(max_workers=self.workers, initializer=_lowest_priority,
+                self._executor = ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_start,
                                                      mp_context=multiprocessing.get_context(self.start_method))
             return self._executor
 

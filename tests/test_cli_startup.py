@@ -90,7 +90,7 @@ def test_the_worker_side_of_edge_f1_imports_no_torch():
     15 ms after NumPy)."""
     from foresight_eval.metrics import edges
 
-    handed_over = (edges.edge_f1_of_candidates, edges.edge_f1_value, edges.bsds_edge_counts)  # what EdgeF1 maps
+    handed_over = (edges.edge_f1_of_packed_candidates, edges.edge_f1_value, edges.bsds_edge_counts)  # what EdgeF1 maps
     assert {function.__module__ for function in handed_over} == {"foresight_eval.metrics.edge_matching"}
     probe = ("import sys; import foresight_eval.metrics.edge_matching; "
              "print(sorted(m for m in ('torch', 'skimage') if m in sys.modules))")

@@ -12,8 +12,14 @@ from skimage.feature import canny as skimage_canny
 
 from fixtures import synthetic
 from foresight_eval.io.clips import open_clip
-from foresight_eval.metrics.edges_torch import STRONG, WEAK, canny, canny_candidates, hysteresis
-from foresight_eval.metrics.edge_matching import edge_precision_recall_f1, link_edges
+from foresight_eval.metrics.edges_torch import STRONG, WEAK, canny, canny_candidates, hysteresis, pack_candidates
+from foresight_eval.metrics.edge_matching import (
+    edge_f1_of_packed_candidates,
+    edge_f1_value,
+    edge_precision_recall_f1,
+    link_edges,
+    unpack_candidates,
+)
 from foresight_eval.metrics.edges import edge_f1
 from tests.parity import assert_parity
 
@@ -69,6 +75,23 @@ def test_candidates_linked_on_the_cpu_are_the_torch_canny(case, fixtures_dir):
                   (linked != _skimage_maps(frames)).mean(axis=(1, 2)), np.zeros(len(frames)), atol=1e-3)
     edges = whole[0]
     assert link_edges(edges) is edges  # edges already (a cached reference): as they are
+
+
+@pytest.mark.parametrize("width", [200, 203])  # whole bytes, and a row padded to them
+def test_candidates_reach_the_workers_as_numpy_packbits_and_unpack_to_themselves(width):
+    """The GPU path hands the maps over as bits (pack_candidates on the device, unpack_candidates in the worker)."""
+    frames = torch.cat([_camera_like(1, height=60, width=width), _camera_like(2, height=60, width=width)])
+    candidates = canny_candidates(frames)
+    packed = pack_candidates(candidates).numpy()
+    assert packed.shape == (4, 2, 60, -(-width // 8)) and packed.dtype == np.uint8
+    maps = candidates.numpy()
+    assert set(np.unique(maps)) == {0, WEAK, STRONG}
+    for frame, bits in zip(maps, packed):
+        assert np.array_equal(bits[0], np.packbits(frame >= WEAK, axis=-1))
+        assert np.array_equal(bits[1], np.packbits(frame == STRONG, axis=-1))
+        assert np.array_equal(unpack_candidates(bits, width), frame)
+    f1 = edge_f1_of_packed_candidates(packed[0], packed[3], width)
+    assert 0 < f1 < 1 and f1 == edge_f1_value(link_edges(maps[0]), link_edges(maps[3]))
 
 
 def test_edge_f1_is_the_same_with_either_detector(fixtures_dir):

@@ -42,8 +42,8 @@ def two_clips(fixtures_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("params", [{}, {"matching": "approx"}, {"mode": "bsds"}],
-                         ids=["exact", "approx", "bsds"])
+@pytest.mark.parametrize("params", [{}, {"matching": "approx"}, {"mode": "bsds"}, {"detector": "torch"}],
+                         ids=["exact", "approx", "bsds", "torch-canny"])  # torch-canny: the GPU path's packed maps
 def test_edge_f1_in_worker_processes_equals_inline(two_clips, params):
     runs = {workers: score(*two_clips, ["edge_f1"], params={"edge_f1": params}, device="cpu",
                            options=ScoreOptions(workers=workers), resources={"cache_dir": None})
@@ -184,6 +184,22 @@ def test_workers_run_only_when_nothing_else_wants_the_cpu():
     assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the scoring process itself is left as it was
 
 
+def opencv_threads(_: Any) -> int:
+    import cv2
+
+    return cv2.getNumThreads()
+
+
+def test_workers_run_opencv_on_one_thread():
+    """The workers are the parallelism: OpenCV's own pool in each of them only added waiting threads."""
+    import cv2
+
+    threads = cv2.getNumThreads()
+    with WorkerPool(2) as pool:
+        assert pool.map(opencv_threads, [0, 0]).result() == [1, 1]
+    assert cv2.getNumThreads() == threads  # the scoring process itself is left as it was
+
+
 def test_work_is_handed_over_once_its_inputs_are_ready_and_the_caller_does_not_wait():
     with WorkerPool(2) as pool:
         gate, frames = Gate(), np.zeros(3)
@@ -231,7 +247,7 @@ def test_the_fork_server_imports_what_the_work_imports_on_first_use():
     pool = WorkerPool(2)
     if pool.start_method != "forkserver":
         pytest.skip("no fork server on this platform")
-    pool._preload(edge_matching.edge_f1_of_candidates)
+    pool._preload(edge_matching.edge_f1_of_packed_candidates)
     assert forkserver._forkserver._preload_modules == [edge_matching.__name__, *edge_matching.WORKER_PRELOAD]
     pool._preload(fail_on_frame)  # a module that names nothing more
     assert forkserver._forkserver._preload_modules == [fail_on_frame.__module__]

@@ -40,11 +40,19 @@ def link_edges(candidates: np.ndarray) -> np.ndarray:
     return linked[labels]
 
 
-def edge_f1_of_candidates(pred: np.ndarray, ref: np.ndarray, max_dist: float = 0.0075,
-                          matching: str = "exact") -> float:
-    """:func:`edge_f1_value` of two maps of Canny candidates (or edges), linked here: run in the worker
-    processes, so that the GPU's host never waits for the linking."""
-    return edge_f1_value(link_edges(pred), link_edges(ref), max_dist, matching)
+def unpack_candidates(packed: np.ndarray, width: int) -> np.ndarray:
+    """The (H, W) uint8 Canny candidates (``WEAK``, ``STRONG``, else 0) of one frame's (2, H, ceil(W / 8))
+    bits as :func:`edges_torch.pack_candidates` packs them."""
+    candidates, strong = np.unpackbits(packed, axis=-1, count=width)
+    return candidates + strong
+
+
+def edge_f1_of_packed_candidates(pred: np.ndarray, ref: np.ndarray, width: int, max_dist: float = 0.0075,
+                                 matching: str = "exact") -> float:
+    """:func:`edge_f1_value` of two frames' packed Canny candidates (:func:`unpack_candidates`), linked here:
+    run in the worker processes, so that the GPU's host never waits for the linking."""
+    return edge_f1_value(link_edges(unpack_candidates(pred, width)), link_edges(unpack_candidates(ref, width)),
+                         max_dist, matching)
 
 
 # _pairs_within looks offsets up while the disc of the radius holds at most this many of them (radius about

@@ -56,8 +56,8 @@ from foresight_eval.metrics.base import (
     RunningMean,
     over_threads,
 )
-from foresight_eval.metrics.edge_matching import bsds_edge_counts, edge_f1_of_candidates, edge_f1_value
-from foresight_eval.metrics.edges_torch import canny_candidates
+from foresight_eval.metrics.edge_matching import bsds_edge_counts, edge_f1_of_packed_candidates, edge_f1_value
+from foresight_eval.metrics.edges_torch import canny_candidates, pack_candidates
 from foresight_eval.metrics.edges_torch import canny as canny_torch
 from foresight_eval.metrics.graphs import GraphedFunction
 from foresight_eval.metrics.registry import register
@@ -207,7 +207,7 @@ class EdgeF1(FrameMetric):
                                                                    self._canny_thresholds())
         # The matching (a pixel look-up and a maximum flow per frame, on the CPU) overlaps the device's work there.
         self._pool = context.pool
-        self._pool.warm_up(edge_f1_of_candidates)
+        self._pool.warm_up(edge_f1_of_packed_candidates)
 
     def reset(self) -> None:
         # Per batch, the matching handed to the pool: frame mode its F1s, bsds mode [horizons, counts per frame].
@@ -249,14 +249,16 @@ class EdgeF1(FrameMetric):
 
     def _frame_values(self, pred: torch.Tensor, batch: FrameBatch) -> Deferred:
         """The per-frame F1s of ``pred`` against the batch's reference, matched in the pool. With Canny in
-        torch, steps 1-3 run on the device and the maps go to the pool once copied, linked there: the host
-        does not wait for the device."""
+        torch, steps 1-3 run on the device and the maps go to the pool as bits once copied, linked there: the
+        host does not wait for the device."""
         repeat = itertools.repeat(self.params["max_dist"]), itertools.repeat(self.params["matching"])
         if not self._canny_in_torch(pred):
             return self._pool.map(edge_f1_value, self._edges(pred), self._ref_edges(batch), *repeat, combine=_float64)
         pred_candidates = _canny_candidates_graphed(pred, **self._canny_thresholds())
-        (pred_maps, ref_maps), ready = to_host_async(pred_candidates, self._ref_candidates(batch))
-        return self._pool.map_when_ready(ready, edge_f1_of_candidates, pred_maps, ref_maps, *repeat, combine=_float64)
+        (pred_maps, ref_maps), ready = to_host_async(pack_candidates(pred_candidates),
+                                                     pack_candidates(self._ref_candidates(batch)))
+        return self._pool.map_when_ready(ready, edge_f1_of_packed_candidates, pred_maps, ref_maps,
+                                         itertools.repeat(pred.shape[-1]), *repeat, combine=_float64)
 
     def per_frame(self, batch: FrameBatch) -> torch.Tensor:
         return self._frame_values(batch.pred, batch).result()
