@@ -138,6 +138,20 @@ class Ready(Protocol):
     def synchronize(self) -> None: ...
 
 
+# Items (frames) handed to a worker in one task. Each task costs the run's process a submission, a pickled
+# message through the pool's queue and a result, handled by the pool's threads, which take the GIL from the
+# thread that drives the device; two frames a task halve them. On the 16-CPU H200 host (default suite, the
+# issue's clip shape, medians of 7 alternating rounds) 2 took 0.524 s and 4 took 0.528 s against 0.553 s for 1
+# (the sixteenth session's trial: 2 0.588 s, 4 0.627 s, 8 0.647 s, 16 0.732 s against 0.614 s: more frames a
+# task leave fewer tasks than workers at a clip's end); benchmarks/RESULTS.md, issue 17's seventeenth session.
+ITEMS_PER_TASK = 2
+
+
+def _apply_to_items(fn: Callable[..., Any], items: list[tuple[Any, ...]]) -> list[Any]:
+    """A worker's task: ``fn`` of each item, in order."""
+    return [fn(*args) for args in items]
+
+
 def _done(value: Any) -> Future:
     future: Future = Future()
     future.set_result(value)
@@ -183,19 +197,20 @@ class WorkerPool:
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
             combine: Callable[[list[Any]], Any] = list) -> Deferred:
-        """``fn`` applied to each item of the zipped ``iterables``, one task per item, as a :class:`Deferred`.
-        ``fn`` must be a module-level function and the items picklable (NumPy arrays, numbers). Inline, the
-        work is done before this returns and a failure raises here."""
+        """``fn`` applied to each item of the zipped ``iterables``, :data:`ITEMS_PER_TASK` items a task, as a
+        :class:`Deferred`. ``fn`` must be a module-level function and the items picklable (NumPy arrays,
+        numbers). Inline, the work is done before this returns and a failure raises here."""
         items = list(zip(*iterables))
         if self.workers == 0:
             return Deferred([_done(fn(*args)) for args in items], combine)
+        tasks = [items[start:start + ITEMS_PER_TASK] for start in range(0, len(items), ITEMS_PER_TASK)]
         with _main_script_hidden():
             try:
-                futures = [self._start(fn).submit(fn, *args) for args in items]
+                futures = [self._start(fn).submit(_apply_to_items, fn, task) for task in tasks]
             except BrokenProcessPool:  # a worker died (killed, out of memory) in an earlier clip, an error row: restart
                 self._stop_workers()
-                futures = [self._start(fn).submit(fn, *args) for args in items]
-        return Deferred(futures, combine)
+                futures = [self._start(fn).submit(_apply_to_items, fn, task) for task in tasks]
+        return Deferred(futures, lambda per_task: combine([value for values in per_task for value in values]))
 
     def map_when_ready(self, ready: Ready | None, fn: Callable[..., Any], *iterables: Iterable[Any],
                        combine: Callable[[list[Any]], Any] = list) -> Deferred:

@@ -27,7 +27,7 @@ from foresight_eval.errors import UsageError
 from foresight_eval.io.pairing import pair_clips
 from foresight_eval.device_copies import to_host_async
 from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext
-from foresight_eval.workers import INLINE, WorkerPool, default_workers
+from foresight_eval.workers import INLINE, ITEMS_PER_TASK, WorkerPool, default_workers
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +182,19 @@ def test_workers_run_only_when_nothing_else_wants_the_cpu():
         policies = pool.map(os.sched_getscheduler, [0, 0]).result()
     assert policies == [os.SCHED_IDLE] * 2
     assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the scoring process itself is left as it was
+
+
+def test_items_go_to_the_workers_several_a_task_in_order():
+    """Fewer tasks for the run's process to hand over; the values still come item by item, in order, and a
+    failing item fails the map."""
+    assert ITEMS_PER_TASK == 2
+    with WorkerPool(2) as pool:
+        deferred = pool.map(fail_on_frame, range(5), [-1] * 5)
+        assert len(deferred._futures) == 3  # tasks: items 0-1, 2-3, 4
+        assert deferred.result() == [0.0, 1.0, 2.0, 3.0, 4.0]
+        assert pool.map(fail_on_frame, [], []).result() == []
+        with pytest.raises(ValueError, match="frame 3"):
+            pool.map(fail_on_frame, range(5), [3] * 5).result()
 
 
 def opencv_threads(_: Any) -> int:
