@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import threading
 import warnings
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
@@ -201,8 +202,8 @@ def over_threads(work: Callable[[Item], Result], items: Sequence[Item]) -> list[
     """``[work(item) for item in items]``, in order, spread over PyTorch's number of threads (the CPU budget of
     the run: ``torch.get_num_threads()``). For per-frame work in libraries that release the GIL and gain
     nothing from their own threads on one frame (OpenCV's Farnebäck flow and filters, scikit-image's Canny):
-    on two cores it takes about half the time (``benchmarks/RESULTS.md``). An exception is raised as the loop
-    would raise it.
+    on two cores it takes about half the time (``benchmarks/RESULTS.md``). Meanwhile OpenCV runs on one thread
+    (:class:`_OneOpenCVThread`). An exception is raised as the loop would raise it.
 
     >>> over_threads(lambda x: x * x, [1, 2, 3])
     [1, 4, 9]
@@ -210,8 +211,43 @@ def over_threads(work: Callable[[Item], Result], items: Sequence[Item]) -> list[
     workers = min(torch.get_num_threads(), len(items))
     if workers <= 1:
         return [work(item) for item in items]
-    with ThreadPoolExecutor(workers) as pool:
+    with _opencv_on_one_thread, ThreadPoolExecutor(workers) as pool:
         return list(pool.map(work, items))
+
+
+class _OneOpenCVThread:
+    """OpenCV on one thread while :func:`over_threads` spreads frames over threads, then as it was: each of
+    those threads would otherwise hand its frame to OpenCV's own pool of a thread per CPU, all of them
+    waiting on each other. The default suite on the 2-core machine, medians of 7 alternating rounds at the
+    issue's clip sizes: 2.962 against 3.056 s (lower in 4 rounds of 7), and 3.105 against 3.161 s with OpenCV
+    on one thread for the whole run (6 of 7; benchmarks/RESULTS.md, issue 17's seventeenth session). The
+    worker processes run OpenCV on one thread for the same reason (``workers._worker_start``). Counted, so
+    that calls in progress in several threads restore the count once, when the last one ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = 0
+
+    def __enter__(self) -> None:
+        import cv2  # imported already by the metrics that use over_threads
+
+        with self._lock:
+            if not self._users:
+                self._saved = cv2.getNumThreads()
+                cv2.setNumThreads(1)
+            self._users += 1
+
+    def __exit__(self, *exc_info: Any) -> None:
+        import cv2
+
+        with self._lock:
+            self._users -= 1
+            if not self._users:
+                cv2.setNumThreads(self._saved)
+
+
+_opencv_on_one_thread = _OneOpenCVThread()
 
 
 class RunningMean:
