@@ -22,7 +22,9 @@ each setting runs ``--warm-up`` times untimed first (kernels, CUDA graphs of the
 round times decode-only (the engine's decoding and upload, no metric) and the suite under each setting, the
 settings' order reversed every other round (whatever runs second in a round gets the warmer machine). Prints
 each round, then per setting the median, its ratio to decode-only's median, and whether its metric means equal
-the first setting's.
+the first setting's. On Linux also the CPU seconds the whole machine was busy during each run (``/proc/stat``:
+all CPUs, all processes, the worker processes included): work that overlaps other work adds nothing to the
+wall time but shows there (issue 17's seventeenth session found OpenCV's thread pools in the workers by it).
 """
 
 from __future__ import annotations
@@ -50,6 +52,30 @@ from foresight_eval.metrics.registry import prepare_metrics  # noqa: E402
 _UNSET = object()
 WITHOUT = "without:"  # an assignment naming a metric the setting's runs leave out
 SWITCH_INTERVAL = "sys:switchinterval"  # the interpreter's thread switch interval (sys.setswitchinterval), seconds
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds the machine's CPUs have been busy since boot: ``/proc/stat``'s user, nice, system, irq and
+    softirq time of all CPUs (guest time is within user time; idle, iowait and a hypervisor's steal are not
+    work done here), None where there is no ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as stat:
+            user, nice, system, _idle, _iowait, irq, softirq = (int(value) for value in stat.readline().split()[1:8])
+    except OSError:
+        return None
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_with_busy(fn) -> tuple[float, float | None, object]:
+    """``suite_speed.timed`` of ``fn``, with the CPU seconds the machine was busy meanwhile (None: not known)."""
+    before = machine_busy_seconds()
+    seconds, result = timed(fn)
+    after = machine_busy_seconds()
+    return seconds, None if before is None or after is None else after - before, result
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    return None if None in values else statistics.median(values)
 
 
 class Settings:
@@ -156,31 +182,43 @@ def measure(args: argparse.Namespace) -> dict:
             for _ in range(args.warm_up):
                 run(setting)
         decode_rounds: list[float] = []
+        decode_busy: list[float | None] = []
         suite_rounds: dict[str, list[float]] = {setting: [] for setting in settings.named}
+        suite_busy: dict[str, list[float | None]] = {setting: [] for setting in settings.named}
         means: dict[str, dict[str, float]] = {}
         for round_index in range(args.rounds):
             settings.apply(next(iter(settings.named)))  # decode-only under the first setting
-            decode_rounds.append(timed(lambda: decode_only(*clips, options, device))[0])
+            seconds, busy, _ = timed_with_busy(lambda: decode_only(*clips, options, device))
+            decode_rounds.append(seconds)
+            decode_busy.append(busy)
             order = list(settings.named) if round_index % 2 == 0 else list(reversed(settings.named))
             for setting in order:
                 settings.apply(setting)
-                seconds, result = timed(lambda: run(setting))
+                seconds, busy, result = timed_with_busy(lambda: run(setting))
                 suite_rounds[setting].append(seconds)
+                suite_busy[setting].append(busy)
                 means[setting] = {metric: summary.mean for metric, summary in result.metrics.items()}
             print(f"round {round_index}: decode-only {decode_rounds[-1]:.3f} s; "
                   + ", ".join(f"{setting} {suite_rounds[setting][-1]:.3f} s" for setting in order), flush=True)
     decode = statistics.median(decode_rounds)
     first = next(iter(settings.named))
     report = {"device": str(device), "clips": args.clips, "frames": args.frames, "size": args.size,
-              "metrics": metrics, "decode_only_s": decode, "decode_only_rounds": decode_rounds, "settings": {}}
-    print(f"decode-only median {decode:.3f} s")
+              "metrics": metrics, "decode_only_s": decode, "decode_only_rounds": decode_rounds,
+              "decode_only_cpu_busy_s": _median_or_none(decode_busy), "decode_only_cpu_busy_rounds": decode_busy,
+              "settings": {}}
+
+    def busy_note(busy: float | None) -> str:
+        return "" if busy is None else f"; CPUs busy {busy:.2f} s"
+
+    print(f"decode-only median {decode:.3f} s{busy_note(report['decode_only_cpu_busy_s'])}")
     for setting, rounds in suite_rounds.items():
-        median = statistics.median(rounds)
+        median, busy = statistics.median(rounds), _median_or_none(suite_busy[setting])
         same = all(means[setting][metric] == means[first][metric] for metric in means[setting].keys() & means[first])
-        report["settings"][setting] = {"assignments": settings.assignments[setting], "median_s": median, "rounds": rounds, "means": means[setting],
-                                       "means_equal_first": same}
-        print(f"  {setting}: median {median:.3f} s = {median / decode:.2f}x decode-only; metric means equal "
-              f"{first}'s (those both ran): {same}; rounds " + " ".join(f"{seconds:.3f}" for seconds in rounds))
+        report["settings"][setting] = {"assignments": settings.assignments[setting], "median_s": median, "rounds": rounds,
+                                       "cpu_busy_s": busy, "cpu_busy_rounds": suite_busy[setting],
+                                       "means": means[setting], "means_equal_first": same}
+        print(f"  {setting}: median {median:.3f} s = {median / decode:.2f}x decode-only{busy_note(busy)}; metric means "
+              f"equal {first}'s (those both ran): {same}; rounds " + " ".join(f"{seconds:.3f}" for seconds in rounds))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return report

@@ -72,6 +72,11 @@ def test_a_tiny_run_reports_every_setting(tmp_path):
     assert all(figures["means_equal_first"] and len(figures["rounds"]) == 1 for figures in report["settings"].values())
     assert list(report["settings"]["-psnr"]["means"]) == ["motion_iou"]  # the suite without psnr
     assert "eager: median" in result.stdout
+    if Path("/proc/stat").exists():  # the machine's busy CPU seconds per run (in ticks of 10 ms): at most all CPUs
+        busy = [report["decode_only_cpu_busy_s"]] + [figures["cpu_busy_s"] for figures in report["settings"].values()]
+        walls = [report["decode_only_s"]] + [figures["median_s"] for figures in report["settings"].values()]
+        assert all(0 <= cpu <= wall * os.cpu_count() + 0.05 for cpu, wall in zip(busy, walls)), (busy, walls)
+        assert sum(busy) > 0 and "CPUs busy" in result.stdout
 
 
 def test_dropping_a_metric_outside_the_suite_is_a_clear_exit(tmp_path):
