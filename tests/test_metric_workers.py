@@ -203,6 +203,7 @@ def opencv_threads(_: Any) -> int:
     return cv2.getNumThreads()
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenCV's own default is one thread on one CPU")
 def test_workers_run_opencv_on_one_thread():
     """The workers are the parallelism: OpenCV's own pool in each of them only added waiting threads."""
     import cv2
