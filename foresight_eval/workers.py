@@ -146,6 +146,46 @@ class Ready(Protocol):
 # task leave fewer tasks than workers at a clip's end); benchmarks/RESULTS.md, issue 17's seventeenth session.
 ITEMS_PER_TASK = 2
 
+# Idle worker pools a process keeps for its later runs (0: every run stops its workers at its end). A run of the
+# same worker count takes the kept one over: its workers are up, so the run forks none (15 on the 16-CPU H200
+# host, by the fork server, from the hand-over thread) and leaves none to exit beside the next run's work. Idle
+# workers wait on their queue at the lowest priority; a `score` command's workers exit with it, as before (the
+# interpreter's exit stops every pool); :func:`stop_idle_workers` stops them sooner.
+IDLE_POOLS_KEPT = 1
+_idle_pools: list[tuple[tuple[int, str], ProcessPoolExecutor]] = []  # (workers, start method), oldest first
+_IDLE_POOLS_LOCK = threading.Lock()
+
+
+def _take_idle_pool(key: tuple[int, str]) -> ProcessPoolExecutor | None:
+    if IDLE_POOLS_KEPT == 0:  # every run starts its own workers
+        return None
+    with _IDLE_POOLS_LOCK:
+        for index, (idle_key, executor) in enumerate(_idle_pools):
+            if idle_key == key:
+                del _idle_pools[index]
+                return executor
+    return None
+
+
+def _keep_idle_pool(key: tuple[int, str], executor: ProcessPoolExecutor) -> None:
+    with _IDLE_POOLS_LOCK:
+        _idle_pools.append((key, executor))
+        surplus = len(_idle_pools) - IDLE_POOLS_KEPT
+        stopping = [stopped for _, stopped in _idle_pools[:max(0, surplus)]]
+        del _idle_pools[:max(0, surplus)]
+    for stopped in stopping:
+        stopped.shutdown(wait=False, cancel_futures=True)
+
+
+def stop_idle_workers() -> None:
+    """Stop the worker processes this process keeps for its later runs (:data:`IDLE_POOLS_KEPT`); a later run
+    starts its own again."""
+    with _IDLE_POOLS_LOCK:
+        stopping = [executor for _, executor in _idle_pools]
+        _idle_pools.clear()
+    for executor in stopping:
+        executor.shutdown(wait=True)
+
 
 def _apply_to_items(fn: Callable[..., Any], items: list[tuple[Any, ...]]) -> list[Any]:
     """A worker's task: ``fn`` of each item, in order."""
@@ -183,8 +223,9 @@ def _main_script_hidden() -> Iterator[None]:
 
 
 class WorkerPool:
-    """``workers`` processes for CPU-bound metric work, 0: inline. One per run: started on first use, shut
-    down by :meth:`shutdown` (or leaving its ``with`` block)."""
+    """``workers`` processes for CPU-bound metric work, 0: inline. One per run: started on first use (or taken
+    over from an earlier run of the process, :data:`IDLE_POOLS_KEPT`), stopped by :meth:`shutdown`; leaving its
+    ``with`` block keeps the workers for the next run, or stops them when the block ends with an exception."""
 
     def __init__(self, workers: int = 0):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
@@ -258,20 +299,28 @@ class WorkerPool:
     def _start(self, fn: Callable[..., Any]) -> ProcessPoolExecutor:
         with self._starting:  # the calling thread and the hand-over thread may both start the pool
             if self._executor is None:
+                self._executor = _take_idle_pool(self._key())
+            if self._executor is None:
                 if self.start_method == "forkserver":
                     self._preload(fn)
                 self._executor = ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_start,
                                                      mp_context=multiprocessing.get_context(self.start_method))
             return self._executor
 
+    def _key(self) -> tuple[int, str]:
+        return self.workers, self.start_method
+
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop the workers (the work not started is dropped); the pool may be used again afterwards.
         ``wait=False``: return without waiting for the processes to exit (they finish the task in hand, if
         any, then exit; the interpreter waits for them at its exit)."""
-        if self._dispatcher is not None:  # first: a hand-over in progress still finds the workers
+        self._stop_dispatcher()  # first: a hand-over in progress still finds the workers
+        self._stop_workers(wait=wait)
+
+    def _stop_dispatcher(self) -> None:
+        if self._dispatcher is not None:
             self._dispatcher.shutdown(wait=True, cancel_futures=True)
             self._dispatcher = None
-        self._stop_workers(wait=wait)
 
     def _stop_workers(self, *, wait: bool = True) -> None:
         if self._executor is not None:
@@ -281,10 +330,19 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
-        # Not waiting: the run's results are in hand, and joining every worker (10 ms for 15 on a 16-CPU
-        # host) would delay the summaries that follow.
-        self.shutdown(wait=False)
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: Any) -> None:
+        if exc_type is None and IDLE_POOLS_KEPT > 0:
+            self._keep_workers()
+        else:
+            # Not waiting: joining every worker (10 ms for 15 on a 16-CPU host) would delay what follows.
+            self.shutdown(wait=False)
+
+    def _keep_workers(self) -> None:
+        """Hand the workers to the process's idle pools for a later run (the run has collected its work)."""
+        self._stop_dispatcher()
+        if self._executor is not None:
+            _keep_idle_pool(self._key(), self._executor)
+            self._executor = None
 
     def describe(self) -> dict[str, Any]:
         """How the run's metric work was done, for the run manifest."""

@@ -1,15 +1,19 @@
 """Edge F1: the bounded-time one-to-one matcher and the BSDS boundary-benchmark mode.
 
-References: SciPy's ``linear_sum_assignment`` on the candidate graph (an independent maximum matching),
-the previous matcher (``maximum_bipartite_matching``) where it finishes, hand-computed cases, and
+The matcher's tests run both of its ways (the ``matcher`` fixture): SciPy's maximum flow, as the run's own
+process matches, and the compiled Hopcroft-Karp (``edge_matching_compiled``), as the workers do. References:
+SciPy's ``linear_sum_assignment`` on the candidate graph (an independent maximum matching), the previous
+matcher (``maximum_bipartite_matching``) where it finishes, each other, hand-computed cases, and
 pyEdgeEval 0.2.8 (a Python port of the BSDS benchmark: ``correspondPixels``' C++ matcher, MATLAB's
 ``bwmorph`` thinning, ``calculate_metrics``), a test dependency.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import shutil
+import sys
 import time
 
 import cv2
@@ -52,7 +56,44 @@ def candidate_pairs(pred: np.ndarray, ref: np.ndarray, radius: float) -> tuple[n
 
 # --- the matcher --------------------------------------------------------------------------------------
 
-def test_matching_equals_an_assignment_on_the_candidate_graph(rng):
+def use_matcher(monkeypatch, matcher: str) -> None:
+    """max_edge_matching's way for the test: "compiled" where its module is loaded (the workers), else "scipy";
+    the process is left as it was (the module loaded or not) when the test ends."""
+    if matcher == "compiled":
+        was_loaded = edge_matching.COMPILED_MATCHING in sys.modules
+        compiled = importlib.import_module(edge_matching.COMPILED_MATCHING)
+        if not was_loaded:
+            del sys.modules[edge_matching.COMPILED_MATCHING]  # so that monkeypatch removes it again at the end
+        monkeypatch.setitem(sys.modules, edge_matching.COMPILED_MATCHING, compiled)
+    else:
+        monkeypatch.delitem(sys.modules, edge_matching.COMPILED_MATCHING, raising=False)
+
+
+@pytest.fixture(params=["scipy", "compiled"])
+def matcher(request, monkeypatch) -> str:
+    use_matcher(monkeypatch, request.param)
+    return request.param
+
+
+def test_the_compiled_matcher_counts_what_scipys_max_flow_counts(rng, monkeypatch):
+    """Both ways on random maps of every density, radii below and above the look-up's bound (the k-d tree's
+    pairs), and Canny-like dense maps: the same count, pixel for pixel."""
+    counts = {"scipy": [], "compiled": []}
+    cases = []
+    for _ in range(150):
+        height, width = rng.integers(2, 50, size=2)
+        cases.append((rng.random((height, width)) < rng.uniform(0.01, 0.7),
+                      rng.random((height, width)) < rng.uniform(0.01, 0.7), rng.uniform(0.5, 14.0)))
+    strength = soft_edges(96, 128, 3)
+    cases.append((strength > 0.5, np.roll(strength, 2, axis=1) > 0.45, 0.0075 * DIAGONAL_128x96))
+    for way in counts:
+        use_matcher(monkeypatch, way)
+        counts[way] = [max_edge_matching(pred, ref, radius) for pred, ref, radius in cases]
+    assert_parity("edge matching: compiled Hopcroft-Karp vs SciPy's max flow", counts["compiled"], counts["scipy"], atol=0)
+    assert any(radius > 11.3 for _, _, radius in cases)  # past _MOST_OFFSETS (400 offsets): the k-d tree's pairs
+
+
+def test_matching_equals_an_assignment_on_the_candidate_graph(rng, matcher):
     """Independent reference: a maximum matching is an assignment maximising the number of 1-entries."""
     ours, reference = [], []
     for _ in range(12):
@@ -65,7 +106,7 @@ def test_matching_equals_an_assignment_on_the_candidate_graph(rng):
     assert_parity("edge matching (max flow) vs scipy linear_sum_assignment", ours, reference, atol=0)
 
 
-def test_matching_equals_the_previous_matcher_where_it_finishes():
+def test_matching_equals_the_previous_matcher_where_it_finishes(matcher):
     """The previous matcher (SciPy's Hopcroft-Karp) on maps small enough for it to finish."""
     ours, previous = [], []
     for seed in range(3):
@@ -97,7 +138,7 @@ def test_pixel_pairs_within_the_radius_are_the_k_d_trees(rng, radius, way, monke
         assert (np.diff(found[0]) >= 0).all()  # grouped by predicted pixel: max_edge_matching lays rows out so
 
 
-def test_hand_computed_matches():
+def test_hand_computed_matches(matcher):
     ref = np.zeros((10, 10), bool)
     ref[5, 2:8] = True  # 6 pixels in a row
     pred = np.zeros_like(ref)
@@ -112,9 +153,15 @@ def test_hand_computed_matches():
     two[2, 1] = two[2, 3] = True
     assert max_edge_matching(two, one, 1.0) == 1
     assert max_edge_matching(two, np.zeros_like(one), 1.0) == 0
+    # A first choice to undo: the predicted pixel at (0, 1) reaches the reference pixels at (0, 2) and (1, 1)
+    # and is offered (0, 2) first (the offsets go row-major); the one at (0, 3) reaches only (0, 2). Both pair
+    # only by an augmenting path that moves the first to (1, 1).
+    pred, ref = np.zeros((2, 4), bool), np.zeros((2, 4), bool)
+    pred[0, 1] = pred[0, 3] = ref[0, 2] = ref[1, 1] = True
+    assert max_edge_matching(pred, ref, 1.0) == 2
 
 
-def test_dense_map_matches_in_bounded_time():
+def test_dense_map_matches_in_bounded_time(matcher):
     """A 256x192 Sobel map thresholded to half its pixels: SciPy's Hopcroft-Karp ran over 30 s on it
     (measured while writing this test); the max-flow matcher takes well under a second."""
     strength = soft_edges(192, 256, 7)

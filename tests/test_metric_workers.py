@@ -27,7 +27,8 @@ from foresight_eval.errors import UsageError
 from foresight_eval.io.pairing import pair_clips
 from foresight_eval.device_copies import to_host_async
 from foresight_eval.metrics.base import FrameBatch, Metric, MetricInfo, RunContext
-from foresight_eval.workers import INLINE, ITEMS_PER_TASK, WorkerPool, default_workers
+from foresight_eval import workers
+from foresight_eval.workers import INLINE, ITEMS_PER_TASK, WorkerPool, default_workers, stop_idle_workers
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +198,51 @@ def test_items_go_to_the_workers_several_a_task_in_order():
             pool.map(fail_on_frame, range(5), [3] * 5).result()
 
 
+def worker_pid(_: Any) -> int:
+    return os.getpid()
+
+
+def test_a_run_takes_over_the_workers_an_earlier_run_of_the_process_left():
+    """A run that ends without an exception keeps its workers for the process's next run of the same count
+    (workers.IDLE_POOLS_KEPT), which forks none; one that ends with an exception stops them; the process keeps
+    at most IDLE_POOLS_KEPT idle pools; stop_idle_workers stops them."""
+    stop_idle_workers()
+    with WorkerPool(2) as first:
+        first.map(worker_pid, range(4)).result()
+        kept = first._executor
+    with WorkerPool(2) as second:
+        assert set(second.map(worker_pid, range(4)).result()) <= set(kept._processes)
+        assert second._executor is kept
+    with pytest.raises(RuntimeError, match="the run failed"), WorkerPool(2) as failing:
+        failing.map(worker_pid, range(2)).result()
+        raise RuntimeError("the run failed")
+    assert kept._shutdown_thread and workers._idle_pools == []  # stopped, not kept
+    with WorkerPool(2) as third:
+        third.map(worker_pid, range(2)).result()
+        kept = third._executor
+    with WorkerPool(1) as other_count:  # not the kept pool's count: workers of its own
+        other_count.map(worker_pid, range(2)).result()
+        assert other_count._executor is not kept
+    assert kept._shutdown_thread and [key for key, _ in workers._idle_pools] == [(1, other_count.start_method)]
+    idle = workers._idle_pools[0][1]
+    stop_idle_workers()
+    assert idle._shutdown_thread and workers._idle_pools == []
+
+
+def test_without_kept_pools_every_run_starts_and_stops_its_own_workers(monkeypatch):
+    stop_idle_workers()
+    with WorkerPool(2) as kept_for_later:
+        kept_for_later.map(worker_pid, range(2)).result()
+        kept = kept_for_later._executor
+    monkeypatch.setattr(workers, "IDLE_POOLS_KEPT", 0)
+    with WorkerPool(2) as own:
+        own.map(worker_pid, range(2)).result()
+        started = own._executor
+    assert started is not kept and started._shutdown_thread  # its own, stopped at its end
+    assert [executor for _, executor in workers._idle_pools] == [kept]  # left for a run that keeps pools
+    stop_idle_workers()
+
+
 def opencv_threads(_: Any) -> int:
     import cv2
 
@@ -265,6 +311,35 @@ def test_the_fork_server_imports_what_the_work_imports_on_first_use():
     assert forkserver._forkserver._preload_modules == [edge_matching.__name__, *edge_matching.WORKER_PRELOAD]
     pool._preload(fail_on_frame)  # a module that names nothing more
     assert forkserver._forkserver._preload_modules == [fail_on_frame.__module__]
+
+
+def compiled_matcher_loaded(_: Any) -> bool:
+    from foresight_eval.metrics import edge_matching
+
+    return edge_matching.COMPILED_MATCHING in sys.modules
+
+
+COMPILED_MATCHER_PROBE = """
+import sys
+from foresight_eval.metrics import edge_matching
+from foresight_eval.workers import WorkerPool
+from tests.test_metric_workers import compiled_matcher_loaded
+with WorkerPool(2) as pool:
+    pool.warm_up(edge_matching.edge_f1_of_packed_candidates)
+    print(pool.map(compiled_matcher_loaded, [0, 0]).result(), edge_matching.COMPILED_MATCHING in sys.modules)
+"""
+
+
+def test_the_workers_match_with_the_compiled_matcher_and_the_runs_process_does_not_load_it():
+    """edge_f1's fork server loads the compiled matcher for every worker (edge_matching.WORKER_PRELOAD); the
+    run's own process matches inline with SciPy and never loads it (a fresh process: the fork server's preload
+    is fixed when it starts)."""
+    if WorkerPool(2).start_method != "forkserver":
+        pytest.skip("no fork server on this platform: the workers load the modules of the work they get")
+    result = subprocess.run([sys.executable, "-c", COMPILED_MATCHER_PROBE], capture_output=True, text=True,
+                            timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[-2] == "[True, True] False"
 
 
 def test_host_copies_of_cpu_tensors_are_the_tensors():

@@ -8,19 +8,24 @@ the H200's host waited 4-6 s for that import (benchmarks/RESULTS.md, issue 17's 
 OpenCV at import (OpenCV after NumPy adds about 15 ms); SciPy's graph and k-d tree on first use, which the
 fork server imports before the workers start (:data:`WORKER_PRELOAD`), so that the run's own process, which
 only names these functions, does not (SciPy's modules were about 0.1 s of every `score` process's start-up
-on the 2-core machine; issue 17's fifteenth session); scikit-image's ``thin`` (BSDS mode) on first use.
+on the 2-core machine; issue 17's fifteenth session); scikit-image's ``thin`` (BSDS mode) on first use. The
+fork server also loads the compiled matcher (:data:`COMPILED_MATCHING`, Numba), which
+:func:`max_edge_matching` uses where it is loaded: in the workers, not in the run's own process.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import sys
 
 import cv2
 import numpy as np
 
+# The compiled matcher (Numba), used where it is loaded: in the workers, by their fork server.
+COMPILED_MATCHING = "foresight_eval.metrics.edge_matching_compiled"
 # Imported by the worker pool's fork server with this module (workers.WorkerPool), used here on first use.
-WORKER_PRELOAD = ("scipy.sparse.csgraph", "scipy.spatial")
+WORKER_PRELOAD = ("scipy.sparse.csgraph", "scipy.spatial", COMPILED_MATCHING)
 WEAK, STRONG = 1, 2  # the values of edges_torch.canny_candidates
 
 
@@ -62,6 +67,24 @@ _MOST_OFFSETS = 400
 _LOOKUP_BLOCK = 1 << 21
 
 
+def _look_up_tables(pred: np.ndarray, ref: np.ndarray, radius: float) -> tuple[np.ndarray, ...] | None:
+    """What :func:`_pairs_within`'s look-up reads, int32: the disc's offsets and the predicted pixels as flat
+    indices into the maps padded by the radius (no bounds checks), and the padded map of reference indices
+    (-1: none), flat. None where the disc holds more than ``_MOST_OFFSETS`` offsets: the k-d tree's case."""
+    reach = int(math.floor(radius))
+    dy, dx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
+    within = dy * dy + dx * dx <= radius * radius
+    if within.sum() > _MOST_OFFSETS:
+        return None
+    height, width = pred.shape
+    padded_width = width + 2 * reach
+    offsets = (dy[within] * padded_width + dx[within]).astype(np.int32)
+    ref_index = np.full((height + 2 * reach, padded_width), -1, dtype=np.int32)
+    ref_index[reach:reach + height, reach:reach + width][ref] = np.arange(int(ref.sum()), dtype=np.int32)
+    pred_flat = np.flatnonzero(np.pad(pred, reach)).astype(np.int32)
+    return offsets, pred_flat, ref_index.ravel()
+
+
 def _pairs_within(pred: np.ndarray, ref: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """Every (predicted, reference) pair of edge pixels of the (H, W) bool maps at most ``radius`` apart, as
     index arrays into the maps' pixels in row-major order (``np.argwhere``'s), grouped by predicted pixel in
@@ -76,10 +99,8 @@ def _pairs_within(pred: np.ndarray, ref: np.ndarray, radius: float) -> tuple[np.
     grow with the disc's area and the tree's work with the neighbours it finds (edges are curves: with the
     radius), so larger radii go to the tree. Both find the same pairs: the look-up's distance test is the
     tree's, squared integer distance <= radius * radius (tests/test_edges_bsds.py compares them)."""
-    reach = int(math.floor(radius))
-    dy, dx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
-    within = dy * dy + dx * dx <= radius * radius
-    if within.sum() > _MOST_OFFSETS:
+    tables = _look_up_tables(pred, ref, radius)
+    if tables is None:
         from scipy.spatial import cKDTree  # see the module's docstring
 
         pred_points, ref_points = np.argwhere(pred), np.argwhere(ref)
@@ -87,14 +108,7 @@ def _pairs_within(pred: np.ndarray, ref: np.ndarray, radius: float) -> tuple[np.
         counts = np.fromiter(map(len, neighbours), dtype=np.int64, count=len(pred_points))
         found = np.fromiter(itertools.chain.from_iterable(neighbours), dtype=np.int64, count=int(counts.sum()))
         return np.repeat(np.arange(len(pred_points)), counts), found
-    # Flat indices into the maps padded by the reach (no bounds checks); int32 halves the look-ups' memory.
-    height, width = pred.shape
-    padded_width = width + 2 * reach
-    offsets = (dy[within] * padded_width + dx[within]).astype(np.int32)
-    ref_index = np.full((height + 2 * reach, padded_width), -1, dtype=np.int32)
-    ref_index[reach:reach + height, reach:reach + width][ref] = np.arange(int(ref.sum()), dtype=np.int32)
-    ref_index = ref_index.ravel()
-    pred_flat = np.flatnonzero(np.pad(pred, reach)).astype(np.int32)
+    offsets, pred_flat, ref_index = tables
     pred_parts, ref_parts = [], []
     step = max(1, _LOOKUP_BLOCK // len(offsets))
     for start in range(0, len(pred_flat), step):
@@ -105,6 +119,24 @@ def _pairs_within(pred: np.ndarray, ref: np.ndarray, radius: float) -> tuple[np.
     return np.concatenate(pred_parts), np.concatenate(ref_parts)
 
 
+def _rows(pred_of_pair: np.ndarray, n_pred: int) -> np.ndarray:
+    """Where each predicted pixel's pairs start in :func:`_pairs_within`'s arrays (and where the last ends)."""
+    return np.concatenate([[0], np.cumsum(np.bincount(pred_of_pair, minlength=n_pred))])
+
+
+def _compiled_matching(pred: np.ndarray, ref: np.ndarray, radius: float, compiled) -> int:
+    """:func:`max_edge_matching` by the compiled matcher (``edge_matching_compiled``): its look-up, or the
+    k-d tree's pairs for large radii, then Hopcroft-Karp."""
+    tables = _look_up_tables(pred, ref, radius)
+    if tables is None:
+        pred_of_pair, ref_of_pair = _pairs_within(pred, ref, radius)
+        indptr, neighbours = _rows(pred_of_pair, int(pred.sum())).astype(np.int32), ref_of_pair.astype(np.int32)
+    else:
+        offsets, pred_flat, ref_index = tables
+        indptr, neighbours = compiled.pairs_by_look_up(pred_flat, ref_index, offsets)
+    return int(compiled.hopcroft_karp(indptr, neighbours, int(ref.sum())))
+
+
 def max_edge_matching(pred: np.ndarray, ref: np.ndarray, radius: float) -> int:
     """Pairs in a maximum one-to-one matching of the edge pixels of two (H, W) bool maps, where a
     predicted and a reference pixel may pair when at most ``radius`` pixels apart (Euclidean).
@@ -113,19 +145,23 @@ def max_edge_matching(pred: np.ndarray, ref: np.ndarray, radius: float) -> int:
     predicted pixel, the within-radius pairs and each reference pixel to a sink, every capacity 1. On
     such a unit network Dinic runs in O(E sqrt(V)): 0.2 s on a 640x272 Canny map of a textured image,
     where SciPy's ``maximum_bipartite_matching`` (Hopcroft-Karp) did not finish in a minute
-    (benchmarks/edge_matching.py)."""
-    from scipy.sparse import csr_matrix  # see the module's docstring
-    from scipy.sparse.csgraph import maximum_flow
-
+    (benchmarks/edge_matching.py). Where the compiled matcher is loaded (the workers: :data:`WORKER_PRELOAD`)
+    it finds the same count 4-6x faster (``edge_matching_compiled``, whose docstring says why it is ours)."""
     n_pred, n_ref = int(pred.sum()), int(ref.sum())
     if n_pred == 0 or n_ref == 0:
         return 0
+    compiled = sys.modules.get(COMPILED_MATCHING)
+    if compiled is not None:
+        return _compiled_matching(pred, ref, radius, compiled)
+    from scipy.sparse import csr_matrix  # see the module's docstring
+    from scipy.sparse.csgraph import maximum_flow
+
     pred_of_pair, ref_of_pair = _pairs_within(pred, ref, radius)
     # Nodes: 0 the source, 1..n_pred the predicted pixels, then the reference pixels, last the sink. The
     # pairs come grouped by predicted pixel, so the rows are laid out directly (no sort of a COO list).
     sink = n_pred + n_ref + 1
     pairs = len(ref_of_pair)
-    indptr = np.concatenate([[0, n_pred], n_pred + np.cumsum(np.bincount(pred_of_pair, minlength=n_pred)),
+    indptr = np.concatenate([[0], n_pred + _rows(pred_of_pair, n_pred),
                              n_pred + pairs + np.arange(1, n_ref + 1), [n_pred + pairs + n_ref]])
     indices = np.concatenate([np.arange(1, n_pred + 1), ref_of_pair + (n_pred + 1), np.full(n_ref, sink)])
     graph = csr_matrix((np.ones(len(indices), dtype=np.int32), indices.astype(np.int32), indptr.astype(np.int32)),
