@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -54,18 +55,40 @@ def default_workers(device_type: str) -> int:
     return max(0, per_process - 1)
 
 
-def _worker_start() -> None:
-    """A worker's first step: :func:`_lowest_priority`, and OpenCV on one thread. The workers are the run's
+def _worker_start(run_pid: int) -> None:
+    """A worker's first step: :func:`_leave_with` the run's process, :func:`_lowest_priority`, and OpenCV on
+    one thread. The workers are the run's
     parallelism, one process per CPU; OpenCV's own thread pool (a thread per CPU in each worker) only added
     threads that wait on each other: its parallel labelling (``cv2.connectedComponents``, the linking of
     ``edge_matching.link_edges``) took 1.68 ms of CPU per 640x360 map on two threads against 1.20 ms on one
     (2-core machine), and on the 16-CPU H200 host the default suite of the issue's clip shape kept the CPUs busy
     8.04 s against 6.14 s and took 0.651 against 0.614 s (medians of 5 alternating rounds; benchmarks/RESULTS.md,
     issue 17's seventeenth session)."""
+    _leave_with(run_pid)
     _lowest_priority()
     import cv2  # imported already where the fork server preloaded the work's module
 
     cv2.setNumThreads(1)
+
+
+def _leave_with(run_pid: int) -> None:
+    """End this worker when the run's process ends, however it ends. A worker waits on its pool's queue, whose
+    writing end every worker holds too, so it never sees the queue close: one whose process left without
+    stopping it (``os._exit``, as ranks other than 0 leave: ``distributed.leave_if_not_main``; a kill) would
+    wait for ever, and so would the fork server, which outlives the last of its workers, and whatever reads
+    their inherited standard output (a launcher, ``subprocess.run``): the kept pools (:data:`IDLE_POOLS_KEPT`)
+    made a two-rank `score` hang so. A thread waits on the run's process (Linux's pidfd: no polling) and ends
+    the worker when it exits; elsewhere (no ``os.pidfd_open``) the workers end only when stopped."""
+    try:
+        run_process = os.pidfd_open(run_pid)
+    except (AttributeError, OSError):  # not Linux 5.3+, or the run's process is gone already
+        return
+
+    def leave_when_the_run_ends() -> None:
+        select.select([run_process], [], [])
+        os._exit(0)
+
+    threading.Thread(target=leave_when_the_run_ends, name="foresight-eval-run-watch", daemon=True).start()
 
 
 def _lowest_priority() -> None:
@@ -304,6 +327,7 @@ class WorkerPool:
                 if self.start_method == "forkserver":
                     self._preload(fn)
                 self._executor = ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_start,
+                                                     initargs=(os.getpid(),),
                                                      mp_context=multiprocessing.get_context(self.start_method))
             return self._executor
 

@@ -47,6 +47,18 @@ def test_two_ranks_give_the_single_process_run(fixture_sets, tmp_path):  # noqa:
     assert summary["options"]["world_size"] == 2 and len(summary["manifest"]["timings"]["ranks"]) == 2
 
 
+def test_two_ranks_with_metric_workers_end(fixtures_dir, tmp_path):
+    """Rank 1 leaves by ``os._exit`` with its metric workers kept for a next run (workers.IDLE_POOLS_KEPT): they
+    end with it (workers._leave_with). Without that they, and their fork server, waited for ever, and so did
+    whatever read their standard output: this capture (the 2 x H200 scaling run of issue 17's eighteenth
+    session hung so)."""
+    args = ["score", str(fixtures_dir / "preds" / "blur_mild"), str(fixtures_dir / "refs"), "-m", "edge_f1",
+            "--workers", "2", "--device", "cpu", "--out", str(tmp_path / "run")]
+    result = subprocess.run([sys.executable, "-m", "foresight_eval.launch", "--nproc-per-node", "2", *args],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_a_failing_rank_stops_the_others(tmp_path, monkeypatch):
     """Rank 1 fails before the gather (its usage error); rank 0, a long sleep here, would wait for it."""
     import foresight_eval.launch as launch

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,30 @@ def test_a_run_takes_over_the_workers_an_earlier_run_of_the_process_left():
     idle = workers._idle_pools[0][1]
     stop_idle_workers()
     assert idle._shutdown_thread and workers._idle_pools == []
+
+
+LEFT_WITHOUT_STOPPING = """
+import os
+from foresight_eval.workers import WorkerPool
+from tests.test_metric_workers import worker_pid
+with WorkerPool(2) as pool:
+    pids = set(pool.map(worker_pid, range(8)).result())
+print(*pids, flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="the workers watch the run's process by its pidfd (Linux)")
+def test_kept_workers_end_when_the_runs_process_leaves_without_stopping_them():
+    result = subprocess.run([sys.executable, "-c", LEFT_WITHOUT_STOPPING], capture_output=True, text=True,
+                            timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    pids = [int(pid) for pid in result.stdout.split()]
+    assert pids
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
 
 
 def test_without_kept_pools_every_run_starts_and_stops_its_own_workers(monkeypatch):
