@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from foresight_eval.errors import UsageError, field_ref
+from foresight_eval.workers import stop_idle_workers
 
 T = TypeVar("T")
 
@@ -66,9 +67,12 @@ def leave_if_not_main(code: int | str | None) -> None:
     a rank 1 of `generate`: ``ProcessGroupGloo::runLoop`` -> ``~AsyncBarrierWork`` -> ``decref_pyobject`` ->
     ``take_gil`` -> ``pthread_exit``). Rank 1 leaves right after its last collective, so it was the one to abort,
     in about one run of two-rank `generate` in 40 on the 2-core machine. Rank 0 goes on to merge and write the
-    run first, and exits as usual."""
+    run first, and exits as usual. The metric workers kept for a next run (``workers.IDLE_POOLS_KEPT``) are
+    stopped first: ``os._exit`` would leave them waiting for work (on Linux they would also see this process
+    end, ``workers._leave_with``)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
         return
+    stop_idle_workers()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os._exit(0 if code is None else code if isinstance(code, int) else 1)

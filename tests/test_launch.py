@@ -48,10 +48,10 @@ def test_two_ranks_give_the_single_process_run(fixture_sets, tmp_path):  # noqa:
 
 
 def test_two_ranks_with_metric_workers_end(fixtures_dir, tmp_path):
-    """Rank 1 leaves by ``os._exit`` with its metric workers kept for a next run (workers.IDLE_POOLS_KEPT): they
-    end with it (workers._leave_with). Without that they, and their fork server, waited for ever, and so did
-    whatever read their standard output: this capture (the 2 x H200 scaling run of issue 17's eighteenth
-    session hung so)."""
+    """Rank 1 leaves by ``os._exit`` with metric workers kept for a next run (workers.IDLE_POOLS_KEPT): it stops
+    them first (distributed.leave_if_not_main), and they would end with it anyway (workers._leave_with). With
+    neither they, and their fork server, waited for ever, and so did whatever read their standard output: this
+    capture (the 2 x H200 scaling run of issue 17's eighteenth session hung so)."""
     args = ["score", str(fixtures_dir / "preds" / "blur_mild"), str(fixtures_dir / "refs"), "-m", "edge_f1",
             "--workers", "2", "--device", "cpu", "--out", str(tmp_path / "run")]
     result = subprocess.run([sys.executable, "-m", "foresight_eval.launch", "--nproc-per-node", "2", *args],
