@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -124,7 +125,7 @@ def _rows(pred_of_pair: np.ndarray, n_pred: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.bincount(pred_of_pair, minlength=n_pred))])
 
 
-def _compiled_matching(pred: np.ndarray, ref: np.ndarray, radius: float, compiled) -> int:
+def _compiled_matching(pred: np.ndarray, ref: np.ndarray, radius: float, compiled: ModuleType) -> int:
     """:func:`max_edge_matching` by the compiled matcher (``edge_matching_compiled``): its look-up, or the
     k-d tree's pairs for large radii, then Hopcroft-Karp."""
     tables = _look_up_tables(pred, ref, radius)

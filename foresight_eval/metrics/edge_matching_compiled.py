@@ -30,7 +30,7 @@ _COMPILE = {"cache": True, "nogil": True}
 
 @numba.njit("Tuple((int32[::1], int32[::1]))(int32[::1], int32[::1], int32[::1])", **_COMPILE)
 def pairs_by_look_up(pred_flat: np.ndarray, ref_index: np.ndarray,
-                     offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover (compiled)
+                     offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The reference pixels within the radius of each predicted pixel, as CSR rows ``(indptr, neighbours)``:
     ``pred_flat`` the predicted pixels' flat indices into the padded map, ``ref_index`` the padded map of
     reference indices (-1: none), ``offsets`` the disc's flat offsets, all as ``edge_matching._look_up_tables``
@@ -55,7 +55,7 @@ def pairs_by_look_up(pred_flat: np.ndarray, ref_index: np.ndarray,
 
 
 @numba.njit("int64(int32[::1], int32[::1], int64)", **_COMPILE)
-def hopcroft_karp(indptr: np.ndarray, neighbours: np.ndarray, n_ref: int) -> int:  # pragma: no cover (compiled)
+def hopcroft_karp(indptr: np.ndarray, neighbours: np.ndarray, n_ref: int) -> int:
     """The size of a maximum matching of the bipartite graph whose predicted pixel ``p`` may pair with the
     reference pixels ``neighbours[indptr[p]:indptr[p + 1]]`` (``n_ref`` of them in all).
 
