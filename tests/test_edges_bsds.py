@@ -89,7 +89,8 @@ def test_the_compiled_matcher_counts_what_scipys_max_flow_counts(rng, monkeypatc
     for way in counts:
         use_matcher(monkeypatch, way)
         counts[way] = [max_edge_matching(pred, ref, radius) for pred, ref, radius in cases]
-    assert_parity("edge matching: compiled Hopcroft-Karp vs SciPy's max flow", counts["compiled"], counts["scipy"], atol=0)
+    assert_parity("edge matching: compiled Hopcroft-Karp vs SciPy's max flow", counts["compiled"], counts["scipy"],
+                  atol=0)
     assert any(radius > 11.3 for _, _, radius in cases)  # past _MOST_OFFSETS (400 offsets): the k-d tree's pairs
 
 

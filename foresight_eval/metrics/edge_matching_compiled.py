@@ -6,10 +6,11 @@ SIAM J. Comput. 2(4), 1973).
 Written here, not taken from a library, because the libraries at hand spend most of a frame's matching on
 generic work around the algorithm: SciPy's ``maximum_flow`` (Dinic) took 2.8 ms of a 640x360 camera-like
 frame's 6.2 ms (its graph's construction and checks 0.7 ms, the NumPy look-up 1.6 ms), OR-tools' push-relabel
-3.6 ms, igraph's 7.7 ms; this module 1.4 ms in all (2-core machine; benchmarks/RESULTS.md, issue 17's
-eighteenth session). SciPy's own Hopcroft-Karp (``maximum_bipartite_matching``) did not finish in a minute on
-dense maps (benchmarks/edge_matching.py). The counts equal SciPy's maximum flow's: both are maximum matchings
-(tests/test_edges_bsds.py compares them on random and Canny maps).
+3.6 ms and igraph's 7.7 ms for the flow part, graph included; this module 1.6 ms in all (2-core machine;
+benchmarks/RESULTS.md, issue 17's eighteenth session). SciPy's own Hopcroft-Karp
+(``maximum_bipartite_matching``) did not finish in a minute on dense maps (benchmarks/edge_matching.py). The
+counts equal SciPy's maximum flow's: both are maximum matchings (tests/test_edges_bsds.py compares them on
+random and Canny maps).
 
 Used where it is loaded: the worker pool's fork server imports it for every worker
 (``edge_matching.WORKER_PRELOAD``), once a process: 0.35 s from Numba's cache, about 1 s to compile the first
