@@ -193,11 +193,11 @@ def _take_idle_pool(key: tuple[int, str]) -> ProcessPoolExecutor | None:
 def _keep_idle_pool(key: tuple[int, str], executor: ProcessPoolExecutor) -> None:
     with _IDLE_POOLS_LOCK:
         _idle_pools.append((key, executor))
-        surplus = len(_idle_pools) - IDLE_POOLS_KEPT
-        stopping = [stopped for _, stopped in _idle_pools[:max(0, surplus)]]
-        del _idle_pools[:max(0, surplus)]
-    for stopped in stopping:
-        stopped.shutdown(wait=False, cancel_futures=True)
+        surplus = max(0, len(_idle_pools) - IDLE_POOLS_KEPT)  # the oldest go
+        stopping = [oldest for _, oldest in _idle_pools[:surplus]]
+        del _idle_pools[:surplus]
+    for oldest in stopping:
+        oldest.shutdown(wait=False, cancel_futures=True)
 
 
 def stop_idle_workers() -> None:
