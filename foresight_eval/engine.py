@@ -160,7 +160,7 @@ class PairInFlight:
         try:
             if pair.problem:
                 raise InputError(pair.problem)
-            pred_clip, ref_clip = open_clip(pair.pred), open_clip(pair.ref)
+            pred_clip, ref_clip = open_clip(pair.pred, timestamps=True), open_clip(pair.ref, timestamps=True)
             # result.media is kept on an error row: frame rates explain many failures
             self.streams = PairStreams(pred_clip, ref_clip, media=self.result.media, fps=options.fps,
                                        fps_mismatch=options.fps_mismatch, context=options.context,

@@ -45,20 +45,38 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("thresholds", [(1.0, 0.1, 0.2), (2.0, 0.05, 0.15)])
-def test_torch_canny_matches_skimage(case, thresholds, fixtures_dir):
+def test_torch_canny_matches_skimage(case, thresholds, dtype, fixtures_dir):
+    """The issue's bound (issue 17): maps equal on >= 99.9% of pixels, F1 within 1e-3, in either precision
+    (float32 is edge_f1's default on a GPU; measured: no pixel differs on these cases)."""
     frames = CASES[case](fixtures_dir)
     sigma, low, high = thresholds
     params = {"sigma": sigma, "low_threshold": low, "high_threshold": high}
     reference = _skimage_maps(frames, **params)
-    ours = canny(frames, **params).numpy()
+    ours = canny(frames, **params, dtype=dtype).numpy()
     assert reference.any(axis=(1, 2)).all(), "every frame must have edges for the check to mean anything"
     differing = (ours != reference).mean(axis=(1, 2))
-    assert_parity("torch Canny vs skimage.feature.canny (fraction of pixels differing)", differing,
+    assert_parity(f"torch Canny ({dtype}) vs skimage.feature.canny (fraction of pixels differing)", differing,
                   np.zeros_like(differing), atol=1e-3)
     f1 = [edge_precision_recall_f1(o, r, matching="approx")[2] for o, r in zip(ours, reference)]
-    assert_parity("torch Canny vs skimage.feature.canny (edge F1 of one against the other)", f1,
+    assert_parity(f"torch Canny ({dtype}) vs skimage.feature.canny (edge F1 of one against the other)", f1,
+                  np.ones(len(f1)), atol=1e-3)
+
+
+def test_float32_canny_parts_from_skimage_on_a_few_pixels_of_dense_frames():
+    """Dense camera-like 640x360 frames at sigma 2, where the precisions part: float64 equals scikit-image's
+    maps, float32 differs on a handful of pixels (4.3e-6 of them when measured) and stays within the bound."""
+    frames = _camera_like(3, frames=4, height=360, width=640)
+    params = {"sigma": 2.0, "low_threshold": 0.05, "high_threshold": 0.15}
+    reference = _skimage_maps(frames, **params)
+    single, double = (canny(frames, **params, dtype=dtype).numpy() for dtype in (torch.float32, torch.float64))
+    assert np.array_equal(double, reference)
+    differing = single != reference
+    assert 0 < differing.mean() < 1e-4  # they do part here, on a handful of pixels
+    f1 = [edge_precision_recall_f1(o, r)[2] for o, r in zip(single, reference)]
+    assert_parity("torch Canny float32 vs skimage.feature.canny, camera-like 640x360 (edge F1)", f1,
                   np.ones(len(f1)), atol=1e-3)
 
 

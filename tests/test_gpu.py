@@ -40,6 +40,23 @@ def test_edge_f1_and_warp_error_on_cuda_equal_the_cpu(fixtures_dir):
                   torch.zeros_like(cpu), atol=5e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_canny_on_cuda_matches_skimage_in_either_precision(fixtures_dir, dtype):
+    """edge_f1's canny_dtype on the GPU's own kernels (float32 its default there): the bound of the CPU test."""
+    from foresight_eval.metrics.edges_torch import canny
+    from tests.test_edges_torch import CASES, _camera_like, _skimage_maps
+
+    cases = [make(fixtures_dir) for make in CASES.values()] + [_camera_like(3, frames=4, height=360, width=640)]
+    for frames in cases:
+        for params in ({"sigma": 1.0, "low_threshold": 0.1, "high_threshold": 0.2},
+                       {"sigma": 2.0, "low_threshold": 0.05, "high_threshold": 0.15}):
+            reference = _skimage_maps(frames, **params)
+            ours = canny(frames.cuda(), **params, dtype=dtype).cpu().numpy()
+            differing = (ours != reference).mean(axis=(1, 2))
+            assert_parity(f"torch Canny on cuda ({dtype}) vs skimage (fraction of pixels differing)", differing,
+                          torch.zeros(len(differing)).numpy(), atol=1e-3)
+
+
 def test_cuda_graph_replays_equal_eager_runs(fixtures_dir):
     from foresight_eval.io.clips import open_clip
     from foresight_eval.metrics.graphs import GraphedFunction

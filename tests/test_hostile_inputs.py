@@ -617,10 +617,10 @@ def test_terminal_colour_codes_are_stripped_from_error_rows(sides, tmp_path, mon
     good_pair(preds, refs, "colour")
     open_clip = engine.open_clip
 
-    def failing(path):
+    def failing(path, **kwargs):
         if Path(path).stem == "colour":
             raise RuntimeError("\x1b[1m\x1b[31mCUDA error\x1b[0m: out of \x1b]8;;http://x\x07memory\x1b]8;;\x07")
-        return open_clip(path)
+        return open_clip(path, **kwargs)
 
     monkeypatch.setattr(engine, "open_clip", failing)
     code, output = cli("score", preds, refs, "-m", "psnr", "--out", tmp_path / "run")

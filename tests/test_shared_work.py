@@ -128,3 +128,7 @@ def test_the_gpu_paths_through_the_engine_agree_with_the_cpu_paths(clips, calls,
         assert ours["edge_f1"] == reference["edge_f1"]
         for name in ("warp_error", "warp_error_delta"):
             assert abs(ours[name] - reference[name]) <= 2e-6
+    # The other precision is another computation: the float32 entries are not read for it.
+    float64 = {**forced, "edge_f1": {"detector": "torch", "canny_dtype": "float64"}}
+    _, counted = _run(clips, metrics, calls, params=float64, resources={"cache_dir": tmp_path / "cache"})
+    assert counted["candidates"] == 2 * batches

@@ -283,6 +283,25 @@ def test_variable_frame_rate_clip_is_read_by_timestamp(tmp_path):
     assert chosen == [0, 1, 2, 3, 4, 4, 5, 5, 6]
 
 
+def test_a_clip_opened_with_its_timestamps_is_read_in_one_open_of_the_file(tmp_path, monkeypatch):
+    """The engine opens each clip file once on its scoring thread (probe and timestamps in one pass); decoding
+    opens it again in its own thread."""
+    times = [0, 100, 150, 330, 400, 610, 800]
+    write_vfr(tmp_path / "preds" / "clip.mkv", flat_clip([20 * j for j in range(len(times))]), times)
+    write_container(tmp_path / "refs" / "clip.mkv", flat_clip([0] * 9), "ffv1", "bgr0", fps=10)
+    opened: list[str] = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda path, *a, **k: opened.append(Path(path).parent.name) or real_open(path, *a, **k))
+    at_open = VideoReader(tmp_path / "preds" / "clip.mkv", timestamps=True)
+    assert len(opened) == 1
+    assert at_open.timestamps().tolist() == VideoReader(tmp_path / "preds" / "clip.mkv").timestamps().tolist()
+    assert len(opened) == 3  # the lazy reader: its probe, then its demux pass
+    opened.clear()
+    run = score(tmp_path / "preds", tmp_path / "refs", ["mae"], device="cpu", bootstrap=FAST,
+                options=ScoreOptions(frame_mismatch="min"))
+    assert run.pairs[0].ok and sorted(opened) == ["preds", "preds", "refs", "refs"]  # opened, then decoded
+
+
 def test_nearest_frames_streams_and_stops_past_the_prediction():
     frames = [np.full((1, 1, 3), j, np.uint8) for j in range(4)]
     times = np.array([0.0, 0.05, 0.1, 0.15])  # 20 fps

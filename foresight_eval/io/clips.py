@@ -48,7 +48,9 @@ class ClipSource:
         return "array" if self.path.suffix.lower() in ARRAY_SUFFIXES else "video"
 
 
-def open_clip(path: Path) -> ClipReader:
+def open_clip(path: Path, *, timestamps: bool = False) -> ClipReader:
+    """The reader of a clip file or frame folder. ``timestamps``: a video's frame timestamps are read when it is
+    opened, in the same pass (:class:`.video.VideoReader`); frame folders and arrays have none to read."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: does not exist")
@@ -60,7 +62,7 @@ def open_clip(path: Path) -> ClipReader:
     if suffix in ARRAY_SUFFIXES:
         return ArrayReader(path)
     if suffix in VIDEO_SUFFIXES:
-        return VideoReader(path)
+        return VideoReader(path, timestamps=timestamps)
     raise InputError(f"{path}: unsupported file type {suffix!r}")
 
 

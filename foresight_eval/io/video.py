@@ -37,8 +37,14 @@ def decoder_threads() -> int:
 
 
 class VideoReader:
-    def __init__(self, path: Path):
+    """A video file, probed when opened. ``timestamps=True`` also reads its packets' timestamps then, in the
+    same pass over the container: the scoring engine needs them for every clip it opens, on the thread that
+    drives the GPU, where a second open of the file cost about 1 ms of a 640x360 clip's 2 ms (2-core machine)
+    and more beside the decoding threads (benchmarks/RESULTS.md, issue 17's nineteenth session)."""
+
+    def __init__(self, path: Path, *, timestamps: bool = False):
         self.path = Path(path)
+        self._timestamps: np.ndarray | None = None
         try:
             with av.open(str(self.path), options=_PROBE_OPTIONS) as container:
                 if not container.streams.video:
@@ -48,6 +54,8 @@ class VideoReader:
                 self._declared_frames = int(stream.frames) or None
                 rate = stream.average_rate or stream.guessed_rate
                 self.fps = float(rate) if rate else None
+                if timestamps:
+                    self._timestamps = self._read_timestamps(container)
         except av.FFmpegError as exc:
             raise InputError(f"{self.path}: not a readable video ({_ffmpeg_reason(exc)})") from exc
 
@@ -60,18 +68,22 @@ class VideoReader:
 
         Read from the packets' timestamps without decoding (a demux pass), so variable-frame-rate
         clips are placed in time as they play, not by frame index."""
-        try:
-            with av.open(str(self.path), options=_PROBE_OPTIONS) as container:
-                stream = container.streams.video[0]
-                ticks = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
-                time_base = stream.time_base
-        except av.FFmpegError as exc:
-            raise InputError(f"{self.path}: not a readable video ({_ffmpeg_reason(exc)})") from exc
+        if self._timestamps is None:
+            try:
+                with av.open(str(self.path), options=_PROBE_OPTIONS) as container:
+                    self._timestamps = self._read_timestamps(container)
+            except av.FFmpegError as exc:
+                raise InputError(f"{self.path}: not a readable video ({_ffmpeg_reason(exc)})") from exc
+        return self._timestamps
+
+    def _read_timestamps(self, container: av.container.InputContainer) -> np.ndarray:
+        stream = container.streams.video[0]
+        ticks = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
         if not ticks:
             raise InputError(f"{self.path}: video has no frames with a timestamp")
         # int / int is correctly rounded, as float() of the Fraction (tick - first) * time_base is: the same
         # values, without building a Fraction per frame.
-        numerator, denominator = time_base.numerator, time_base.denominator
+        numerator, denominator = stream.time_base.numerator, stream.time_base.denominator
         return np.array([(tick - ticks[0]) * numerator / denominator for tick in ticks])
 
     def frames(self) -> Iterator[np.ndarray]:

@@ -16,8 +16,11 @@ tolerance (OpenCV's exact Euclidean distance transform); it is not one to one, s
 the exact value. Precision = matched predicted / predicted pixels, recall = matched reference /
 reference pixels; an empty map has precision (or recall) 1, so two empty maps give F1 = 1.
 ``detector=auto`` (default) runs the same Canny in torch ops when the frames are on a GPU
-(:mod:`foresight_eval.metrics.edges_torch`, equal maps on the test fixtures), scikit-image's on the CPU;
-``skimage`` / ``torch`` force one.
+(:mod:`foresight_eval.metrics.edges_torch`), scikit-image's on the CPU; ``skimage`` / ``torch`` force one.
+The torch Canny computes in ``canny_dtype``: ``float32`` (default; maps equal to scikit-image's on the fixtures
+and on >= 99.99% of the pixels of each dense camera-like test frame, edge F1 within 1e-3, tests/test_edges_torch.py)
+or ``float64``, scikit-image's own precision (equal maps but for magnitude ties at a threshold), which takes about
+1.6x the GPU time (docs/edges-and-detection.md).
 
 ``mode=bsds``: the BSDS boundary benchmark's protocol (Martin et al. 2004; Arbelaez et al. 2011,
 ``boundaryBench``; as pyEdgeEval 0.2.8 reimplements it, ``evaluate_boundaries_threshold`` and
@@ -67,16 +70,19 @@ from foresight_eval.workers import INLINE, Deferred, Joined
 
 
 EDGE_DETECTORS = ("auto", "skimage", "torch")
+# The torch Canny's arithmetic, by its parameter's name (edge_f1.canny_dtype).
+CANNY_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def edge_maps(frames: torch.Tensor, sigma: float = 1.0, low_threshold: float = 0.1,
-              high_threshold: float = 0.2, detector: str = "skimage") -> np.ndarray:
+              high_threshold: float = 0.2, detector: str = "skimage", canny_dtype: str = "float32") -> np.ndarray:
     """Canny edges of (B, 3, H, W) frames in [0, 1]: (B, H, W) bool. ``detector="skimage"``: scikit-image's
     ``feature.canny`` of ``color.rgb2gray``, frame by frame on the CPU; ``"torch"``: the same steps in torch
-    ops on the frames' device (:mod:`foresight_eval.metrics.edges_torch`); ``"auto"``: torch on a GPU,
-    scikit-image on the CPU (where it is the faster of the two)."""
+    ops on the frames' device, in ``canny_dtype`` (:mod:`foresight_eval.metrics.edges_torch`); ``"auto"``: torch
+    on a GPU, scikit-image on the CPU (where it is the faster of the two)."""
     if detector == "torch" or (detector == "auto" and frames.device.type != "cpu"):
-        return canny_torch(frames, sigma=sigma, low_threshold=low_threshold, high_threshold=high_threshold).cpu().numpy()
+        return canny_torch(frames, sigma=sigma, low_threshold=low_threshold, high_threshold=high_threshold,
+                           dtype=CANNY_DTYPES[canny_dtype]).cpu().numpy()
     from skimage.color import rgb2gray  # on first use, as edge_strength's: with the SciPy modules it pulls in,
     from skimage.feature import canny  # 0.2 s of every `score` process's start-up on the 2-core machine
 
@@ -96,10 +102,11 @@ def edge_strength(frames: torch.Tensor) -> np.ndarray:
 
 def edge_f1(pred: torch.Tensor, ref: torch.Tensor, *, max_dist: float = 0.0075, matching: str = "exact",
             sigma: float = 1.0, low_threshold: float = 0.1, high_threshold: float = 0.2, detector: str = "auto",
-            ref_edges: np.ndarray | None = None) -> torch.Tensor:
+            canny_dtype: str = "float32", ref_edges: np.ndarray | None = None) -> torch.Tensor:
     """Edge F1 per frame: (B, 3, H, W) pairs in [0, 1] in, (B,) float64 out (``ref_edges``: the reference's
     edge maps when already known)."""
-    canny_params = {"sigma": sigma, "low_threshold": low_threshold, "high_threshold": high_threshold, "detector": detector}
+    canny_params = {"sigma": sigma, "low_threshold": low_threshold, "high_threshold": high_threshold,
+                    "detector": detector, "canny_dtype": canny_dtype}
     pred_edges = edge_maps(pred, **canny_params)
     ref_edges = edge_maps(ref, **canny_params) if ref_edges is None else ref_edges
     return torch.tensor([edge_f1_value(p, r, max_dist, matching) for p, r in zip(pred_edges, ref_edges)],
@@ -177,9 +184,9 @@ class EdgeF1(FrameMetric):
         direction="higher",
     )
     defaults = {"mode": "frame", "max_dist": 0.0075, "matching": "exact", "edges": "canny", "thresholds": 99,
-                "sigma": 1.0, "low_threshold": 0.1, "high_threshold": 0.2, "detector": "auto"}
+                "sigma": 1.0, "low_threshold": 0.1, "high_threshold": 0.2, "detector": "auto", "canny_dtype": "float32"}
     choices = {"mode": ("frame", "bsds"), "matching": ("exact", "approx"), "edges": ("canny", "input"),
-               "detector": EDGE_DETECTORS}
+               "detector": EDGE_DETECTORS, "canny_dtype": tuple(CANNY_DTYPES)}
 
     def __init__(self, **params: Any):
         super().__init__(**params)
@@ -203,8 +210,8 @@ class EdgeF1(FrameMetric):
         # (the device type in the key: detector=auto picks the implementation by device).
         self._ref_cache = ReferenceCache.from_resources(context.resources, "canny_edges",
                                                         {**self._canny_params(), "device_type": context.device.type})
-        self._ref_candidates_cache = ReferenceCache.from_resources(context.resources, "canny_candidates",
-                                                                   self._canny_thresholds())
+        self._ref_candidates_cache = ReferenceCache.from_resources(
+            context.resources, "canny_candidates", {**self._canny_thresholds(), "canny_dtype": self.params["canny_dtype"]})
         # The matching (a pixel look-up and a maximum flow per frame, on the CPU) overlaps the device's work there.
         self._pool = context.pool
         self._pool.warm_up(edge_f1_of_packed_candidates)
@@ -219,7 +226,11 @@ class EdgeF1(FrameMetric):
         return {key: self.params[key] for key in ("sigma", "low_threshold", "high_threshold")}
 
     def _canny_params(self) -> dict[str, Any]:
-        return {**self._canny_thresholds(), "detector": self.params["detector"]}
+        return {**self._canny_thresholds(), "detector": self.params["detector"], "canny_dtype": self.params["canny_dtype"]}
+
+    def _candidates_params(self) -> dict[str, Any]:
+        """:func:`.edges_torch.canny_candidates`' keyword arguments."""
+        return {**self._canny_thresholds(), "dtype": CANNY_DTYPES[self.params["canny_dtype"]]}
 
     def _edges(self, frames: torch.Tensor) -> np.ndarray:
         if self.params["edges"] == "input":
@@ -241,7 +252,7 @@ class EdgeF1(FrameMetric):
 
     def _ref_candidates(self, batch: FrameBatch) -> torch.Tensor:
         """The batch's reference Canny candidates: on the device, or on the CPU from the reference cache."""
-        cache, params = getattr(self, "_ref_candidates_cache", None), self._canny_thresholds()
+        cache, params = getattr(self, "_ref_candidates_cache", None), self._candidates_params()
         if cache is None:
             return _canny_candidates_graphed(batch.ref, **params)
         entry = cache((reference_sha256(batch),), lambda: {"candidates": _canny_candidates_graphed(batch.ref, **params)})
@@ -254,7 +265,7 @@ class EdgeF1(FrameMetric):
         repeat = itertools.repeat(self.params["max_dist"]), itertools.repeat(self.params["matching"])
         if not self._canny_in_torch(pred):
             return self._pool.map(edge_f1_value, self._edges(pred), self._ref_edges(batch), *repeat, combine=_float64)
-        pred_candidates = _canny_candidates_graphed(pred, **self._canny_thresholds())
+        pred_candidates = _canny_candidates_graphed(pred, **self._candidates_params())
         (pred_maps, ref_maps), ready = to_host_async(pack_candidates(pred_candidates),
                                                      pack_candidates(self._ref_candidates(batch)))
         return self._pool.map_when_ready(ready, edge_f1_of_packed_candidates, pred_maps, ref_maps,

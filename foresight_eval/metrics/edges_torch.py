@@ -18,7 +18,9 @@ converged. ``edge_f1`` on a GPU therefore takes steps 1-3 only (:func:`canny_can
 components on the CPU in its worker processes (``edge_matching.link_edges``), so that its host never waits;
 the maps go to them as bits (:func:`pack_candidates`).
 Everything runs in float64 by default, as scikit-image does, so the maps agree to the last pixel but for
-magnitude ties at the thresholds (tests/test_edges_torch.py measures it).
+magnitude ties at the thresholds; ``edge_f1`` asks for float32 (its ``canny_dtype``), 0.94 against 1.50 ms of
+H200 time per batch of 16 frames of 640x360, whose maps differed from scikit-image's on up to 8.2e-5 of a dense
+camera-like frame's pixels at sigma 2 and on none of the fixtures' (tests/test_edges_torch.py, tests/test_gpu.py).
 """
 
 from __future__ import annotations
