@@ -11,6 +11,12 @@ on its share: the synchronisation stops work from overlapping). On a GPU, last, 
 copy from pageable memory, ``.item()``, ``.cpu()``, ``nonzero``), counted by the package line that called
 it. Each one drains the GPU's queue, so the host's launches and the GPU's work stop overlapping.
 
+``--steps N``: first N runs with the scoring thread's time split by step, untraced: host timers around each
+metric's hooks, the waits for decoded batches and the engine's steps (opening and finishing a pair, the copies,
+the summaries: :data:`ENGINE_STEPS`), without synchronising the device, so nothing stops overlapping; a step's
+time includes the thread's waits for the GIL. Medians over the runs, and the rest of the run (the wall time
+outside every step). Issue 17's nineteenth session read the GPU suite's critical path from it.
+
 ``--trace``: also one run under ``torch.profiler`` with each metric's hooks labelled: per metric the host's
 time in its hooks (not synchronised), its kernels' count and GPU time; for the run, the GPU's busy time
 (the union of its kernels' intervals) against the wall time, and how long the scoring thread waited for
@@ -25,6 +31,9 @@ from __future__ import annotations
 import argparse
 import cProfile
 import collections
+import contextlib
+import importlib
+import statistics
 import io
 import pstats
 import sys
@@ -128,6 +137,7 @@ ENGINE_STEPS = (
     ("foresight_eval.engine", None, "manifest_inputs", "run:manifest inputs"),
     ("foresight_eval.engine", None, "build_manifest", "run:build manifest"),
     ("foresight_eval.engine", "PairInFlight", "__init__", "engine:open pair"),
+    ("foresight_eval.engine", "PairInFlight", "finish", "engine:finish pair"),
     ("foresight_eval.workers", "WorkerPool", "__enter__", "run:pool start"),
     ("foresight_eval.workers", "WorkerPool", "__exit__", "run:pool shut-down"),
     ("foresight_eval.workers", "WorkerPool", "warm_up", "run:pool warm-up"),
@@ -223,11 +233,82 @@ def print_timeline(events, kernels, stacked: list[tuple[int, float, float]], mar
     print(f"  GPU busy after the last label: {idle_tail.sum() * bin_us / 1e3:.1f} ms")
 
 
+@contextlib.contextmanager
+def scoring_thread_steps(names: list[str]):
+    """Within the block, the seconds the main (scoring) thread spends in each metric's hooks (``metric:NAME``),
+    waiting for decoded batches and in each of :data:`ENGINE_STEPS`, added up in the Counter it yields, by host
+    timers that do not synchronise the device; ``TOP_LEVEL`` adds up the time in steps not nested in another (so
+    that a run's wall time minus it is the rest of the run). The replaced functions are given back after."""
+    spent: collections.Counter = collections.Counter()
+    main, depth = threading.main_thread(), [0]
+
+    def timer(original, label_of):
+        def timed_step(*args, **kwargs):
+            if threading.current_thread() is not main:
+                return original(*args, **kwargs)
+            depth[0] += 1
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                seconds = time.perf_counter() - start
+                depth[0] -= 1
+                spent[label_of(args)] += seconds
+                if depth[0] == 0:
+                    spent[TOP_LEVEL] += seconds
+        return timed_step
+
+    # (owner, name, what it had itself or _INHERITED, the timed function)
+    replacements = [(Prefetched, "__next__", vars(Prefetched)["__next__"],
+                     timer(Prefetched.__next__, lambda args: "engine:wait for decoded batch"))]
+    for module_name, class_name, function, label in ENGINE_STEPS:
+        owner = importlib.import_module(module_name)
+        owner = getattr(owner, class_name) if class_name else owner
+        replacements.append((owner, function, getattr(owner, function),
+                             timer(getattr(owner, function), lambda args, label=label: label)))
+    # Each metric class's hooks as it resolves them, all looked up before any is replaced: one timer per call
+    # (a timer on each class of the hierarchy would time a hook that calls its parent's twice).
+    for klass in {metric_classes()[name] for name in names}:
+        for hook in ("update", "compute"):
+            replacements.append((klass, hook, vars(klass).get(hook, _INHERITED),
+                                 timer(getattr(klass, hook), lambda args: f"metric:{args[0].name}")))
+    for owner, function, _, timed_function in replacements:
+        setattr(owner, function, timed_function)
+    try:
+        yield spent
+    finally:
+        for owner, function, original, _ in reversed(replacements):
+            if original is _INHERITED:
+                delattr(owner, function)
+            else:
+                setattr(owner, function, original)
+
+
+_INHERITED = object()  # a class that had no hook of its own gets it back from its parent
+
+
+TOP_LEVEL = "(top level)"
+
+
+def print_scoring_thread_steps(run, names: list[str], runs: int) -> None:
+    """:func:`scoring_thread_steps` of ``runs`` runs of ``run()``: each step's median seconds."""
+    rounds = []
+    with scoring_thread_steps(names) as spent:
+        for _ in range(runs):
+            spent.clear()
+            wall, _ = timed(run)
+            rounds.append({"wall": wall, **spent, "rest of the run": wall - spent[TOP_LEVEL]})
+    labels = sorted({label for row in rounds for label in row if label != TOP_LEVEL},
+                    key=lambda label: -statistics.median(row.get(label, 0.0) for row in rounds))
+    print(f"the scoring thread's time by step, host timers, not synchronised (medians of {runs} runs, ms):")
+    for label in labels:
+        values = [row.get(label, 0.0) * 1e3 for row in rounds]
+        print(f"  {label:34s} {statistics.median(values):8.1f}   " + " ".join(f"{v:.1f}" for v in values))
+
+
 def label_engine_steps() -> None:
     """Label :data:`ENGINE_STEPS` for the profiler (the engine looks these names up when it calls them, so
     replacing them in their module or class is enough)."""
-    import importlib
-
     for module_name, class_name, function, label in ENGINE_STEPS:
         owner = importlib.import_module(module_name)
         owner = getattr(owner, class_name) if class_name else owner
@@ -362,6 +443,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT, or several (comma-separated) taken in turn")
     parser.add_argument("--top", type=int, default=40, help="profile lines shown")
+    parser.add_argument("--steps", type=int, default=0, metavar="N",
+                        help="first N runs with the scoring thread's time by step (host timers, untraced)")
     parser.add_argument("--trace", action="store_true", help="also one run under torch.profiler")
     parser.add_argument("--metrics", help="comma-separated metrics to profile (default: the default suite)")
     parser.add_argument("--reference-cache", action="store_true",
@@ -394,6 +477,8 @@ def main() -> None:
         phases = run.manifest.get("timings", {}).get("ranks", [{}])[0]
         print("the run's phases (s): " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in phases.items()
                                                  if name != "start_up"))
+        if args.steps:
+            print_scoring_thread_steps(run_suite, suite, args.steps)
         profile = cProfile.Profile()
         profile.runcall(run_suite)
         text = io.StringIO()
