@@ -337,3 +337,22 @@ def test_pairs_open_ahead_and_finish_after_the_next_is_scored(tmp_path, monkeypa
                   for pair in pair_clips(tmp_path / "preds", tmp_path / "refs").pairs]
     assert [(pair.values, pair.per_frame) for pair in run.pairs] == [(p.values, p.per_frame) for p in one_by_one]
     assert all(pair.values["mae"] > 0 for pair in run.pairs)
+
+
+def test_each_metrics_values_of_a_batch_are_copied_in_float64_together():
+    """The per-frame values of every metric of a batch are copied in one concatenation (per device): each metric
+    gets its own values back, in float64, unchanged when the metric reuses its buffer for the next batch."""
+    import torch
+
+    from foresight_eval.engine import _copied_in_float64
+
+    buffers = {"psnr": torch.tensor([30.5, 31.25, 29.0], dtype=torch.float32),
+               "ssim": torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), "tc": torch.tensor([[0.5], [0.75]])}
+    copied = dict(_copied_in_float64(list(buffers.items())))
+    for buffer in buffers.values():
+        buffer.fill_(-1.0)  # the metrics' next batch
+    assert {name: values.dtype for name, values in copied.items()} == dict.fromkeys(buffers, torch.float64)
+    assert copied["psnr"].tolist() == [30.5, 31.25, 29.0]
+    assert copied["ssim"].tolist() == [0.1, 0.2, 0.3]  # float64 values: not through float32
+    assert copied["tc"].tolist() == [[0.5], [0.75]]
+    assert _copied_in_float64([]) == []
