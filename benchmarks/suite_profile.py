@@ -33,9 +33,9 @@ import cProfile
 import collections
 import contextlib
 import importlib
-import statistics
 import io
 import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -233,12 +233,17 @@ def print_timeline(events, kernels, stacked: list[tuple[int, float, float]], mar
     print(f"  GPU busy after the last label: {idle_tail.sum() * bin_us / 1e3:.1f} ms")
 
 
+TOP_LEVEL = "(top level)"  # scoring_thread_steps' sum of the steps not nested in another
+_INHERITED = object()  # a class that had no hook of its own gets it back from its parent
+
+
 @contextlib.contextmanager
 def scoring_thread_steps(names: list[str]):
     """Within the block, the seconds the main (scoring) thread spends in each metric's hooks (``metric:NAME``),
     waiting for decoded batches and in each of :data:`ENGINE_STEPS`, added up in the Counter it yields, by host
-    timers that do not synchronise the device; ``TOP_LEVEL`` adds up the time in steps not nested in another (so
-    that a run's wall time minus it is the rest of the run). The replaced functions are given back after."""
+    timers that do not synchronise the device; :data:`TOP_LEVEL` adds up the time in steps not nested in
+    another (so that a run's wall time minus it is the rest of the run). The replaced functions are given back
+    after."""
     spent: collections.Counter = collections.Counter()
     main, depth = threading.main_thread(), [0]
 
@@ -258,20 +263,17 @@ def scoring_thread_steps(names: list[str]):
                     spent[TOP_LEVEL] += seconds
         return timed_step
 
-    # (owner, name, what it had itself or _INHERITED, the timed function)
-    replacements = [(Prefetched, "__next__", vars(Prefetched)["__next__"],
-                     timer(Prefetched.__next__, lambda args: "engine:wait for decoded batch"))]
+    steps = [(Prefetched, "__next__", lambda args: "engine:wait for decoded batch")]
     for module_name, class_name, function, label in ENGINE_STEPS:
         owner = importlib.import_module(module_name)
-        owner = getattr(owner, class_name) if class_name else owner
-        replacements.append((owner, function, getattr(owner, function),
-                             timer(getattr(owner, function), lambda args, label=label: label)))
-    # Each metric class's hooks as it resolves them, all looked up before any is replaced: one timer per call
-    # (a timer on each class of the hierarchy would time a hook that calls its parent's twice).
-    for klass in {metric_classes()[name] for name in names}:
-        for hook in ("update", "compute"):
-            replacements.append((klass, hook, vars(klass).get(hook, _INHERITED),
-                                 timer(getattr(klass, hook), lambda args: f"metric:{args[0].name}")))
+        steps.append((getattr(owner, class_name) if class_name else owner, function, lambda args, label=label: label))
+    # Each metric class's hooks as it resolves them: one timer per call (a timer on each class of the hierarchy
+    # would time a hook that calls its parent's twice).
+    steps += [(klass, hook, lambda args: f"metric:{args[0].name}")
+              for klass in {metric_classes()[name] for name in names} for hook in ("update", "compute")]
+    # All looked up before any is replaced: a subclass's timer wraps its parent's hook, not the parent's timer.
+    replacements = [(owner, function, vars(owner).get(function, _INHERITED), timer(getattr(owner, function), label_of))
+                    for owner, function, label_of in steps]
     for owner, function, _, timed_function in replacements:
         setattr(owner, function, timed_function)
     try:
@@ -282,12 +284,6 @@ def scoring_thread_steps(names: list[str]):
                 delattr(owner, function)
             else:
                 setattr(owner, function, original)
-
-
-_INHERITED = object()  # a class that had no hook of its own gets it back from its parent
-
-
-TOP_LEVEL = "(top level)"
 
 
 def print_scoring_thread_steps(run, names: list[str], runs: int) -> None:

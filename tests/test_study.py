@@ -289,9 +289,14 @@ def test_a_clip_opened_with_its_timestamps_is_read_in_one_open_of_the_file(tmp_p
     times = [0, 100, 150, 330, 400, 610, 800]
     write_vfr(tmp_path / "preds" / "clip.mkv", flat_clip([20 * j for j in range(len(times))]), times)
     write_container(tmp_path / "refs" / "clip.mkv", flat_clip([0] * 9), "ffv1", "bgr0", fps=10)
-    opened: list[str] = []
+    opened: list[str] = []  # the side of each file opened
     real_open = av.open
-    monkeypatch.setattr(av, "open", lambda path, *a, **k: opened.append(Path(path).parent.name) or real_open(path, *a, **k))
+
+    def counted_open(path, *args, **kwargs):
+        opened.append(Path(path).parent.name)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counted_open)
     at_open = VideoReader(tmp_path / "preds" / "clip.mkv", timestamps=True)
     assert len(opened) == 1
     assert at_open.timestamps().tolist() == VideoReader(tmp_path / "preds" / "clip.mkv").timestamps().tolist()

@@ -72,6 +72,7 @@ from foresight_eval.workers import INLINE, Deferred, Joined
 EDGE_DETECTORS = ("auto", "skimage", "torch")
 # The torch Canny's arithmetic, by its parameter's name (edge_f1.canny_dtype).
 CANNY_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+CANNY_THRESHOLDS = ("sigma", "low_threshold", "high_threshold")  # edge_f1's parameters that both Cannys take
 
 
 def edge_maps(frames: torch.Tensor, sigma: float = 1.0, low_threshold: float = 0.1,
@@ -184,7 +185,8 @@ class EdgeF1(FrameMetric):
         direction="higher",
     )
     defaults = {"mode": "frame", "max_dist": 0.0075, "matching": "exact", "edges": "canny", "thresholds": 99,
-                "sigma": 1.0, "low_threshold": 0.1, "high_threshold": 0.2, "detector": "auto", "canny_dtype": "float32"}
+                "sigma": 1.0, "low_threshold": 0.1, "high_threshold": 0.2, "detector": "auto",
+                "canny_dtype": "float32"}
     choices = {"mode": ("frame", "bsds"), "matching": ("exact", "approx"), "edges": ("canny", "input"),
                "detector": EDGE_DETECTORS, "canny_dtype": tuple(CANNY_DTYPES)}
 
@@ -210,8 +212,8 @@ class EdgeF1(FrameMetric):
         # (the device type in the key: detector=auto picks the implementation by device).
         self._ref_cache = ReferenceCache.from_resources(context.resources, "canny_edges",
                                                         {**self._canny_params(), "device_type": context.device.type})
-        self._ref_candidates_cache = ReferenceCache.from_resources(
-            context.resources, "canny_candidates", {**self._canny_thresholds(), "canny_dtype": self.params["canny_dtype"]})
+        self._ref_candidates_cache = ReferenceCache.from_resources(context.resources, "canny_candidates",
+                                                                   self._chosen(*CANNY_THRESHOLDS, "canny_dtype"))
         # The matching (a pixel look-up and a maximum flow per frame, on the CPU) overlaps the device's work there.
         self._pool = context.pool
         self._pool.warm_up(edge_f1_of_packed_candidates)
@@ -222,15 +224,16 @@ class EdgeF1(FrameMetric):
         self._pending: list[Deferred] = []
         self._bsds_pending: list[tuple[list[int], Deferred]] = []
 
-    def _canny_thresholds(self) -> dict[str, Any]:
-        return {key: self.params[key] for key in ("sigma", "low_threshold", "high_threshold")}
+    def _chosen(self, *names: str) -> dict[str, Any]:
+        return {name: self.params[name] for name in names}
 
     def _canny_params(self) -> dict[str, Any]:
-        return {**self._canny_thresholds(), "detector": self.params["detector"], "canny_dtype": self.params["canny_dtype"]}
+        """:func:`edge_maps`' keyword arguments."""
+        return self._chosen(*CANNY_THRESHOLDS, "detector", "canny_dtype")
 
     def _candidates_params(self) -> dict[str, Any]:
         """:func:`.edges_torch.canny_candidates`' keyword arguments."""
-        return {**self._canny_thresholds(), "dtype": CANNY_DTYPES[self.params["canny_dtype"]]}
+        return {**self._chosen(*CANNY_THRESHOLDS), "dtype": CANNY_DTYPES[self.params["canny_dtype"]]}
 
     def _edges(self, frames: torch.Tensor) -> np.ndarray:
         if self.params["edges"] == "input":
