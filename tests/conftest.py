@@ -13,6 +13,7 @@ from tests.parity import PARITY_RESULTS
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
+BENCHMARKS = REPO / "benchmarks"
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +30,16 @@ def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture
+def benchmark_module(monkeypatch):
+    """``benchmark_module(NAME)``: the script benchmarks/NAME.py as a module, imported as the scripts import each
+    other (benchmarks/ first on ``sys.path``, for this test only)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module
 
 
 @pytest.fixture

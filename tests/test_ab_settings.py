@@ -11,15 +11,12 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.conftest import BENCHMARKS
 
 
 @pytest.fixture
-def ab_settings(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import ab_settings
-
-    return ab_settings
+def ab_settings(benchmark_module):
+    return benchmark_module("ab_settings")
 
 
 def test_a_setting_applies_over_the_codes_values_and_gives_them_back(ab_settings, monkeypatch):

@@ -3,23 +3,15 @@ timed on the scoring thread only, nested steps are not counted twice, and the co
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from foresight_eval import ScoreOptions, engine, score
 from foresight_eval.decoding import Prefetched
 from foresight_eval.metrics.pixel import PSNR
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
 @pytest.fixture
-def suite_profile(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import suite_profile
-
-    return suite_profile
+def suite_profile(benchmark_module):
+    return benchmark_module("suite_profile")
 
 
 def test_the_scoring_threads_steps_are_timed_once_each_and_the_code_given_back(suite_profile, fixtures_dir):
