@@ -4,6 +4,7 @@ minimum detectable effect."""
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -124,7 +125,8 @@ def test_minimum_detectable_effect():
 def test_per_horizon_estimates_equal_one_bootstrap_per_sample(method, split, monkeypatch):
     """means_with_ci (one SciPy call per sample length, or per few rows of a length where the resamples would
     take too much memory or the rows are many; calls in parallel threads) gives what mean_with_ci gives for
-    each sample alone: lengths 0 to 7, constant samples, a NaN, repeated lengths in any order."""
+    each sample alone: lengths 0 to 7, constant samples, a NaN, infinities, repeated lengths in any order; and
+    for long samples each mean to the bit (the means of a stacked array's rows)."""
     from foresight_eval import stats
 
     monkeypatch.setattr(stats, "usable_cpus", lambda: stats.BOOTSTRAP_THREADS)  # threads, whatever this machine has
@@ -134,9 +136,12 @@ def test_per_horizon_estimates_equal_one_bootstrap_per_sample(method, split, mon
         monkeypatch.setattr(stats, "SAMPLES_PER_CALL", 3)
     rng = np.random.default_rng(3)
     samples = [rng.normal(size=int(n)) for n in rng.integers(0, 8, size=60)]
-    samples += [np.full(4, 0.5), np.array([1.0, np.nan, 2.0]), np.array([2.0])]
+    samples += [np.full(4, 0.5), np.array([1.0, np.nan, 2.0]), np.array([2.0]), np.array([np.inf, 1.0, 2.0]),
+                np.array([np.inf, np.inf])]
     config = BootstrapConfig(method=method, n_resamples=500, seed=7)
-    together = means_with_ci(samples, config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an infinity's spread (inf - inf) must not be computed
+        together = means_with_ci(samples, config)
     alone = [mean_with_ci(sample, config) for sample in samples]
     assert [repr(e) for e in together] == [repr(e) for e in alone]
     # Long samples (a run's clips): the same resamples, NumPy's summation order over a stacked array aside.
@@ -145,3 +150,7 @@ def test_per_horizon_estimates_equal_one_bootstrap_per_sample(method, split, mon
     assert_parity(f"means_with_ci vs mean_with_ci, 256 values ({method})",
                   [[e.mean, e.ci_low, e.ci_high] for e in together], [[e.mean, e.ci_low, e.ci_high] for e in alone],
                   atol=1e-14)
+    if split is None and method == "percentile":  # the means alone, at lengths where NumPy sums pairwise
+        long_samples = [rng.normal(size=n) * 1e3 for n in (9, 37, 128, 129, 256, 1000, 4099) for _ in range(3)]
+        together = means_with_ci(long_samples, BootstrapConfig(n_resamples=20))
+        assert [e.mean for e in together] == [float(sample.mean()) for sample in long_samples]
