@@ -7,6 +7,7 @@ A clip pair that fails for any reason becomes one error row; the run goes on wit
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
@@ -104,21 +105,32 @@ def _match_size(pred: torch.Tensor, ref: torch.Tensor, resize: str) -> torch.Ten
 PendingValues = list[tuple[str, list[int], list[int], Any]]
 
 
+def _concatenated_by_device(values: Sequence[Any]) -> list[tuple[torch.Tensor, list[tuple[int, int, int]]]]:
+    """The tensors among ``values``, flattened and concatenated, one concatenation per device: each with the
+    (index in ``values``, start, end) of every tensor's part of it."""
+    by_device: dict[torch.device, list[int]] = {}
+    for index, value in enumerate(values):
+        if isinstance(value, torch.Tensor):
+            by_device.setdefault(value.device, []).append(index)
+    concatenated = []
+    for indices in by_device.values():
+        ends = list(itertools.accumulate(values[i].numel() for i in indices))
+        concatenated.append((torch.cat([values[i].detach().reshape(-1) for i in indices]),
+                             [(i, end - values[i].numel(), end) for i, end in zip(indices, ends)]))
+    return concatenated
+
+
 def _copied_in_float64(named: list[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
     """A batch's per-frame values, copied (a metric may reuse its buffer at the next batch) in float64: one
     concatenation per device, whose parts they become, instead of a copy per metric (15 a batch in the default
     suite, each a kernel launch from the thread that drives the GPU)."""
-    by_device: dict[torch.device, list[int]] = {}
-    for index, (_, values) in enumerate(named):
-        by_device.setdefault(values.device, []).append(index)
     copied = list(named)
-    for indices in by_device.values():
+    for flat, parts in _concatenated_by_device([values for _, values in named]):
         # torch.cat promotes mixed precisions; float32 -> float64 is exact, so the order of the two does not matter
-        flat = torch.cat([named[i][1].detach().reshape(-1) for i in indices]).to(torch.float64)
-        start = 0
-        for i in indices:
+        flat = flat.to(torch.float64)
+        for i, start, end in parts:
             name, values = named[i]
-            copied[i], start = (name, flat[start:start + values.numel()].view(values.shape)), start + values.numel()
+            copied[i] = (name, flat[start:end].view(values.shape))
     return copied
 
 
@@ -127,18 +139,13 @@ def _values_to_host(pending: PendingValues) -> PendingValues:
     the host: one copy per device, not one per metric and batch, queued without waiting for the device
     (:class:`~foresight_eval.metrics.base.CopiedToHost`); each batch's entry becomes a Deferred of its part.
     Deferred values from the worker pool as they are."""
-    by_device: dict[torch.device, list[int]] = {}
-    for index, (*_, values) in enumerate(pending):
-        if isinstance(values, torch.Tensor):
-            by_device.setdefault(values.device, []).append(index)
     copied = list(pending)
-    for indices in by_device.values():
-        flat = CopiedToHost([torch.cat([pending[i][3].reshape(-1) for i in indices])], lambda hosts: hosts[0].tolist())
-        start = 0
-        for i in indices:
-            name, horizons, frame_indices, values = pending[i]
-            part = Joined([flat], lambda flats, begin=start, end=start + values.numel(): flats[0][begin:end])
-            copied[i], start = (name, horizons, frame_indices, part), start + values.numel()
+    for flat, parts in _concatenated_by_device([values for *_, values in pending]):
+        on_host = CopiedToHost([flat], lambda hosts: hosts[0].tolist())
+        for i, start, end in parts:
+            name, horizons, frame_indices, _ = pending[i]
+            copied[i] = (name, horizons, frame_indices,
+                         Joined([on_host], lambda flats, begin=start, end=end: flats[0][begin:end]))
     return copied
 
 
