@@ -158,20 +158,22 @@ def measure(args: argparse.Namespace) -> dict:
     """The rounds of ``args``; prints them and the medians, returns them (as ``--json`` writes them)."""
     device = resolve_device(args.device)
     options = ScoreOptions(batch_size=args.batch_size)  # workers: the engine's default, at each run
-    metrics = ([metric.name for metric in prepare_metrics(None, {}, RunContext(device=device))[0]]
-               if args.metrics == "default" else args.metrics.split(","))
-    named = args.setting + ([[f"-{metric}", WITHOUT + metric] for metric in metrics] if args.leave_one_out else [])
-    if len(named) < 2:
-        raise SystemExit("give two settings at least (a setting with no assignment is the code as it is)")
-    settings = Settings(named)
-    for setting, dropped in settings.dropped.items():
-        if dropped - set(metrics):
-            raise SystemExit(f"setting {setting!r}: {', '.join(sorted(dropped - set(metrics)))} not in the suite "
-                             f"({', '.join(metrics)})")
     sizes = parse_sizes(args.size)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
+        # Before the default suite is listed: without AlexNet's weights it has no lpips (the A/Bs of issue 17's
+        # sixteenth to twentieth sessions ran without it; benchmarks/RESULTS.md, the twentieth session).
         ensure_alexnet_weights(tmp)
+        metrics = ([metric.name for metric in prepare_metrics(None, {}, RunContext(device=device))[0]]
+                   if args.metrics == "default" else args.metrics.split(","))
+        named = args.setting + ([[f"-{metric}", WITHOUT + metric] for metric in metrics] if args.leave_one_out else [])
+        if len(named) < 2:
+            raise SystemExit("give two settings at least (a setting with no assignment is the code as it is)")
+        settings = Settings(named)
+        for setting, dropped in settings.dropped.items():
+            if dropped - set(metrics):
+                raise SystemExit(f"setting {setting!r}: {', '.join(sorted(dropped - set(metrics)))} not in the suite "
+                                 f"({', '.join(metrics)})")
         clips = make_clips(tmp / "clips", args.clips, args.frames, 0, 0, sizes=sizes)
         def run(setting: str) -> RunResult:
             chosen = [metric for metric in metrics if metric not in settings.dropped[setting]]

@@ -25,8 +25,9 @@ c) the default suite now against the tree issue 17 was filed on (``--old-commit`
 ``--gpu``: also ``suite_speed.py`` (its own clips; the GPU suite against decode-only and against this
 host's CPU threads, the reference cache cold and warm), with the goals of issue 17 (<= 1.5x decode-only,
 >= 10x the CPU run); and the GPU suite against decode-only again on clips of the issue's own shape (3 pairs
-of 83 frame pairs at 640x360, 320x240 and 176x144). LPIPS: the cached AlexNet checkpoint, else seeded random
-weights (timing only).
+of 83 frame pairs at 640x360, 320x240 and 176x144), each in ``--rounds`` alternating rounds too (the first
+includes the CUDA graphs' captures of the clips' shapes: with three rounds it can be the median). LPIPS: the
+cached AlexNet checkpoint, else seeded random weights (timing only).
 
 ``--scaling`` (default: with ``--gpu`` when two GPUs are visible): also ``scaling.py``'s multi-GPU figure,
 256 clips x 48 frames of 256x256, psnr + ssim + lpips and the default suite, 1 and 2 ranks started by
@@ -265,9 +266,9 @@ def gpu_figures(args: argparse.Namespace) -> tuple[dict, list[dict]]:
     """``suite_speed.py``'s measurement (reused, not copied) and its figures against the issue's goals."""
     import suite_speed
 
-    argv = ["--out", str(args.out / "suite_speed"), "--no-per-metric", "--no-lpips-ceiling"]
+    argv = ["--out", str(args.out / "suite_speed"), "--no-per-metric", "--no-lpips-ceiling", "--rounds", str(args.rounds)]
     if args.quick:
-        argv += ["--clips", "1", "--frames", "4", "--size", "96x64", "--rounds", "1"]
+        argv += ["--clips", "1", "--frames", "4", "--size", "96x64"]
     results = suite_speed.measure(suite_speed.build_parser().parse_args(argv))
     devices = {d["device"].split(":")[0]: d for d in results["devices"]}
     rows = []
@@ -279,7 +280,7 @@ def gpu_figures(args: argparse.Namespace) -> tuple[dict, list[dict]]:
                                                                               "--frames", "83"]
         issue_shape = suite_speed.measure(suite_speed.build_parser().parse_args(
             ["--out", str(args.out / "suite_speed_issue_shape"), "--devices", "cuda", "--no-per-metric",
-             "--no-lpips-ceiling", "--clips", "3", *shape, *(["--rounds", "1"] if args.quick else [])]))
+             "--no-lpips-ceiling", "--clips", "3", *shape, "--rounds", str(args.rounds)]))
         results["issue_shape"] = issue_shape
         if issue_shape["devices"]:
             rows.append(_decode_ratio_row("GPU default suite / decode-only time, the issue's clip shape "
@@ -355,7 +356,7 @@ def main() -> None:
     parser.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=None,
                         help="also the 2-GPU scaling figure (default: with --gpu when two GPUs are visible)")
     parser.add_argument("--quick", action="store_true", help="tiny clips, one round: checks that everything runs")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each figure, CPU and GPU")
     parser.add_argument("--sizes", default="640x360,320x240,176x144", help="WIDTHxHEIGHT of the clips, in turn")
     parser.add_argument("--clips-per-size", type=int, default=1)
     parser.add_argument("--frames", type=int, default=24, help="frame pairs per clip")

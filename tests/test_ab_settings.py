@@ -76,6 +76,21 @@ def test_a_tiny_run_reports_every_setting(tmp_path):
         assert sum(busy) > 0 and "CPUs busy" in result.stdout
 
 
+def test_the_default_suite_has_lpips_where_its_weights_are_written_for_the_run(tmp_path):
+    """With no AlexNet weights in the torch cache (a lent GPU machine) the run writes seeded random ones: the
+    suite is listed after that, so the default suite keeps lpips."""
+    out = tmp_path / "ab.json"
+    command = [sys.executable, str(BENCHMARKS / "ab_settings.py"), "--device", "cpu", "--rounds", "1", "--warm-up", "0",
+               "--clips", "1", "--frames", "2", "--size", "48x32", "--setting", "code", "--setting", "again",
+               "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                            env={**os.environ, "TORCH_HOME": str(tmp_path / "empty_torch_home")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "random AlexNet weights" in result.stderr
+    report = json.loads(out.read_text())
+    assert "lpips" in report["metrics"] and "lpips" in report["settings"]["again"]["means"]
+
+
 def test_dropping_a_metric_outside_the_suite_is_a_clear_exit(tmp_path):
     command = [sys.executable, str(BENCHMARKS / "ab_settings.py"), "--device", "cpu", "--metrics", "psnr",
                "--setting", "code", "--setting", "no-ssim", "without:ssim"]

@@ -1,0 +1,23 @@
+"""benchmarks/issue17.py: ``--rounds`` sets the rounds of every figure, the GPU figures' included (with one
+round the GPU figures were the first run's, CUDA graphs' captures and all)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def test_the_gpu_figures_run_in_the_rounds_asked_for(benchmark_module, monkeypatch, tmp_path):
+    issue17, suite_speed = benchmark_module("issue17"), benchmark_module("suite_speed")
+    asked = []
+
+    def measure(args):  # a GPU's figures, as suite_speed reports them
+        asked.append((args.rounds, args.size))
+        runs = {name: {"seconds": 0.4, "rounds": [0.4] * args.rounds}
+                for name in ("no cache", "warm frame cache", "default cache")}
+        gpu = {"device": "cuda:0", "decode_only_s": 0.3, "decode_only_rounds": [0.3] * args.rounds, "suite_runs": runs}
+        return {"devices": [gpu], "size": args.size, "frames": args.frames}
+
+    monkeypatch.setattr(suite_speed, "measure", measure)
+    _, rows = issue17.gpu_figures(argparse.Namespace(out=tmp_path, quick=False, rounds=5))
+    assert asked == [(5, "640x360"), (5, "640x360,320x240,176x144")]
+    assert [len(row["per_round"]) for row in rows if "per_round" in row] == [5, 5]
