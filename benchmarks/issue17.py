@@ -26,8 +26,8 @@ c) the default suite now against the tree issue 17 was filed on (``--old-commit`
 host's CPU threads, the reference cache cold and warm), with the goals of issue 17 (<= 1.5x decode-only,
 >= 10x the CPU run); and the GPU suite against decode-only again on clips of the issue's own shape (3 pairs
 of 83 frame pairs at 640x360, 320x240 and 176x144), each in ``--rounds`` alternating rounds too (the first
-includes the CUDA graphs' captures of the clips' shapes: with three rounds it can be the median). LPIPS: the
-cached AlexNet checkpoint, else seeded random weights (timing only).
+includes the CUDA graphs' captures of the clips' shapes). LPIPS: the cached AlexNet checkpoint, else seeded
+random weights (timing only).
 
 ``--scaling`` (default: with ``--gpu`` when two GPUs are visible): also ``scaling.py``'s multi-GPU figure,
 256 clips x 48 frames of 256x256, psnr + ssim + lpips and the default suite, 1 and 2 ranks started by

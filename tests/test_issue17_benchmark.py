@@ -1,5 +1,5 @@
-"""benchmarks/issue17.py: ``--rounds`` sets the rounds of every figure, the GPU figures' included (with one
-round the GPU figures were the first run's, CUDA graphs' captures and all)."""
+"""benchmarks/issue17.py: ``--rounds`` sets the rounds of every figure, the GPU figures' included (they were
+suite_speed.py's default three whatever ``--rounds`` said)."""
 
 from __future__ import annotations
 
