@@ -10,7 +10,9 @@ A setting is a name and its assignments: ``MODULE.NAME=VALUE`` sets a constant o
 (VALUE a Python literal: ``2``, ``True``, ``'auto'``), ``env:NAME=VALUE`` an environment variable read at call
 time (``env:FORESIGHT_EVAL_CUDA_GRAPHS=0``: no CUDA graphs), ``sys:switchinterval=SECONDS`` the interpreter's
 thread switch interval (how long a thread waiting for the GIL waits before it asks the holder to drop it),
-``without:METRIC`` runs the suite without that metric. A setting with no assignment is the code as it is. Only
+``without:METRIC`` runs the suite without that metric, ``frames:predecoded`` reads every clip's frames from memory,
+decoded once before the timed rounds (the suite's own work without the decoding's: its floor on the clips; the
+decode-only rounds still decode). A setting with no assignment is the code as it is. Only
 what the package reads when it runs takes effect: a constant copied at import (a default argument, a value in
 another module's namespace) does not change. ``--leave-one-out`` adds a setting ``-METRIC``
 (``without:METRIC``) for every metric of the suite: what each metric adds to the run's time on its critical
@@ -37,7 +39,12 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
+from unittest import mock
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ensure_alexnet_weights, parse_sizes  # noqa: E402
@@ -47,11 +54,13 @@ from suite_speed import make_clips, timed  # noqa: E402
 from foresight_eval import RunContext, ScoreOptions, score  # noqa: E402
 from foresight_eval.results import RunResult  # noqa: E402
 from foresight_eval.distributed import resolve_device  # noqa: E402
+from foresight_eval.io.video import VideoReader  # noqa: E402
 from foresight_eval.metrics.registry import prepare_metrics  # noqa: E402
 
 _UNSET = object()
 WITHOUT = "without:"  # an assignment naming a metric the setting's runs leave out
 SWITCH_INTERVAL = "sys:switchinterval"  # the interpreter's thread switch interval (sys.setswitchinterval), seconds
+PREDECODED = "frames:predecoded"  # the setting's runs read the clips' frames from memory (PredecodedFrames)
 
 
 def machine_busy_seconds() -> float | None:
@@ -85,13 +94,16 @@ class Settings:
         self.named: dict[str, list[tuple[object, str, object]]] = {}
         self.assignments: dict[str, list[str]] = {}  # as given
         self.dropped: dict[str, set[str]] = {}  # the metrics each setting runs without ("without:METRIC")
+        self.predecoded: dict[str, bool] = {}  # whether the setting's runs read the frames from memory
         self._originals: dict[tuple[int, str], tuple[object, object]] = {}
         for name, *assignments in named:
             if name in self.named:
                 raise SystemExit(f"setting {name!r} given twice")
             self.dropped[name] = {assignment.removeprefix(WITHOUT) for assignment in assignments
                                   if assignment.startswith(WITHOUT)}
-            self.named[name] = [self._parse(assignment) for assignment in assignments if not assignment.startswith(WITHOUT)]
+            self.predecoded[name] = PREDECODED in assignments
+            self.named[name] = [self._parse(assignment) for assignment in assignments
+                                if not assignment.startswith(WITHOUT) and assignment != PREDECODED]
             self.assignments[name] = assignments
 
     def _parse(self, assignment: str) -> tuple[object, str, object]:
@@ -122,6 +134,28 @@ class Settings:
             _assign(owner, name, original)
         for owner, name, value in self.named[setting]:
             _assign(owner, name, value)
+
+
+class PredecodedFrames:
+    """A context, entered as often as wanted: within it a video clip's frames come from memory, decoded by the
+    code's own reader on the clip's first read (within it), kept, and given out again (the same arrays) at every
+    later read of the same file."""
+
+    def __init__(self) -> None:
+        decode, kept = VideoReader.frames, {}
+
+        def frames(reader: VideoReader) -> Iterator[np.ndarray]:
+            if reader.path not in kept:
+                kept[reader.path] = list(decode(reader))
+            return iter(kept[reader.path])
+
+        self._patch = mock.patch.object(VideoReader, "frames", frames)
+
+    def __enter__(self) -> None:
+        self._patch.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._patch.stop()
 
 
 def _assign(owner: object, name: str, value: object) -> None:
@@ -175,9 +209,11 @@ def measure(args: argparse.Namespace) -> dict:
                 raise SystemExit(f"setting {setting!r}: {', '.join(sorted(dropped - set(metrics)))} not in the suite "
                                  f"({', '.join(metrics)})")
         clips = make_clips(tmp / "clips", args.clips, args.frames, 0, 0, sizes=sizes)
+        predecoded = PredecodedFrames()  # one memory of the clips' frames for every setting that reads from it
         def run(setting: str) -> RunResult:
             chosen = [metric for metric in metrics if metric not in settings.dropped[setting]]
-            return score(*clips, chosen, options=options, device=device, resources={"cache_dir": None})
+            with predecoded if settings.predecoded[setting] else nullcontext():
+                return score(*clips, chosen, options=options, device=device, resources={"cache_dir": None})
 
         for setting in settings.named:
             settings.apply(setting)

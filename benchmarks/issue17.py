@@ -31,7 +31,8 @@ random weights (timing only).
 
 ``--scaling`` (default: with ``--gpu`` when two GPUs are visible): also ``scaling.py``'s multi-GPU figure,
 256 clips x 48 frames of 256x256, psnr + ssim + lpips and the default suite, 1 and 2 ranks started by
-``python -m foresight_eval.launch``, every rank's phases recorded (goal >= 1.8x, results identical). With
+``python -m foresight_eval.launch``, in ``--rounds`` alternating rounds (medians), every rank's phases recorded
+(goal >= 1.8x, results identical in every round). With
 ``--quick`` it is a dry run of the same on the CPU (4 tiny clips), to check that it runs.
 
 Writes ``DIR/issue17.json`` (every timing, value and the machine) and ``DIR/issue17.md`` (the table).
@@ -307,7 +308,7 @@ def scaling_figure(args: argparse.Namespace) -> tuple[dict, list[dict]]:
 
     reports, rows = {}, []
     for metrics in ("psnr,ssim,lpips", "default"):
-        argv = ["--ranks", "1,2", "--launchers", "launch", "--metrics", metrics]
+        argv = ["--ranks", "1,2", "--launchers", "launch", "--metrics", metrics, "--rounds", str(args.rounds)]
         argv += (["--clips", "4", "--frames", "4", "--size", "64x64", "--device", "cpu"] if args.quick else
                  ["--clips", "256", "--frames", "48", "--size", "256x256"])
         report = reports[metrics] = scaling.measure(scaling.build_parser().parse_args(argv))

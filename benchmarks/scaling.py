@@ -3,11 +3,15 @@ GPU each), the throughput ratio, whether every world size wrote the same results
 (each rank's start-up, setup, scoring, gather and merge from the run's manifest.timings), and Amdahl's model of
 the one-rank run: what does not shrink with ranks, and the best speed-up that leaves at 2 and 8 ranks.
 
-    python benchmarks/scaling.py --ranks 1,2 --clips 64 --frames 48 --size 256x256 [--launchers torchrun,launch]
+    python benchmarks/scaling.py --ranks 1,2 --clips 64 --frames 48 --size 256x256 [--launchers torchrun,launch] [--rounds 3]
 
 Goal (two H200s): at least 1.8x the single-rank throughput with 2 ranks. ``--launchers`` starts the ranks
 with `torchrun --standalone` (default), `python -m foresight_eval.launch` (no elastic agent: no torch import
 before the ranks, none to tear down after), or both, each world size with each launcher in turn.
+``--rounds``: every run that many times, the runs' order reversed every other round (whatever runs second gets
+the warmer machine); the figures are medians: a run's start-up alone (importing torch) varied by 1.6 s between
+two runs on one 2 x H200 host (benchmarks/RESULTS.md, issue 17's nineteenth session), and one run of each
+world size cannot tell that from the ranks' effect.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,14 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics", default="psnr,ssim,lpips", help="comma-separated, or 'default': the default suite")
     parser.add_argument("--device", default="cuda", help="cuda: one GPU per rank; cpu for a dry run")
     parser.add_argument("--launchers", default="torchrun", help="torchrun, launch, or both: torchrun,launch")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="runs of every (world size, launcher), the order reversed every other round; medians")
     parser.add_argument("--json", type=Path, help="also write the figures and every rank's phases here")
     return parser
 
 
 def measure(args: argparse.Namespace) -> dict:
-    """Run every (world size, launcher) of ``args`` on the same clips, print the figures, return the report:
-    per run its wall time, its speed-up over the smallest world size of its launcher, whether its results
-    equal that run's, and every rank's phases."""
+    """Run every (world size, launcher) of ``args`` on the same clips ``args.rounds`` times, print the figures,
+    return the report: per (world size, launcher) its median wall time, its speed-up over the smallest world size
+    of its launcher (medians), whether the results of every round equal that one's first, every rank's median
+    phases, and each round's wall time and phases."""
     width, height = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -63,39 +72,50 @@ def measure(args: argparse.Namespace) -> dict:
             for shard in (tmp / "data").iterdir():
                 for clip in (shard / side.name).iterdir():
                     clip.rename(side / clip.name)
-        results, phases = {}, {}
         launchers = {"torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"],
                      "launch": [sys.executable, "-m", "foresight_eval.launch", "--nproc-per-node"]}
-        for ranks, launcher in ((int(r), name) for r in args.ranks.split(",") for name in args.launchers.split(",")):
-            out = tmp / f"run{ranks}-{launcher}"
-            command = [*launchers[launcher], str(ranks), *(["-m", "foresight_eval"] if launcher == "torchrun" else []),
-                       "score", str(preds), str(refs), *(["-m", args.metrics] if args.metrics != "default" else []),
-                       "--device", args.device, "--out", str(out), "--json",
-                       "--no-cache"]  # no run reads what an earlier one cached of the same references
-            start = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "4"})
-            if done.returncode != 0:
-                raise SystemExit(f"{ranks} rank(s) failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-            seconds = time.perf_counter() - start
-            summary = json.loads((out / "summary.json").read_text())
-            results[ranks, launcher] = (seconds, {name: m["mean"] for name, m in summary["metrics"].items()},
-                                        (out / "per_frame.csv").read_text())
-            phases[ranks, launcher] = summary["manifest"].get("timings", {}).get("ranks", [])
+        configs = [(int(r), name) for r in args.ranks.split(",") for name in args.launchers.split(",")]
+        walls: dict[tuple[int, str], list[float]] = {config: [] for config in configs}
+        phases: dict[tuple[int, str], list[list[dict[str, float]]]] = {config: [] for config in configs}
+        outputs: dict[tuple[int, str], list[tuple[dict, str]]] = {config: [] for config in configs}
+        for round_index in range(args.rounds):
+            for ranks, launcher in configs if round_index % 2 == 0 else configs[::-1]:
+                out = tmp / f"run{ranks}-{launcher}"
+                command = [*launchers[launcher], str(ranks), *(["-m", "foresight_eval"] if launcher == "torchrun" else []),
+                           "score", str(preds), str(refs), *(["-m", args.metrics] if args.metrics != "default" else []),
+                           "--device", args.device, "--out", str(out), "--json",
+                           "--no-cache"]  # no run reads what an earlier one cached of the same references
+                start = time.perf_counter()
+                done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "4"})
+                if done.returncode != 0:
+                    raise SystemExit(f"{ranks} rank(s) failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+                walls[ranks, launcher].append(time.perf_counter() - start)
+                summary = json.loads((out / "summary.json").read_text())
+                outputs[ranks, launcher].append(({name: m["mean"] for name, m in summary["metrics"].items()},
+                                                 (out / "per_frame.csv").read_text()))
+                phases[ranks, launcher].append(summary["manifest"].get("timings", {}).get("ranks", []))
+                shutil.rmtree(out)
+                print(f"round {round_index}: {ranks} rank(s), {launcher}: {walls[ranks, launcher][-1]:.2f} s", flush=True)
     frames = args.clips * args.frames
-    print(f"{args.clips} clips x {args.frames} frames at {width}x{height}, metrics {args.metrics}")
+    print(f"{args.clips} clips x {args.frames} frames at {width}x{height}, metrics {args.metrics}, "
+          f"{args.rounds} round(s): medians")
     runs = {}
-    for (ranks, launcher), (seconds, means, per_frame) in sorted(results.items()):
-        base = min(key for key in results if key[1] == launcher)
-        same = means == results[base][1] and per_frame == results[base][2]
-        speed_up = results[base][0] / seconds
+    for ranks, launcher in sorted(configs):
+        base = min(config for config in configs if config[1] == launcher)
+        same = all(output == outputs[base][0] for output in outputs[ranks, launcher])
+        seconds = statistics.median(walls[ranks, launcher])
+        speed_up = statistics.median(walls[base]) / seconds
+        median_phases = phase_medians(phases[ranks, launcher])
         print(f"  {ranks} rank(s), {launcher}: {seconds:7.1f} s wall, {frames / seconds:8.1f} frames/s, "
-              f"{speed_up:.2f}x of {base[0]} rank(s), results identical: {same}")
-        print("    " + phase_split(seconds, phases[ranks, launcher]))
+              f"{speed_up:.2f}x of {base[0]} rank(s), results identical: {same}; rounds "
+              + " ".join(f"{wall:.2f}" for wall in walls[ranks, launcher]))
+        print("    " + phase_split(seconds, median_phases))
         runs[f"{ranks}" if launcher == "torchrun" else f"{ranks} {launcher}"] = {
             "ranks": ranks, "launcher": launcher, "wall_s": seconds, "speed_up": speed_up, "of_ranks": base[0],
-            "results_identical": same, "phases": phases[ranks, launcher]}
+            "results_identical": same, "phases": median_phases, "wall_rounds": walls[ranks, launcher],
+            "phases_rounds": phases[ranks, launcher]}
     report = {"clips": args.clips, "frames": args.frames, "size": args.size, "metrics": args.metrics,
-              "device": args.device, "runs": runs}
+              "device": args.device, "rounds": args.rounds, "runs": runs}
     single = next((run for run in runs.values() if run["ranks"] == 1 and run["phases"]), None)
     if single is not None:
         report["model"] = fixed_and_shared(single["wall_s"], single["phases"][0])
@@ -107,6 +127,19 @@ def measure(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     measure(build_parser().parse_args())
+
+
+def phase_medians(runs: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """Per rank, each phase's median over the runs (each run: its ranks' phases, from the manifest).
+
+    >>> phase_medians([[{"scoring": 3.0}, {"scoring": 2.0}], [{"scoring": 1.0}, {"scoring": 4.0}],
+    ...                [{"scoring": 2.0}, {"scoring": 6.0}]])
+    [{'scoring': 2.0}, {'scoring': 4.0}]
+    """
+    if not runs or not all(runs):
+        return []
+    return [{name: statistics.median(run[rank][name] for run in runs) for name in runs[0][rank]}
+            for rank in range(len(runs[0]))]
 
 
 def fixed_and_shared(wall: float, phases: dict[str, float]) -> dict:

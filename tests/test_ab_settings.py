@@ -47,6 +47,32 @@ def test_the_switch_interval_is_set_and_given_back(ab_settings):
         sys.setswitchinterval(own)
 
 
+def test_predecoded_frames_decode_each_clip_once_and_only_within_the_setting(ab_settings, fixtures_dir, monkeypatch):
+    from foresight_eval.io.video import VideoReader
+
+    decoded = []
+    decode = VideoReader.frames
+
+    def counted(reader):
+        decoded.append(reader.path)
+        return decode(reader)
+
+    monkeypatch.setattr(VideoReader, "frames", counted)
+    clip = next(fixtures_dir.joinpath("refs").glob("*.mp4"))
+    own = [frame.copy() for frame in VideoReader(clip).frames()]
+    settings = ab_settings.Settings([["code"], ["pre", ab_settings.PREDECODED]])
+    assert settings.predecoded == {"code": False, "pre": True} and settings.named["pre"] == []
+    predecoded = ab_settings.PredecodedFrames()
+    decoded.clear()
+    for _ in range(3):
+        with predecoded:
+            frames = list(VideoReader(clip).frames())
+        assert len(frames) == len(own) and all((a == b).all() for a, b in zip(frames, own))
+    assert decoded == [clip]  # read three times, decoded once
+    list(VideoReader(clip).frames())
+    assert decoded == [clip, clip]  # outside the setting the reader decodes again
+
+
 @pytest.mark.parametrize("assignment, message", [("engine.NO_SUCH_CONSTANT=1", "has no 'NO_SUCH_CONSTANT'"),
                                                  ("engine.PAIRS_AHEAD_ON_DEVICE", "expected MODULE.NAME=VALUE"),
                                                  ("engine.PAIRS_AHEAD_ON_DEVICE=two", "not a Python literal")])
