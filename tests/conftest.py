@@ -3,6 +3,7 @@ the libraries' standard formats and places (never downloaded)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,12 @@ import pytest
 import torch
 
 from tests.parity import PARITY_RESULTS
+
+# Where no GPU compiles them, Triton's kernels (metrics/flow_kernels.py) run in its interpreter, on CPU tensors in
+# NumPy: the kernels' own code, tested on the CPU. Triton reads this when it is first imported (its library
+# functions are kernels too, decorated then), so here, before any test imports it.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import torch.nn.functional as F
 
 from fixtures import synthetic
 from foresight_eval.io.clips import open_clip
+from foresight_eval.metrics import flow_torch
 from foresight_eval.metrics.flow_torch import box_sums, farneback
 from foresight_eval.metrics.temporal import (FARNEBACK_PARAMS, consecutive_warp_error_torch, optical_flow, to_gray_uint8,
                                              warp_error)
@@ -33,37 +37,54 @@ CLIPS = {
 }
 
 
+@pytest.fixture(params=["torch ops", "fused kernels"])
+def refinement(request, monkeypatch):
+    """Farnebäck's refinement iterations either way: in torch ops (the CPU's default), or in flow_kernels'
+    Triton kernels (a GPU's), here run by Triton's interpreter on the CPU (tests/conftest.py): the kernels' own
+    code, their arithmetic in NumPy instead of on a GPU. Where Triton compiles (a GPU machine), tests/test_gpu.py
+    runs them on the GPU instead."""
+    if request.param == "fused kernels":
+        _needs_interpreted_triton()
+        monkeypatch.setattr(flow_torch, "fused_by_default", lambda device: True)
+    return request.param
+
+
+def _needs_interpreted_triton() -> None:
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton compiles here (a GPU): tests/test_gpu.py runs the fused kernels")
+
+
 @pytest.mark.parametrize("clip", list(CLIPS))
-def test_farneback_matches_opencv(clip, fixtures_dir):
+def test_farneback_matches_opencv(clip, fixtures_dir, refinement):
     gray = to_gray_uint8(CLIPS[clip](fixtures_dir)[:3])
     reference = np.stack([optical_flow(a, b) for a, b in zip(gray[:-1], gray[1:])])
     ours = farneback(torch.from_numpy(gray[:-1]), torch.from_numpy(gray[1:]), **FARNEBACK_PARAMS).numpy()
     assert np.abs(reference).mean() > 0.1, "the frames must move for the check to mean anything"
     end_point_error = np.sqrt(np.square(ours - reference).sum(axis=-1))
-    assert_parity("torch Farneback vs cv2.calcOpticalFlowFarneback (mean end-point error, px)",
+    assert_parity(f"torch Farneback ({refinement}) vs cv2.calcOpticalFlowFarneback (mean end-point error, px)",
                   end_point_error.mean(axis=(1, 2)), np.zeros(len(ours)), atol=1e-4)
-    assert_parity("torch Farneback vs cv2.calcOpticalFlowFarneback (max end-point error, px)",
+    assert_parity(f"torch Farneback ({refinement}) vs cv2.calcOpticalFlowFarneback (max end-point error, px)",
                   end_point_error.max(axis=(1, 2)), np.zeros(len(ours)), atol=1e-3)
 
 
-def test_farneback_at_a_size_without_pyramid_levels():
+def test_farneback_at_a_size_without_pyramid_levels(refinement):
     # Under 64 pixels a side, OpenCV uses fewer than `levels` pyramid levels; so must we.
     rng = np.random.default_rng(0)
     image = cv2.GaussianBlur(rng.integers(0, 256, (40, 56), dtype=np.uint8), (5, 5), 1.5)
     moved = np.roll(image, (1, 2), axis=(0, 1))
     ours = farneback(torch.from_numpy(image)[None], torch.from_numpy(moved)[None], **FARNEBACK_PARAMS)[0].numpy()
-    assert_parity("torch Farneback vs cv2 on 40x56 (max end-point error, px)",
+    assert_parity(f"torch Farneback ({refinement}) vs cv2 on 40x56 (max end-point error, px)",
                   np.sqrt(np.square(ours - optical_flow(image, moved)).sum(axis=-1)).max(), 0.0, atol=1e-3)
 
 
 @pytest.mark.parametrize("clip", list(CLIPS))
-def test_warp_error_torch_backend_matches_opencv(clip, fixtures_dir):
+def test_warp_error_torch_backend_matches_opencv(clip, fixtures_dir, refinement):
     frames = CLIPS[clip](fixtures_dir)[:3]
     reference = warp_error(frames[:-1], frames[1:], backend="opencv")
     ours = warp_error(frames[:-1], frames[1:], backend="torch")
     # OpenCV's remap rounds sampling positions to 1/32 pixel, the torch warp does not: rounding-level differences.
-    assert_parity("warp_error backend=torch vs backend=opencv", ours, reference, atol=2e-6)
-    assert_parity("warp_error backend=torch vs backend=opencv (relative)", (ours - reference) / reference,
+    assert_parity(f"warp_error backend=torch ({refinement}) vs backend=opencv", ours, reference, atol=2e-6)
+    assert_parity(f"warp_error backend=torch ({refinement}) vs backend=opencv (relative)", (ours - reference) / reference,
                   torch.zeros_like(reference), atol=5e-3)
 
 
@@ -142,3 +163,32 @@ def test_box_sums_by_running_sums_are_the_window_sums(size):
         columns = F.avg_pool2d(values, (1, size), stride=1) * size
         assert_parity(f"box sums of {size} along columns vs avg_pool2d", box_sums(values, size, dim=3), columns,
                       atol=1e-9)
+
+
+def test_fused_kernels_refine_as_the_torch_ops():
+    """The same flows either way, to the rounding of their different bilinear weights (OpenCV's in the kernels,
+    grid_sample's normalised positions in the torch ops): the fused kernels are not only near OpenCV but near
+    the path they replace, on a clip whose flow has every pyramid level."""
+    gray = torch.from_numpy(to_gray_uint8(_camera_like()[:3]))
+    plain = farneback(gray[:-1], gray[1:], **FARNEBACK_PARAMS)
+    _needs_interpreted_triton()
+    fused = farneback(gray[:-1], gray[1:], **FARNEBACK_PARAMS, fused=True)
+    assert plain.abs().mean() > 0.1
+    assert_parity("Farnebäck flow, fused kernels vs torch ops (max end-point error, px)",
+                  (fused - plain).square().sum(dim=-1).sqrt().max(), torch.tensor(0.0), atol=1e-4)
+    assert not torch.equal(fused, plain), "the kernels ran (their weights differ from grid_sample's in rounding)"
+
+
+def test_the_fused_kernels_are_the_default_on_a_gpu_only_and_a_failure_falls_back_with_a_warning(monkeypatch):
+    assert not flow_torch.fused_by_default(torch.device("cpu"))
+    monkeypatch.setattr(flow_torch, "FUSED_ON_GPU", False)
+    assert not flow_torch.fused_by_default(torch.device("cuda"))  # off: decided before any CUDA call
+    # No Triton to import (None in sys.modules stops an import), as on a platform without it.
+    monkeypatch.setitem(sys.modules, "triton", None)
+    monkeypatch.delitem(sys.modules, "foresight_eval.metrics.flow_kernels", raising=False)
+    flow_torch.fused_kernels_run.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="Triton kernels do not run on cpu .*ModuleNotFoundError.*torch ops"):
+            assert flow_torch.fused_kernels_run(torch.device("cpu")) is False
+    finally:
+        flow_torch.fused_kernels_run.cache_clear()

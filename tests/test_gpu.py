@@ -40,6 +40,34 @@ def test_edge_f1_and_warp_error_on_cuda_equal_the_cpu(fixtures_dir):
                   torch.zeros_like(cpu), atol=5e-3)
 
 
+@pytest.mark.parametrize("size", [(120, 200), (360, 640)])
+def test_fused_farneback_kernels_on_cuda_match_opencv_and_the_torch_ops(size):
+    """Farnebäck's refinement compiled by Triton on the GPU (the default there) within the CPU tests' bounds
+    of OpenCV's flow (tests/test_flow_torch.py runs the same kernels interpreted), and near the torch ops."""
+    import numpy as np
+
+    from fixtures import synthetic
+    from foresight_eval.metrics import flow_torch
+    from foresight_eval.metrics.temporal import FARNEBACK_PARAMS, optical_flow, to_gray_uint8
+
+    clip = synthetic.to_uint8(synthetic.camera_like_clip(0, 3, height=size[0], width=size[1]))
+    gray = to_gray_uint8(torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255)
+    reference = np.stack([optical_flow(a, b) for a, b in zip(gray[:-1], gray[1:])])
+    images = torch.from_numpy(gray).cuda()
+    assert flow_torch.fused_by_default(images.device)
+    fused = flow_torch.farneback(images[:-1], images[1:], **FARNEBACK_PARAMS).cpu().numpy()
+    plain = flow_torch.farneback(images[:-1], images[1:], **FARNEBACK_PARAMS, fused=False).cpu().numpy()
+    assert np.abs(reference).mean() > 0.1
+    for name, flows, mean_bound in (("fused kernels", fused, 1e-4), ("torch ops", plain, 1e-4)):
+        end_point_error = np.sqrt(np.square(flows - reference).sum(axis=-1))
+        assert_parity(f"cuda Farneback ({name}) vs cv2 at {size} (mean end-point error, px)",
+                      end_point_error.mean(), 0.0, atol=mean_bound)
+        assert_parity(f"cuda Farneback ({name}) vs cv2 at {size} (max end-point error, px)",
+                      end_point_error.max(), 0.0, atol=1e-3)
+    assert_parity(f"cuda Farneback, fused kernels vs torch ops at {size} (max end-point error, px)",
+                  np.sqrt(np.square(fused - plain).sum(axis=-1)).max(), 0.0, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_torch_canny_on_cuda_matches_skimage_in_either_precision(fixtures_dir, dtype):
     """edge_f1's canny_dtype on the GPU's own kernels (float32 its default there): the bound of the CPU test."""

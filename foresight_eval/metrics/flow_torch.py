@@ -17,11 +17,18 @@ Farnebäck (2003), "Two-frame motion estimation based on polynomial expansion", 
 The arithmetic is float32 as OpenCV's, with the box average and the solve in float64 as there; the
 remaining differences are rounding order, so the flows agree closely but not to the bit
 (tests/test_flow_torch.py measures the end-point error and the warp_error values against OpenCV's).
+
+On a GPU, step 3 runs in :mod:`foresight_eval.metrics.flow_kernels`' fused Triton kernels instead of some
+forty torch ops per iteration (:func:`fused_by_default`; where Triton is missing or cannot compile, in torch
+ops with a warning).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import warnings
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +36,9 @@ import torch.nn.functional as F
 from foresight_eval.metrics.base import conv_per_image
 
 MIN_LEVEL_SIZE = 32  # OpenCV stops the pyramid before a side falls under this
+# Whether farneback_pairs refines the flows in flow_kernels' Triton kernels when its images are on a GPU (off:
+# the torch ops below, to compare).
+FUSED_ON_GPU = True
 _BORDER_WEIGHTS = (0.14, 0.14, 0.4472, 0.4472, 0.4472)
 
 
@@ -161,7 +171,7 @@ def box_sums(values: torch.Tensor, size: int, *, dim: int) -> torch.Tensor:
     return torch.cat([first, rest], dim=dim)
 
 
-def farneback(source: torch.Tensor, target: torch.Tensor, **params: float) -> torch.Tensor:
+def farneback(source: torch.Tensor, target: torch.Tensor, **params: float | bool | None) -> torch.Tensor:
     """Dense flow from 8-bit grayscale ``source`` to ``target`` images (N, H, W) (any dtype holding 0..255):
     (N, H, W, 2) float32 with source(y, x) ~ target(y + flow[..., 1], x + flow[..., 0]), as
     ``cv2.calcOpticalFlowFarneback(source, target, None, pyr_scale, levels, winsize, iterations, poly_n,
@@ -172,12 +182,16 @@ def farneback(source: torch.Tensor, target: torch.Tensor, **params: float) -> to
 
 def farneback_pairs(images: torch.Tensor, sources: torch.Tensor, targets: torch.Tensor, *, pyr_scale: float = 0.5,
                     levels: int = 3, winsize: int = 15, iterations: int = 3, poly_n: int = 5,
-                    poly_sigma: float = 1.2) -> torch.Tensor:
+                    poly_sigma: float = 1.2, fused: bool | None = None) -> torch.Tensor:
     """The flows from ``images[sources[i]]`` to ``images[targets[i]]`` of 8-bit grayscale images (M, H, W):
     (P, H, W, 2) for P index pairs, as :func:`farneback`. Each image's pyramid and polynomial expansion is
     computed once however many flows it is in: in a clip's consecutive pairs, both directions, a frame is
-    in four flows (warp_error)."""
+    in four flows (warp_error). ``fused``: the refinement iterations in flow_kernels' Triton kernels (True;
+    on the CPU only where Triton interprets them, in tests) or in torch ops (False); by default
+    :func:`fused_by_default`."""
     height, width = images.shape[-2:]
+    fused = fused_by_default(images.device) if fused is None else fused
+    kernels = importlib.import_module("foresight_eval.metrics.flow_kernels") if fused else None
     scale = 1.0
     for k in range(levels):
         scale *= pyr_scale
@@ -195,15 +209,48 @@ def farneback_pairs(images: torch.Tensor, sources: torch.Tensor, targets: torch.
         level = blurred if level_size == (height, width) else F.interpolate(
             blurred, size=level_size, mode="bilinear", align_corners=False)
         coefficients = poly_expansion(level, poly_n, poly_sigma)
-        r0, r1 = coefficients[sources], coefficients[targets]
         if flow is None:
-            flow = torch.zeros(r0.shape[0], 2, *level_size, device=r0.device)
+            flow = torch.zeros(len(sources), 2, *level_size, device=coefficients.device)
         else:
             flow = F.interpolate(flow, size=level_size, mode="bilinear", align_corners=False) * (1.0 / pyr_scale)
-        matrices = update_matrices(r0, r1, flow)
-        for i in range(iterations):
-            flow = solve_flow(matrices, winsize)
-            if i < iterations - 1:
-                matrices = update_matrices(r0, r1, flow)
+        if kernels is not None:
+            flow = kernels.refine_flows(coefficients, sources, targets, flow, _border_damping(*level_size, flow.device),
+                                        winsize=winsize, iterations=iterations)
+        else:
+            flow = _refine_in_torch_ops(coefficients[sources], coefficients[targets], flow, winsize, iterations)
     return flow.permute(0, 2, 3, 1).contiguous()
 
+
+def _refine_in_torch_ops(r0: torch.Tensor, r1: torch.Tensor, flow: torch.Tensor, winsize: int,
+                         iterations: int) -> torch.Tensor:
+    """One pyramid level's refinements of ``flow`` (flows, 2, H, W) given both images' coefficients per flow."""
+    matrices = update_matrices(r0, r1, flow)
+    for i in range(iterations):
+        flow = solve_flow(matrices, winsize)
+        if i < iterations - 1:
+            matrices = update_matrices(r0, r1, flow)
+    return flow
+
+
+def fused_by_default(device: torch.device) -> bool:
+    """Whether :func:`farneback_pairs` refines flows in flow_kernels' fused kernels by default: on a GPU with
+    :data:`FUSED_ON_GPU`, if they run there (:func:`fused_kernels_run`)."""
+    return FUSED_ON_GPU and device.type == "cuda" and fused_kernels_run(device)
+
+
+@functools.lru_cache(maxsize=None)
+def fused_kernels_run(device: torch.device) -> bool:
+    """Whether flow_kernels' kernels compile and run on ``device``, tried once per device on a small flow. A
+    missing Triton or a failing compile (no C compiler for its launcher, an unsupported GPU) warns."""
+    try:
+        kernels = importlib.import_module("foresight_eval.metrics.flow_kernels")  # imports Triton
+        images = torch.zeros(2, 1, MIN_LEVEL_SIZE, MIN_LEVEL_SIZE, device=device)
+        first, second = torch.tensor([0], device=device), torch.tensor([1], device=device)
+        kernels.refine_flows(poly_expansion(images, 5, 1.1), first, second,
+                             torch.zeros(1, 2, MIN_LEVEL_SIZE, MIN_LEVEL_SIZE, device=device),
+                             _border_damping(MIN_LEVEL_SIZE, MIN_LEVEL_SIZE, device), winsize=5, iterations=2)
+    except Exception as exc:  # noqa: BLE001 - an optional accelerated path: any failure falls back, said once
+        warnings.warn(f"Farnebäck flow: the Triton kernels do not run on {device} ({type(exc).__name__}: {exc}); "
+                      "refining in torch ops", RuntimeWarning, stacklevel=2)
+        return False
+    return True

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from foresight_eval.metrics.base import (ConsecutivePairMetric, FrameBatch, MetricInfo, device_constant, over_threads,
                                          when_on_host)
-from foresight_eval.metrics.flow_torch import farneback_pairs
+from foresight_eval.metrics.flow_torch import farneback_pairs, fused_by_default
 from foresight_eval.metrics.graphs import GraphedFunction
 from foresight_eval.metrics.motion import _gray_u8  # OpenCV's RGB2GRAY, shared with the motion masks
 from foresight_eval.metrics.registry import register
@@ -220,9 +220,10 @@ def warp_error_torch(earlier: torch.Tensor, later: torch.Tensor, occlusion: str 
     return _warp_error_torch(earlier, later, gray, pairs, pairs + len(earlier), occlusion)
 
 
-def _consecutive_warp_error_torch(frames: torch.Tensor, *, occlusion: str) -> torch.Tensor:
+def _consecutive_warp_error_torch(frames: torch.Tensor, *, occlusion: str, fused_flow: bool | None = None) -> torch.Tensor:
     index = torch.arange(len(frames), device=frames.device)
-    return _warp_error_torch(frames[:-1], frames[1:], _gray_u8(frames)[:, 0], index[:-1], index[1:], occlusion)
+    return _warp_error_torch(frames[:-1], frames[1:], _gray_u8(frames)[:, 0], index[:-1], index[1:], occlusion,
+                             fused_flow)
 
 
 # About 1,500 kernels per batch of 16 pairs: on a GPU the launches, not the kernels, took the time.
@@ -233,17 +234,18 @@ def consecutive_warp_error_torch(frames: torch.Tensor, occlusion: str = "lai") -
     """:func:`warp_error_torch` of ``frames[:-1]`` and ``frames[1:]`` (N + 1 frames, N pairs), with each frame's
     grayscale image, pyramid and polynomial expansion computed once instead of four times. On a GPU, replayed
     from a CUDA graph once a batch shape repeats (:mod:`foresight_eval.metrics.graphs`)."""
-    return _consecutive_warp_error_graphed(frames, occlusion=occlusion)
+    # The flow's kernels are part of the graph's signature: a graph replays the kernels it was captured with.
+    return _consecutive_warp_error_graphed(frames, occlusion=occlusion, fused_flow=fused_by_default(frames.device))
 
 
 def _warp_error_torch(earlier: torch.Tensor, later: torch.Tensor, gray: torch.Tensor, earlier_index: torch.Tensor,
-                      later_index: torch.Tensor, occlusion: str) -> torch.Tensor:
+                      later_index: torch.Tensor, occlusion: str, fused_flow: bool | None = None) -> torch.Tensor:
     """The torch warp error of pairs (earlier[i], later[i]) whose grayscale images are
-    ``gray[earlier_index[i]]`` and ``gray[later_index[i]]``."""
+    ``gray[earlier_index[i]]`` and ``gray[later_index[i]]``; ``fused_flow``: :func:`farneback_pairs`' ``fused``."""
     if occlusion not in OCCLUSION_MODES:
         raise ValueError(f"unknown occlusion mode {occlusion!r} (one of {OCCLUSION_MODES})")
     flows = farneback_pairs(gray, torch.cat([later_index, earlier_index]), torch.cat([earlier_index, later_index]),
-                            **FARNEBACK_PARAMS)
+                            **FARNEBACK_PARAMS, fused=fused_flow)
     backward, forward = flows.chunk(2)
     height, width = earlier.shape[-2:]
     xx = torch.arange(width, device=backward.device, dtype=torch.float32)
