@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     for width, height in args.size:
         frames = batch_of_frames(args.frames, width, height)
         graphed = GraphedFunction(_consecutive_warp_error_torch)
-        errors = {name: [graphed(frames, occlusion="lai", fused_flow=fused) for _ in range(3)][-1]  # run, capture, replay
+        # three calls each: run eagerly, capture, replay
+        errors = {name: [graphed(frames, occlusion="lai", fused_flow=fused) for _ in range(3)][-1]
                   for name, fused in SETTINGS.items()}
         times: dict[str, list[float]] = {name: [] for name in SETTINGS}
         for round_index in range(args.rounds):

@@ -38,7 +38,8 @@ INTERPRETED_BLOCK = 1 << 14
 @triton.jit
 def _bilinear(plane, corner, a00, a01, a10, a11, width, inside):
     """The bilinear value of one coefficient plane at ``corner`` (the top-left neighbour's offset) and weights."""
-    top = a00 * tl.load(plane + corner, mask=inside, other=0.0) + a01 * tl.load(plane + corner + 1, mask=inside, other=0.0)
+    top = (a00 * tl.load(plane + corner, mask=inside, other=0.0)
+           + a01 * tl.load(plane + corner + 1, mask=inside, other=0.0))
     bottom = (a10 * tl.load(plane + corner + width, mask=inside, other=0.0)
               + a11 * tl.load(plane + corner + width + 1, mask=inside, other=0.0))
     return top + bottom

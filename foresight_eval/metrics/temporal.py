@@ -220,13 +220,15 @@ def warp_error_torch(earlier: torch.Tensor, later: torch.Tensor, occlusion: str 
     return _warp_error_torch(earlier, later, gray, pairs, pairs + len(earlier), occlusion)
 
 
-def _consecutive_warp_error_torch(frames: torch.Tensor, *, occlusion: str, fused_flow: bool | None = None) -> torch.Tensor:
+def _consecutive_warp_error_torch(frames: torch.Tensor, *, occlusion: str,
+                                  fused_flow: bool | None = None) -> torch.Tensor:
     index = torch.arange(len(frames), device=frames.device)
     return _warp_error_torch(frames[:-1], frames[1:], _gray_u8(frames)[:, 0], index[:-1], index[1:], occlusion,
                              fused_flow)
 
 
-# About 1,500 kernels per batch of 16 pairs: on a GPU the launches, not the kernels, took the time.
+# Hundreds of small kernels per batch (about 1,500 for 16 pairs with the torch-op refinement): on a GPU the
+# launches, not the kernels, took the time.
 _consecutive_warp_error_graphed = GraphedFunction(_consecutive_warp_error_torch)
 
 
